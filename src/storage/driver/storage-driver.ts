@@ -1,0 +1,89 @@
+/**
+ * The byte store under the registry, modelled on distribution's `storagedriver.StorageDriver`.
+ *
+ * Paths are absolute, '/'-separated and relative to the driver's root (e.g.
+ * `/docker/registry/v2/blobs/sha256/ab/<hex>/data`). Every driver validates paths with
+ * {@link assertValidPath} before touching anything, so no caller can escape the root.
+ * Drivers hold no registry semantics: `storage/paths.ts` is the only place that knows the layout.
+ */
+import type { Readable } from 'node:stream'
+
+export interface FileInfo {
+  readonly path: string
+  readonly size: number
+  readonly modTime: Date
+  readonly isDir: boolean
+}
+
+/** Bytes written through a FileWriter become visible at their path only after `commit()`. */
+export interface FileWriter {
+  /** Bytes in the file so far, including bytes from before an `append` open. */
+  readonly size: number
+  write(chunk: Uint8Array): Promise<void>
+  /** Flushes (fsync) and makes the content visible at the path. */
+  commit(): Promise<void>
+  /** Discards what this writer wrote (and the whole file if it was new). */
+  cancel(): Promise<void>
+  /** Releases resources without committing; an append-mode file keeps what was written (resumable uploads). */
+  close(): Promise<void>
+}
+
+export interface StorageDriver {
+  readonly name: string
+  /** Whole content of a small object. Rejects with PathNotFoundError. */
+  getContent(path: string): Promise<Buffer>
+  /** Atomically replaces the object (temp file + fsync + rename on filesystems). */
+  putContent(path: string, content: Uint8Array): Promise<void>
+  /** A stream of the object from `offset`. Rejects with PathNotFoundError, or InvalidOffsetError past the end. */
+  reader(path: string, offset?: number): Promise<Readable>
+  /** A writer; with `append` it continues an existing file (resumable uploads). */
+  writer(path: string, options?: { append?: boolean }): Promise<FileWriter>
+  /** Rejects with PathNotFoundError. */
+  stat(path: string): Promise<FileInfo>
+  /** Full paths of the direct children of a directory. Rejects with PathNotFoundError. */
+  list(path: string): Promise<string[]>
+  /** Moves an object, replacing any at the destination. Rejects with PathNotFoundError for a missing source. */
+  move(sourcePath: string, destPath: string): Promise<void>
+  /** Deletes an object or a whole subtree. Rejects with PathNotFoundError. */
+  delete(path: string): Promise<void>
+  /** Visits every file and directory under `path` (depth first). Return 'skip' from a directory to not descend. */
+  walk(path: string, visit: (info: FileInfo) => Promise<'skip' | void> | 'skip' | void): Promise<void>
+}
+
+export class StorageDriverError extends Error {
+  readonly code: string
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+export class PathNotFoundError extends StorageDriverError {
+  constructor(readonly path: string, options?: { cause?: unknown }) {
+    super('PATH_NOT_FOUND', `path not found: ${path}`, options)
+  }
+}
+
+export class InvalidPathError extends StorageDriverError {
+  constructor(readonly path: string) {
+    super('INVALID_PATH', `invalid path: ${JSON.stringify(path)}`)
+  }
+}
+
+export class InvalidOffsetError extends StorageDriverError {
+  constructor(readonly path: string, readonly offset: number) {
+    super('INVALID_OFFSET', `invalid offset ${offset} for ${path}`)
+  }
+}
+
+const segment = /^[A-Za-z0-9._-]+$/
+
+/** One rule for every driver: absolute, no empty, '.' or '..' segments, only safe characters. */
+export function assertValidPath(path: string): void {
+  if (!path.startsWith('/') || path.length > 4096) throw new InvalidPathError(path)
+  if (path === '/') return
+  for (const part of path.slice(1).split('/')) {
+    if (part === '' || part === '.' || part === '..' || !segment.test(part)) throw new InvalidPathError(path)
+  }
+}
