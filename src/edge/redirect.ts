@@ -1,0 +1,55 @@
+/**
+ * Port 80: ACME HTTP-01 answers, and a redirect to HTTPS for everything else.
+ * 301 for GET/HEAD, 308 for other methods (308 keeps the method and body, RFC 9110 §15.4.9).
+ * Only configured names are redirected to; any other Host goes to the first configured name, as the
+ * seed's nginx `return 301 https://$server_name$request_uri` does — never an open redirect.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { closeAfterResponse } from './responses.js'
+import type { ChallengeResponder } from './tls/certificate-source.js'
+
+const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
+
+export interface RedirectOptions {
+  domains: readonly string[]
+  /** The public HTTPS port; appended to the Location when it is not 443. */
+  httpsPort: () => number
+  challenges?: ChallengeResponder
+}
+
+/** The host name of a Host header, lower-cased, without port or IPv6 brackets. */
+export function hostName(host: string | undefined): string {
+  if (!host) return ''
+  const trimmed = host.trim().toLowerCase()
+  if (trimmed.startsWith('[')) return trimmed.slice(1, trimmed.indexOf(']') > 0 ? trimmed.indexOf(']') : undefined)
+  const colon = trimmed.lastIndexOf(':')
+  return colon >= 0 && trimmed.indexOf(':') === colon ? trimmed.slice(0, colon) : trimmed
+}
+
+export function createRedirectHandler(options: RedirectOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const domains = options.domains.map(domain => domain.toLowerCase())
+  return (req, res) => {
+    const target = req.url ?? '/'
+    if (target.startsWith(CHALLENGE_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
+      const token = target.slice(CHALLENGE_PREFIX.length).split('?')[0] ?? ''
+      const answer = /^[A-Za-z0-9_-]+$/.test(token) ? options.challenges?.keyAuthorization(token) : undefined
+      res.writeHead(answer === undefined ? 404 : 200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(answer ?? 'not found\n') })
+      res.end(answer ?? 'not found\n')
+      return
+    }
+    const requested = hostName(req.headers.host)
+    const name = domains.includes(requested) ? requested : domains[0]
+    closeAfterResponse(req, res)
+    if (!name) {
+      res.writeHead(404, { 'content-type': 'text/plain' })
+      res.end('no HTTPS name configured\n')
+      return
+    }
+    const port = options.httpsPort()
+    const authority = (name.includes(':') ? `[${name}]` : name) + (port === 443 ? '' : `:${port}`)
+    const path = target.startsWith('/') ? target : '/'
+    const status = req.method === 'GET' || req.method === 'HEAD' ? 301 : 308
+    res.writeHead(status, { location: `https://${authority}${path}`, 'content-type': 'text/plain', 'content-length': 0 })
+    res.end()
+  }
+}
