@@ -1,0 +1,136 @@
+/**
+ * `berth serve`: start the registry. Flags come from the settings table (config/settings.ts), so
+ * every flag has its `BERTH_*` variable and config-file key. Prints where it listens, where it
+ * stores, which certificate it serves and how to log in; stops gracefully on SIGINT/SIGTERM.
+ */
+import { Command, Option } from 'commander'
+import type { Config } from '../../config/config.js'
+import { CONFIG_ENV, loadConfig } from '../../config/load.js'
+import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
+import { createLogger, type Logger } from '../../log.js'
+import type { RunningServer } from '../../server.js'
+import { CliError } from '../errors.js'
+import type { CliIo } from '../io.js'
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value]
+}
+
+export function optionFor(setting: Setting): Option {
+  const flags = `--${setting.flag}${setting.argument ? ` ${setting.argument}` : ''}`
+  const extra = [setting.defaultText ? `default: ${setting.defaultText}` : undefined, `env: ${setting.env}`].filter(Boolean).join('; ')
+  const option = new Option(flags, `${setting.description} (${extra})`)
+  if (setting.isList) option.argParser(collect)
+  return option
+}
+
+export function serveCommand(io: CliIo): Command {
+  const command = new Command('serve')
+    .summary('run the registry (HTTPS edge + engine, or --local HTTP on :5000)')
+    .description(
+      'Run the registry. Every flag can also be set as a BERTH_* environment variable or in a YAML/JSON ' +
+        'config file (--config); flags win over the environment, which wins over the file.',
+    )
+    .option('-c, --config <file>', `YAML or JSON file of settings, keys as the flags (e.g. https-port: 8443) (env: ${CONFIG_ENV})`)
+  for (const setting of SETTINGS as readonly Setting[]) command.addOption(optionFor(setting))
+  command.addHelpText(
+    'after',
+    '\nExamples:\n' +
+      '  berth serve --local                                        http://localhost:5000, data in ./datadir/data\n' +
+      '  berth serve --domain registry.example.com --tls-cert /etc/letsencrypt/live/registry.example.com/fullchain.pem \\\n' +
+      '              --tls-key /etc/letsencrypt/live/registry.example.com/privkey.pem\n' +
+      '  berth serve --domain registry.example.com --acme --acme-email me@example.com --acme-agree-tos\n' +
+      '  BERTH_DOMAIN=registry.example.com BERTH_SELF_SIGNED=1 berth serve',
+  )
+  command.action(async (options: Record<string, unknown>) => {
+    const flags: Partial<Record<SettingKey, unknown>> = {}
+    for (const setting of SETTINGS) if (options[setting.key] !== undefined) flags[setting.key] = options[setting.key]
+    const configFile = typeof options.config === 'string' ? options.config : undefined
+    const config = await loadConfig({ flags, env: io.env, cwd: io.cwd, ...(configFile !== undefined ? { configFile } : {}) })
+    const logger = createLogger({ level: config.logLevel, write: line => io.stderr.write(line + '\n') })
+    for (const warning of config.warnings) logger.warn(warning)
+    // Loaded here, not at the top: `berth htpasswd`/`doctor`/`--help` need none of the server's code.
+    const { ListenError, startServer } = await import('../../server.js')
+    let server: RunningServer
+    try {
+      server = await startServer(config, logger)
+    } catch (error) {
+      if (error instanceof ListenError) throw new CliError(error.message, 1, { cause: error })
+      throw error
+    }
+    io.stdout.write(summary(config, server))
+    await waitForSignal(server, logger)
+  })
+  return command
+}
+
+/** What a person needs after start: where to reach it, where data lives, how to log in and push. */
+export function summary(config: Config, server: RunningServer): string {
+  const lines: string[] = []
+  const add = (label: string, text: string) => lines.push(`  ${label.padEnd(12)}${text}`)
+  lines.push('Berth registry is running')
+  if (config.mode === 'local') {
+    add('listening', `${server.urls.local ?? ''} (plain HTTP)`)
+  } else {
+    add('listening', `${server.urls.https ?? ''} (HTTPS)${server.urls.http ? `, ${server.urls.http} (redirects to HTTPS, ACME challenges)` : ''}`)
+  }
+  add('storing', server.storage ?? `nothing here: fronting ${server.upstream}`)
+  if (server.certificate) {
+    add('certificate', `${server.certificateSource ?? ''}: ${server.certificate.names.join(', ')}, valid until ${server.certificate.notAfter.toISOString().slice(0, 10)}`)
+  } else if (server.certificateSource) {
+    add('certificate', `${server.certificateSource}: not obtained yet (see the log)`)
+  }
+  if (server.auth) {
+    add('users', `${server.auth.file} (${server.auth.users} user${server.auth.users === 1 ? '' : 's'})`)
+  } else if (config.mode === 'local') {
+    add('users', `none: no login needed (to require one: berth htpasswd add <user> --file ${config.htpasswd})`)
+  } else {
+    add('users', `NONE: anyone who reaches this port can push and pull. Add a user: berth htpasswd add <user> --file ${config.htpasswd}`)
+  }
+  const host = registryHost(config, server)
+  if (server.auth) add('log in', `docker login ${host}`)
+  add('push', `docker tag <image> ${host}/<name> && docker push ${host}/<name>`)
+  add('pull', `docker pull ${host}/<name>`)
+  for (const hint of server.hints) add('note', hint)
+  return lines.join('\n') + '\n'
+}
+
+/** The name clients put in front of image names: `localhost:5000`, `registry.example.com`, ... */
+function registryHost(config: Config, server: RunningServer): string {
+  if (config.mode === 'local') {
+    const port = server.urls.local ? new URL(server.urls.local).port : String(config.port)
+    return `localhost:${port}`
+  }
+  const name = config.domains[0] ?? server.certificate?.names[0] ?? 'localhost'
+  const port = server.urls.https ? new URL(server.urls.https).port : String(config.httpsPort)
+  return port === '' || port === '443' ? name : `${name}:${port}`
+}
+
+/** Resolves after the server has closed on SIGINT/SIGTERM; a second signal exits at once. */
+function waitForSignal(server: RunningServer, logger: Logger): Promise<void> {
+  return new Promise(resolve => {
+    let stopping = false
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn('second signal: exiting now', { signal })
+        process.exit(130)
+      }
+      stopping = true
+      logger.info('shutting down: letting requests in flight finish (up to 10 s; send the signal again to stop now)', { signal })
+      server.close(10_000).then(
+        () => {
+          logger.info('stopped')
+          process.off('SIGINT', stop)
+          process.off('SIGTERM', stop)
+          resolve()
+        },
+        (error: unknown) => {
+          logger.error('error while shutting down', { error: (error as Error).message })
+          resolve()
+        },
+      )
+    }
+    process.on('SIGINT', stop)
+    process.on('SIGTERM', stop)
+  })
+}

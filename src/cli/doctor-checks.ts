@@ -1,0 +1,288 @@
+/**
+ * The checks of `berth doctor`: what breaks deployments, each with what to do about it.
+ * Every check returns results instead of throwing, so one broken thing never hides the others.
+ */
+import { X509Certificate, createPrivateKey } from 'node:crypto'
+import { lookup } from 'node:dns/promises'
+import { constants as fsConstants } from 'node:fs'
+import { access, readFile, readdir, stat, statfs } from 'node:fs/promises'
+import { request } from 'node:http'
+import { createServer, type AddressInfo } from 'node:net'
+import { networkInterfaces } from 'node:os'
+import { join } from 'node:path'
+import type { Config } from '../config/config.js'
+import { HtpasswdError, parseHtpasswd } from '../edge/auth/htpasswd.js'
+
+export type Status = 'ok' | 'warn' | 'fail'
+
+export interface CheckResult {
+  readonly status: Status
+  readonly subject: string
+  readonly message: string
+  /** What to do; absent when all is well. */
+  readonly fix?: string
+}
+
+const DAY = 24 * 60 * 60 * 1000
+
+/** The ports `serve` would bind, with the flag that sets each. */
+export function portsOf(config: Config): { port: number; label: string }[] {
+  if (config.mode === 'local') return [{ port: config.port, label: 'local HTTP (--port)' }]
+  return [
+    { port: config.httpsPort, label: 'HTTPS (--https-port)' },
+    { port: config.httpPort, label: 'HTTP redirect/ACME (--http-port)' },
+  ]
+}
+
+/** Tries to bind the port as `serve` would; a busy port is fine if a registry answers on it. */
+export async function checkPort(port: number, label: string, host: string | undefined): Promise<CheckResult> {
+  const subject = `port ${port}, ${label}`
+  const failure = await tryBind(port, host)
+  if (failure === undefined) return { status: 'ok', subject, message: 'free, and this user may bind it' }
+  if (failure === 'EACCES') {
+    return {
+      status: 'fail',
+      subject,
+      message: 'this user may not bind ports below 1024',
+      fix: `sudo setcap cap_net_bind_service=+ep ${process.execPath} (or run as root, or use docker compose, which maps 80/443)`,
+    }
+  }
+  if (failure === 'EADDRINUSE') {
+    const registry = await answersAsRegistry(port)
+    if (registry) return { status: 'ok', subject, message: 'in use by a running registry (it answers /v2/): probably Berth itself' }
+    return {
+      status: 'fail',
+      subject,
+      message: 'in use by another program',
+      fix: `find it with: sudo ss -ltnp 'sport = :${port}' — stop it (e.g. nginx) or pick another port`,
+    }
+  }
+  return { status: 'fail', subject, message: `cannot bind: ${failure}` }
+}
+
+function tryBind(port: number, host: string | undefined): Promise<string | undefined> {
+  return new Promise(resolve => {
+    const server = createServer()
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message))
+    server.listen({ port, host: host ?? '::', exclusive: true }, () => {
+      const bound = (server.address() as AddressInfo).port
+      server.close(() => resolve(bound === port ? undefined : 'bound a different port'))
+    })
+  })
+}
+
+function answersAsRegistry(port: number): Promise<boolean> {
+  return new Promise(resolve => {
+    const req = request({ host: '127.0.0.1', port, path: '/v2/', method: 'GET', timeout: 2000 }, response => {
+      response.resume()
+      // Port 80 of a Berth in HTTPS mode redirects; port 443 speaks TLS and fails here. Both count.
+      resolve(response.headers['docker-distribution-api-version'] !== undefined || (response.statusCode ?? 0) === 301)
+    })
+    req.on('timeout', () => req.destroy())
+    req.on('error', error => resolve((error as NodeJS.ErrnoException).code === 'ECONNRESET' || /parse|HPE_/i.test(error.message)))
+    req.end()
+  })
+}
+
+/** Whether each --domain resolves, and to an address of this machine (NAT makes a mismatch normal). */
+export async function checkDomain(domain: string): Promise<CheckResult> {
+  const subject = `domain ${domain}`
+  let addresses: string[]
+  try {
+    addresses = (await lookup(domain, { all: true })).map(entry => entry.address)
+  } catch (error) {
+    return {
+      status: 'fail',
+      subject,
+      message: `does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`,
+      fix: `create an A (and AAAA) record for ${domain} pointing to this server's public address`,
+    }
+  }
+  const local = new Set(
+    Object.values(networkInterfaces())
+      .flat()
+      .map(entry => entry?.address)
+      .filter((address): address is string => address !== undefined),
+  )
+  if (addresses.some(address => local.has(address))) {
+    return { status: 'ok', subject, message: `resolves to ${addresses.join(', ')}, an address of this machine` }
+  }
+  return {
+    status: 'warn',
+    subject,
+    message: `resolves to ${addresses.join(', ')}, which is not an address of this machine`,
+    fix: 'fine behind NAT or a port forward; otherwise fix the DNS record (ACME and clients will reach another host)',
+  }
+}
+
+/** A certificate chain file: readable, unexpired, key matches, intermediates present, names cover the domains. */
+export async function checkCertificateFiles(certPath: string, keyPath: string | undefined, domains: readonly string[]): Promise<CheckResult[]> {
+  const subject = `certificate ${certPath}`
+  let pem: string
+  try {
+    pem = await readFile(certPath, 'utf8')
+  } catch (error) {
+    return [{ status: 'fail', subject, message: `cannot read it (${(error as NodeJS.ErrnoException).code ?? 'error'})` }]
+  }
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  if (blocks.length === 0) return [{ status: 'fail', subject, message: 'no PEM certificate in the file' }]
+  let chain: X509Certificate[]
+  try {
+    chain = blocks.map(block => new X509Certificate(block))
+  } catch (error) {
+    return [{ status: 'fail', subject, message: `unreadable certificate: ${(error as Error).message}` }]
+  }
+  const results: CheckResult[] = []
+  const leaf = chain[0] as X509Certificate
+  const notAfter = new Date(leaf.validTo)
+  const left = notAfter.getTime() - Date.now()
+  if (left <= 0) {
+    results.push({ status: 'fail', subject, message: `expired on ${notAfter.toISOString().slice(0, 10)}`, fix: 'renew it (or use --acme to let Berth renew)' })
+  } else if (left < 14 * DAY) {
+    results.push({ status: 'warn', subject, message: `expires in ${Math.floor(left / DAY)} days (${notAfter.toISOString().slice(0, 10)})`, fix: 'renew it soon' })
+  } else {
+    results.push({ status: 'ok', subject, message: `valid until ${notAfter.toISOString().slice(0, 10)} (${Math.floor(left / DAY)} days)` })
+  }
+  for (let index = 0; index + 1 < chain.length; index++) {
+    const child = chain[index] as X509Certificate
+    const parent = chain[index + 1] as X509Certificate
+    if (!child.checkIssued(parent)) {
+      results.push({ status: 'fail', subject, message: `certificate ${index + 1} is not issued by certificate ${index + 2}: the chain is out of order`, fix: 'use the leaf first, then its intermediates (certbot: fullchain.pem)' })
+    }
+  }
+  if (chain.length === 1 && !leaf.checkIssued(leaf)) {
+    results.push({
+      status: 'warn',
+      subject,
+      message: 'the file holds only the server certificate, no intermediates',
+      fix: 'use the full chain (certbot: fullchain.pem, not cert.pem); otherwise docker says "x509: certificate signed by unknown authority"',
+    })
+  }
+  for (const domain of domains) {
+    if (leaf.checkHost(domain) === undefined) {
+      results.push({ status: 'fail', subject, message: `does not cover ${domain} (covers: ${leaf.subjectAltName ?? leaf.subject})`, fix: `get a certificate for ${domain}` })
+    }
+  }
+  if (keyPath !== undefined) {
+    try {
+      const key = createPrivateKey(await readFile(keyPath, 'utf8'))
+      if (!leaf.checkPrivateKey(key)) results.push({ status: 'fail', subject: `key ${keyPath}`, message: 'does not belong to the certificate', fix: 'use the key issued with this certificate (certbot: privkey.pem)' })
+    } catch (error) {
+      results.push({ status: 'fail', subject: `key ${keyPath}`, message: `cannot use it: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` })
+    }
+  }
+  return results
+}
+
+/** Private keys and the htpasswd file should be readable by their owner only. */
+export async function checkPrivateFile(file: string, what: string): Promise<CheckResult | undefined> {
+  let mode: number
+  try {
+    mode = (await stat(file)).mode
+  } catch {
+    return undefined
+  }
+  if ((mode & 0o077) === 0) return { status: 'ok', subject: `${what} ${file}`, message: `mode ${(mode & 0o777).toString(8)}, owner only` }
+  return {
+    status: 'warn',
+    subject: `${what} ${file}`,
+    message: `mode ${(mode & 0o777).toString(8)}: readable by other users`,
+    fix: `chmod 600 ${file}`,
+  }
+}
+
+export async function checkHtpasswdFile(file: string, isExplicit: boolean, mode: Config['mode']): Promise<CheckResult[]> {
+  const subject = `users ${file}`
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') {
+      if (mode === 'local' && !isExplicit) return [{ status: 'ok', subject, message: 'no file: local mode runs without login' }]
+      return [{ status: isExplicit ? 'fail' : 'warn', subject, message: 'no file: anyone who reaches the registry can push', fix: `berth htpasswd add <user> --file ${file}` }]
+    }
+    return [{ status: 'fail', subject, message: `cannot read it (${code ?? 'error'})` }]
+  }
+  const results: CheckResult[] = []
+  try {
+    const users = parseHtpasswd(text, file)
+    results.push(
+      users.size === 0
+        ? { status: 'warn', subject, message: 'no users: every login is refused', fix: 'berth htpasswd add <user>' }
+        : { status: 'ok', subject, message: `${users.size} user${users.size === 1 ? '' : 's'}, bcrypt` },
+    )
+  } catch (error) {
+    if (!(error instanceof HtpasswdError)) throw error
+    results.push({ status: 'fail', subject, message: error.message.replace(`${file} `, ''), fix: 'berth htpasswd add <user> replaces the line with a bcrypt one' })
+  }
+  const permissions = await checkPrivateFile(file, 'users')
+  if (permissions?.status === 'warn') results.push(permissions)
+  return results
+}
+
+/** Private keys Berth keeps under certs/ (ACME, self-signed): each should be 0600. */
+export async function findKeyFiles(folder: string, depth = 5): Promise<string[]> {
+  if (depth === 0) return []
+  let entries
+  try {
+    entries = await readdir(folder, { withFileTypes: true })
+  } catch {
+    return []
+  }
+  const found: string[] = []
+  for (const entry of entries) {
+    const path = join(folder, entry.name)
+    if (entry.isDirectory()) found.push(...(await findKeyFiles(path, depth - 1)))
+    else if (entry.isFile() && /\.(key|pem)$/.test(entry.name) && /key/.test(entry.name)) found.push(path)
+  }
+  return found
+}
+
+/** Certificates Berth stored itself (ACME `*.crt` under certificates/, the self-signed server.crt). */
+export async function findStoredCertificates(folder: string, depth = 5): Promise<string[]> {
+  if (depth === 0) return []
+  let entries
+  try {
+    entries = await readdir(folder, { withFileTypes: true })
+  } catch {
+    return []
+  }
+  const found: string[] = []
+  for (const entry of entries) {
+    const path = join(folder, entry.name)
+    if (entry.isDirectory()) found.push(...(await findStoredCertificates(path, depth - 1)))
+    else if (entry.isFile() && entry.name.endsWith('.crt') && entry.name !== 'ca.crt') found.push(path)
+  }
+  return found
+}
+
+/** The data folder: writable, and room for at least one maximum-size upload. */
+export async function checkDatadir(datadir: string, maxBody: number): Promise<CheckResult[]> {
+  const subject = `datadir ${datadir}`
+  const existing = datadir
+  try {
+    await stat(datadir)
+  } catch {
+    return [{ status: 'ok', subject, message: 'does not exist yet; berth serve creates it' }]
+  }
+  const results: CheckResult[] = []
+  try {
+    await access(existing, fsConstants.W_OK | fsConstants.X_OK)
+    results.push({ status: 'ok', subject, message: 'writable' })
+  } catch {
+    const info = await stat(existing)
+    results.push({ status: 'fail', subject, message: `not writable by uid ${process.getuid?.() ?? '?'} (owned by uid ${info.uid})`, fix: `sudo chown -R ${process.getuid?.() ?? 1000} ${existing}` })
+  }
+  const fs = await statfs(existing)
+  const free = fs.bavail * fs.bsize
+  const gib = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(1)} GiB`
+  if (free < Math.min(maxBody, 1024 ** 3)) {
+    results.push({ status: 'fail', subject: `disk of ${existing}`, message: `${gib(free)} free`, fix: 'free space or move --datadir to a larger disk' })
+  } else if (free < maxBody * 2) {
+    results.push({ status: 'warn', subject: `disk of ${existing}`, message: `${gib(free)} free, less than two maximum-size uploads (--max-body ${gib(maxBody)})`, fix: 'free space soon' })
+  } else {
+    results.push({ status: 'ok', subject: `disk of ${existing}`, message: `${gib(free)} free` })
+  }
+  return results
+}

@@ -1,0 +1,182 @@
+/**
+ * The resolved configuration of `berth serve`: defaults applied, paths absolute, and the
+ * combinations checked (a certificate source for HTTPS, ACME's required companions, ...).
+ * Only `cli/` and `server.ts` read it; each layer gets a plain options object built from it.
+ */
+import { resolve } from 'node:path'
+import type { LogLevel } from '../log.js'
+import { ConfigError } from './errors.js'
+import type { SettingValues } from './settings.js'
+import { ACME_DIRECTORIES } from './values.js'
+
+export const DEFAULTS = {
+  port: 5000,
+  datadir: './datadir',
+  httpsPort: 443,
+  httpPort: 80,
+  realm: 'Berth Registry',
+  maxBody: 5 * 1024 ** 3,
+  acmeDirectory: ACME_DIRECTORIES.letsencrypt,
+  certs: './certs',
+  logLevel: 'info' as LogLevel,
+} as const
+
+/** Where the HTTPS certificate comes from. */
+export type CertificateChoice =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'files'; readonly cert: string; readonly key: string }
+  | { readonly kind: 'self-signed' }
+  | {
+      readonly kind: 'acme'
+      readonly directory: string
+      readonly email: string | undefined
+      readonly agreeTos: true
+      readonly eab: { readonly kid: string; readonly hmacKey: string } | undefined
+    }
+
+export interface Config {
+  /** `local`: plain HTTP on `port`. `https`: HTTPS on `httpsPort` plus redirects/challenges on `httpPort`. */
+  readonly mode: 'local' | 'https'
+  /** Listen address; undefined = all interfaces (dual-stack). */
+  readonly host: string | undefined
+  readonly port: number
+  readonly httpsPort: number
+  readonly httpPort: number
+  readonly datadir: string
+  /** Names clients use; may be empty in local mode and with --self-signed / --tls-cert. */
+  readonly domains: readonly string[]
+  readonly certificate: CertificateChoice
+  readonly certs: string
+  readonly htpasswd: string
+  /** True when the user named the htpasswd file (then it must exist); false for the default path. */
+  readonly isHtpasswdExplicit: boolean
+  readonly realm: string
+  readonly maxBody: number
+  readonly clientCa: string | undefined
+  /** Another registry to front; when set no engine is started. */
+  readonly upstream: string | undefined
+  readonly logLevel: LogLevel
+  readonly configFile: string | undefined
+  /** Settings given that have no effect in this mode; printed as warnings at start. */
+  readonly warnings: readonly string[]
+}
+
+export interface BuildOptions {
+  /** `berth doctor` checks a half-made setup too: HTTPS without a certificate source is not an error there. */
+  readonly allowNoCertificate?: boolean
+}
+
+/** A parsed value together with the folder its relative paths are resolved against. */
+export type ResolvedValues = Partial<SettingValues>
+
+/**
+ * Applies defaults and checks the combinations. `values` holds what flags, environment and
+ * file gave, already merged by precedence, with paths already absolute.
+ */
+export function buildConfig(values: ResolvedValues, cwd: string, configFile?: string, options: BuildOptions = {}): Config {
+  const warnings: string[] = []
+  const mode = values.local ? 'local' : 'https'
+  const datadir = values.datadir ?? resolve(cwd, DEFAULTS.datadir)
+  const domains = values.domain ?? []
+
+  if (values.tlsCert !== undefined && values.tlsKey === undefined) {
+    throw new ConfigError('--tls-cert needs --tls-key: give the private key file of the certificate too')
+  }
+  if (values.tlsKey !== undefined && values.tlsCert === undefined) {
+    throw new ConfigError('--tls-key needs --tls-cert: give the certificate chain file (certbot: fullchain.pem) too')
+  }
+  const sources = [
+    values.tlsCert !== undefined ? '--tls-cert' : undefined,
+    values.selfSigned ? '--self-signed' : undefined,
+    values.acme ? '--acme' : undefined,
+  ].filter((item): item is string => item !== undefined)
+
+  if (mode === 'local' && sources.length > 0) {
+    throw new ConfigError(`--local serves plain HTTP and cannot be combined with ${sources.join(', ')}; drop --local to serve HTTPS`)
+  }
+  if (mode === 'local' && values.clientCa !== undefined) {
+    throw new ConfigError('--client-ca needs HTTPS and cannot be combined with --local')
+  }
+  if (sources.length > 1) {
+    throw new ConfigError(`choose one certificate source, not ${sources.join(' and ')}`)
+  }
+  if (mode === 'https' && sources.length === 0 && !options.allowNoCertificate) {
+    throw new ConfigError(
+      'berth serve needs a certificate: --tls-cert/--tls-key, --acme (with --domain), or --self-signed; or use --local for plain HTTP on :5000',
+    )
+  }
+
+  let certificate: CertificateChoice = { kind: 'none' }
+  if (values.tlsCert !== undefined && values.tlsKey !== undefined) {
+    certificate = { kind: 'files', cert: values.tlsCert, key: values.tlsKey }
+  } else if (values.selfSigned) {
+    certificate = { kind: 'self-signed' }
+  } else if (values.acme) {
+    if (domains.length === 0) {
+      throw new ConfigError('--acme needs at least one --domain (the name that resolves to this server)')
+    }
+    const wildcard = domains.find(name => name.startsWith('*.'))
+    if (wildcard !== undefined) {
+      throw new ConfigError(`--domain ${wildcard}: wildcard names cannot be validated over HTTP-01; name each host instead`)
+    }
+    if (!values.acmeAgreeTos) {
+      throw new ConfigError("--acme needs --acme-agree-tos (BERTH_ACME_AGREE_TOS=true): you must accept the CA's terms of service")
+    }
+    if ((values.acmeEabKid === undefined) !== (values.acmeEabHmac === undefined)) {
+      throw new ConfigError('--acme-eab-kid and --acme-eab-hmac go together: give both (from your CA account page) or neither')
+    }
+    certificate = {
+      kind: 'acme',
+      directory: values.acmeDirectory ?? DEFAULTS.acmeDirectory,
+      email: values.acmeEmail,
+      agreeTos: true,
+      eab:
+        values.acmeEabKid !== undefined && values.acmeEabHmac !== undefined
+          ? { kid: values.acmeEabKid, hmacKey: values.acmeEabHmac }
+          : undefined,
+    }
+  }
+  if (certificate.kind !== 'acme') {
+    const acmeOnly = (['acmeEmail', 'acmeAgreeTos', 'acmeDirectory', 'acmeEabKid', 'acmeEabHmac'] as const).filter(
+      key => values[key] !== undefined && values[key] !== false,
+    )
+    if (acmeOnly.length > 0) warnings.push(`ACME settings are ignored without --acme (${acmeOnly.map(toFlag).join(', ')})`)
+  }
+
+  const httpsPort = values.httpsPort ?? DEFAULTS.httpsPort
+  const httpPort = values.httpPort ?? DEFAULTS.httpPort
+  if (mode === 'https' && httpsPort === httpPort) {
+    throw new ConfigError(`--https-port and --http-port are both ${httpsPort}; they must differ`)
+  }
+  if (mode === 'local') {
+    const httpsOnly = (['httpsPort', 'httpPort'] as const).filter(key => values[key] !== undefined)
+    if (httpsOnly.length > 0) warnings.push(`${httpsOnly.map(toFlag).join(', ')} ignored in --local mode (it listens on --port)`)
+  } else if (values.port !== undefined) {
+    warnings.push('--port is the --local port; HTTPS listens on --https-port and --http-port')
+  }
+
+  return {
+    mode,
+    host: values.host,
+    port: values.port ?? DEFAULTS.port,
+    httpsPort,
+    httpPort,
+    datadir,
+    domains,
+    certificate,
+    certs: values.certs ?? resolve(cwd, DEFAULTS.certs),
+    htpasswd: values.htpasswd ?? resolve(datadir, 'htpasswd'),
+    isHtpasswdExplicit: values.htpasswd !== undefined,
+    realm: values.realm ?? DEFAULTS.realm,
+    maxBody: values.maxBody ?? DEFAULTS.maxBody,
+    clientCa: values.clientCa,
+    upstream: values.upstream,
+    logLevel: values.logLevel ?? DEFAULTS.logLevel,
+    configFile,
+    warnings,
+  }
+}
+
+function toFlag(key: string): string {
+  return '--' + key.replace(/[A-Z]/g, letter => '-' + letter.toLowerCase())
+}

@@ -1,0 +1,127 @@
+/**
+ * Every setting of `berth serve`, declared once. The table drives the command-line flags and
+ * their `--help` text, the `BERTH_*` environment variables and the config-file keys, so the three
+ * can never disagree. Precedence (see load.ts): flag > environment > config file > default.
+ */
+import type { LogLevel } from '../log.js'
+import {
+  parseAcmeDirectory,
+  parseBoolean,
+  parseDomains,
+  parseEmail,
+  parseEnum,
+  parseHost,
+  parsePort,
+  parseSize,
+  parseString,
+  parseUpstream,
+} from './values.js'
+
+/** Settings as parsed, before defaults and cross-checks (see config.ts for the resolved Config). */
+export interface SettingValues {
+  local: boolean
+  port: number
+  host: string
+  datadir: string
+  domain: string[]
+  tlsCert: string
+  tlsKey: string
+  selfSigned: boolean
+  httpsPort: number
+  httpPort: number
+  htpasswd: string
+  realm: string
+  maxBody: number
+  clientCa: string
+  upstream: string
+  acme: boolean
+  acmeEmail: string
+  acmeAgreeTos: boolean
+  acmeDirectory: string
+  acmeEabKid: string
+  acmeEabHmac: string
+  certs: string
+  logLevel: LogLevel
+}
+
+export type SettingKey = keyof SettingValues
+
+export interface Setting<K extends SettingKey = SettingKey> {
+  /** camelCase key, as in a config file (kebab-case `https-port` is accepted there too). */
+  readonly key: K
+  /** Long flag without dashes: `https-port` → `--https-port`. */
+  readonly flag: string
+  /** `<port>` etc.; absent for switches. */
+  readonly argument?: string
+  readonly env: string
+  readonly description: string
+  /** Shown in help as "(default: ...)"; the real default is applied in config.ts. */
+  readonly defaultText?: string
+  /** Paths are resolved against the working directory (flags, env) or the config file's folder. */
+  readonly isPath?: boolean
+  /** A repeatable flag whose values add up (`--domain a --domain b`). */
+  readonly isList?: boolean
+  /** Secret: never echoed in errors or logs. */
+  readonly isSecret?: boolean
+  readonly parse: (raw: unknown) => SettingValues[K]
+}
+
+function setting<K extends SettingKey>(definition: Setting<K>): Setting<K> {
+  return definition
+}
+
+const pathValue = (raw: unknown): string => parseString(raw)
+
+export const SETTINGS = [
+  setting({ key: 'local', flag: 'local', env: 'BERTH_LOCAL', parse: parseBoolean,
+    description: 'plain HTTP on --port (5000) for use on this machine, like the seed\'s local registry; basic auth only if the htpasswd file exists' }),
+  setting({ key: 'port', flag: 'port', argument: '<port>', env: 'BERTH_PORT', parse: parsePort, defaultText: '5000',
+    description: 'HTTP port in --local mode' }),
+  setting({ key: 'host', flag: 'host', argument: '<address>', env: 'BERTH_HOST', parse: parseHost, defaultText: 'all interfaces',
+    description: 'address to listen on (e.g. 127.0.0.1 to stay private)' }),
+  setting({ key: 'datadir', flag: 'datadir', argument: '<dir>', env: 'BERTH_DATADIR', parse: pathValue, isPath: true, defaultText: './datadir',
+    description: 'where images are stored (<dir>/data, registry:2 layout) and the htpasswd file lives' }),
+  setting({ key: 'domain', flag: 'domain', argument: '<name>', env: 'BERTH_DOMAIN', parse: parseDomains, isList: true,
+    description: 'name clients use (docker login <name>); repeat for more names, comma-separated in the variable' }),
+  setting({ key: 'tlsCert', flag: 'tls-cert', argument: '<file>', env: 'BERTH_TLS_CERT', parse: pathValue, isPath: true,
+    description: 'certificate chain in PEM, leaf first (certbot: fullchain.pem); reloaded when it changes' }),
+  setting({ key: 'tlsKey', flag: 'tls-key', argument: '<file>', env: 'BERTH_TLS_KEY', parse: pathValue, isPath: true,
+    description: 'private key in PEM for --tls-cert (certbot: privkey.pem)' }),
+  setting({ key: 'selfSigned', flag: 'self-signed', env: 'BERTH_SELF_SIGNED', parse: parseBoolean,
+    description: 'make a local CA and a server certificate under --certs (once) and serve it' }),
+  setting({ key: 'httpsPort', flag: 'https-port', argument: '<port>', env: 'BERTH_HTTPS_PORT', parse: parsePort, defaultText: '443',
+    description: 'HTTPS port' }),
+  setting({ key: 'httpPort', flag: 'http-port', argument: '<port>', env: 'BERTH_HTTP_PORT', parse: parsePort, defaultText: '80',
+    description: 'HTTP port: redirects to HTTPS and answers ACME challenges' }),
+  setting({ key: 'htpasswd', flag: 'htpasswd', argument: '<file>', env: 'BERTH_HTPASSWD', parse: pathValue, isPath: true, defaultText: '<datadir>/htpasswd',
+    description: 'users for basic auth (bcrypt; berth htpasswd add, or Apache htpasswd -B)' }),
+  setting({ key: 'realm', flag: 'realm', argument: '<text>', env: 'BERTH_REALM', parse: parseString, defaultText: 'Berth Registry',
+    description: 'basic-auth realm shown to clients' }),
+  setting({ key: 'maxBody', flag: 'max-body', argument: '<size>', env: 'BERTH_MAX_BODY', parse: parseSize, defaultText: '5g',
+    description: 'largest request body (one layer upload), like nginx client_max_body_size' }),
+  setting({ key: 'clientCa', flag: 'client-ca', argument: '<file>', env: 'BERTH_CLIENT_CA', parse: pathValue, isPath: true,
+    description: 'require client certificates signed by this CA (nginx ssl_verify_client on)' }),
+  setting({ key: 'upstream', flag: 'upstream', argument: '<url>', env: 'BERTH_UPSTREAM', parse: parseUpstream,
+    description: 'front another registry (e.g. http://127.0.0.1:5000, a registry:2) instead of the built-in one' }),
+  setting({ key: 'acme', flag: 'acme', env: 'BERTH_ACME', parse: parseBoolean,
+    description: 'get and renew certificates automatically (Let\'s Encrypt, HTTP-01 on --http-port)' }),
+  setting({ key: 'acmeEmail', flag: 'acme-email', argument: '<email>', env: 'BERTH_ACME_EMAIL', parse: parseEmail,
+    description: 'contact address for the ACME account (expiry notices)' }),
+  setting({ key: 'acmeAgreeTos', flag: 'acme-agree-tos', env: 'BERTH_ACME_AGREE_TOS', parse: parseBoolean,
+    description: 'agree to the ACME CA\'s terms of service (required with --acme)' }),
+  setting({ key: 'acmeDirectory', flag: 'acme-directory', argument: '<name|url>', env: 'BERTH_ACME_DIRECTORY', parse: parseAcmeDirectory, defaultText: 'letsencrypt',
+    description: 'letsencrypt, letsencrypt-staging, zerossl, or any RFC 8555 directory URL' }),
+  setting({ key: 'acmeEabKid', flag: 'acme-eab-kid', argument: '<kid>', env: 'BERTH_ACME_EAB_KID', parse: parseString,
+    description: 'external account binding key id (ZeroSSL and other CAs that need one)' }),
+  setting({ key: 'acmeEabHmac', flag: 'acme-eab-hmac', argument: '<key>', env: 'BERTH_ACME_EAB_HMAC', parse: parseString, isSecret: true,
+    description: 'external account binding HMAC key (base64url)' }),
+  setting({ key: 'certs', flag: 'certs', argument: '<dir>', env: 'BERTH_CERTS', parse: pathValue, isPath: true, defaultText: './certs',
+    description: 'where ACME and self-signed certificates and keys are kept' }),
+  setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',
+    description: 'debug, info, warn or error' }),
+] as const satisfies readonly Setting[]
+
+export function findSetting(name: string): Setting | undefined {
+  const camel = name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase())
+  return (SETTINGS as readonly Setting[]).find(item => item.key === camel || item.flag === name)
+}

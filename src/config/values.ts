@@ -1,0 +1,135 @@
+/**
+ * Parsers for setting values. Each takes what a flag, a `BERTH_*` variable or a config file
+ * gave (strings from the first two; strings, numbers, booleans or lists from a file) and returns
+ * the typed value, or throws `InvalidValue` with what is accepted. The loader adds the setting's
+ * name and source to make the one-line error a user sees.
+ */
+import { isIP } from 'node:net'
+
+/** Thrown by a parser; `accepted` completes "expected ..." in the user's error line. */
+export class InvalidValue extends Error {
+  override readonly name = 'InvalidValue'
+  constructor(readonly accepted: string) {
+    super(accepted)
+  }
+}
+
+const TRUE = new Set(['1', 'true', 'yes', 'on'])
+const FALSE = new Set(['0', 'false', 'no', 'off'])
+
+export function parseBoolean(raw: unknown): boolean {
+  if (typeof raw === 'boolean') return raw
+  if (typeof raw === 'string' && TRUE.has(raw.trim().toLowerCase())) return true
+  if (typeof raw === 'string' && FALSE.has(raw.trim().toLowerCase())) return false
+  throw new InvalidValue('true or false (also 1/0, yes/no, on/off)')
+}
+
+export function parsePort(raw: unknown): number {
+  const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : ''
+  if (!/^\d{1,5}$/.test(text)) throw new InvalidValue('a port number from 1 to 65535')
+  const port = Number(text)
+  if (port < 1 || port > 65535) throw new InvalidValue('a port number from 1 to 65535')
+  return port
+}
+
+export function parseString(raw: unknown): string {
+  if (typeof raw === 'number') return String(raw)
+  if (typeof raw !== 'string' || raw.trim() === '') throw new InvalidValue('a non-empty text')
+  return raw.trim()
+}
+
+/** An address to listen on: an IPv4/IPv6 literal, or a host name that resolves locally. */
+export function parseHost(raw: unknown): string {
+  const text = parseString(raw)
+  const bare = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text
+  if (isIP(bare) !== 0) return bare
+  if (/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(bare)) return bare
+  throw new InvalidValue('an IP address (0.0.0.0, ::, 127.0.0.1) or a host name')
+}
+
+/**
+ * A DNS name the registry is reached by (what users type in `docker login <name>`). No scheme,
+ * port or path: those are common mistakes (`https://registry.example.com`), so they get a hint.
+ */
+export function parseDomain(raw: unknown): string {
+  const text = parseString(raw).toLowerCase().replace(/\.$/, '')
+  const label = '[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+  if (new RegExp(`^(\\*\\.)?${label}(\\.${label})*$`).test(text) && text.length <= 253) return text
+  if (/^[a-z]+:\/\//.test(text) || text.includes('/') || text.includes(':')) {
+    throw new InvalidValue('a bare host name such as registry.example.com (no scheme, port or path)')
+  }
+  throw new InvalidValue('a host name such as registry.example.com')
+}
+
+/** One or more domains: repeated flags, a comma- or space-separated variable, or a list in a file. */
+export function parseDomains(raw: unknown): string[] {
+  const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(/[\s,]+/) : [raw]
+  const domains = items.filter(item => !(typeof item === 'string' && item.trim() === '')).map(parseDomain)
+  return [...new Set(domains)]
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
+
+/**
+ * A byte size as nginx writes `client_max_body_size`: `5g`, `512m`, `100k`, plain bytes; binary
+ * units (5g = 5 × 1024³). `KiB`/`MB`-style suffixes are accepted too and also mean binary units.
+ */
+export function parseSize(raw: unknown): number {
+  const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/.exec(text) ?? /^(\d+)\s*(b)$/.exec(text)
+  const unit = match ? SIZE_UNITS[match[2] ?? ''] : undefined
+  if (!match || unit === undefined) throw new InvalidValue('a size such as 5g, 512m, 100k or a number of bytes')
+  const bytes = Math.floor(Number(match[1]) * unit)
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidValue('a size greater than 0, such as 5g')
+  return bytes
+}
+
+/** An http(s) URL of another registry to put the edge in front of. */
+export function parseUpstream(raw: unknown): string {
+  const text = parseString(raw)
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw new InvalidValue('an http:// or https:// URL such as http://127.0.0.1:5000')
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidValue('an http:// or https:// URL such as http://127.0.0.1:5000')
+  }
+  if (url.username || url.password) throw new InvalidValue('a URL without user:password')
+  return url.href.replace(/\/$/, '')
+}
+
+export const ACME_DIRECTORIES = {
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
+  zerossl: 'https://acme.zerossl.com/v2/DV90',
+} as const
+
+/** `letsencrypt`, `letsencrypt-staging`, or the https URL of any RFC 8555 directory. */
+export function parseAcmeDirectory(raw: unknown): string {
+  const text = parseString(raw)
+  if (Object.hasOwn(ACME_DIRECTORIES, text)) return ACME_DIRECTORIES[text as keyof typeof ACME_DIRECTORIES]
+  try {
+    const url = new URL(text)
+    if (url.protocol === 'https:') return url.href
+  } catch {
+    // fall through to the error below
+  }
+  throw new InvalidValue('letsencrypt, letsencrypt-staging, zerossl or an https:// ACME directory URL')
+}
+
+export function parseEmail(raw: unknown): string {
+  const text = parseString(raw).replace(/^mailto:/i, '')
+  if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(text)) throw new InvalidValue('an email address such as me@example.com')
+  return text
+}
+
+export function parseEnum<T extends string>(values: readonly T[]): (raw: unknown) => T {
+  return raw => {
+    const text = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+    const found = values.find(value => value === text)
+    if (found === undefined) throw new InvalidValue(`one of ${values.join(', ')}`)
+    return found
+  }
+}

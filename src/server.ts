@@ -1,0 +1,281 @@
+/**
+ * The composition root: the one place that turns a Config into running parts.
+ *
+ *   config ─► FilesystemDriver(<datadir>/data) ─► registry engine on 127.0.0.1:<random>,
+ *             requiring a per-process secret header ─► edge (TLS/HTTP, auth, body limit, proxy)
+ *
+ * With `upstream` set no engine is started: the edge fronts that registry instead.
+ * Each layer gets a plain options object; nothing else reads the Config.
+ */
+import { randomBytes } from 'node:crypto'
+import { constants as fsConstants, realpathSync } from 'node:fs'
+import { access, mkdir, readFile, stat } from 'node:fs/promises'
+import { createServer, type Server as HttpServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import type { Config } from './config/config.js'
+import { ConfigError } from './config/errors.js'
+import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
+import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
+import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
+import { FileCertificateProvider } from './edge/tls/file-source.js'
+import { SelfSignedCertificateProvider } from './edge/tls/self-signed.js'
+import type { Logger } from './log.js'
+import { createRegistryApp, type RegistryApp } from './registry/app.js'
+import { FilesystemDriver } from './storage/driver/filesystem.js'
+
+export interface RunningServer {
+  /** Where the edge listens (port 0 resolved). */
+  readonly urls: Edge['urls']
+  /** Where images are stored, or undefined with `upstream`. */
+  readonly storage: string | undefined
+  /** The internal engine address (loopback), or the upstream URL. */
+  readonly upstream: string
+  /** The certificate served at start, if any yet (ACME may still be ordering). */
+  readonly certificate: TlsCertificate | undefined
+  readonly certificateSource: string | undefined
+  /** Extra lines for people setting up clients (e.g. where the self-signed CA goes). */
+  readonly hints: readonly string[]
+  /** Basic auth: the file and how many users, or undefined when auth is off. */
+  readonly auth: { readonly file: string; readonly users: number } | undefined
+  /**
+   * Stops accepting connections, lets requests in flight (uploads) finish for up to `graceMs`,
+   * then ends the rest. Idempotent.
+   */
+  close(graceMs?: number): Promise<void>
+}
+
+/** A listen failure on one of the public ports, with what the user can do about it. */
+export class ListenError extends Error {
+  override readonly name = 'ListenError'
+  constructor(
+    message: string,
+    readonly port: number | undefined,
+    options?: ErrorOptions,
+  ) {
+    super(message, options)
+  }
+}
+
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const auth = await checkHtpasswd(config, logger)
+  const storage = config.upstream === undefined ? join(config.datadir, 'data') : undefined
+  if (storage !== undefined) await prepareFolder(storage, 'datadir', config.datadir)
+
+  const { provider, challenges, source, hints } = await certificateFor(config, logger)
+
+  let engine: { app: RegistryApp; server: HttpServer; url: string } | undefined
+  let upstream: { url: string; secret?: string }
+  if (storage === undefined) {
+    upstream = { url: config.upstream ?? '' }
+  } else {
+    // The engine trusts only requests that carry this secret, which only the edge knows: another
+    // process on this machine that finds the loopback port still cannot skip authentication.
+    const secret = randomBytes(32).toString('base64url')
+    const app = createRegistryApp({ driver: new FilesystemDriver(storage), logger, internalSecret: secret })
+    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (request, response) => app.handle(request, response))
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(0, '127.0.0.1', () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    engine = { app, server, url }
+    upstream = { url, secret }
+  }
+
+  const options: EdgeOptions = {
+    mode: config.mode,
+    localPort: config.port,
+    httpPort: config.httpPort,
+    httpsPort: config.httpsPort,
+    domains: [...config.domains],
+    upstream,
+    realm: config.realm,
+    maxBodyBytes: config.maxBody,
+    logger,
+  }
+  if (config.host !== undefined) options.host = config.host
+  if (provider !== undefined) options.certificate = provider
+  if (challenges !== undefined) options.challenges = challenges
+  // Always passed: the edge turns basic auth on when the file exists and watches it for changes.
+  options.htpasswdPath = config.htpasswd
+  if (config.clientCa !== undefined) options.clientCaPath = config.clientCa
+
+  let edge: Edge
+  try {
+    if (provider !== undefined) await provider.start()
+    edge = await startEdge(options)
+  } catch (error) {
+    await provider?.stop().catch(() => {})
+    if (engine !== undefined) await closeHttpServer(engine.server, 0)
+    throw explainStartError(error, config)
+  }
+
+  let closing: Promise<void> | undefined
+  return {
+    urls: edge.urls,
+    storage,
+    upstream: upstream.url,
+    certificate: provider?.current(),
+    certificateSource: source,
+    hints,
+    auth,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        await Promise.race([edge.close(), delay(graceMs + 1000)])
+        await provider?.stop().catch(() => {})
+        if (engine !== undefined) {
+          await closeHttpServer(engine.server, graceMs)
+          await Promise.race([engine.app.close(), delay(graceMs)])
+        }
+      })()
+      return closing
+    },
+  }
+}
+
+async function certificateFor(
+  config: Config,
+  logger: Logger,
+): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[] }> {
+  const choice = config.certificate
+  switch (choice.kind) {
+    case 'none':
+      return { hints: [] }
+    case 'files':
+      await mustRead(choice.cert, '--tls-cert')
+      await mustRead(choice.key, '--tls-key')
+      return {
+        provider: new FileCertificateProvider({ certPath: choice.cert, keyPath: choice.key, logger }),
+        source: `files ${choice.cert}`,
+        hints: [],
+      }
+    case 'self-signed': {
+      await prepareFolder(config.certs, 'certs', config.certs)
+      const provider = new SelfSignedCertificateProvider({ certsDir: config.certs, names: config.domains, logger })
+      const host = (config.domains[0] ?? 'localhost') + (config.httpsPort === 443 ? '' : `:${config.httpsPort}`)
+      return { provider, source: `self-signed (local CA ${provider.caPath})`, hints: [provider.dockerHint(host)] }
+    }
+    case 'acme': {
+      await prepareFolder(config.certs, 'certs', config.certs)
+      return acmeProvider(config, choice, logger)
+    }
+  }
+}
+
+/** Wired by the ACME provider; kept apart so the rest works while it is being built. */
+async function acmeProvider(
+  config: Config,
+  choice: Extract<Config['certificate'], { kind: 'acme' }>,
+  logger: Logger,
+): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[] }> {
+  void config
+  void choice
+  void logger
+  throw new ConfigError('--acme is not available in this build yet; use --tls-cert/--tls-key or --self-signed')
+}
+
+/** Basic auth: an explicit --htpasswd must exist; the default file is optional (then auth is off). */
+async function checkHtpasswd(config: Config, logger: Logger): Promise<{ file: string; users: number } | undefined> {
+  let text: string
+  try {
+    text = await readFile(config.htpasswd, 'utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' && !config.isHtpasswdExplicit) return undefined
+    if (code === 'ENOENT') throw new ConfigError(`--htpasswd ${config.htpasswd}: no such file (create it with: berth htpasswd add <user> --file ${config.htpasswd})`)
+    if (code === 'EACCES') throw new ConfigError(`cannot read ${config.htpasswd}: permission denied (it must be readable by the user running berth)`)
+    throw error
+  }
+  try {
+    const users = parseHtpasswd(text, config.htpasswd)
+    if (users.size === 0) logger.warn('htpasswd file has no users: every login will be refused', { file: config.htpasswd })
+    return { file: config.htpasswd, users: users.size }
+  } catch (error) {
+    if (error instanceof HtpasswdError) throw new ConfigError(error.message, { cause: error })
+    throw error
+  }
+}
+
+async function mustRead(file: string, setting: string): Promise<void> {
+  try {
+    await access(file, fsConstants.R_OK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code)
+    throw new ConfigError(`${setting} ${file}: ${reason}`, { cause: error })
+  }
+}
+
+/** Creates the folder if needed and checks that this user can write to it, naming the fix if not. */
+async function prepareFolder(folder: string, setting: string, shown: string): Promise<void> {
+  try {
+    await mkdir(folder, { recursive: true })
+    await access(folder, fsConstants.W_OK | fsConstants.X_OK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      const owner = await stat(shown).then(
+        info => ` (owned by uid ${info.uid}, berth runs as uid ${process.getuid?.() ?? '?'})`,
+        () => '',
+      )
+      throw new ConfigError(
+        `--${setting} ${shown} is not writable${owner}; fix the owner, e.g. sudo chown -R ${process.getuid?.() ?? 1000}:${process.getgid?.() ?? 1000} ${shown}`,
+        { cause: error },
+      )
+    }
+    throw new ConfigError(`--${setting} ${shown}: ${(error as Error).message}`, { cause: error })
+  }
+}
+
+/** Turns listen errors into one line that says what to do. */
+export function explainStartError(error: unknown, config: Config): Error {
+  if (error instanceof ConfigError) return error
+  const errno = error as NodeJS.ErrnoException & { port?: number; address?: string }
+  const port = errno.port
+  if (errno.code === 'EACCES' && port !== undefined) {
+    return new ListenError(
+      `cannot listen on port ${port}: permission denied (ports below 1024 need privileges). ` +
+        `Fix: sudo setcap cap_net_bind_service=+ep ${realExecPath()}, ` +
+        `or run it in docker compose (ports 80/443 are mapped there), or choose other ports with --https-port/--http-port`,
+      port,
+      { cause: error },
+    )
+  }
+  if (errno.code === 'EADDRINUSE' && port !== undefined) {
+    const flag = config.mode === 'local' ? '--port' : port === config.httpPort ? '--http-port' : '--https-port'
+    return new ListenError(
+      `port ${port} is already in use by another program (find it: sudo ss -ltnp 'sport = :${port}'); stop it or choose another ${flag}`,
+      port,
+      { cause: error },
+    )
+  }
+  if (errno.code === 'EADDRNOTAVAIL') {
+    return new ListenError(`--host ${errno.address ?? config.host ?? ''} is not an address of this machine`, port, { cause: error })
+  }
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+/** The file the capability must be set on: node, or the single binary itself (symlinks resolved). */
+function realExecPath(): string {
+  try {
+    return realpathSync(process.execPath) // start-up error path only, never a request path
+  } catch {
+    return process.execPath
+  }
+}
+
+async function closeHttpServer(server: HttpServer, graceMs: number): Promise<void> {
+  const closed = new Promise<void>(resolve => server.close(() => resolve()))
+  server.closeIdleConnections()
+  const timer = setTimeout(() => server.closeAllConnections(), graceMs)
+  await closed
+  clearTimeout(timer)
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms).unref())
+}
