@@ -70,12 +70,26 @@ export interface Dockerd {
   addHost(name: string, address: string): Promise<void>
   /** `docker import` of a tarball made of `files` (path → content), tagged `tag`. Returns the image id. */
   importImage(tag: string, files: Record<string, string | Uint8Array>): Promise<string>
+  /**
+   * `docker build` (classic builder) of a context made of `files` (must include `Dockerfile`).
+   * Instructions that run nothing (FROM, COPY, LABEL, ENV …) work here; RUN needs a network the
+   * daemon does not have (--bridge=none), so avoid it. Returns the image id.
+   */
+  build(tag: string, files: Record<string, string | Uint8Array>): Promise<string>
   /** `docker image inspect` of one image, parsed. */
   inspectImage(reference: string): Promise<{ Id: string; RepoDigests: string[]; RepoTags: string[] }>
   /** The daemon's log so far. */
   output(): string
   /** Stops the daemon (and its containerd) and removes the temp folder. Idempotent. */
   stop(): Promise<void>
+}
+
+async function writeTree(root: string, files: Record<string, string | Uint8Array>): Promise<void> {
+  for (const [file, content] of Object.entries(files)) {
+    const target = path.join(root, file)
+    await mkdir(path.dirname(target), { recursive: true })
+    await writeFile(target, content)
+  }
 }
 
 export async function startDockerd(options: DockerdOptions = {}): Promise<Dockerd> {
@@ -162,11 +176,7 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
     async importImage(tag, files) {
       const rootfs = await makeTempDir('rootfs')
       try {
-        for (const [file, content] of Object.entries(files)) {
-          const target = path.join(rootfs, file)
-          await mkdir(path.dirname(target), { recursive: true })
-          await writeFile(target, content)
-        }
+        await writeTree(rootfs, files)
         const tarball = path.join(dir, `import-${Date.now()}-${Math.random().toString(16).slice(2)}.tar`)
         // Fixed owner and mtime: the same files give the same layer (diff id) every time.
         await run('tar', ['--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '--sort=name', '-C', rootfs, '-cf', tarball, '.'])
@@ -175,6 +185,16 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
         return imported.stdout.trim()
       } finally {
         await removeDir(rootfs)
+      }
+    },
+    async build(tag, files) {
+      const context = await makeTempDir('build')
+      try {
+        await writeTree(context, files)
+        const built = await docker(['build', '--quiet', '--tag', tag, context], { env: { DOCKER_BUILDKIT: '0' } })
+        return built.stdout.trim()
+      } finally {
+        await removeDir(context)
       }
     },
     async inspectImage(reference) {
