@@ -14,6 +14,7 @@ import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
 import { UpstreamProxy } from './proxy.js'
+import type { ForwardResult } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { closeAfterResponse, sendError } from './responses.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './tls/certificate-source.js'
@@ -139,20 +140,20 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     const handle = async (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> => {
       const started = process.hrtime.bigint()
       let user: string | undefined
-      let outcome: { received: number; sent: number; error?: string } | undefined
+      const outcome: ForwardResult = { received: 0, sent: 0 }
       res.once('close', () => {
         const path = (req.url ?? '').split('?')[0]
         logger.info('request', {
           method: req.method,
           path,
           status: res.statusCode,
-          bytes: outcome?.sent ?? 0,
-          received: outcome?.received ?? 0,
+          bytes: outcome.sent ?? 0,
+          received: outcome.received ?? 0,
           ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6),
           user: user ?? '-',
           remote: req.socket.remoteAddress,
           aborted: res.writableFinished ? undefined : true,
-          error: outcome?.error,
+          error: outcome.error,
         })
       })
       const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
@@ -185,7 +186,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         if (decision.kind === 'ok') user = decision.user
       }
       if (expectsContinue) res.writeContinue()
-      outcome = await proxy.forward({ req, res, proto: secure ? 'https' : 'http', maxBodyBytes, responseHeaders })
+      await proxy.forward({ req, res, proto: secure ? 'https' : 'http', maxBodyBytes, responseHeaders, result: outcome })
     }
     const listener = (expectsContinue: boolean) => (req: IncomingMessage, res: ServerResponse) => {
       handle(req, res, expectsContinue).catch((error: unknown) => {

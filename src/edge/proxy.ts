@@ -62,6 +62,8 @@ export interface ForwardContext {
   maxBodyBytes: number
   /** Extra headers for the client response (HSTS). */
   responseHeaders: Record<string, string>
+  /** Filled in while the exchange runs (the access log reads it when the response closes). */
+  result: ForwardResult
 }
 
 export interface ForwardResult {
@@ -125,7 +127,7 @@ export class UpstreamProxy {
    */
   forward(context: ForwardContext): Promise<ForwardResult> {
     const { req, res, proto, maxBodyBytes } = context
-    const result: ForwardResult = { received: 0, sent: 0 }
+    const result = context.result
     return new Promise(resolve => {
       let settled = false
       const done = (error?: string): void => {

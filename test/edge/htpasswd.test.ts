@@ -1,0 +1,128 @@
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import bcrypt from 'bcryptjs'
+import { CredentialVerifier, formatHtpasswdLine, hashPassword, HtpasswdError, parseHtpasswd } from '../../src/edge/auth/htpasswd.js'
+import { parseBasicAuthorization } from '../../src/edge/auth/basic-auth.js'
+import { LoginThrottle } from '../../src/edge/auth/throttle.js'
+
+test('a file written by Apache htpasswd -B ($2y$) is accepted and verifies', async t => {
+  const line = execFileSync('htpasswd', ['-nbB', 'alice', 'wonderland'], { encoding: 'utf8' }).trim()
+  t.regex(line, /^alice:\$2y\$05\$/)
+  const users = parseHtpasswd(`# comment\n\n${line}\r\nbob:${hashPassword('builder', 4)}\n`)
+  t.deepEqual([...users.keys()], ['alice', 'bob'])
+  const verifier = await CredentialVerifier.create(users)
+  t.true(await verifier.verify('alice', 'wonderland'))
+  t.false(await verifier.verify('alice', 'wrong'))
+  t.true(await verifier.verify('bob', 'builder'))
+  t.false(await verifier.verify('mallory', 'wonderland'))
+})
+
+test('$2a$ and $2b$ hashes are accepted too', async t => {
+  const b = hashPassword('pw', 4)
+  t.regex(b, /^\$2b\$04\$/)
+  const a = b.replace(/^\$2b\$/, '$2a$')
+  const verifier = await CredentialVerifier.create(parseHtpasswd(`x:${a}\ny:${b}\n`))
+  t.true(await verifier.verify('x', 'pw'))
+  t.true(await verifier.verify('y', 'pw'))
+})
+
+for (const [flag, kind] of [
+  ['-m', /MD5 \(\$apr1\$\)/],
+  ['-s', /SHA-1 \(\{SHA\}\)/],
+  ['-5', /SHA-512-crypt/],
+  ['-2', /SHA-256-crypt/],
+  ['-p', /plain-text/],
+] as const) {
+  test(`a line written by htpasswd ${flag} is refused with its line number`, t => {
+    const line = execFileSync('htpasswd', ['-nb', flag, 'carol', 'secret'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    const text = `alice:${hashPassword('a', 4)}\n${line}\n`
+    const error = t.throws(() => parseHtpasswd(text, '/data/htpasswd'), { instanceOf: HtpasswdError })
+    t.is(error?.line, 2)
+    t.regex(error?.message ?? '', /^\/data\/htpasswd line 2: user "carol" has /)
+    t.regex(error?.message ?? '', kind)
+    t.notRegex(error?.message ?? '', /secret/)
+  })
+}
+
+test('malformed lines and duplicate users are refused', t => {
+  t.is(t.throws(() => parseHtpasswd('just-a-name\n'), { instanceOf: HtpasswdError })?.line, 1)
+  const hash = hashPassword('x', 4)
+  t.is(t.throws(() => parseHtpasswd(`a:${hash}\n\na:${hash}\n`), { instanceOf: HtpasswdError })?.line, 3)
+})
+
+test('hashPassword defaults to cost 10 and refuses what bcrypt cannot store', t => {
+  t.is(bcrypt.getRounds(hashPassword('pw')), 10)
+  t.throws(() => hashPassword(''), { instanceOf: RangeError })
+  t.throws(() => hashPassword('x'.repeat(73)), { instanceOf: RangeError, message: /72 bytes/ })
+  t.throws(() => hashPassword('pw', 3), { instanceOf: RangeError })
+})
+
+test('formatHtpasswdLine writes a line Apache htpasswd -v accepts', t => {
+  const line = formatHtpasswdLine('dave', 'p4ss word', 5)
+  t.regex(line, /^dave:\$2b\$05\$/)
+  t.throws(() => formatHtpasswdLine('a:b', 'pw'), { instanceOf: RangeError })
+  t.throws(() => formatHtpasswdLine('', 'pw'), { instanceOf: RangeError })
+  const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim()
+  execFileSync('sh', ['-c', `printf '%s\\n' "$1" > "$2/h"`, 'sh', line, dir])
+  // htpasswd -v exits 0 when the password matches (it reads $2b$ through the system crypt/apr-util).
+  t.notThrows(() => execFileSync('htpasswd', ['-vb', `${dir}/h`, 'dave', 'p4ss word'], { stdio: 'pipe' }))
+  t.throws(() => execFileSync('htpasswd', ['-vb', `${dir}/h`, 'dave', 'wrong'], { stdio: 'pipe' }))
+  execFileSync('rm', ['-rf', dir])
+})
+
+test('verified credentials are cached: the second check does not run bcrypt', async t => {
+  const verifier = await CredentialVerifier.create(parseHtpasswd(`u:${hashPassword('pw', 10)}\n`))
+  t.is(verifier.cached('u', 'pw'), undefined)
+  let started = performance.now()
+  t.true(await verifier.verify('u', 'pw'))
+  const first = performance.now() - started
+  started = performance.now()
+  t.true(await verifier.verify('u', 'pw'))
+  const second = performance.now() - started
+  t.true(verifier.cached('u', 'pw'))
+  t.true(first > 20, `first compare took ${first} ms`)
+  t.true(second < 5, `cached check took ${second} ms`)
+})
+
+test('unknown users cost about as much as known ones (dummy compare)', async t => {
+  const verifier = await CredentialVerifier.create(parseHtpasswd(`u:${hashPassword('pw', 8)}\n`))
+  const time = async (user: string, password: string) => {
+    const started = performance.now()
+    await verifier.verify(user, password)
+    return performance.now() - started
+  }
+  await time('warm', 'up')
+  const known = await time('u', 'wrong-1')
+  const unknown = await time('nobody', 'wrong-2')
+  t.true(unknown > known * 0.5 && unknown < known * 2, `known ${known} ms, unknown ${unknown} ms`)
+})
+
+test('concurrent identical checks share one compare', async t => {
+  const verifier = await CredentialVerifier.create(parseHtpasswd(`u:${hashPassword('pw', 8)}\n`))
+  const checks = Array.from({ length: 5 }, () => verifier.verify('u', 'pw'))
+  t.is(verifier.pending, 1)
+  t.deepEqual(await Promise.all(checks), [true, true, true, true, true])
+  t.is(verifier.pending, 0)
+})
+
+test('parseBasicAuthorization decodes user:password, password may contain colons', t => {
+  const header = 'Basic ' + Buffer.from('me:a:b').toString('base64')
+  t.deepEqual(parseBasicAuthorization(header), { user: 'me', password: 'a:b' })
+  t.deepEqual(parseBasicAuthorization('basic ' + Buffer.from('x:').toString('base64')), { user: 'x', password: '' })
+  t.is(parseBasicAuthorization('Bearer abc'), undefined)
+  t.is(parseBasicAuthorization('Basic ' + Buffer.from('nocolon').toString('base64')), undefined)
+  t.is(parseBasicAuthorization(undefined), undefined)
+})
+
+test('the login throttle slows one address without touching others', t => {
+  let now = 0
+  const throttle = new LoginThrottle({ burst: 3, refillMs: 1000, now: () => now })
+  for (let i = 0; i < 3; i++) {
+    t.is(throttle.retryAfterMs('1.1.1.1'), 0)
+    throttle.fail('1.1.1.1')
+  }
+  t.true(throttle.retryAfterMs('1.1.1.1') > 0)
+  t.is(throttle.retryAfterMs('2.2.2.2'), 0)
+  now += 1000
+  t.is(throttle.retryAfterMs('1.1.1.1'), 0)
+})
