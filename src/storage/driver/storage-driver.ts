@@ -34,9 +34,17 @@ export interface StorageDriver {
   getContent(path: string): Promise<Buffer>
   /** Atomically replaces the object (temp file + fsync + rename on filesystems). */
   putContent(path: string, content: Uint8Array): Promise<void>
-  /** A stream of the object from `offset`. Rejects with PathNotFoundError, or InvalidOffsetError past the end. */
-  reader(path: string, offset?: number): Promise<Readable>
-  /** A writer; with `append` it continues an existing file (resumable uploads). */
+  /**
+   * A stream of the object from `offset`, at most `length` bytes (all to the end when omitted).
+   * Rejects with PathNotFoundError, or InvalidOffsetError past the end.
+   */
+  reader(path: string, offset?: number, length?: number): Promise<Readable>
+  /**
+   * A writer. Without `append` the bytes become visible at `path` only on `commit()` (atomic
+   * replace). With `append` it continues the file in place (created if missing): the file is
+   * resumable upload state, so bytes written before `close()` stay there across restarts, and
+   * `cancel()` cuts the file back to its size at open.
+   */
   writer(path: string, options?: { append?: boolean }): Promise<FileWriter>
   /** Rejects with PathNotFoundError. */
   stat(path: string): Promise<FileInfo>

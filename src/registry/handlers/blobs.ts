@@ -1,0 +1,47 @@
+/** `GET|HEAD|DELETE /v2/<name>/blobs/<digest>` (end-2, end-10). */
+import { pipeline } from 'node:stream/promises'
+import { parseRangeHeader } from '../http.js'
+import type { Handler } from '../routes.js'
+import { pathDigest, repositoryName } from './params.js'
+
+export const getBlob: Handler = async ({ request, response, params, store }) => {
+  const name = repositoryName(params)
+  const digest = pathDigest(params)
+  const blob = await store.blobs.stat(name, digest)
+  const headers: Record<string, string | number> = {
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': digest.value,
+    ETag: `"${digest.value}"`,
+    'Cache-Control': 'max-age=31536000',
+    'Accept-Ranges': 'bytes',
+  }
+  // RFC 9110 §13.1.5: a Range is honoured only when If-Range (if any) still matches.
+  const ifRange = request.headers['if-range']
+  const rangeHeader = ifRange === undefined || ifRange === `"${digest.value}"` ? request.headers.range : undefined
+  const range = parseRangeHeader(rangeHeader, blob.size)
+  if (range === 'unsatisfiable') {
+    response.writeHead(416, { ...headers, 'Content-Range': `bytes */${blob.size}`, 'Content-Length': 0 })
+    response.end()
+    return
+  }
+  const start = range?.start ?? 0
+  const length = range === undefined ? blob.size : range.end - range.start + 1
+  if (range !== undefined) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${blob.size}`
+  headers['Content-Length'] = length
+  if (request.method === 'HEAD') {
+    response.writeHead(range === undefined ? 200 : 206, headers)
+    response.end()
+    return
+  }
+  const source = await store.blobs.open(name, digest, start, length)
+  response.writeHead(range === undefined ? 200 : 206, headers)
+  await pipeline(source, response)
+}
+
+export const deleteBlob: Handler = async ({ response, params, store }) => {
+  const name = repositoryName(params)
+  const digest = pathDigest(params)
+  await store.blobs.unlink(name, digest)
+  response.writeHead(202, { 'Content-Length': 0, 'Docker-Content-Digest': digest.value })
+  response.end()
+}

@@ -1,0 +1,104 @@
+/** `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>` (end-3, end-7, end-9). */
+import type { IncomingMessage } from 'node:http'
+import { ManifestTooLargeError, ManifestUnknownError } from '../../storage/errors.js'
+import { MEDIA_TYPES } from '../../storage/manifest.js'
+import { isDigestReference, type StoredManifest } from '../../storage/manifest-store.js'
+import { RegistryError } from '../errors.js'
+import { acceptedTypes, contentLength, mediaTypeOf, sendEmpty } from '../http.js'
+import type { Handler } from '../routes.js'
+import { reference, repositoryName } from './params.js'
+
+/** Reads a body of at most `limit` bytes; a larger one is refused as soon as it is known to be larger. */
+async function readLimited(request: IncomingMessage, limit: number): Promise<Buffer> {
+  let declared: number | undefined
+  try {
+    declared = contentLength(request)
+  } catch {
+    throw new RegistryError('SIZE_INVALID', undefined, { message: 'malformed Content-Length' })
+  }
+  if (declared !== undefined && declared > limit) throw new ManifestTooLargeError(limit)
+  const chunks: Buffer[] = []
+  let total = 0
+  for await (const chunk of request) {
+    total += (chunk as Buffer).byteLength
+    if (total > limit) throw new ManifestTooLargeError(limit)
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks, total)
+}
+
+function accepts(accepted: readonly string[], type: string): boolean {
+  const major = type.slice(0, type.indexOf('/'))
+  return accepted.some(a => a === type || a === '*/*' || a === `${major}/*`)
+}
+
+/**
+ * Content negotiation as docker and containerd expect from distribution: they always send the
+ * types they understand; by tag, an OCI manifest or index the client did not list is
+ * MANIFEST_UNKNOWN (what distribution answers, so old clients fall back cleanly), and a Docker
+ * manifest list asked for by a client that only knows schema 2 manifests resolves to its
+ * linux/amd64 entry. A request with no Accept header at all (curl) gets the stored bytes.
+ */
+async function negotiate(
+  context: Parameters<Handler>[0],
+  name: string,
+  ref: string,
+  manifest: StoredManifest,
+): Promise<StoredManifest> {
+  const accepted = acceptedTypes(context.request)
+  if (accepted === undefined || isDigestReference(ref) || accepts(accepted, manifest.mediaType)) return manifest
+  if (manifest.mediaType === MEDIA_TYPES.ociManifest || manifest.mediaType === MEDIA_TYPES.ociIndex) {
+    throw new ManifestUnknownError(ref, `OCI manifest found, but the Accept header does not support OCI manifests`)
+  }
+  if (manifest.mediaType === MEDIA_TYPES.dockerManifestList && accepts(accepted, MEDIA_TYPES.dockerManifest)) {
+    const list = JSON.parse(manifest.content.toString('utf8')) as { manifests?: { digest?: string; platform?: { os?: string; architecture?: string } }[] }
+    const child = list.manifests?.find(m => m.platform?.os === 'linux' && m.platform?.architecture === 'amd64')
+    if (child?.digest !== undefined) return context.store.manifests.get(name, child.digest)
+    throw new ManifestUnknownError(ref, 'manifest list has no linux/amd64 entry for a client without manifest list support')
+  }
+  return manifest
+}
+
+export const getManifest: Handler = async context => {
+  const { request, response, params, store } = context
+  const name = repositoryName(params)
+  const ref = reference(params)
+  const manifest = await negotiate(context, name, ref, await store.manifests.get(name, ref))
+  const headers = {
+    'Content-Type': manifest.mediaType,
+    'Docker-Content-Digest': manifest.digest,
+    ETag: `"${manifest.digest}"`,
+    'Content-Length': manifest.content.byteLength,
+  }
+  const ifNoneMatch = request.headers['if-none-match']
+  if (ifNoneMatch !== undefined && ifNoneMatch.split(',').some(tag => tag.trim() === `"${manifest.digest}"` || tag.trim() === '*')) {
+    const { 'Content-Length': _omitted, ...rest } = headers
+    response.writeHead(304, rest)
+    response.end()
+    return
+  }
+  response.writeHead(200, headers)
+  response.end(request.method === 'HEAD' ? undefined : manifest.content)
+}
+
+export const putManifest: Handler = async context => {
+  const { request, params, store, maxManifestBytes } = context
+  const name = repositoryName(params)
+  const ref = reference(params)
+  const body = await readLimited(request, maxManifestBytes)
+  const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']))
+  const headers: Record<string, string> = {
+    Location: `/v2/${name}/manifests/${result.digest}`,
+    'Docker-Content-Digest': result.digest,
+  }
+  if (result.subject !== undefined) headers['OCI-Subject'] = result.subject
+  sendEmpty(context.response, 201, headers)
+}
+
+export const deleteManifest: Handler = async ({ response, params, store }) => {
+  const name = repositoryName(params)
+  const ref = reference(params)
+  await store.manifests.delete(name, ref)
+  sendEmpty(response, 202)
+}
+

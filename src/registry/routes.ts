@@ -1,0 +1,47 @@
+/**
+ * The route table of the Distribution API. Paths are matched on the raw request path, never a
+ * decoded one: `%2F` and friends stay as they are and then fail the name grammar, so an encoded
+ * slash can never become a path separator. Names may contain `/`, so the name group is greedy
+ * and the more specific routes come first (first match wins).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from '../log.js'
+import type { RegistryStore } from '../storage/registry-store.js'
+
+export interface RouteParams {
+  name?: string
+  reference?: string
+  digest?: string
+  uploadId?: string
+}
+
+export interface HandlerContext {
+  readonly request: IncomingMessage
+  readonly response: ServerResponse
+  readonly params: RouteParams
+  readonly query: URLSearchParams
+  readonly store: RegistryStore
+  readonly logger: Logger
+  readonly maxManifestBytes: number
+}
+
+export type Handler = (context: HandlerContext) => Promise<void>
+
+export interface Route {
+  readonly name: string
+  readonly pattern: RegExp
+  readonly handlers: Partial<Record<string, Handler>>
+}
+
+export interface RouteMatch {
+  route: Route
+  params: RouteParams
+}
+
+export function matchRoute(routes: readonly Route[], path: string): RouteMatch | undefined {
+  for (const route of routes) {
+    const match = route.pattern.exec(path)
+    if (match) return { route, params: { ...(match.groups as RouteParams | undefined) } }
+  }
+  return undefined
+}

@@ -1,0 +1,137 @@
+/**
+ * Blobs: content-addressed bytes under `blobs/`, and the per-repository `_layers` links that say
+ * which repository may read which blob (distribution's `linkedBlobStore`). A blob is readable in a
+ * repository when its link exists and its data exists; a manifest's bytes are also readable as a
+ * blob through the manifest revision link, as in distribution.
+ */
+import type { Readable } from 'node:stream'
+import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { parseDigest, type Digest } from './digest.js'
+import { BlobUnknownError } from './errors.js'
+import { blobDataPath, layerLinkPath, manifestRevisionLinkPath } from './paths.js'
+
+export interface BlobInfo {
+  readonly digest: string
+  readonly size: number
+}
+
+function toDigest(digest: Digest | string): Digest {
+  return typeof digest === 'string' ? parseDigest(digest) : digest
+}
+
+async function exists(driver: StorageDriver, path: string): Promise<boolean> {
+  try {
+    await driver.stat(path)
+    return true
+  } catch (error) {
+    if (error instanceof PathNotFoundError) return false
+    throw error
+  }
+}
+
+export class BlobStore {
+  constructor(private readonly driver: StorageDriver) {}
+
+  /** The stored blob regardless of repository, or undefined. */
+  async statGlobal(digest: Digest | string): Promise<BlobInfo | undefined> {
+    const d = toDigest(digest)
+    try {
+      const info = await this.driver.stat(blobDataPath(d))
+      return info.isDir ? undefined : { digest: d.value, size: info.size }
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return undefined
+      throw error
+    }
+  }
+
+  /** Whether `name` links the blob (as a layer/config, or as a manifest revision). */
+  async isLinked(name: string, digest: Digest | string): Promise<boolean> {
+    const d = toDigest(digest)
+    if (await exists(this.driver, layerLinkPath(name, d))) return true
+    return exists(this.driver, manifestRevisionLinkPath(name, d))
+  }
+
+  /** Size of a blob readable in `name`. Throws BlobUnknownError. */
+  async stat(name: string, digest: Digest | string): Promise<BlobInfo> {
+    const d = toDigest(digest)
+    const [linked, info] = await Promise.all([this.isLinked(name, d), this.statGlobal(d)])
+    if (!linked || info === undefined) throw new BlobUnknownError(d.value)
+    return info
+  }
+
+  /** Streams a blob readable in `name` (call `stat` first for its size). Throws BlobUnknownError. */
+  async open(name: string, digest: Digest | string, offset = 0, length?: number): Promise<Readable> {
+    const d = toDigest(digest)
+    try {
+      return await this.driver.reader(blobDataPath(d), offset, length)
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw new BlobUnknownError(d.value)
+      throw error
+    }
+  }
+
+  /** Lets `name` read a stored blob (writes `_layers/<alg>/<hex>/link`). */
+  async link(name: string, digest: Digest | string): Promise<void> {
+    const d = toDigest(digest)
+    await this.driver.putContent(layerLinkPath(name, d), Buffer.from(d.value))
+  }
+
+  /**
+   * Removes the blob from `name` (its `_layers` link), as distribution's blob DELETE does; the
+   * bytes stay until garbage collection, since other repositories may link them.
+   * Throws BlobUnknownError when `name` does not link it.
+   */
+  async unlink(name: string, digest: Digest | string): Promise<void> {
+    const d = toDigest(digest)
+    const link = layerLinkPath(name, d)
+    try {
+      await this.driver.delete(link.slice(0, -'/link'.length))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw new BlobUnknownError(d.value)
+      throw error
+    }
+  }
+
+  /**
+   * Cross-repository mount: links a stored blob into `name` without moving bytes. With `from`,
+   * the source repository must link it; without, any stored blob is mounted (the spec allows a
+   * registry to ignore `from`). Resolves undefined when it cannot mount (the caller then starts
+   * a normal upload).
+   */
+  async mount(name: string, digest: Digest | string, from?: string): Promise<BlobInfo | undefined> {
+    const d = toDigest(digest)
+    const info = await this.statGlobal(d)
+    if (info === undefined) return undefined
+    if (from !== undefined && from !== name && !(await this.isLinked(from, d))) return undefined
+    await this.link(name, d)
+    return info
+  }
+
+  /** Stores small content (a manifest) under its digest unless already stored. Atomic. */
+  async putContent(digest: Digest | string, content: Uint8Array): Promise<void> {
+    const d = toDigest(digest)
+    if ((await this.statGlobal(d)) !== undefined) return
+    await this.driver.putContent(blobDataPath(d), content)
+  }
+
+  async getContent(digest: Digest | string): Promise<Buffer> {
+    const d = toDigest(digest)
+    try {
+      return await this.driver.getContent(blobDataPath(d))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw new BlobUnknownError(d.value)
+      throw error
+    }
+  }
+
+  /**
+   * Makes verified bytes at `sourcePath` the blob `digest`: a rename when new; when the blob is
+   * already stored (content addressed, so identical) the source is left for the caller to delete.
+   * Two uploads of the same blob racing here both succeed: rename replaces atomically.
+   */
+  async adopt(sourcePath: string, digest: Digest | string): Promise<void> {
+    const d = toDigest(digest)
+    if ((await this.statGlobal(d)) !== undefined) return
+    await this.driver.move(sourcePath, blobDataPath(d))
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Manifests (distribution's `manifestStore` + `tagStore` wiring): bytes stored as pushed in the
+ * blob store, a revision link per repository, tags, and the referrers index.
+ *
+ * Write order on PUT is what makes a crash harmless: blob bytes, then the revision link, then
+ * the referrer link, then the tag. Whatever step a `kill -9` interrupts, nothing points at bytes
+ * that are not there. Deletions are here too, so garbage collection can reuse them.
+ */
+import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import type { BlobStore } from './blob-store.js'
+import { digestOf, isDigest, parseDigest, type Digest } from './digest.js'
+import { BlobUnknownError, DigestMismatchError, ManifestBlobUnknownError, ManifestUnknownError } from './errors.js'
+import { parseManifest, storedMediaType, type ParsedManifest } from './manifest.js'
+import { manifestRevisionLinkPath } from './paths.js'
+import { assertTag } from './reference.js'
+import type { ReferrerStore } from './referrer-store.js'
+import type { TagStore } from './tag-store.js'
+
+export interface StoredManifest {
+  readonly digest: string
+  readonly mediaType: string
+  readonly content: Buffer
+}
+
+export interface PutManifestResult {
+  readonly digest: string
+  readonly mediaType: string
+  /** The `subject` digest, when the manifest has one (the handler answers with `OCI-Subject`). */
+  readonly subject?: string
+}
+
+/** A reference is a digest when it has a colon (tags cannot), else a tag. */
+export function isDigestReference(reference: string): boolean {
+  return reference.includes(':')
+}
+
+export class ManifestStore {
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+    private readonly tags: TagStore,
+    private readonly referrers: ReferrerStore,
+  ) {}
+
+  /**
+   * Stores `content` byte for byte under `reference` (a tag or the manifest's own digest).
+   * Throws DigestInvalidError / TagInvalidError for a bad reference, DigestMismatchError when the
+   * body does not hash to the digest reference, ManifestInvalidError, ManifestBlobUnknownError
+   * when a config, layer or child manifest is not in the repository (a `subject` need not be).
+   */
+  async put(name: string, reference: string, content: Buffer, contentType?: string): Promise<PutManifestResult> {
+    let expected: Digest | undefined
+    if (isDigestReference(reference)) expected = parseDigest(reference)
+    else assertTag(reference)
+    const digest = digestOf(content, expected?.algorithm ?? 'sha256')
+    if (expected !== undefined && expected.value !== digest.value) throw new DigestMismatchError(expected.value, digest.value)
+    const manifest = parseManifest(content, contentType)
+    await this.#checkReferences(name, manifest)
+
+    await this.blobs.putContent(digest, content)
+    await this.driver.putContent(manifestRevisionLinkPath(name, digest), Buffer.from(digest.value))
+    let subject: Digest | undefined
+    if (manifest.subject !== undefined) {
+      subject = parseDigest(manifest.subject.digest)
+      await this.referrers.add(name, subject, digest)
+    }
+    if (expected === undefined) await this.tags.tag(name, reference, digest)
+    const result: { digest: string; mediaType: string; subject?: string } = { digest: digest.value, mediaType: manifest.mediaType }
+    if (subject !== undefined) result.subject = subject.value
+    return result
+  }
+
+  async #checkReferences(name: string, manifest: ParsedManifest): Promise<void> {
+    const checks: Promise<void>[] = manifest.blobs.map(async digest => {
+      try {
+        await this.blobs.stat(name, digest)
+      } catch (error) {
+        if (error instanceof BlobUnknownError) throw new ManifestBlobUnknownError(digest.value)
+        throw error
+      }
+    })
+    for (const child of manifest.manifests) {
+      checks.push(
+        (async () => {
+          const digest = parseDigest(child.digest)
+          if (!(await this.hasRevision(name, digest))) throw new ManifestBlobUnknownError(digest.value)
+        })(),
+      )
+    }
+    const results = await Promise.allSettled(checks)
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
+  }
+
+  async hasRevision(name: string, digest: Digest): Promise<boolean> {
+    try {
+      await this.driver.stat(manifestRevisionLinkPath(name, digest))
+      return true
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return false
+      throw error
+    }
+  }
+
+  /** The digest a reference names in `name`. Throws ManifestUnknownError. */
+  async resolve(name: string, reference: string): Promise<Digest> {
+    const digest = isDigestReference(reference) ? parseDigest(reference) : await this.tags.resolve(name, (assertTag(reference), reference))
+    if (!(await this.hasRevision(name, digest))) throw new ManifestUnknownError(reference)
+    return digest
+  }
+
+  /** The stored bytes and their media type. Throws ManifestUnknownError. */
+  async get(name: string, reference: string): Promise<StoredManifest> {
+    const digest = await this.resolve(name, reference)
+    let content: Buffer
+    try {
+      content = await this.blobs.getContent(digest)
+    } catch (error) {
+      if (error instanceof BlobUnknownError) throw new ManifestUnknownError(reference)
+      throw error
+    }
+    return { digest: digest.value, mediaType: storedMediaType(content), content }
+  }
+
+  /**
+   * Deletes by digest: the revision link, every tag pointing at it and its referrer link (the
+   * bytes stay until garbage collection). Deletes by tag: that tag only.
+   * Throws ManifestUnknownError.
+   */
+  async delete(name: string, reference: string): Promise<void> {
+    if (!isDigestReference(reference)) {
+      assertTag(reference)
+      await this.tags.untag(name, reference)
+      return
+    }
+    const digest = parseDigest(reference)
+    if (!(await this.hasRevision(name, digest))) throw new ManifestUnknownError(reference)
+    let subject: Digest | undefined
+    try {
+      const parsed = parseManifest(await this.blobs.getContent(digest))
+      if (parsed.subject !== undefined && isDigest(parsed.subject.digest)) subject = parseDigest(parsed.subject.digest)
+    } catch {
+      // bytes missing or unreadable: there is no referrer link to clean up that we could find
+    }
+    const link = manifestRevisionLinkPath(name, digest)
+    try {
+      await this.driver.delete(link.slice(0, -'/link'.length))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw new ManifestUnknownError(reference)
+      throw error
+    }
+    await this.tags.untagDigest(name, digest)
+    if (subject !== undefined) await this.referrers.remove(name, subject, digest)
+  }
+}

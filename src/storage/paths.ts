@@ -1,0 +1,138 @@
+/**
+ * The one file that knows the on-disk layout. It is distribution's layout
+ * (`registry/storage/paths.go`, identical in 2.8 and 3.x), so a `registry:2` data folder is served
+ * as is and the other way round. Paths are driver paths (absolute, relative to the driver root,
+ * which is `<datadir>/data`):
+ *
+ * ```
+ * /docker/registry/v2/
+ * ├── blobs/
+ * │   └── <alg>/<hex[0:2]>/<hex>/data              raw bytes (layer, config or manifest, byte for byte)
+ * └── repositories/
+ *     └── <name>/                                  may be nested: library/alpine, a/b/c
+ *         ├── _layers/<alg>/<hex>/link             this repository may read blob <alg>:<hex>
+ *         ├── _manifests/
+ *         │   ├── revisions/<alg>/<hex>/link       manifest <alg>:<hex> exists in this repository
+ *         │   └── tags/<tag>/
+ *         │       ├── current/link                 the digest the tag points to now
+ *         │       └── index/<alg>/<hex>/link       every digest the tag has pointed to
+ *         ├── _uploads/<uuid>/
+ *         │   ├── data                             bytes received so far (appended)
+ *         │   ├── startedat                        RFC 3339 UTC time, e.g. 2024-05-01T12:00:00Z
+ *         │   └── hashstates/<alg>/<offset>        Go hash state written by registry:2; Berth never
+ *         │                                        writes it and re-hashes `data` instead
+ *         └── _referrers/<subject-alg>/<subject-hex>/<alg>/<hex>/link      (Berth only)
+ * ```
+ *
+ * Every `link` file holds a digest string such as `sha256:96443a…` with no trailing newline.
+ *
+ * `_referrers` is Berth's own index for the OCI 1.1 referrers API: one link per manifest in this
+ * repository whose `subject` is `<subject-alg>:<subject-hex>`; the link names the referring
+ * manifest. registry:2 ignores it (its catalog and garbage collector skip `_`-prefixed folders and
+ * never read it; distribution PR #4828 uses the same idea). It is an index, not the truth: a
+ * referrer whose revision link is gone (deleted here or by registry:2) is skipped on read.
+ *
+ * Names, tags and digests are checked against the spec's grammar here, before any path is built,
+ * so nothing a client sends can point outside the tree.
+ */
+import { parseDigest, type Digest } from './digest.js'
+import { assertRepositoryName, assertTag } from './reference.js'
+
+export const ROOT = '/docker/registry/v2'
+export const BLOBS_ROOT = `${ROOT}/blobs`
+export const REPOSITORIES_ROOT = `${ROOT}/repositories`
+
+function digestOfAny(digest: Digest | string): Digest {
+  return typeof digest === 'string' ? parseDigest(digest) : digest
+}
+
+function repository(name: string): string {
+  assertRepositoryName(name)
+  return `${REPOSITORIES_ROOT}/${name}`
+}
+
+/** The folder of a stored blob: `blobs/<alg>/<xx>/<hex>`. Deleting it removes the blob. */
+export function blobDir(digest: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(digest)
+  return `${BLOBS_ROOT}/${algorithm}/${hex.slice(0, 2)}/${hex}`
+}
+
+export function blobDataPath(digest: Digest | string): string {
+  return `${blobDir(digest)}/data`
+}
+
+export function repositoryPath(name: string): string {
+  return repository(name)
+}
+
+export function layerLinkPath(name: string, digest: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(digest)
+  return `${repository(name)}/_layers/${algorithm}/${hex}/link`
+}
+
+export function manifestsPath(name: string): string {
+  return `${repository(name)}/_manifests`
+}
+
+export function manifestRevisionsPath(name: string): string {
+  return `${repository(name)}/_manifests/revisions`
+}
+
+export function manifestRevisionLinkPath(name: string, digest: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(digest)
+  return `${repository(name)}/_manifests/revisions/${algorithm}/${hex}/link`
+}
+
+export function tagsPath(name: string): string {
+  return `${repository(name)}/_manifests/tags`
+}
+
+/** The whole folder of one tag; untagging deletes it (as distribution's `tagStore.Untag`). */
+export function tagPath(name: string, tag: string): string {
+  assertTag(tag)
+  return `${tagsPath(name)}/${tag}`
+}
+
+export function tagCurrentLinkPath(name: string, tag: string): string {
+  return `${tagPath(name, tag)}/current/link`
+}
+
+export function tagIndexLinkPath(name: string, tag: string, digest: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(digest)
+  return `${tagPath(name, tag)}/index/${algorithm}/${hex}/link`
+}
+
+export function uploadsPath(name: string): string {
+  return `${repository(name)}/_uploads`
+}
+
+const uploadIdGrammar = /^[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$/
+
+/** Upload ids are UUIDs (what registry:2 and Berth generate); anything else cannot name an upload. */
+export function isUploadId(value: string): boolean {
+  return uploadIdGrammar.test(value)
+}
+
+export function uploadPath(name: string, uploadId: string): string {
+  if (!isUploadId(uploadId)) throw new RangeError('invalid upload id')
+  return `${uploadsPath(name)}/${uploadId}`
+}
+
+export function uploadDataPath(name: string, uploadId: string): string {
+  return `${uploadPath(name, uploadId)}/data`
+}
+
+export function uploadStartedAtPath(name: string, uploadId: string): string {
+  return `${uploadPath(name, uploadId)}/startedat`
+}
+
+/** Folder holding one `<alg>/<hex>/link` per referrer of `subject`. */
+export function referrersPath(name: string, subject: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(subject)
+  return `${repository(name)}/_referrers/${algorithm}/${hex}`
+}
+
+export function referrerLinkPath(name: string, subject: Digest | string, referrer: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(referrer)
+  return `${referrersPath(name, subject)}/${algorithm}/${hex}/link`
+}

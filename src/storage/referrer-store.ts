@@ -1,0 +1,123 @@
+/**
+ * The referrers index (OCI distribution-spec 1.1 "Listing Referrers"): for each manifest pushed
+ * with a `subject`, a link at `_referrers/<subject-alg>/<subject-hex>/<alg>/<hex>/link` (see
+ * paths.ts). Listing reads only that folder and the referring manifests themselves, so it costs
+ * the same however large the repository is.
+ */
+import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import type { BlobStore } from './blob-store.js'
+import { parseDigest, type Digest } from './digest.js'
+import { isIndexType, MEDIA_TYPES, parseManifest, storedMediaType, type Descriptor } from './manifest.js'
+import { manifestRevisionLinkPath, referrerLinkPath, referrersPath, tagCurrentLinkPath } from './paths.js'
+
+export class ReferrerStore {
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+  ) {}
+
+  async add(name: string, subject: Digest, referrer: Digest): Promise<void> {
+    await this.driver.putContent(referrerLinkPath(name, subject, referrer), Buffer.from(referrer.value))
+  }
+
+  async remove(name: string, subject: Digest, referrer: Digest): Promise<void> {
+    const link = referrerLinkPath(name, subject, referrer)
+    try {
+      await this.driver.delete(link.slice(0, -'/link'.length))
+    } catch (error) {
+      if (!(error instanceof PathNotFoundError)) throw error
+    }
+  }
+
+  /**
+   * Descriptors of the manifests in `name` that refer to `subject`, sorted by digest, optionally
+   * only those whose artifact type is `artifactType`. Never throws for an unknown repository or
+   * subject: the answer is then an empty list.
+   */
+  async list(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
+    const digests = new Map<string, Digest>()
+    for (const algorithmDir of await this.#listOrEmpty(referrersPath(name, subject))) {
+      for (const hexDir of await this.#listOrEmpty(algorithmDir)) {
+        const algorithm = algorithmDir.slice(algorithmDir.lastIndexOf('/') + 1)
+        const hex = hexDir.slice(hexDir.lastIndexOf('/') + 1)
+        try {
+          const digest = parseDigest(`${algorithm}:${hex}`)
+          digests.set(digest.value, digest)
+        } catch {
+          // not ours: ignore
+        }
+      }
+    }
+    const descriptors = (await Promise.all([...digests.values()].map(digest => this.#describe(name, digest)))).filter(
+      (d): d is Descriptor => d !== undefined,
+    )
+    // Upgrade rule of the spec: manifests listed under the tag-schema fallback tag `<alg>-<hex>`
+    // (pushed by clients before this registry had the API) are referrers too.
+    for (const extra of await this.#fromFallbackTag(name, subject)) {
+      if (!descriptors.some(d => d.digest === extra.digest)) descriptors.push(extra)
+    }
+    descriptors.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0))
+    return artifactType === undefined ? descriptors : descriptors.filter(d => d.artifactType === artifactType)
+  }
+
+  async #listOrEmpty(path: string): Promise<string[]> {
+    try {
+      return await this.driver.list(path)
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return []
+      throw error
+    }
+  }
+
+  /** The descriptor of a referring manifest, or undefined when it is no longer in the repository. */
+  async #describe(name: string, digest: Digest): Promise<Descriptor | undefined> {
+    try {
+      await this.driver.stat(manifestRevisionLinkPath(name, digest))
+      const content = await this.blobs.getContent(digest)
+      return describeManifest(digest, content)
+    } catch (error) {
+      if (error instanceof PathNotFoundError || (error instanceof Error && error.name === 'BlobUnknownError')) return undefined
+      throw error
+    }
+  }
+
+  async #fromFallbackTag(name: string, subject: Digest): Promise<Descriptor[]> {
+    let link: Buffer
+    try {
+      link = await this.driver.getContent(tagCurrentLinkPath(name, `${subject.algorithm}-${subject.hex}`))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return []
+      throw error
+    }
+    try {
+      const index = parseManifest(await this.blobs.getContent(parseDigest(link.toString('utf8').trim())))
+      if (!isIndexType(index.mediaType)) return []
+      return index.manifests.map(d => {
+        const descriptor: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size }
+        if (d.artifactType !== undefined) descriptor.artifactType = d.artifactType
+        if (d.annotations !== undefined) descriptor.annotations = d.annotations
+        return descriptor
+      })
+    } catch {
+      return [] // a fallback tag that is not a readable index is ignored, not an error
+    }
+  }
+}
+
+/**
+ * A referrer's descriptor per the spec: `artifactType` is the manifest's `artifactType`, else its
+ * config's media type (omitted for an index without one); `annotations` are the manifest's.
+ */
+export function describeManifest(digest: Digest, content: Buffer): Descriptor | undefined {
+  let parsed
+  try {
+    parsed = parseManifest(content)
+  } catch {
+    return undefined
+  }
+  const descriptor: Descriptor = { mediaType: storedMediaType(content) || MEDIA_TYPES.ociManifest, digest: digest.value, size: content.byteLength }
+  const artifactType = parsed.artifactType ?? (isIndexType(parsed.mediaType) ? undefined : parsed.config?.mediaType)
+  if (artifactType !== undefined) descriptor.artifactType = artifactType
+  if (parsed.annotations !== undefined) descriptor.annotations = parsed.annotations
+  return descriptor
+}

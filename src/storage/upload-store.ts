@@ -1,0 +1,234 @@
+/**
+ * Blob uploads (distribution's `blobWriter`), kept on disk under `_uploads/<uuid>/` exactly as
+ * registry:2 keeps them (`data` appended, `startedat`), so an upload survives a restart and
+ * registry:2's upload purging understands our folders.
+ *
+ * The running SHA-256 of each upload lives in memory, keyed by repository and id, with the
+ * offset it covers. When it is missing (after a restart) or does not match the bytes on disk (a
+ * failed chunk was cut back, another process appended), it is rebuilt by streaming `data`
+ * through a fresh hash. Node cannot import Go's `hashstates` files, so they are ignored.
+ *
+ * Chunks of one upload are serialized by an in-process lock; a chunk that fails midway (client
+ * gone, wrong length) is cut back to where it started, so the upload stays resumable.
+ */
+import { randomUUID, type Hash } from 'node:crypto'
+import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { BlobStore, type BlobInfo } from './blob-store.js'
+import { EMPTY_SHA256, digestFromHash, newHash, type Digest } from './digest.js'
+import { DigestMismatchError, UploadRangeError, UploadSizeError, UploadUnknownError } from './errors.js'
+import { isUploadId, uploadDataPath, uploadPath, uploadStartedAtPath } from './paths.js'
+
+export interface ChunkOptions {
+  /** Where the client says the chunk starts (Content-Range); must equal the current size. */
+  start?: number
+  /** Exact number of bytes the chunk must have (Content-Length / Content-Range). */
+  length?: number
+}
+
+interface HashState {
+  hash: Hash
+  offset: number
+}
+
+/** Bounds the memory held by abandoned uploads' hash states; an evicted one is rebuilt from disk. */
+const MAX_HASH_STATES = 10_000
+
+/** `time.RFC3339` as Go prints a UTC time: no fractional seconds. */
+function rfc3339(now: Date): string {
+  return now.toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+export class UploadStore {
+  readonly #hashes = new Map<string, HashState>()
+  readonly #locks = new Map<string, Promise<unknown>>()
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+  ) {}
+
+  /** Starts an upload in `name` and returns its id. */
+  async start(name: string): Promise<string> {
+    const id = randomUUID()
+    await this.driver.putContent(uploadStartedAtPath(name, id), Buffer.from(rfc3339(new Date())))
+    this.#remember(`${name}\0${id}`, { hash: newHash('sha256'), offset: 0 })
+    return id
+  }
+
+  /** Bytes received so far. Throws UploadUnknownError. */
+  async size(name: string, id: string): Promise<number> {
+    await this.#assertExists(name, id)
+    return this.#dataSize(name, id)
+  }
+
+  /**
+   * Appends one chunk streamed from `body`. Resolves with the upload's new size.
+   * Throws UploadUnknownError, UploadRangeError (out of order), UploadSizeError (length mismatch
+   * or body cut short); on error nothing of the chunk remains.
+   */
+  async append(name: string, id: string, body: AsyncIterable<Uint8Array>, options: ChunkOptions = {}): Promise<number> {
+    return this.#locked(name, id, async () => {
+      await this.#assertExists(name, id)
+      const { size } = await this.#write(name, id, body, options, false)
+      return size
+    })
+  }
+
+  /**
+   * Finishes the upload: appends the optional last chunk, checks the content against `digest`,
+   * and moves the bytes into place as that blob, linked into `name`. On a digest mismatch the
+   * upload is discarded (as distribution does) and DigestMismatchError is thrown.
+   */
+  async complete(name: string, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, options: ChunkOptions = {}): Promise<BlobInfo> {
+    return this.#locked(name, id, async () => {
+      await this.#assertExists(name, id)
+      const key = `${name}\0${id}`
+      const { size, hash } = await this.#write(name, id, body ?? [], options, true)
+      let actual: Digest
+      if (digest.algorithm === 'sha256') {
+        actual = digestFromHash(hash.copy(), 'sha256')
+      } else {
+        actual = await this.#hashFile(name, id, size, digest.algorithm)
+      }
+      if (actual.value !== digest.value) {
+        await this.#discard(name, id)
+        throw new DigestMismatchError(digest.value, actual.value)
+      }
+      const dataPath = uploadDataPath(name, id)
+      if (size === 0 && digest.value === EMPTY_SHA256) {
+        // The data file may not exist for an empty upload; make sure there are bytes to adopt.
+        await this.driver.putContent(dataPath, new Uint8Array(0)).catch(() => {})
+      }
+      await this.blobs.adopt(dataPath, digest)
+      await this.blobs.link(name, digest)
+      await this.driver.delete(uploadPath(name, id)).catch(error => {
+        if (!(error instanceof PathNotFoundError)) throw error
+      })
+      this.#hashes.delete(key)
+      return { digest: digest.value, size }
+    })
+  }
+
+  /** Cancels an upload and deletes its bytes. Throws UploadUnknownError. */
+  async cancel(name: string, id: string): Promise<void> {
+    return this.#locked(name, id, async () => {
+      await this.#assertExists(name, id)
+      await this.#discard(name, id)
+    })
+  }
+
+  async #discard(name: string, id: string): Promise<void> {
+    this.#hashes.delete(`${name}\0${id}`)
+    try {
+      await this.driver.delete(uploadPath(name, id))
+    } catch (error) {
+      if (!(error instanceof PathNotFoundError)) throw error
+    }
+  }
+
+  async #write(
+    name: string,
+    id: string,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options: ChunkOptions,
+    finish: boolean,
+  ): Promise<{ size: number; hash: Hash }> {
+    const key = `${name}\0${id}`
+    const start = await this.#dataSize(name, id)
+    if (options.start !== undefined && options.start !== start) {
+      throw new UploadRangeError(id, start, `chunk starts at ${options.start} but the upload has ${start} bytes`)
+    }
+    let state = this.#hashes.get(key)
+    if (state === undefined || state.offset !== start) state = { hash: await this.#rebuildHash(name, id, start), offset: start }
+    // Work on a copy so a failed chunk leaves the remembered state as it was.
+    const hash = state.hash.copy()
+    const writer = await this.driver.writer(uploadDataPath(name, id), { append: true })
+    let written = 0
+    try {
+      for await (const chunk of body) {
+        written += chunk.byteLength
+        if (options.length !== undefined && written > options.length) {
+          throw new UploadSizeError(`chunk is longer than the stated ${options.length} bytes`)
+        }
+        hash.update(chunk)
+        await writer.write(chunk)
+      }
+      if (options.length !== undefined && written !== options.length) {
+        throw new UploadSizeError(`chunk has ${written} bytes, ${options.length} stated`)
+      }
+      if (finish) await writer.commit()
+      else await writer.close()
+    } catch (error) {
+      await writer.cancel().catch(() => {})
+      if (error instanceof UploadSizeError) throw error
+      if (isClientAbort(error)) throw new UploadSizeError('the request body ended before it was complete', { cause: error })
+      throw error
+    }
+    const size = start + written
+    this.#remember(key, { hash, offset: size })
+    return { size, hash }
+  }
+
+  async #rebuildHash(name: string, id: string, size: number): Promise<Hash> {
+    const hash = newHash('sha256')
+    if (size === 0) return hash
+    for await (const chunk of await this.driver.reader(uploadDataPath(name, id), 0, size)) hash.update(chunk as Uint8Array)
+    return hash
+  }
+
+  async #hashFile(name: string, id: string, size: number, algorithm: Digest['algorithm']): Promise<Digest> {
+    const hash = newHash(algorithm)
+    if (size > 0) {
+      for await (const chunk of await this.driver.reader(uploadDataPath(name, id), 0, size)) hash.update(chunk as Uint8Array)
+    }
+    return digestFromHash(hash, algorithm)
+  }
+
+  async #assertExists(name: string, id: string): Promise<void> {
+    if (!isUploadId(id)) throw new UploadUnknownError(id)
+    try {
+      await this.driver.stat(uploadPath(name, id))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw new UploadUnknownError(id)
+      throw error
+    }
+  }
+
+  async #dataSize(name: string, id: string): Promise<number> {
+    try {
+      return (await this.driver.stat(uploadDataPath(name, id))).size
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return 0
+      throw error
+    }
+  }
+
+  #remember(key: string, state: HashState): void {
+    this.#hashes.delete(key)
+    this.#hashes.set(key, state)
+    if (this.#hashes.size > MAX_HASH_STATES) {
+      const oldest = this.#hashes.keys().next().value
+      if (oldest !== undefined) this.#hashes.delete(oldest)
+    }
+  }
+
+  async #locked<T>(name: string, id: string, task: () => Promise<T>): Promise<T> {
+    const key = `${name}\0${id}`
+    const previous = this.#locks.get(key) ?? Promise.resolve()
+    const run = previous.then(task, task)
+    const settled = run.catch(() => {})
+    this.#locks.set(key, settled)
+    try {
+      return await run
+    } finally {
+      if (this.#locks.get(key) === settled) this.#locks.delete(key)
+    }
+  }
+}
+
+function isClientAbort(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false
+  const code = (error as { code?: unknown }).code
+  const message = (error as { message?: unknown }).message
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || message === 'aborted'
+}
