@@ -18,6 +18,8 @@ import { ConfigError } from './config/errors.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
+import { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
+import { AcmeError } from './edge/tls/acme-options.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import { SelfSignedCertificateProvider } from './edge/tls/self-signed.js'
 import type { Logger } from './log.js'
@@ -166,16 +168,30 @@ async function certificateFor(
   }
 }
 
-/** Wired by the ACME provider; kept apart so the rest works while it is being built. */
-async function acmeProvider(
+/** Automatic HTTPS: the provider orders in the background and answers HTTP-01 on the HTTP port. */
+function acmeProvider(
   config: Config,
   choice: Extract<Config['certificate'], { kind: 'acme' }>,
   logger: Logger,
-): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[] }> {
-  void config
-  void choice
-  void logger
-  throw new ConfigError('--acme is not available in this build yet; use --tls-cert/--tls-key or --self-signed')
+): { provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[] } {
+  let provider: AcmeCertificateProvider
+  try {
+    provider = new AcmeCertificateProvider({
+      domains: config.domains,
+      directory: choice.directory,
+      email: choice.email,
+      agreeTos: choice.agreeTos,
+      eab: choice.eab,
+      certsDir: config.certs,
+      httpPort: config.httpPort,
+      logger,
+    })
+  } catch (error) {
+    if (error instanceof AcmeError) throw new ConfigError(error.message, { cause: error })
+    throw error
+  }
+  const hints = config.httpPort === 80 ? [] : [`ACME HTTP-01 needs the CA to reach port 80 of ${config.domains.join(', ')}; forward it to --http-port ${config.httpPort}`]
+  return { provider, challenges: provider.challenges, source: `ACME ${provider.directoryUrl}`, hints }
 }
 
 /** Basic auth: an explicit --htpasswd must exist; the default file is optional (then auth is off). */
