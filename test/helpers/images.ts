@@ -119,6 +119,7 @@ export class OciLayout {
   readonly dir: string
   private readonly tags: Descriptor[] = []
   private counter = 0
+  private indexWrites: Promise<void> = Promise.resolve()
 
   private constructor(dir: string) {
     this.dir = dir
@@ -227,9 +228,15 @@ export class OciLayout {
     await this.writeIndex()
   }
 
-  private async writeIndex(): Promise<void> {
-    const file = path.join(this.dir, 'index.json')
-    await writeFile(file + '.tmp', JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: this.tags }, null, 2))
-    await rename(file + '.tmp', file)
+  /** Writes index.json atomically; writes are queued so concurrent tests adding tags never race. */
+  private writeIndex(): Promise<void> {
+    const write = async () => {
+      const file = path.join(this.dir, 'index.json')
+      const temp = `${file}.${process.pid}-${++this.counter}.tmp`
+      await writeFile(temp, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: this.tags }, null, 2))
+      await rename(temp, file)
+    }
+    this.indexWrites = this.indexWrites.then(write, write)
+    return this.indexWrites
   }
 }
