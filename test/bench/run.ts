@@ -1,0 +1,426 @@
+/**
+ * `npm run bench [-- --quick] [-- --rounds N] ...`: Berth against the seed's stack (nginx +
+ * registry:2 from Debian packages), side by side on this machine, issue #7.
+ *
+ * Every round runs each job on both stacks back to back (A B, then B A the next round, so neither
+ * always goes first), with fresh random content for every push and `sync` before every timed job,
+ * so one job's dirty pages are not written back during the next. Results: a table on stdout, and
+ * `bench-results/<timestamp>/results.{md,json}` (+ stack logs, + CPU profiles with --cpu-prof).
+ */
+import { access, cp, mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { measureCeilings, type Ceilings } from './ceilings.js'
+import {
+  abHead, curlGetBlob, curlPatchBlob, curlPutBlob, skopeoPull, skopeoPush, wrkGet, type ClientContext,
+} from './clients.js'
+import { manifestMediaType, writeImageLayout, writeRandomBlob, type BlobRef } from './content.js'
+import { ensurePackages } from './packages.js'
+import { makePki, type BenchPki } from './pki.js'
+import { ResourceMonitor, type ResourceUsage } from './procs.js'
+import { evaluate, markdownTable, table, textTable, type CaseDef, type CaseResult } from './report.js'
+import { startBerth, startSeed, type Stack, type StackName } from './stacks.js'
+import { GiB, MiB, fmt, formatBytes, run } from './util.js'
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    stacks: { type: 'string', default: 'seed,berth' },
+    cases: { type: 'string' },
+    'berth-cmd': { type: 'string' },
+    'no-build': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    'skip-big': { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+})
+
+if (flags.help) {
+  process.stdout.write(`usage: npm run bench -- [options]
+  --quick            small sizes, 2 rounds, no 5 GiB push (< 2 minutes; what CI runs)
+  --rounds N         rounds per case (default 5)
+  --stacks LIST      seed,berth (default both; one alone gives figures without ratios)
+  --cases LIST       only these case ids (see results.json), e.g. curl-put,rps-manifest-get
+  --berth-cmd CMD    how to run Berth (default: node dist/berth.cjs, built first)
+  --no-build         do not run \`npm run build\` first
+  --cpu-prof         run Berth under node --cpu-prof; profiles land in the results folder
+  --skip-big         skip the 5 GiB push
+  --keep             keep the temporary stacks' folders
+  --out DIR          results folder (default bench-results/<timestamp>)
+`)
+  process.exit(0)
+}
+
+const quick = flags.quick
+const rounds = Number(flags.rounds ?? (quick ? 2 : 5))
+const stackNames = flags.stacks.split(',').filter((s): s is StackName => s === 'seed' || s === 'berth')
+const sizes = quick
+  ? { big: 128 * MiB, smallCount: 100, small: 64 * 1024, rateSeconds: 2, huge: 0 }
+  : { big: GiB, smallCount: 100, small: MiB, rateSeconds: 5, huge: flags['skip-big'] ? 0 : 5 * GiB }
+
+const big = formatBytes(sizes.big)
+const cases: CaseDef[] = [
+  { id: 'skopeo-push', label: `skopeo push, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite' } },
+  { id: 'skopeo-pull', label: `skopeo pull, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
+  { id: 'curl-put', label: `curl PUT (monolithic), ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite', share: 0.8 } },
+  { id: 'curl-patch', label: `curl PATCH (streamed) + PUT, ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite', share: 0.8 } },
+  { id: 'curl-get', label: `curl GET, ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
+  { id: 'small-push', label: `skopeo push, ${sizes.smallCount} × ${formatBytes(sizes.small)} layers`, unit: 's', better: 'lower', minAdvantage: 1.3 },
+  { id: 'rps-manifest-get', label: `manifest GET, auth, ${16} conns (wrk)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
+  { id: 'rps-manifest-head', label: `manifest HEAD, auth, ${16} conns (ab -k)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
+  { id: 'rps-v2', label: 'GET /v2/, auth, 16 conns (wrk)', unit: 'req/s', better: 'higher', minAdvantage: 10 },
+  { id: 'push-rss', label: `peak RSS during the ${big} push`, unit: 'MiB', better: 'lower', berthBound: 150 },
+  { id: 'push-cpu', label: `CPU time during the ${big} push`, unit: 's', better: 'lower' },
+]
+if (sizes.huge) {
+  cases.push(
+    { id: 'huge-push-rss', label: `peak RSS during a ${formatBytes(sizes.huge)} push (1 run)`, unit: 'MiB', better: 'lower', berthBound: 150 },
+    { id: 'huge-push', label: `skopeo push, ${formatBytes(sizes.huge)} image (1 run)`, unit: 'MB/s', better: 'higher', ceiling: { key: 'diskFsyncWrite' } },
+  )
+}
+const selected = flags.cases ? new Set(flags.cases.split(',')) : undefined
+const wants = (id: string) => !selected || selected.has(id)
+
+const samples = new Map<string, Record<StackName, number[]>>()
+const extra: Record<string, unknown[]> = { httpVersions: [], resources: [] }
+function record(caseId: string, stack: StackName, value: number): void {
+  let entry = samples.get(caseId)
+  if (!entry) samples.set(caseId, (entry = { seed: [], berth: [] }))
+  entry[stack].push(value)
+}
+
+const startedAt = new Date()
+const t0 = Date.now()
+function progress(text: string): void {
+  const elapsed = Math.round((Date.now() - t0) / 1000)
+  process.stderr.write(`[${String(Math.floor(elapsed / 60)).padStart(2, '0')}:${String(elapsed % 60).padStart(2, '0')}] ${text}\n`)
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(() => true, () => false)
+}
+
+/** Removes the blobs a push left, so the disk does not fill over rounds (never during a timed job). */
+async function purgeBlobs(stack: Stack, digests: string[]): Promise<void> {
+  for (const digest of digests) {
+    const hex = digest.slice('sha256:'.length)
+    await rm(path.join(stack.storageRoot, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true, force: true })
+  }
+}
+
+async function main(): Promise<void> {
+  const outDir = path.resolve(repoRoot, flags.out ?? path.join('bench-results', startedAt.toISOString().replace(/[:.]/g, '-')))
+  await mkdir(outDir, { recursive: true })
+  progress(`bench: ${quick ? 'quick, ' : ''}${rounds} round(s), stacks ${stackNames.join(' + ')}, results → ${path.relative(repoRoot, outDir)}`)
+  await ensurePackages(progress)
+
+  const work = await mkdtemp(path.join(os.tmpdir(), 'berth-bench-'))
+  // Client-side files (images to push, pulled copies) live in RAM when there is room, so the
+  // clients' own disk traffic does not compete with the registries' writes.
+  const shmFree = await statfs('/dev/shm').then((s) => s.bavail * s.bsize, () => 0)
+  const clientRoot = shmFree > 3 * (sizes.huge || sizes.big) ? await mkdtemp('/dev/shm/berth-bench-') : path.join(work, 'client')
+  await mkdir(clientRoot, { recursive: true })
+  const stacks: Stack[] = []
+  const cleanup = async () => {
+    await Promise.allSettled(stacks.map((stack) => stack.stop()))
+    for (const stack of stacks) {
+      for (const log of stack.logs) await cp(log, path.join(outDir, 'logs', stack.name, path.basename(log))).catch(() => {})
+    }
+    await rm(clientRoot, { recursive: true, force: true })
+    if (!flags.keep) await rm(work, { recursive: true, force: true })
+  }
+  let interrupted = false
+  process.once('SIGINT', () => {
+    interrupted = true
+    progress('interrupted: stopping the stacks')
+    void cleanup().finally(() => process.exit(130))
+  })
+
+  try {
+    const pki = await makePki(path.join(work, 'pki'))
+    progress('measuring the machine ceilings (sha256, AES-GCM, disk fsync, loopback TLS)')
+    const ceilings = await measureCeilings(pki, work, quick)
+    progress(`ceilings: sha256 ${fmt(ceilings.sha256)} MB/s, AES-128-GCM ${fmt(ceilings.aes128gcm)} MB/s, ` +
+      `AES-256-GCM ${fmt(ceilings.aes256gcm)} MB/s, disk+fsync ${fmt(ceilings.diskFsyncWrite)} MB/s, ` +
+      `loopback TLS ${fmt(ceilings.loopbackTls)} MB/s`)
+
+    let berthCommand: string[] = []
+    if (stackNames.includes('berth')) {
+      if (flags['berth-cmd']) {
+        berthCommand = flags['berth-cmd'].split(' ').filter(Boolean)
+      } else {
+        if (!flags['no-build']) {
+          progress('building Berth (npm run build)')
+          await run('npm', ['run', 'build'], { cwd: repoRoot })
+        }
+        const bundle = path.join(repoRoot, 'dist', 'berth.cjs')
+        if (!(await exists(bundle))) throw new Error(`${bundle} is missing: run npm run build`)
+        berthCommand = [process.execPath, bundle]
+      }
+      if (flags['cpu-prof']) {
+        if (path.basename(berthCommand[0]!) !== 'node' && berthCommand[0] !== process.execPath) {
+          throw new Error('--cpu-prof needs a node command in --berth-cmd')
+        }
+        berthCommand.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', path.join(outDir, 'profiles'))
+      }
+    }
+    for (const name of stackNames) {
+      const dir = path.join(work, name)
+      await mkdir(dir, { recursive: true })
+      progress(`starting ${name}`)
+      stacks.push(name === 'seed' ? await startSeed(dir, pki) : await startBerth(dir, pki, { command: berthCommand, repoRoot }))
+    }
+
+    await runRounds(stacks, pki, clientRoot, ceilings)
+    if (sizes.huge && (wants('huge-push') || wants('huge-push-rss'))) await runHugePush(stacks, pki, clientRoot)
+
+    const results: CaseResult[] = cases.filter((def) => samples.has(def.id))
+      .map((def) => evaluate(def, samples.get(def.id)!, ceilings))
+    // "No higher during the 5 GiB push": hold the big push's peak to the 1 GiB push's (+10% noise).
+    const huge = results.find((r) => r.id === 'huge-push-rss')
+    const normal = results.find((r) => r.id === 'push-rss')?.stacks.berth?.median
+    if (huge?.stacks.berth && normal !== undefined) {
+      const ok = huge.stacks.berth.median <= normal * 1.1
+      huge.met = (huge.met ?? true) && ok
+      if (!ok) huge.notes.push(`higher than during the ${big} push (${fmt(normal)} MiB)`)
+    }
+    const rows = table(results, ceilings)
+    await stopAll(stacks)
+    await writeResults(outDir, results, rows, ceilings, pki)
+    process.stdout.write('\n' + textTable(rows) + '\n')
+    for (const result of results) for (const note of result.notes) process.stdout.write(`note: ${result.label}: ${note}\n`)
+    process.stdout.write(`\nresults: ${path.relative(process.cwd(), outDir)}/results.md, results.json\n`)
+  } finally {
+    if (!interrupted) await cleanup()
+  }
+}
+
+async function stopAll(stacks: Stack[]): Promise<void> {
+  await Promise.allSettled(stacks.map((stack) => stack.stop()))
+}
+
+/** Runs `job` on each stack in turn (order flipped on odd rounds); `sync` first, so writes settle. */
+async function eachStack(stacks: Stack[], round: number, job: (stack: Stack) => Promise<void>): Promise<void> {
+  const ordered = round % 2 === 0 ? stacks : [...stacks].reverse()
+  for (const stack of ordered) {
+    await run('sync', [])
+    await job(stack)
+  }
+}
+
+async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, ceilings: Ceilings): Promise<void> {
+  const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
+  const tag = (stack: Stack) => `${stack.name.padEnd(5)}`
+  void ceilings
+
+  // A small image for the request-rate cases (reads: fresh content is not needed there).
+  const tiny = await writeImageLayout(path.join(clientRoot, 'tiny'), [1024])
+  for (const stack of stacks) await skopeoPush(ctx(stack), tiny.reference, 'bench/tiny', 'latest')
+  await rm(tiny.dir, { recursive: true, force: true })
+
+  for (let round = 0; round < rounds; round++) {
+    const r = `r${round + 1}/${rounds}`
+    const toPurge = new Map<Stack, string[]>(stacks.map((stack) => [stack, []]))
+    const repository = `bench/r${round + 1}-${Date.now().toString(36)}`
+
+    if (wants('skopeo-push') || wants('skopeo-pull') || wants('push-rss') || wants('push-cpu')) {
+      const images = new Map<Stack, Awaited<ReturnType<typeof writeImageLayout>>>()
+      for (const stack of stacks) images.set(stack, await writeImageLayout(path.join(clientRoot, `image-${stack.name}`), [sizes.big]))
+      await eachStack(stacks, round, async (stack) => {
+        const image = images.get(stack)!
+        const monitor = new ResourceMonitor(() => stack.pids())
+        monitor.start()
+        let seconds: number
+        let usage: ResourceUsage
+        try {
+          seconds = await skopeoPush(ctx(stack), image.reference, repository, 'big')
+        } finally {
+          usage = monitor.stop()
+        }
+        const rate = image.layerBytes / seconds / 1e6
+        record('skopeo-push', stack.name, rate)
+        record('push-rss', stack.name, usage.peakRssMiB)
+        record('push-cpu', stack.name, usage.cpuSeconds)
+        extra.resources!.push({ round: round + 1, stack: stack.name, job: 'skopeo-push', ...usage })
+        progress(`${r} ${tag(stack)} skopeo push ${big}: ${fmt(rate)} MB/s (${fmt(seconds)} s), peak RSS ` +
+          `${fmt(usage.peakRssMiB)} MiB (sampled ${fmt(usage.sampledPeakRssMiB)}), CPU ${fmt(usage.cpuSeconds)} s`)
+        toPurge.get(stack)!.push(...image.layers.map((l) => l.digest))
+      })
+      for (const image of images.values()) await rm(image.dir, { recursive: true, force: true })
+      if (wants('skopeo-pull')) {
+        await eachStack(stacks, round, async (stack) => {
+          const dest = path.join(clientRoot, `pull-${stack.name}`)
+          const seconds = await skopeoPull(ctx(stack), repository, 'big', dest)
+          const rate = images.get(stack)!.layerBytes / seconds / 1e6
+          record('skopeo-pull', stack.name, rate)
+          progress(`${r} ${tag(stack)} skopeo pull ${big}: ${fmt(rate)} MB/s (${fmt(seconds)} s)`)
+          await rm(dest, { recursive: true, force: true })
+        })
+      }
+    }
+
+    if (wants('curl-put') || wants('curl-get')) {
+      const blobs = new Map<Stack, BlobRef>()
+      for (const stack of stacks) blobs.set(stack, await writeRandomBlob(path.join(clientRoot, `blob-${stack.name}`), sizes.big))
+      await eachStack(stacks, round, async (stack) => {
+        const blob = blobs.get(stack)!
+        const result = await curlPutBlob(ctx(stack), repository, path.join(clientRoot, `blob-${stack.name}`), blob)
+        const rate = blob.size / result.seconds / 1e6
+        record('curl-put', stack.name, rate)
+        extra.httpVersions!.push({ stack: stack.name, job: 'curl-put', http: result.httpVersion })
+        progress(`${r} ${tag(stack)} curl PUT ${big} (HTTP/${result.httpVersion}): ${fmt(rate)} MB/s (${fmt(result.seconds)} s)`)
+        toPurge.get(stack)!.push(blob.digest)
+        await rm(path.join(clientRoot, `blob-${stack.name}`), { force: true })
+      })
+      if (wants('curl-get')) {
+        await eachStack(stacks, round, async (stack) => {
+          const blob = blobs.get(stack)!
+          const result = await curlGetBlob(ctx(stack), repository, blob)
+          const rate = blob.size / result.seconds / 1e6
+          record('curl-get', stack.name, rate)
+          extra.httpVersions!.push({ stack: stack.name, job: 'curl-get', http: result.httpVersion })
+          progress(`${r} ${tag(stack)} curl GET ${big} (HTTP/${result.httpVersion}): ${fmt(rate)} MB/s (${fmt(result.seconds)} s)`)
+        })
+      }
+    }
+
+    if (wants('curl-patch')) {
+      const blobs = new Map<Stack, BlobRef>()
+      for (const stack of stacks) blobs.set(stack, await writeRandomBlob(path.join(clientRoot, `blob-${stack.name}`), sizes.big))
+      await eachStack(stacks, round, async (stack) => {
+        const blob = blobs.get(stack)!
+        const result = await curlPatchBlob(ctx(stack), repository, path.join(clientRoot, `blob-${stack.name}`), blob)
+        const rate = blob.size / result.seconds / 1e6
+        record('curl-patch', stack.name, rate)
+        extra.httpVersions!.push({ stack: stack.name, job: 'curl-patch', http: result.httpVersion })
+        progress(`${r} ${tag(stack)} curl PATCH+PUT ${big} (HTTP/${result.httpVersion}): ${fmt(rate)} MB/s (${fmt(result.seconds)} s)`)
+        toPurge.get(stack)!.push(blob.digest)
+        await rm(path.join(clientRoot, `blob-${stack.name}`), { force: true })
+      })
+    }
+
+    if (wants('small-push')) {
+      const images = new Map<Stack, Awaited<ReturnType<typeof writeImageLayout>>>()
+      const layerSizes = Array.from({ length: sizes.smallCount }, () => sizes.small)
+      for (const stack of stacks) images.set(stack, await writeImageLayout(path.join(clientRoot, `small-${stack.name}`), layerSizes))
+      await eachStack(stacks, round, async (stack) => {
+        const seconds = await skopeoPush(ctx(stack), images.get(stack)!.reference, repository, 'small')
+        record('small-push', stack.name, seconds)
+        progress(`${r} ${tag(stack)} skopeo push ${sizes.smallCount} × ${formatBytes(sizes.small)}: ${fmt(seconds)} s`)
+      })
+      for (const image of images.values()) await rm(image.dir, { recursive: true, force: true })
+    }
+
+    const manifestPath = '/v2/bench/tiny/manifests/latest'
+    const rates: Array<[string, string, (c: ClientContext) => Promise<number>]> = [
+      ['rps-manifest-get', 'manifest GET', (c) => wrkGet(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
+      ['rps-manifest-head', 'manifest HEAD', (c) => abHead(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
+      ['rps-v2', 'GET /v2/', (c) => wrkGet(c, '/v2/', sizes.rateSeconds)],
+    ]
+    for (const [id, label, job] of rates) {
+      if (!wants(id)) continue
+      await eachStack(stacks, round, async (stack) => {
+        const rps = await job(ctx(stack))
+        record(id, stack.name, rps)
+        progress(`${r} ${tag(stack)} ${label}: ${fmt(rps)} req/s`)
+      })
+    }
+
+    for (const [stack, digests] of toPurge) await purgeBlobs(stack, digests)
+  }
+}
+
+/** One push of a very large image per stack, for peak memory (the same content for both stacks). */
+async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): Promise<void> {
+  progress(`writing a ${formatBytes(sizes.huge)} image`)
+  const image = await writeImageLayout(path.join(clientRoot, 'huge'), [sizes.huge])
+  try {
+    for (const stack of stacks) {
+      await run('sync', [])
+      const monitor = new ResourceMonitor(() => stack.pids())
+      monitor.start()
+      let seconds: number
+      let usage: ResourceUsage
+      try {
+        seconds = await skopeoPush({ host: stack.host, pki }, image.reference, 'bench/huge', 'latest')
+      } finally {
+        usage = monitor.stop()
+      }
+      const rate = image.layerBytes / seconds / 1e6
+      record('huge-push', stack.name, rate)
+      record('huge-push-rss', stack.name, usage.peakRssMiB)
+      extra.resources!.push({ stack: stack.name, job: 'huge-push', ...usage })
+      progress(`${stack.name.padEnd(5)} skopeo push ${formatBytes(sizes.huge)}: ${fmt(rate)} MB/s, peak RSS ${fmt(usage.peakRssMiB)} MiB ` +
+        `(sampled ${fmt(usage.sampledPeakRssMiB)}), CPU ${fmt(usage.cpuSeconds)} s`)
+      await purgeBlobs(stack, image.layers.map((l) => l.digest))
+    }
+  } finally {
+    await rm(image.dir, { recursive: true, force: true })
+  }
+}
+
+async function versionOf(command: string, args: string[]): Promise<string> {
+  const result = await run(command, args, { allowFailure: true })
+  return (result.stdout + result.stderr).trim().split('\n')[0] ?? ''
+}
+
+async function machine(dir: string): Promise<Record<string, unknown>> {
+  const df = await run('df', ['-T', dir], { allowFailure: true })
+  return {
+    cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: +(os.totalmem() / GiB).toFixed(1),
+    kernel: os.release(), node: process.version,
+    filesystem: df.stdout.trim().split('\n')[1]?.split(/\s+/).slice(0, 2).join(' '),
+    nginx: await versionOf('nginx', ['-v']),
+    registry: await versionOf('docker-registry', ['--version']),
+    skopeo: await versionOf('skopeo', ['--version']),
+    curl: await versionOf('curl', ['--version']),
+    wrk: (await versionOf('wrk', ['-v'])).split(' [')[0],
+    ab: await versionOf('ab', ['-V']),
+  }
+}
+
+async function writeResults(outDir: string, results: CaseResult[], rows: string[][], ceilings: Ceilings, pki: BenchPki): Promise<void> {
+  void pki
+  const host = await machine(os.tmpdir())
+  const command = `npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
+  const json = {
+    command, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), quick, rounds,
+    sizes, machine: host, ceilingsMBps: ceilings, cases: results, extra,
+  }
+  await writeFile(path.join(outDir, 'results.json'), JSON.stringify(json, null, 2) + '\n')
+  const profiles = await readdir(path.join(outDir, 'profiles')).catch(() => [] as string[])
+  const md = [
+    `# Berth vs nginx + registry:2 (${startedAt.toISOString()})`,
+    '',
+    `Command: \`${command}\`; ${rounds} round(s), stacks alternated A B / B A, fresh random content for every push.`,
+    `Machine: ${host.cpu}, ${host.cores} cores, ${host.memoryGiB} GiB RAM, Linux ${host.kernel}, Node ${host.node}, ` +
+      `storage on ${host.filesystem}.`,
+    `Seed stack: ${host.nginx} + ${host.registry}. Clients: ${host.skopeo}; ${String(host.curl).split(' (')[0]}; ${host.wrk}; ab.`,
+    '',
+    `Ceilings measured in this run (MB/s): sha256 ${fmt(ceilings.sha256)} (1 core), AES-128-GCM ${fmt(ceilings.aes128gcm)}, ` +
+      `AES-256-GCM ${fmt(ceilings.aes256gcm)}, fresh-file write + fsync ${fmt(ceilings.diskFsyncWrite)}, ` +
+      `loopback TLS Node→Node ${fmt(ceilings.loopbackTls)}.`,
+    '',
+    markdownTable(rows),
+    '',
+    'Cells: median [min–max]. MB/s = 10^6 bytes/s. "Berth vs seed": ratio of medians, oriented so that > 1 means Berth is better.',
+    'Peak RSS: sum of VmHWM over each stack\'s processes (nginx master + workers + registry; Berth\'s one process), reset before the push.',
+    `HTTP versions the clients negotiated: ${[...new Set((extra.httpVersions as Array<{ stack: string; http: string }>).map((v) => `${v.stack} HTTP/${v.http}`))].join(', ') || 'n/a'}.`,
+    ...results.flatMap((r) => r.notes.map((note) => `- ${r.label}: ${note}`)),
+    ...(profiles.length ? ['', `CPU profiles of Berth: ${profiles.map((p) => `profiles/${p}`).join(', ')}`] : []),
+    '',
+  ].join('\n')
+  await writeFile(path.join(outDir, 'results.md'), md)
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`)
+  process.exitCode = 1
+})

@@ -1,0 +1,227 @@
+/**
+ * The two stacks under test, each started the way its users run it, on loopback ports:
+ *
+ * - seed: nginx 1.22 terminating TLS (http2, `client_max_body_size 5G`, the seed's four
+ *   proxy_set_header lines, Debian's nginx.conf defaults and certbot's TLS options) in front of
+ *   distribution 2.8.2 (`docker-registry serve config.yml`, the registry:2 image's default config
+ *   plus htpasswd auth, filesystem storage). As in the seed, registry does auth; nginx only TLS.
+ * - berth: the built bundle, `node dist/berth.cjs serve ...`, with the same cert, key and htpasswd.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import https from 'node:https'
+import path from 'node:path'
+import type { BenchPki } from './pki.js'
+import { freePort, sleep, stopChild } from './util.js'
+
+export type StackName = 'berth' | 'seed'
+
+export interface Stack {
+  readonly name: StackName
+  /** `127.0.0.1:<port>`, what clients put in image references. */
+  readonly host: string
+  /** The storage root holding `docker/registry/v2`. */
+  readonly storageRoot: string
+  /** Root processes; their descendants count too. */
+  pids(): number[]
+  /** Log files, shown when something fails. */
+  readonly logs: string[]
+  stop(): Promise<void>
+}
+
+function spawnLogged(command: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv): ChildProcess {
+  const log = createWriteStream(logFile, { flags: 'a' })
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
+  child.stdout!.pipe(log)
+  child.stderr!.pipe(log)
+  return child
+}
+
+async function tail(file: string, lines = 20): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trim().split('\n').slice(-lines).join('\n')
+  } catch {
+    return '(no log)'
+  }
+}
+
+/** Waits until `GET https://host/v2/` answers 401 without credentials (auth on, registry up). */
+async function waitReady(host: string, caCert: string, children: ChildProcess[], logs: string[], timeoutMs = 30_000): Promise<void> {
+  const ca = await readFile(caCert)
+  const deadline = Date.now() + timeoutMs
+  let lastError = ''
+  while (Date.now() < deadline) {
+    for (const child of children) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`${child.spawnfile} exited (${child.exitCode ?? child.signalCode}) while starting:\n` +
+          (await Promise.all(logs.map((l) => tail(l)))).join('\n'))
+      }
+    }
+    const status = await new Promise<number>((resolve) => {
+      const [hostname, port] = host.split(':')
+      const request = https.get({ hostname, port, path: '/v2/', ca, servername: 'localhost', agent: false }, (response) => {
+        response.resume()
+        resolve(response.statusCode ?? 0)
+      })
+      request.on('error', (error) => { lastError = error.message; resolve(0) })
+      request.setTimeout(2000, () => request.destroy(new Error('timeout')))
+    })
+    if (status === 401) return
+    if (status !== 0) lastError = `GET /v2/ answered ${status}, expected 401`
+    await sleep(200)
+  }
+  throw new Error(`stack at ${host} not ready after ${timeoutMs} ms: ${lastError}\n` +
+    (await Promise.all(logs.map((l) => tail(l)))).join('\n'))
+}
+
+export async function startSeed(dir: string, pki: BenchPki): Promise<Stack> {
+  const nginxDir = path.join(dir, 'nginx')
+  const storageRoot = path.join(dir, 'data')
+  await mkdir(nginxDir, { recursive: true })
+  await mkdir(storageRoot, { recursive: true })
+  const registryPort = await freePort()
+  const httpsPort = await freePort()
+  const httpPort = await freePort()
+
+  // The registry:2 image's /etc/docker/registry/config.yml, with the seed's htpasswd auth
+  // (REGISTRY_AUTH=htpasswd in the compose file) and the address moved to loopback.
+  const registryConfig = path.join(dir, 'config.yml')
+  await writeFile(registryConfig, `version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: ${storageRoot}
+http:
+  addr: 127.0.0.1:${registryPort}
+  headers:
+    X-Content-Type-Options: [nosniff]
+auth:
+  htpasswd:
+    realm: Registry Realm
+    path: ${pki.htpasswd}
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+`)
+  const nginxConf = path.join(nginxDir, 'nginx.conf')
+  await writeFile(nginxConf, `# Debian's /etc/nginx/nginx.conf main/http settings, paths moved into the bench dir.
+user root;
+worker_processes auto;
+pid ${nginxDir}/nginx.pid;
+error_log ${nginxDir}/error.log;
+events {
+    worker_connections 768;
+}
+http {
+    sendfile on;
+    tcp_nopush on;
+    types_hash_max_size 2048;
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log ${nginxDir}/access.log;
+    gzip on;
+    client_body_temp_path ${nginxDir}/client_body;
+    proxy_temp_path ${nginxDir}/proxy;
+    fastcgi_temp_path ${nginxDir}/fastcgi;
+    uwsgi_temp_path ${nginxDir}/uwsgi;
+    scgi_temp_path ${nginxDir}/scgi;
+
+    # The seed's two server blocks.
+    server {
+        listen 127.0.0.1:${httpPort};
+        server_name localhost;
+        return 301 https://$server_name$request_uri;
+    }
+    server {
+        listen 127.0.0.1:${httpsPort} ssl http2;
+        server_name localhost;
+        ssl_certificate     ${pki.serverChain};
+        ssl_certificate_key ${pki.serverKey};
+        # certbot's options-ssl-nginx.conf (ssl_dhparam left out: it only serves DHE suites,
+        # which no client here negotiates). The seed's \`ssl_verify_client on\` is left out
+        # too: it cannot start without a client CA, and Berth does not require client certs.
+        ssl_session_cache shared:le_nginx_SSL:10m;
+        ssl_session_timeout 1440m;
+        ssl_session_tickets off;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        ssl_ciphers "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+
+        client_max_body_size 5G;
+
+        location / {
+            proxy_pass http://127.0.0.1:${registryPort};
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+}
+`)
+  const registryLog = path.join(dir, 'registry.log')
+  const nginxLog = path.join(nginxDir, 'stderr.log')
+  const logs = [registryLog, nginxLog, path.join(nginxDir, 'error.log')]
+  const registry = spawnLogged('/usr/bin/docker-registry', ['serve', registryConfig], registryLog)
+  const nginx = spawnLogged('/usr/sbin/nginx', ['-p', nginxDir, '-c', nginxConf, '-g', 'daemon off;'], nginxLog)
+  const host = `127.0.0.1:${httpsPort}`
+  const stack: Stack = {
+    name: 'seed', host, storageRoot, logs,
+    pids: () => [registry.pid, nginx.pid].filter((pid): pid is number => pid !== undefined),
+    stop: async () => { await Promise.all([stopChild(nginx), stopChild(registry)]) },
+  }
+  try {
+    await waitReady(host, pki.caCert, [registry, nginx], logs)
+  } catch (error) {
+    await stack.stop()
+    throw error
+  }
+  return stack
+}
+
+export interface BerthOptions {
+  /** Command and leading args that run Berth, e.g. [node, dist/berth.cjs]. */
+  command: string[]
+  /** Extra node flags (e.g. --cpu-prof) are passed through NODE_OPTIONS-free argv by the caller. */
+  repoRoot: string
+}
+
+export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
+  const datadir = path.join(dir, 'datadir')
+  await mkdir(datadir, { recursive: true })
+  const httpsPort = await freePort()
+  const httpPort = await freePort()
+  const [command, ...leading] = options.command
+  const args = [...leading, 'serve',
+    '--domain', 'localhost',
+    '--tls-cert', pki.serverChain,
+    '--tls-key', pki.serverKey,
+    '--https-port', String(httpsPort),
+    '--http-port', String(httpPort),
+    '--host', '127.0.0.1',
+    '--datadir', datadir,
+    '--htpasswd', pki.htpasswd,
+  ]
+  const log = path.join(dir, 'berth.log')
+  const child = spawnLogged(command!, args, log)
+  const host = `127.0.0.1:${httpsPort}`
+  const stack: Stack = {
+    name: 'berth', host, storageRoot: path.join(datadir, 'data'), logs: [log],
+    pids: () => (child.pid === undefined ? [] : [child.pid]),
+    stop: () => stopChild(child, 10_000), // --cpu-prof writes its profile on a clean exit
+  }
+  try {
+    await waitReady(host, pki.caCert, [child], [log])
+  } catch (error) {
+    await stack.stop()
+    throw error
+  }
+  return stack
+}

@@ -1,0 +1,98 @@
+/**
+ * Small process and statistics helpers for the benchmark. Nothing here is on a request path,
+ * so synchronous fs calls are acceptable where they keep the harness simple.
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import net from 'node:net'
+import { once } from 'node:events'
+
+export interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  /** Wall time in seconds, measured around the child process (spawn to exit). */
+  seconds: number
+}
+
+export class CommandError extends Error {
+  readonly result: RunResult
+  constructor(command: string, args: readonly string[], result: RunResult) {
+    const tail = (result.stderr || result.stdout).trim().split('\n').slice(-8).join('\n')
+    super(`${command} ${args.join(' ')} exited with ${result.code ?? result.signal}:\n${tail}`)
+    this.name = 'CommandError'
+    this.result = result
+  }
+}
+
+/**
+ * Runs a command to completion and captures its output. Throws CommandError on a non-zero exit
+ * unless `allowFailure` is set. Output is capped so a chatty client cannot exhaust memory.
+ */
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: SpawnOptions & { allowFailure?: boolean; input?: string; stdinFd?: number } = {},
+): Promise<RunResult> {
+  const started = process.hrtime.bigint()
+  const stdin = options.stdinFd ?? 'pipe'
+  const child = spawn(command, args, { ...options, stdio: [stdin, 'pipe', 'pipe'] })
+  const cap = 1 << 20
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => { if (stdout.length < cap) stdout += d })
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < cap) stderr += d })
+  if (options.input !== undefined) child.stdin?.end(options.input)
+  else if (options.stdinFd === undefined) child.stdin?.end()
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null]
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  const result: RunResult = { code, signal, stdout, stderr, seconds }
+  if (code !== 0 && !options.allowFailure) throw new CommandError(command, args, result)
+  return result
+}
+
+/** A long-running child whose output goes to a log file; `stop` ends it (TERM, then KILL). */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
+  await exited
+  clearTimeout(timer)
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer()
+  server.listen(0, host)
+  await once(server, 'listening')
+  const address = server.address()
+  const port = typeof address === 'object' && address ? address.port : 0
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+export const MiB = 1024 * 1024
+export const GiB = 1024 * MiB
+
+export function formatBytes(bytes: number): string {
+  if (bytes >= GiB && bytes % GiB === 0) return `${bytes / GiB} GiB`
+  if (bytes >= MiB) return `${+(bytes / MiB).toFixed(1)} MiB`
+  return `${+(bytes / 1024).toFixed(1)} KiB`
+}
+
+/** Formats a figure with 3 significant digits, the precision a benchmark can honestly claim. */
+export function fmt(value: number): string {
+  if (!Number.isFinite(value)) return 'n/a'
+  if (Math.abs(value) >= 100) return Math.round(value).toString()
+  return Number(value.toPrecision(3)).toString()
+}
