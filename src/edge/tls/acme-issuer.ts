@@ -262,8 +262,7 @@ export class AcmeIssuer {
     } catch (error) {
       if (!completed) await client.deactivateAuthorization(authz).catch(() => {})
       if (error instanceof AcmeError || signal?.aborted) throw error
-      const detail = error instanceof Error ? error.message : String(error)
-      const explained = await this.explain(error, 'VALIDATION_FAILED', `the CA could not validate ${name} over HTTP-01: ${detail}`)
+      const explained = await this.explain(error, 'VALIDATION_FAILED', `the CA could not validate ${name} over HTTP-01`)
       if (explained.code !== 'VALIDATION_FAILED' || !hint) throw explained
       throw new AcmeError('VALIDATION_FAILED', `${explained.message}. ${hint}`, { cause: error })
     } finally {

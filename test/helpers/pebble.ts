@@ -1,0 +1,138 @@
+/**
+ * Debian's pebble (a real RFC 8555 ACME server) on loopback, for ACME tests.
+ *
+ * Debian ships no pebble test certificates, so the listener certificate is made here (openssl).
+ * Validation stays on: pebble really fetches http://<name>:<httpPort>/.well-known/acme-challenge/…
+ * (`localhost` resolves to loopback through the system resolver). Pebble makes a new root CA each
+ * time it starts; `rootCertificate()` reads it from the management endpoint (`/roots/0`).
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process'
+import { mkdtemp, writeFile, readFile, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { get } from 'node:https'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+
+export interface PebbleOptions {
+  /** Where pebble's VA sends HTTP-01 requests (Berth's HTTP port in the test). */
+  httpPort: number
+}
+
+export interface Pebble {
+  readonly directoryUrl: string
+  /** PEM of pebble's own HTTPS listener (trust it for the directory: `caCertificates`). */
+  readonly listenerCa: string
+  /** PEM of the root that signs issued chains (changes on every pebble start). */
+  rootCertificate(): Promise<string>
+  /** How many new-order requests pebble has received since the first start. */
+  orderCount(): number
+  /** Everything pebble logged. */
+  log(): string
+  /** Stops pebble (SIGTERM, then SIGKILL). Idempotent. */
+  stop(): Promise<void>
+  /** Starts it again on the same ports (a new root CA, no accounts). */
+  restart(): Promise<void>
+  /** Stops it and removes its folder. */
+  dispose(): Promise<void>
+}
+
+/** A port that was free a moment ago (bind 0, read it, close). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+export async function startPebble(options: PebbleOptions): Promise<Pebble> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-pebble-'))
+  const certPath = join(dir, 'cert.pem')
+  const keyPath = join(dir, 'key.pem')
+  await run('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ])
+  const listenPort = await freePort()
+  const managementPort = await freePort()
+  const configPath = join(dir, 'pebble.json')
+  await writeFile(configPath, JSON.stringify({
+    pebble: {
+      listenAddress: `127.0.0.1:${listenPort}`,
+      managementListenAddress: `127.0.0.1:${managementPort}`,
+      certificate: certPath,
+      privateKey: keyPath,
+      httpPort: options.httpPort,
+      tlsPort: await freePort(),
+      ocspResponderURL: '',
+      externalAccountBindingRequired: false,
+    },
+  }))
+  const listenerCa = await readFile(certPath, 'utf8')
+  let output = ''
+  let child: ChildProcess | undefined
+
+  const launch = async (): Promise<void> => {
+    const started = spawn('/usr/bin/pebble', ['-config', configPath], {
+      cwd: dir,
+      // No random 0–15 s validation sleeps, no deliberately rejected nonces, no authz reuse
+      // (so every order really validates).
+      env: { ...process.env, PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0', PEBBLE_AUTHZREUSE: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    child = started
+    started.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
+    started.stderr?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
+    const deadline = Date.now() + 10_000
+    while (!/Listening on: /.test(output.split('Starting Pebble').pop() ?? '')) {
+      if (started.exitCode !== null) throw new Error(`pebble exited: ${output}`)
+      if (Date.now() > deadline) throw new Error(`pebble did not start: ${output}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+
+  const stop = async (): Promise<void> => {
+    const current = child
+    child = undefined
+    if (!current || current.exitCode !== null) return
+    const exited = new Promise((r) => current.once('exit', r))
+    current.kill('SIGTERM')
+    const timer = setTimeout(() => current.kill('SIGKILL'), 3_000)
+    await exited
+    clearTimeout(timer)
+  }
+
+  await launch()
+  return {
+    directoryUrl: `https://127.0.0.1:${listenPort}/dir`,
+    listenerCa,
+    rootCertificate: () =>
+      new Promise((resolve, reject) => {
+        get(`https://127.0.0.1:${managementPort}/roots/0`, { ca: listenerCa }, (response) => {
+          let body = ''
+          response.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve(body))
+        }).on('error', reject)
+      }),
+    orderCount: () => (output.match(/POST \/order-plz/g) ?? []).length,
+    log: () => output,
+    stop: async () => {
+      await stop()
+    },
+    restart: async () => {
+      await stop()
+      await launch()
+    },
+    dispose: async () => {
+      await stop()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
