@@ -1,0 +1,421 @@
+/**
+ * The edge against a tiny recording upstream, driven with curl (what users type) and node sockets
+ * (for aborts). The registry-client tests (skopeo, podman, docker-registry upstream) are in
+ * registry2-upstream.test.ts.
+ */
+import test from 'ava'
+import type { ExecutionContext } from 'ava'
+import { execFile } from 'node:child_process'
+import { appendFile, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import https from 'node:https'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import tls from 'node:tls'
+import { X509Certificate } from 'node:crypto'
+import { startEdge } from '../../src/edge/edge.js'
+import type { Edge, EdgeOptions } from '../../src/edge/edge.js'
+import { hashPassword } from '../../src/edge/auth/htpasswd.js'
+import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
+import { createLogger } from '../../src/log.js'
+import { createTestPki } from '../helpers/tls.js'
+import type { TestPki } from '../helpers/tls.js'
+import { curl } from './curl.js'
+import { startUpstream } from './upstream-fixture.js'
+import type { Upstream } from './upstream-fixture.js'
+
+const PASSWORD = 'correct horse'
+const basic = (user: string, password: string) => 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64')
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+let pki: TestPki
+let root: string
+test.before(async () => {
+  root = await mkdtemp(path.join(tmpdir(), 'berth-edge-'))
+  pki = await createTestPki(path.join(root, 'pki'))
+})
+test.after.always(async () => {
+  await rm(root, { recursive: true, force: true })
+})
+
+interface Setup {
+  edge: Edge
+  upstream: Upstream
+  logs: string[]
+  dir: string
+  htpasswd: string
+}
+
+async function setup(t: ExecutionContext, options: Partial<EdgeOptions> & { users?: Record<string, string>; tlsFiles?: { certPath: string; keyPath: string } } = {}): Promise<Setup> {
+  const upstream = await startUpstream()
+  const dir = await mkdtemp(path.join(root, 'case-'))
+  const htpasswd = path.join(dir, 'htpasswd')
+  if (options.users) {
+    await writeFile(htpasswd, Object.entries(options.users).map(([user, password]) => `${user}:${hashPassword(password, 5)}\n`).join(''))
+  }
+  const logs: string[] = []
+  const logger = createLogger({ level: 'debug', write: line => logs.push(line) })
+  const mode = options.mode ?? 'https'
+  const edge = await startEdge({
+    host: '127.0.0.1',
+    localPort: 0,
+    httpPort: 0,
+    httpsPort: 0,
+    domains: ['localhost'],
+    upstream: { url: upstream.url, secret: 'internal-secret' },
+    ...(mode === 'https' ? { certificate: new FileCertificateProvider({ ...(options.tlsFiles ?? { certPath: pki.certPath, keyPath: pki.keyPath }), pollMs: 100, logger }) } : {}),
+    ...(options.users ? { htpasswdPath: htpasswd } : {}),
+    logger,
+    ...options,
+    mode,
+  })
+  t.teardown(async () => {
+    await edge.close()
+    await upstream.close()
+  })
+  return { edge, upstream, logs, dir, htpasswd }
+}
+
+const tlsArgs = () => ['--cacert', pki.caPath]
+
+test('local mode proxies to the upstream with X-Forwarded-*, X-Real-IP and the internal secret, dropping a forged one', async t => {
+  const { edge, upstream, logs } = await setup(t, { mode: 'local' })
+  const url = edge.urls.local!
+  const result = await curl([`${url}/v2/library/app/manifests/latest?x=1`, '-H', 'x-berth-internal: forged', '-H', 'X-Forwarded-For: 203.0.113.9', '-H', 'Host: registry.example.com'])
+  t.is(result.status, 200)
+  const seen = upstream.seen[0]!
+  t.is(seen.url, '/v2/library/app/manifests/latest?x=1')
+  t.is(seen.headers['x-berth-internal'], 'internal-secret')
+  t.is(seen.headers.host, 'registry.example.com')
+  t.is(seen.headers['x-forwarded-host'], 'registry.example.com')
+  t.is(seen.headers['x-forwarded-proto'], 'http')
+  t.is(seen.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1')
+  t.is(seen.headers['x-real-ip'], '127.0.0.1')
+  t.is(result.headers['strict-transport-security'], undefined)
+  const line = logs.find(entry => entry.includes('INFO  request '))
+  t.truthy(line)
+  t.regex(line!, /method=GET path=\/v2\/library\/app\/manifests\/latest status=200 bytes=\d+ received=0 ms=\d+ user=- /)
+  t.notRegex(logs.join('\n'), /internal-secret|forged/)
+})
+
+test('https: HSTS, TLS 1.2 minimum, ALPN http/1.1 only, the full chain served', async t => {
+  const { edge } = await setup(t)
+  const url = edge.urls.https!
+  const result = await curl([...tlsArgs(), `${url}/v2/`])
+  t.is(result.status, 200)
+  t.is(result.headers['strict-transport-security'], 'max-age=31536000')
+  const old = await curl([...tlsArgs(), '--tls-max', '1.1', '--tlsv1.0', `${url}/v2/`])
+  t.not(old.exitCode, 0, 'TLS 1.1 must be refused')
+  const port = Number(new URL(url).port)
+  const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pki.ca.cert, ALPNProtocols: ['h2', 'http/1.1'] })
+  await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject))
+  t.is(socket.alpnProtocol, 'http/1.1')
+  t.true(socket.authorized)
+  // Leaf + CA: a client that only knows the root can build the path from what the server sends.
+  const chain: string[] = []
+  for (let cert = socket.getPeerCertificate(true); cert && !chain.includes(cert.fingerprint256); cert = cert.issuerCertificate) chain.push(cert.fingerprint256)
+  t.is(chain.length, 2)
+  const cbc = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pki.ca.cert, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-SHA256:AES128-SHA' })
+  await t.throwsAsync(new Promise((resolve, reject) => cbc.once('secureConnect', resolve).once('error', reject)))
+  socket.destroy()
+  cbc.destroy()
+})
+
+test('port 80 redirects to https with path and query: 301 for GET/HEAD, 308 otherwise, only to configured names', async t => {
+  const { edge } = await setup(t)
+  const httpUrl = edge.urls.http!
+  const httpsPort = new URL(edge.urls.https!).port
+  const get = await curl(['-H', 'Host: localhost', `${httpUrl}/v2/app/blobs/uploads/?digest=sha256:abc&x=y`])
+  t.is(get.status, 301)
+  t.is(get.headers.location, `https://localhost:${httpsPort}/v2/app/blobs/uploads/?digest=sha256:abc&x=y`)
+  const head = await curl(['-I', '-H', 'Host: localhost:80', `${httpUrl}/v2/`])
+  t.is(head.status, 301)
+  const post = await curl(['-X', 'POST', '-H', 'Host: localhost', '--data-binary', 'body', `${httpUrl}/v2/app/blobs/uploads/`])
+  t.is(post.status, 308)
+  const patch = await curl(['-X', 'PATCH', '-H', 'Host: localhost', `${httpUrl}/v2/x`])
+  t.is(patch.status, 308)
+  const evil = await curl(['-H', 'Host: evil.example', `${httpUrl}/phish`])
+  t.is(evil.status, 301)
+  t.is(evil.headers.location, `https://localhost:${httpsPort}/phish`)
+  // Following the redirect ends at the registry over TLS.
+  const followed = await curl([...tlsArgs(), '-L', '-H', 'Host: localhost', `${httpUrl}/v2/`])
+  t.is(followed.status, 200)
+})
+
+test('ACME HTTP-01 tokens are answered on port 80 from the challenge responder, unknown ones 404', async t => {
+  const { edge } = await setup(t, { challenges: { keyAuthorization: token => (token === 'tok_en-1' ? 'tok_en-1.thumbprint' : undefined) } })
+  const known = await curl([`${edge.urls.http!}/.well-known/acme-challenge/tok_en-1`])
+  t.is(known.status, 200)
+  t.is(known.body, 'tok_en-1.thumbprint')
+  t.is((await curl([`${edge.urls.http!}/.well-known/acme-challenge/other`])).status, 404)
+})
+
+test('without credentials every route and method gets 401 with Basic realm and the OCI UNAUTHORIZED body, HEAD included', async t => {
+  const { edge, upstream } = await setup(t, { users: { alice: PASSWORD }, realm: 'My "Registry"' })
+  const url = edge.urls.https!
+  for (const [method, route] of [['GET', '/v2/'], ['HEAD', '/v2/app/manifests/latest'], ['POST', '/v2/app/blobs/uploads/'], ['PUT', '/v2/app/manifests/1'], ['DELETE', '/v2/app/manifests/sha256:00'], ['PATCH', '/v2/app/blobs/uploads/x'], ['GET', '/anything']] as const) {
+    const result = await curl([...tlsArgs(), ...(method === 'HEAD' ? ['-I'] : ['-X', method]), `${url}${route}`])
+    t.is(result.status, 401, `${method} ${route}`)
+    t.is(result.headers['www-authenticate'], 'Basic realm="My Registry", charset="UTF-8"')
+    t.is(result.headers['docker-distribution-api-version'], 'registry/2.0')
+    t.is(result.headers['strict-transport-security'], 'max-age=31536000')
+    t.is(result.headers['content-type'], 'application/json; charset=utf-8')
+    if (method !== 'HEAD') t.deepEqual(JSON.parse(result.body), { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required', detail: null }] })
+  }
+  const wrong = await curl([...tlsArgs(), '-u', 'alice:nope', `${url}/v2/`])
+  t.is(wrong.status, 401)
+  const unknown = await curl([...tlsArgs(), '-u', 'bob:nope', `${url}/v2/`])
+  t.is(unknown.status, 401)
+  t.is(upstream.seen.length, 0, 'nothing unauthenticated reached the upstream')
+  const ok = await curl([...tlsArgs(), '-u', `alice:${PASSWORD}`, `${url}/v2/`])
+  t.is(ok.status, 200)
+  t.is(upstream.seen[0]?.headers.authorization, basic('alice', PASSWORD))
+})
+
+test('an upload with Expect: 100-continue and no credentials is refused before the body is sent', async t => {
+  const { edge, upstream } = await setup(t, { users: { alice: PASSWORD } })
+  const result = await curl([...tlsArgs(), '-v', '-X', 'PATCH', '-H', 'Expect: 100-continue', '--data-binary', '@-', `${edge.urls.https!}/v2/app/blobs/uploads/u`], Buffer.alloc(2 * 1024 * 1024))
+  t.is(result.status, 401)
+  t.notRegex(result.stderr, /Done waiting for 100-continue/, 'curl got its answer instead of timing out and sending the body')
+  const authed = await curl([...tlsArgs(), '-u', `alice:${PASSWORD}`, '-X', 'PATCH', '-H', 'Expect: 100-continue', '--data-binary', '@-', `${edge.urls.https!}/v2/app/blobs/uploads/u`], Buffer.alloc(2 * 1024 * 1024))
+  t.is(authed.status, 200)
+  t.is(upstream.seen[0]?.received, 2 * 1024 * 1024)
+  t.is(upstream.seen[0]?.headers.expect, undefined)
+})
+
+test('an htpasswd file edited while running takes effect; a broken edit keeps the old users', async t => {
+  const { edge, htpasswd, logs } = await setup(t, { users: { alice: PASSWORD } })
+  const url = edge.urls.https!
+  t.is((await curl([...tlsArgs(), '-u', 'bob:builder', `${url}/v2/`])).status, 401)
+  // Apache's own tool, the way an admin adds a user.
+  await new Promise<void>((resolve, reject) => execFile('htpasswd', ['-bB', htpasswd, 'bob', 'builder'], error => (error ? reject(error) : resolve())))
+  let status = 0
+  for (let i = 0; i < 50 && status !== 200; i++) {
+    await sleep(100)
+    status = (await curl([...tlsArgs(), '-u', 'bob:builder', `${url}/v2/`])).status
+  }
+  t.is(status, 200, 'bob can log in after being added')
+  await appendFile(htpasswd, 'carol:$apr1$abc$defghijklmnopqrstuvwx.\n')
+  for (let i = 0; i < 50 && !logs.some(line => line.includes('htpasswd file not reloaded')); i++) await sleep(100)
+  t.true(logs.some(line => /htpasswd file not reloaded.*line 3/.test(line)))
+  t.is((await curl([...tlsArgs(), '-u', 'bob:builder', `${url}/v2/`])).status, 200, 'old users still work')
+})
+
+test('an htpasswd file with a non-bcrypt line is refused at start, naming the line', async t => {
+  const dir = await mkdtemp(path.join(root, 'bad-'))
+  const file = path.join(dir, 'htpasswd')
+  await writeFile(file, `ok:${hashPassword('x', 4)}\nold:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n`)
+  const upstream = await startUpstream()
+  t.teardown(() => upstream.close())
+  await t.throwsAsync(startEdge({ mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url } }), {
+    message: /htpasswd line 2: user "old" has a SHA-1 \(\{SHA\}\) hash/,
+  })
+})
+
+test('local mode without an htpasswd file is open; creating the file turns auth on', async t => {
+  const { edge, htpasswd } = await setup(t, { mode: 'local', htpasswdPath: undefined })
+  void htpasswd
+  const dir = await mkdtemp(path.join(root, 'later-'))
+  const file = path.join(dir, 'htpasswd')
+  const upstream = await startUpstream()
+  const later = await startEdge({ mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url } })
+  t.teardown(async () => {
+    await later.close()
+    await upstream.close()
+  })
+  t.is((await curl([`${later.urls.local!}/v2/`])).status, 200)
+  await writeFile(file, `alice:${hashPassword(PASSWORD, 4)}\n`)
+  let status = 200
+  for (let i = 0; i < 50 && status === 200; i++) {
+    await sleep(100)
+    status = (await curl([`${later.urls.local!}/v2/`])).status
+  }
+  t.is(status, 401)
+  t.is((await curl(['-u', `alice:${PASSWORD}`, `${later.urls.local!}/v2/`])).status, 200)
+  t.is((await curl([`${edge.urls.local!}/v2/`])).status, 200)
+})
+
+test('repeated failed logins from one address get 429 while another address still logs in', async t => {
+  const { edge } = await setup(t, { users: { alice: PASSWORD } })
+  const url = edge.urls.https!
+  const statuses: number[] = []
+  for (let i = 0; i < 14; i++) statuses.push((await curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', `alice:guess${i}`, `${url}/v2/`])).status)
+  t.deepEqual(statuses.slice(0, 10), Array(10).fill(401))
+  t.deepEqual(statuses.slice(10), [429, 429, 429, 429])
+  const throttled = await curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', 'alice:again', `${url}/v2/`])
+  t.truthy(throttled.headers['retry-after'])
+  t.is(JSON.parse(throttled.body).errors[0].code, 'TOOMANYREQUESTS')
+  // Another address is not affected.
+  t.is((await curl([...tlsArgs(), '--interface', '127.0.0.2', '-u', `alice:${PASSWORD}`, `${url}/v2/`])).status, 200)
+})
+
+test('a body over the limit: 413 on Content-Length before any byte is read, and on a chunked body that grows past it', async t => {
+  const { edge, upstream } = await setup(t, { maxBodyBytes: 1024 * 1024 })
+  const url = edge.urls.https!
+  const declared = await curl([...tlsArgs(), '-X', 'PUT', '-H', 'Content-Type: application/octet-stream', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/1?digest=sha256:00`], Buffer.alloc(1024 * 1024 + 1))
+  t.is(declared.status, 413)
+  t.is(declared.headers['docker-distribution-api-version'], 'registry/2.0')
+  t.is(JSON.parse(declared.body).errors[0].code, 'SIZE_INVALID')
+  t.is(upstream.seen.length, 0, 'a declared oversize body never reaches the upstream')
+
+  const chunked = await curl([...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/2`], Buffer.alloc(3 * 1024 * 1024, 1))
+  t.is(chunked.status, 413)
+  t.is(JSON.parse(chunked.body).errors[0].code, 'SIZE_INVALID')
+  await upstream.settled(1)
+  const seen = upstream.seen[0]!
+  t.false(seen.complete, 'the upstream saw the upload cut off, not a completed body')
+  t.true(seen.aborted)
+  t.true(seen.received <= 1024 * 1024, `upstream got ${seen.received} bytes, at most the limit`)
+
+  const exact = await curl([...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/3`], Buffer.alloc(1024 * 1024, 2))
+  t.is(exact.status, 200)
+  t.is(JSON.parse(exact.body).received, 1024 * 1024)
+})
+
+test('a down upstream gives 502 with an OCI JSON body, and the edge keeps serving', async t => {
+  const { edge, upstream } = await setup(t, { mode: 'local' })
+  await upstream.close()
+  for (const method of ['GET', 'PATCH']) {
+    const result = await curl(['-X', method, ...(method === 'PATCH' ? ['--data-binary', 'abc'] : []), `${edge.urls.local!}/v2/`])
+    t.is(result.status, 502)
+    t.is(JSON.parse(result.body).errors[0].code, 'UNAVAILABLE')
+    t.is(result.headers['docker-distribution-api-version'], 'registry/2.0')
+  }
+})
+
+function rawRequest(url: string, options: http.RequestOptions): http.ClientRequest {
+  const target = new URL(url)
+  return (target.protocol === 'https:' ? https : http).request({ host: target.hostname, port: target.port, ca: pki.ca.cert, servername: 'localhost', agent: false, ...options })
+}
+
+test('a client aborting an upload mid-body aborts the upstream request; nothing stays open', async t => {
+  const { edge, upstream } = await setup(t)
+  const request = rawRequest(edge.urls.https!, { method: 'PATCH', path: '/v2/app/blobs/uploads/abort', headers: { 'transfer-encoding': 'chunked' } })
+  request.on('error', () => {})
+  request.write(Buffer.alloc(256 * 1024))
+  for (let i = 0; i < 100 && !(upstream.seen[0]?.received ?? 0); i++) await sleep(20)
+  t.true((upstream.seen[0]?.received ?? 0) > 0, 'upload started')
+  request.destroy()
+  await upstream.settled(1)
+  t.false(upstream.seen[0]!.complete)
+  t.true(upstream.seen[0]!.aborted)
+  for (let i = 0; i < 50 && (await upstream.connections()) > 0; i++) await sleep(20)
+  t.is(await upstream.connections(), 0, 'the upstream socket was closed, not left hanging')
+})
+
+test('a client aborting a download stops the upstream response; nothing stays open', async t => {
+  const { edge, upstream } = await setup(t)
+  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const request = rawRequest(edge.urls.https!, { method: 'GET', path: '/download/500000000?slow' })
+    request.on('response', resolve).on('error', reject).end()
+  })
+  t.is(response.statusCode, 200)
+  await new Promise(resolve => response.once('data', resolve))
+  response.destroy()
+  await upstream.settled(1)
+  const seen = upstream.seen[0]!
+  t.true(seen.aborted)
+  t.true(seen.sent < 500_000_000, `upstream stopped after ${seen.sent} bytes`)
+  const sentAtAbort = seen.sent
+  await sleep(300)
+  t.is(seen.sent, sentAtAbort, 'the upstream is not writing any more')
+  for (let i = 0; i < 50 && (await upstream.connections()) > 0; i++) await sleep(20)
+  t.is(await upstream.connections(), 0)
+})
+
+test('an upstream dying mid-response cuts the client response (curl sees a partial transfer)', async t => {
+  const { edge } = await setup(t)
+  const result = await curl([...tlsArgs(), '-o', '/dev/null', `${edge.urls.https!}/die-mid-body`])
+  t.is(result.exitCode, 18, `curl exit ${result.exitCode}: ${result.stderr}`) // CURLE_PARTIAL_FILE
+  t.is((await curl([...tlsArgs(), `${edge.urls.https!}/v2/`])).status, 200, 'the edge keeps serving')
+})
+
+test('a large download streams through with its length and content intact', async t => {
+  const { edge } = await setup(t)
+  const result = await curl([...tlsArgs(), '-o', '/dev/null', '-w', '%{size_download}', `${edge.urls.https!}/download/104857600`])
+  t.is(result.exitCode, 0)
+  t.true(result.body.endsWith('104857600') || result.headers['content-length'] === '104857600')
+})
+
+test('--client-ca: a request without a client certificate gets 400, one with a certificate from the CA passes', async t => {
+  const { edge } = await setup(t, { clientCaPath: pki.caPath })
+  const url = edge.urls.https!
+  const without = await curl([...tlsArgs(), `${url}/v2/`])
+  t.is(without.status, 400)
+  t.regex(JSON.parse(without.body).errors[0].message, /No required SSL certificate was sent/)
+  const other = await createTestPki(path.join(root, 'other-ca'))
+  const foreign = await curl([...tlsArgs(), '--cert', other.clientCertPath, '--key', other.clientKeyPath, `${url}/v2/`])
+  t.is(foreign.status, 400)
+  t.regex(JSON.parse(foreign.body).errors[0].message, /SSL certificate error/)
+  const withCert = await curl([...tlsArgs(), '--cert', pki.clientCertPath, '--key', pki.clientKeyPath, `${url}/v2/`])
+  t.is(withCert.status, 200)
+})
+
+function fingerprint(url: string, ca: string): Promise<string> {
+  const target = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: target.hostname, port: Number(target.port), servername: 'localhost', ca }, () => {
+      resolve(socket.getPeerCertificate().fingerprint256)
+      socket.destroy()
+    })
+    socket.on('error', reject)
+  })
+}
+
+test('certificate files replaced while running are served to new connections without dropping open ones; a broken file is logged and the old certificate kept', async t => {
+  const dir = await mkdtemp(path.join(root, 'reload-'))
+  const certPath = path.join(dir, 'fullchain.pem')
+  const keyPath = path.join(dir, 'privkey.pem')
+  await copyFile(pki.certPath, certPath)
+  await copyFile(pki.keyPath, keyPath)
+  const { edge, logs } = await setup(t, { tlsFiles: { certPath, keyPath } })
+  const url = edge.urls.https!
+  const before = await fingerprint(url, pki.ca.cert)
+  t.is(before, new X509Certificate(await readFile(pki.certPath)).fingerprint256)
+
+  // An open keep-alive connection that must survive the swap.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: pki.ca.cert })
+  t.teardown(() => agent.destroy())
+  const get = () =>
+    new Promise<{ status: number; socket: unknown }>((resolve, reject) => {
+      const target = new URL(url)
+      https.get({ host: target.hostname, port: target.port, path: '/v2/', agent, servername: 'localhost' }, response => {
+        response.resume()
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, socket: response.socket }))
+      }).on('error', reject)
+    })
+  const first = await get()
+
+  const renewed = await createTestPki(path.join(dir, 'renewed'))
+  await writeFile(keyPath, await readFile(renewed.keyPath))
+  await writeFile(certPath, await readFile(renewed.certPath))
+  let after = before
+  for (let i = 0; i < 50 && after === before; i++) {
+    await sleep(100)
+    after = await fingerprint(url, renewed.ca.cert).catch(() => before)
+  }
+  t.is(after, new X509Certificate(await readFile(renewed.certPath)).fingerprint256)
+  const second = await get()
+  t.is(second.status, 200)
+  t.is(second.socket, first.socket, 'the open connection kept going on its old certificate')
+
+  await writeFile(certPath, '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n')
+  for (let i = 0; i < 50 && !logs.some(line => line.includes('new TLS certificate not loaded')); i++) await sleep(100)
+  t.true(logs.some(line => line.includes('new TLS certificate not loaded')))
+  t.is(await fingerprint(url, renewed.ca.cert), after, 'still serving the last good certificate')
+})
+
+test('SIGHUP reloads the certificate files', async t => {
+  const dir = await mkdtemp(path.join(root, 'hup-'))
+  const certPath = path.join(dir, 'fullchain.pem')
+  const keyPath = path.join(dir, 'privkey.pem')
+  await copyFile(pki.certPath, certPath)
+  await copyFile(pki.keyPath, keyPath)
+  const { edge, logs } = await setup(t, { tlsFiles: { certPath, keyPath }, certificate: new FileCertificateProvider({ certPath, keyPath, pollMs: 3_600_000 }) })
+  const renewed = await createTestPki(path.join(dir, 'renewed'))
+  await writeFile(keyPath, await readFile(renewed.keyPath))
+  await writeFile(certPath, await readFile(renewed.certPath))
+  process.kill(process.pid, 'SIGHUP')
+  for (let i = 0; i < 50 && !logs.some(line => line.includes('TLS certificate in service')); i++) await sleep(50)
+  t.is(await fingerprint(edge.urls.https!, renewed.ca.cert), new X509Certificate(await readFile(renewed.certPath)).fingerprint256)
+})
