@@ -110,10 +110,8 @@ export class InMemoryDriver implements StorageDriver {
       const rest = key.slice(prefix.length)
       children.add(prefix + rest.split('/', 1)[0])
     }
-    if (children.size === 0 && path !== '/') {
-      if (this.#files.has(path)) throw new PathNotFoundError(path)
-      throw new PathNotFoundError(path)
-    }
+    // A file is not a directory, and an empty directory does not exist here (as on S3).
+    if (children.size === 0 && path !== '/') throw new PathNotFoundError(path)
     return [...children].sort()
   }
 

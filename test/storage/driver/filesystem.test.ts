@@ -1,0 +1,53 @@
+import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { FilesystemDriver } from '../../../src/storage/driver/filesystem.js'
+import { InvalidPathError, PathNotFoundError } from '../../../src/storage/driver/storage-driver.js'
+import { storageDriverSuite } from '../../suites/storage-driver.js'
+
+storageDriverSuite('filesystem', {
+  create: async () => new FilesystemDriver(await mkdtemp(join(tmpdir(), 'berth-fs-'))),
+  destroy: async driver => rm((driver as FilesystemDriver).root, { recursive: true, force: true }),
+})
+
+test('filesystem: driver paths map below the root, as registry:2 lays them out', async t => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  const driver = new FilesystemDriver(root)
+  await driver.putContent('/docker/registry/v2/repositories/a/_layers/sha256/ab/link', Buffer.from('sha256:ab'))
+  t.is((await stat(join(root, 'docker/registry/v2/repositories/a/_layers/sha256/ab/link'))).size, 9)
+})
+
+test('filesystem: putContent leaves no temporary files behind, and list/walk never show them', async t => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  const driver = new FilesystemDriver(root)
+  await driver.putContent('/dir/file', Buffer.from('x'))
+  t.deepEqual(await readdir(join(root, 'dir')), ['file'])
+  // A temp file left by a crash (kill -9 between write and rename) stays invisible.
+  await writeFile(join(root, 'dir', '.file.0000.tmp'), 'half')
+  t.deepEqual(await driver.list('/dir'), ['/dir/file'])
+  const walked: string[] = []
+  await driver.walk('/', info => void walked.push(info.path))
+  t.deepEqual(walked, ['/dir', '/dir/file'])
+})
+
+test('filesystem: a symlink-free root cannot be escaped through the path rule', async t => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  await mkdir(join(root, 'inside'))
+  const driver = new FilesystemDriver(join(root, 'inside'))
+  await t.throwsAsync(driver.putContent('/../outside', Buffer.from('x')), { instanceOf: InvalidPathError })
+  await t.throwsAsync(driver.getContent('/../../etc/passwd'), { instanceOf: InvalidPathError })
+  t.deepEqual(await readdir(root), ['inside'])
+})
+
+test('filesystem: reading a directory as content is PathNotFoundError', async t => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  const driver = new FilesystemDriver(root)
+  await driver.putContent('/d/f', Buffer.from('x'))
+  await t.throwsAsync(driver.getContent('/d'), { instanceOf: PathNotFoundError })
+  await t.throwsAsync(driver.reader('/d'), { instanceOf: PathNotFoundError })
+})
