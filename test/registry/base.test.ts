@@ -1,0 +1,94 @@
+import test from 'ava'
+import { INTERNAL_SECRET_HEADER } from '../../src/registry/app.js'
+import { OCI_ERRORS } from '../../src/registry/errors.js'
+import { request } from '../helpers/http.js'
+import { errorCode, startApp } from './fixtures.js'
+
+test('GET /v2/ answers 200 with the API version header', async t => {
+  const { server } = await startApp(t)
+  const response = await request(server, '/v2/')
+  t.is(response.status, 200)
+  t.is(response.headers['docker-distribution-api-version'], 'registry/2.0')
+  t.is(response.headers['content-type'], 'application/json')
+  t.deepEqual(response.json, {})
+})
+
+test('errors carry the API version header and the spec JSON body', async t => {
+  const { server } = await startApp(t)
+  const response = await request(server, '/v2/nothing/here/manifests/latest')
+  t.is(response.status, 404)
+  t.is(response.headers['docker-distribution-api-version'], 'registry/2.0')
+  t.is(response.headers['content-type'], 'application/json')
+  t.is(errorCode(response), 'MANIFEST_UNKNOWN')
+  t.is(typeof response.json.errors[0].message, 'string')
+})
+
+test('an unknown endpoint is a JSON 404, a wrong method a JSON 405', async t => {
+  const { server } = await startApp(t)
+  const unknown = await request(server, '/v3/')
+  t.is(unknown.status, 404)
+  t.is(unknown.headers['docker-distribution-api-version'], 'registry/2.0')
+  const wrongMethod = await request(server, '/v2/', { method: 'POST' })
+  t.is(wrongMethod.status, 405)
+  t.is(errorCode(wrongMethod), 'UNSUPPORTED')
+  t.is(wrongMethod.headers.allow, 'GET, HEAD')
+})
+
+test('the OCI error table has every code of the spec with its status', t => {
+  const spec: Record<string, number> = {
+    BLOB_UNKNOWN: 404,
+    BLOB_UPLOAD_INVALID: 400,
+    BLOB_UPLOAD_UNKNOWN: 404,
+    DIGEST_INVALID: 400,
+    MANIFEST_BLOB_UNKNOWN: 400,
+    MANIFEST_INVALID: 400,
+    MANIFEST_UNKNOWN: 404,
+    NAME_INVALID: 400,
+    NAME_UNKNOWN: 404,
+    SIZE_INVALID: 400,
+    UNAUTHORIZED: 401,
+    DENIED: 403,
+    UNSUPPORTED: 405,
+    TOOMANYREQUESTS: 429,
+  }
+  for (const [code, status] of Object.entries(spec)) t.is(OCI_ERRORS[code as keyof typeof OCI_ERRORS]?.status, status, code)
+})
+
+test('with an internal secret, requests without it get 401 and a wrong one 403', async t => {
+  const { server } = await startApp(t, { internalSecret: 's3cret-value' })
+  const missing = await request(server, '/v2/')
+  t.is(missing.status, 401)
+  t.is(errorCode(missing), 'UNAUTHORIZED')
+  t.is(missing.headers['docker-distribution-api-version'], 'registry/2.0')
+  const wrong = await request(server, '/v2/', { headers: { [INTERNAL_SECRET_HEADER]: 's3cret-valuf' } })
+  t.is(wrong.status, 403)
+  t.is(errorCode(wrong), 'DENIED')
+  const short = await request(server, '/v2/', { headers: { [INTERNAL_SECRET_HEADER]: 's' } })
+  t.is(short.status, 403)
+  const right = await request(server, '/v2/', { headers: { [INTERNAL_SECRET_HEADER]: 's3cret-value' } })
+  t.is(right.status, 200)
+})
+
+test('the secret guards every endpoint, not only /v2/', async t => {
+  const { server } = await startApp(t, { internalSecret: 'x' })
+  for (const path of ['/v2/_catalog', '/v2/a/tags/list', '/v2/a/blobs/uploads/']) {
+    const response = await request(server, path, { method: path.endsWith('uploads/') ? 'POST' : 'GET' })
+    t.is(response.status, 401, path)
+  }
+})
+
+test('invalid repository names are NAME_INVALID before anything is touched', async t => {
+  const { server } = await startApp(t)
+  for (const name of ['UPPER', 'a/../b', '..', 'a/./b', 'a%2Fb', 'a%2fb', '-a', 'a_', 'a//b', '%2e%2e', 'a/b/', 'x'.repeat(256)]) {
+    const response = await request(server, `/v2/${name}/tags/list`)
+    t.is(response.status, 400, name)
+    t.is(errorCode(response), 'NAME_INVALID', name)
+  }
+})
+
+test('the server keeps serving after a malformed request line', async t => {
+  const { server } = await startApp(t)
+  const odd = await request(server, '/v2/a/manifests/%00')
+  t.true(odd.status >= 400 && odd.status < 500)
+  t.is((await request(server, '/v2/')).status, 200)
+})
