@@ -6,10 +6,11 @@ import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
 import { constants as fsConstants } from 'node:fs'
 import { access, readFile, readdir, stat, statfs } from 'node:fs/promises'
-import { request } from 'node:http'
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import type { Config } from '../config/config.js'
 import { HtpasswdError, parseHtpasswd } from '../edge/auth/htpasswd.js'
 
@@ -71,15 +72,21 @@ function tryBind(port: number, host: string | undefined): Promise<string | undef
   })
 }
 
-function answersAsRegistry(port: number): Promise<boolean> {
+/** Whether a registry (Berth or another) answers on the port, over HTTP or HTTPS (any certificate). */
+async function answersAsRegistry(port: number): Promise<boolean> {
+  return (await probeRegistry(httpRequest as typeof httpsRequest, port)) || (await probeRegistry(httpsRequest, port))
+}
+
+function probeRegistry(send: typeof httpsRequest, port: number): Promise<boolean> {
   return new Promise(resolve => {
-    const req = request({ host: '127.0.0.1', port, path: '/v2/', method: 'GET', timeout: 2000 }, response => {
+    const req = send({ host: 'localhost', port, path: '/v2/', method: 'GET', timeout: 2000, rejectUnauthorized: false }, response => {
       response.resume()
-      // Port 80 of a Berth in HTTPS mode redirects; port 443 speaks TLS and fails here. Both count.
-      resolve(response.headers['docker-distribution-api-version'] !== undefined || (response.statusCode ?? 0) === 301)
+      const location = String(response.headers.location ?? '')
+      // Berth's HTTP port redirects to https; its HTTPS port and local mode answer as a registry.
+      resolve(response.headers['docker-distribution-api-version'] !== undefined || location.startsWith('https://'))
     })
-    req.on('timeout', () => req.destroy())
-    req.on('error', error => resolve((error as NodeJS.ErrnoException).code === 'ECONNRESET' || /parse|HPE_/i.test(error.message)))
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', () => resolve(false))
     req.end()
   })
 }
@@ -260,19 +267,21 @@ export async function findStoredCertificates(folder: string, depth = 5): Promise
 /** The data folder: writable, and room for at least one maximum-size upload. */
 export async function checkDatadir(datadir: string, maxBody: number): Promise<CheckResult[]> {
   const subject = `datadir ${datadir}`
-  const existing = datadir
-  try {
-    await stat(datadir)
-  } catch {
-    return [{ status: 'ok', subject, message: 'does not exist yet; berth serve creates it' }]
-  }
   const results: CheckResult[] = []
+  // A folder that does not exist yet is made by serve; judge the nearest existing parent instead.
+  let existing = datadir
+  while (!(await stat(existing).then(() => true, () => false)) && dirname(existing) !== existing) existing = dirname(existing)
   try {
     await access(existing, fsConstants.W_OK | fsConstants.X_OK)
-    results.push({ status: 'ok', subject, message: 'writable' })
+    results.push({ status: 'ok', subject, message: existing === datadir ? 'writable' : `does not exist yet; berth serve creates it in ${existing}` })
   } catch {
     const info = await stat(existing)
-    results.push({ status: 'fail', subject, message: `not writable by uid ${process.getuid?.() ?? '?'} (owned by uid ${info.uid})`, fix: `sudo chown -R ${process.getuid?.() ?? 1000} ${existing}` })
+    results.push({
+      status: 'fail',
+      subject,
+      message: `${existing} is not writable by uid ${process.getuid?.() ?? '?'} (owned by uid ${info.uid})`,
+      fix: `sudo chown -R ${process.getuid?.() ?? 1000} ${existing}`,
+    })
   }
   const fs = await statfs(existing)
   const free = fs.bavail * fs.bsize
