@@ -13,7 +13,7 @@ import type { TLSSocket } from 'node:tls'
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
-import { UpstreamProxy } from './proxy.js'
+import { STREAM_HIGH_WATER_MARK, UpstreamProxy } from './proxy.js'
 import type { ForwardResult } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { closeAfterResponse, sendError } from './responses.js'
@@ -103,7 +103,7 @@ function serverOptions(idleTimeoutMs: number): http.ServerOptions {
     headersTimeout: 60_000,
     keepAliveTimeout: 65_000,
     noDelay: true,
-    highWaterMark: 256 * 1024,
+    highWaterMark: STREAM_HIGH_WATER_MARK,
   }
 }
 

@@ -46,6 +46,9 @@ export interface UpstreamTarget {
   secret?: string
 }
 
+/** Socket buffer size on both sides of the proxy (Node's default is 16–64 KiB). */
+export const STREAM_HIGH_WATER_MARK = 1024 * 1024
+
 export class BodyTooLargeError extends Error {
   override readonly name = 'BodyTooLargeError'
   constructor(readonly limit: number) {
@@ -160,7 +163,9 @@ export class UpstreamProxy {
         path: this.base.prefix + (req.url ?? '/'),
         headers,
         setHost: false,
-      })
+        // Larger socket buffers: fewer, bigger reads and TLS records on multi-GB blobs.
+        highWaterMark: STREAM_HIGH_WATER_MARK,
+      } as http.RequestOptions)
       upstream.setTimeout(this.idleTimeoutMs, () => upstream.destroy(new Error('upstream idle timeout')))
 
       // The client went away (mid-upload or mid-download): stop the upstream exchange too.

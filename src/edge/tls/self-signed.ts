@@ -161,6 +161,7 @@ export class SelfSignedCertificateProvider implements CertificateProvider {
 
   /** Loads or makes the CA and server certificate. @throws when the folder cannot be written or the CA files are corrupt. */
   async start(): Promise<void> {
+    if (this.certificate) return
     await mkdir(this.directory, { recursive: true, mode: 0o700 })
     await chmod(this.directory, 0o700)
     const caKeyPath = join(this.directory, 'ca.key')
