@@ -27,11 +27,20 @@ export function baseUrl(server: Server): string {
   return `http://127.0.0.1:${address.port}`
 }
 
-export function request(server: Server, path: string, options: RequestOptions = {}): Promise<HttpResponse> {
-  const address = server.address() as AddressInfo
+/** `target` is a listening server on 127.0.0.1, or a base URL such as `http://127.0.0.1:5000`. */
+export function request(target: Server | string, path: string, options: RequestOptions = {}): Promise<HttpResponse> {
+  let host = '127.0.0.1'
+  let port: number
+  if (typeof target === 'string') {
+    const url = new URL(target)
+    host = url.hostname.replace(/^\[|\]$/g, '')
+    port = Number(url.port || 80)
+  } else {
+    port = (target.address() as AddressInfo).port
+  }
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { host: '127.0.0.1', port: address.port, path, method: options.method ?? 'GET', headers: options.headers ?? {}, agent: false },
+      { host, port, path, method: options.method ?? 'GET', headers: options.headers ?? {}, agent: false },
       res => {
         const chunks: Buffer[] = []
         res.on('data', chunk => chunks.push(chunk as Buffer))

@@ -53,12 +53,13 @@ export function sha512(content: Buffer | string): string {
 }
 
 /** Pushes a blob with POST + PUT (monolithic, two requests). */
-export async function pushBlob(server: Server, name: string, content: Buffer | string): Promise<string> {
+export async function pushBlob(server: Server | string, name: string, content: Buffer | string): Promise<string> {
   const digest = sha256(content)
   const start = await request(server, `/v2/${name}/blobs/uploads/`, { method: 'POST' })
   if (start.status !== 202) throw new Error(`POST upload: ${start.status} ${start.body.toString()}`)
-  const location = String(start.headers.location)
-  const done = await request(server, `${location}?digest=${digest}`, {
+  // Reuse Location as given (registry:2 sends it absolute and with a `_state` query).
+  const location = String(start.headers.location).replace(/^https?:\/\/[^/]+/, '')
+  const done = await request(server, `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`, {
     method: 'PUT',
     headers: { 'Content-Type': 'application/octet-stream' },
     body: Buffer.from(content),
@@ -81,7 +82,7 @@ export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2
 
 /** Builds and pushes config + layers; returns the manifest bytes (not pushed yet). */
 export async function imageManifest(
-  server: Server,
+  server: Server | string,
   name: string,
   options: { mediaType?: string; layers?: number; extra?: Record<string, unknown>; configMediaType?: string } = {},
 ): Promise<PushedImage> {
@@ -113,7 +114,7 @@ export async function imageManifest(
   return { manifest, digest: sha256(manifest), config: { digest: configDigest, size: config.byteLength }, layers }
 }
 
-export async function putManifest(server: Server, name: string, reference: string, manifest: Buffer, contentType: string): Promise<HttpResponse> {
+export async function putManifest(server: Server | string, name: string, reference: string, manifest: Buffer, contentType: string): Promise<HttpResponse> {
   return request(server, `/v2/${name}/manifests/${reference}`, { method: 'PUT', headers: { 'Content-Type': contentType }, body: manifest })
 }
 
