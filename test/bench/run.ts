@@ -22,7 +22,7 @@ import { makePki, type BenchPki } from './pki.js'
 import { ResourceMonitor, type ResourceUsage } from './procs.js'
 import { evaluate, markdownTable, table, textTable, type CaseDef, type CaseResult } from './report.js'
 import { startBerth, startSeed, type Stack, type StackName } from './stacks.js'
-import { GiB, MiB, fmt, formatBytes, run } from './util.js'
+import { GiB, MiB, fmt, formatBytes, run, waitQuiet } from './util.js'
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -89,11 +89,22 @@ const selected = flags.cases ? new Set(flags.cases.split(',')) : undefined
 const wants = (id: string) => !selected || selected.has(id)
 
 const samples = new Map<string, Record<StackName, number[]>>()
-const extra: Record<string, unknown[]> = { httpVersions: [], resources: [] }
+const extra: Record<string, unknown[]> = { httpVersions: [], resources: [], samples: [] }
+/** Share of the machine's CPU busy (with other work) just before the current job started. */
+let busyBefore = 0
 function record(caseId: string, stack: StackName, value: number): void {
   let entry = samples.get(caseId)
   if (!entry) samples.set(caseId, (entry = { seed: [], berth: [] }))
   entry[stack].push(value)
+  extra.samples!.push({ case: caseId, stack, value, machineBusyBefore: +busyBefore.toFixed(2) })
+}
+
+/** Waits briefly for other work on the machine to settle, then flushes dirty pages. */
+async function settle(): Promise<void> {
+  const quiet = await waitQuiet(quick ? 0 : 20_000)
+  busyBefore = quiet.busy
+  if (quiet.busy > 0.15) progress(`  (machine ${Math.round(quiet.busy * 100)}% busy with other work before this job)`)
+  await run('sync', [])
 }
 
 const startedAt = new Date()
@@ -146,10 +157,13 @@ async function main(): Promise<void> {
   try {
     const pki = await makePki(path.join(work, 'pki'))
     progress('measuring the machine ceilings (sha256, AES-GCM, disk fsync, loopback TLS)')
+    await settle()
+    const busyAtCeilings = busyBefore
     const ceilings = await measureCeilings(pki, work, quick)
     progress(`ceilings: sha256 ${fmt(ceilings.sha256)} MB/s, AES-128-GCM ${fmt(ceilings.aes128gcm)} MB/s, ` +
       `AES-256-GCM ${fmt(ceilings.aes256gcm)} MB/s, disk+fsync ${fmt(ceilings.diskFsyncWrite)} MB/s, ` +
       `loopback TLS ${fmt(ceilings.loopbackTls)} MB/s`)
+    extra.ceilingsMachineBusyBefore = [busyAtCeilings]
 
     let berthCommand: string[] = []
     if (stackNames.includes('berth')) {
@@ -210,7 +224,7 @@ async function stopAll(stacks: Stack[]): Promise<void> {
 async function eachStack(stacks: Stack[], round: number, job: (stack: Stack) => Promise<void>): Promise<void> {
   const ordered = round % 2 === 0 ? stacks : [...stacks].reverse()
   for (const stack of ordered) {
-    await run('sync', [])
+    await settle()
     await job(stack)
   }
 }
@@ -343,7 +357,7 @@ async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): 
   const image = await writeImageLayout(path.join(clientRoot, 'huge'), [sizes.huge])
   try {
     for (const stack of stacks) {
-      await run('sync', [])
+      await settle()
       const monitor = new ResourceMonitor(() => stack.pids())
       monitor.start()
       let seconds: number

@@ -17,6 +17,8 @@ if (role === 'server') {
       received += chunk.length
       if (received >= total) socket.end('k')
     })
+    socket.on('close', () => server.close()) // one measurement per process: exit when done
+    socket.on('error', () => server.close())
   })
   server.listen(0, '127.0.0.1', () => {
     const address = server.address()

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import net from 'node:net'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 
 export interface RunResult {
   code: number | null
@@ -95,4 +96,31 @@ export function fmt(value: number): string {
   if (!Number.isFinite(value)) return 'n/a'
   if (Math.abs(value) >= 100) return Math.round(value).toString()
   return Number(value.toPrecision(3)).toString()
+}
+
+function cpuTimes(): { idle: number; total: number } {
+  // First line of /proc/stat: "cpu user nice system idle iowait irq softirq steal ..."
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  const idle = fields[3]! + (fields[4] ?? 0)
+  return { idle, total: fields.slice(0, 8).reduce((sum, n) => sum + n, 0) }
+}
+
+/** Share of all cores busy over `ms`, from /proc/stat (0..1). */
+export async function machineBusy(ms = 500): Promise<number> {
+  const a = cpuTimes()
+  await sleep(ms)
+  const b = cpuTimes()
+  const total = b.total - a.total
+  return total > 0 ? 1 - (b.idle - a.idle) / total : 0
+}
+
+/**
+ * Waits (up to `maxMs`) until the machine is mostly idle before a timed job, because this machine
+ * may be shared with other work; returns the busy share seen last, which is recorded with the sample.
+ */
+export async function waitQuiet(maxMs: number, threshold = 0.15): Promise<{ busy: number; waitedMs: number }> {
+  const started = Date.now()
+  let busy = await machineBusy()
+  while (busy > threshold && Date.now() - started < maxMs) busy = await machineBusy()
+  return { busy, waitedMs: Date.now() - started }
 }
