@@ -1,0 +1,205 @@
+/**
+ * Crash safety and memory, against the engine in its own process on a real filesystem:
+ * - `kill -9` at random moments during concurrent pushes never leaves a half-visible blob,
+ *   manifest or tag: every link points at stored bytes whose hash is their name.
+ * - Streaming a large layer does not grow the process's memory with the layer's size.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { readdir, readFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
+import test from 'ava'
+import { request } from '../helpers/http.js'
+import { OCI_MANIFEST, putManifest, sha256, tempRoot } from '../registry/fixtures.js'
+
+const SERVER = fileURLToPath(new URL('./fixtures/engine-server.ts', import.meta.url))
+
+interface Child {
+  process: ChildProcess
+  url: string
+}
+
+async function startChild(root: string): Promise<Child> {
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, root], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', chunk => {
+      out += String(chunk)
+      const match = /port=(\d+)/.exec(out)
+      if (match) resolve(Number(match[1]))
+    })
+    child.once('exit', code => reject(new Error(`engine exited early (${code})`)))
+  })
+  return { process: child, url: `http://127.0.0.1:${port}` }
+}
+
+function kill9(child: Child): Promise<void> {
+  return new Promise(resolve => {
+    if (child.process.exitCode !== null || child.process.signalCode !== null) return resolve()
+    child.process.once('exit', () => resolve())
+    child.process.kill('SIGKILL')
+  })
+}
+
+/** One push of an image: layers by chunked PATCH, config, manifest by tag. Errors (the kill) are swallowed. */
+async function pushImage(url: string, name: string, tag: string): Promise<void> {
+  try {
+    const layers: { digest: string; size: number }[] = []
+    for (let i = 0; i < 2; i++) {
+      const layer = randomBytes(200_000 + Math.floor(Math.random() * 2_000_000))
+      const start = await request(url, `/v2/${name}/blobs/uploads/`, { method: 'POST' })
+      const location = String(start.headers.location)
+      const half = Math.floor(layer.byteLength / 2)
+      await request(url, location, { method: 'PATCH', headers: { 'Content-Range': `0-${half - 1}` }, body: layer.subarray(0, half) })
+      const digest = sha256(layer)
+      await request(url, `${location}?digest=${digest}`, {
+        method: 'PUT',
+        headers: { 'Content-Range': `${half}-${layer.byteLength - 1}` },
+        body: layer.subarray(half),
+      })
+      layers.push({ digest, size: layer.byteLength })
+    }
+    const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [] }, r: Math.random() }))
+    const configDigest = sha256(config)
+    await request(url, `/v2/${name}/blobs/uploads/?digest=${configDigest}`, { method: 'POST', body: config })
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.byteLength },
+        layers: layers.map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
+      }),
+    )
+    await putManifest(url, name, tag, manifest, OCI_MANIFEST)
+  } catch {
+    // the process was killed under us: that is the point
+  }
+}
+
+async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = []
+  const walk = async (d: string): Promise<void> => {
+    let entries
+    try {
+      entries = await readdir(d, { withFileTypes: true })
+    } catch {
+      return
+    }
+    for (const entry of entries) {
+      const full = join(d, entry.name)
+      if (entry.isDirectory()) await walk(full)
+      else out.push(full)
+    }
+  }
+  await walk(dir)
+  return out
+}
+
+async function hashFile(path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of (await import('node:fs')).createReadStream(path)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+test('kill -9 during concurrent pushes leaves no half-visible blob, manifest or tag', async t => {
+  t.timeout(170_000)
+  const root = await tempRoot(t)
+  const children: Child[] = []
+  t.teardown(async () => {
+    for (const child of children) await kill9(child)
+  })
+  for (let round = 0; round < 6; round++) {
+    const child = await startChild(root)
+    children.push(child)
+    const pushes = Array.from({ length: 4 }, (_, i) => pushImage(child.url, `crash/r${i % 2}`, `t${round}-${i}`))
+    await new Promise(resolve => setTimeout(resolve, 150 + Math.floor(Math.random() * 900)))
+    await kill9(child)
+    await Promise.all(pushes)
+  }
+
+  const v2 = join(root, 'docker/registry/v2')
+  const all = await listFiles(v2)
+  const visible = all.filter(path => !path.split('/').at(-1)!.startsWith('.'))
+  let blobs = 0
+  let links = 0
+  for (const path of visible) {
+    const rel = path.slice(v2.length + 1)
+    if (rel.startsWith('blobs/')) {
+      // blobs/sha256/<xx>/<hex>/data: the bytes must hash to the name.
+      const hex = rel.split('/')[3]!
+      t.is(await hashFile(path), hex, `${rel} content does not match its digest`)
+      blobs++
+      continue
+    }
+    if (rel.includes('/_uploads/')) continue // upload state may be partial by design
+    t.true(rel.endsWith('/link'), `unexpected file ${rel}`)
+    const target = (await readFile(path, 'utf8')).trim()
+    t.regex(target, /^sha256:[a-f0-9]{64}$/, rel)
+    const hex = target.slice('sha256:'.length)
+    const blob = join(v2, 'blobs/sha256', hex.slice(0, 2), hex, 'data')
+    t.truthy(await stat(blob).catch(() => undefined), `${rel} points at a missing blob`)
+    links++
+  }
+  t.log(`${blobs} blobs, ${links} links checked, ${all.length - visible.length} hidden temp files`)
+  t.true(blobs > 0)
+
+  // A fresh process serves every tag that exists, with the right digest.
+  const child = await startChild(root)
+  children.push(child)
+  for (const name of ['crash/r0', 'crash/r1']) {
+    const tags = await request(child.url, `/v2/${name}/tags/list`)
+    if (tags.status === 404) continue
+    for (const tag of tags.json.tags as string[]) {
+      const manifest = await request(child.url, `/v2/${name}/manifests/${tag}`)
+      t.is(manifest.status, 200, `${name}:${tag}`)
+      t.is(manifest.headers['docker-content-digest'], sha256(manifest.body))
+      for (const layer of JSON.parse(manifest.body.toString()).layers as { digest: string }[]) {
+        t.is((await request(child.url, `/v2/${name}/blobs/${layer.digest}`, { method: 'HEAD' })).status, 200)
+      }
+    }
+  }
+})
+
+function peakRssKiB(pid: number): Promise<number> {
+  return readFile(`/proc/${pid}/status`, 'utf8').then(text => Number(/VmHWM:\s+(\d+)/.exec(text)?.[1] ?? 0))
+}
+
+test('memory does not grow with the size of a layer (512 MiB streamed through PATCH)', async t => {
+  t.timeout(170_000)
+  const root = await tempRoot(t)
+  const child = await startChild(root)
+  t.teardown(() => kill9(child))
+  // Warm up so the baseline includes the code paths.
+  const small = randomBytes(1024 * 1024)
+  const warm = await request(child.url, '/v2/mem/blobs/uploads/', { method: 'POST' })
+  await request(child.url, `${String(warm.headers.location)}?digest=${sha256(small)}`, { method: 'PUT', body: small })
+  const before = await peakRssKiB(child.process.pid!)
+
+  const chunk = randomBytes(1024 * 1024)
+  const total = 512
+  const hash = createHash('sha256')
+  for (let i = 0; i < total; i++) hash.update(chunk)
+  const digest = `sha256:${hash.digest('hex')}`
+  const started = Date.now()
+  const start = await request(child.url, '/v2/mem/blobs/uploads/', { method: 'POST' })
+  const location = String(start.headers.location)
+  let sent = 0
+  const body = new Readable({
+    read() {
+      if (sent++ < total) this.push(chunk)
+      else this.push(null)
+    },
+  })
+  const patch = await request(child.url, location, { method: 'PATCH', body })
+  t.is(patch.status, 202)
+  const put = await request(child.url, `${location}?digest=${digest}`, { method: 'PUT' })
+  t.is(put.status, 201)
+  const seconds = (Date.now() - started) / 1000
+  const after = await peakRssKiB(child.process.pid!)
+  t.log(`512 MiB in ${seconds.toFixed(1)} s (${(512 / seconds).toFixed(0)} MiB/s); peak RSS ${Math.round(before / 1024)} → ${Math.round(after / 1024)} MiB`)
+  t.true(after - before < 64 * 1024, `peak RSS grew by ${Math.round((after - before) / 1024)} MiB`)
+  const head = await request(child.url, `/v2/mem/blobs/${digest}`, { method: 'HEAD' })
+  t.is(head.headers['content-length'], String(total * 1024 * 1024))
+})
