@@ -419,3 +419,23 @@ test('SIGHUP reloads the certificate files', async t => {
   for (let i = 0; i < 50 && !logs.some(line => line.includes('TLS certificate in service')); i++) await sleep(50)
   t.is(await fingerprint(edge.urls.https!, renewed.ca.cert), new X509Certificate(await readFile(renewed.certPath)).fingerprint256)
 })
+
+test('a stalled upload is ended by the idle timeout (no total timeout), and the upstream sees the abort', async t => {
+  const { edge, upstream } = await setup(t, { mode: 'local', idleTimeoutMs: 400 })
+  const target = new URL(edge.urls.local!)
+  const request = http.request({ host: target.hostname, port: target.port, method: 'PATCH', path: '/v2/app/blobs/uploads/slow', agent: false, headers: { 'transfer-encoding': 'chunked' } })
+  const closed = new Promise<void>(resolve => request.on('error', () => resolve()).on('close', () => resolve()))
+  // Steady progress for longer than the idle limit keeps the upload alive...
+  for (let i = 0; i < 10; i++) {
+    request.write(Buffer.alloc(1024))
+    await sleep(100)
+  }
+  t.false(request.destroyed, 'an upload that keeps moving is not cut')
+  // ...then silence.
+  const started = Date.now()
+  await closed
+  t.true(Date.now() - started < 3000)
+  await upstream.settled(1)
+  t.true(upstream.seen[0]!.aborted)
+  t.false(upstream.seen[0]!.complete)
+})
