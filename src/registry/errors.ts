@@ -91,7 +91,11 @@ export function toRegistryError(error: unknown): RegistryError {
     return new RegistryError('BLOB_UPLOAD_INVALID', { reason: error.message }, {
       status: 416,
       message: error.message,
-      headers: { Range: error.size > 0 ? `0-${error.size - 1}` : '0-0', 'Docker-Upload-UUID': error.uploadId },
+      headers: {
+        Location: `/v2/${error.repository}/blobs/uploads/${error.uploadId}`,
+        Range: error.size > 0 ? `0-${error.size - 1}` : '0-0',
+        'Docker-Upload-UUID': error.uploadId,
+      },
     })
   }
   if (error instanceof UploadSizeError) return new RegistryError('SIZE_INVALID', { reason: error.message })

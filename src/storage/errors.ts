@@ -81,7 +81,7 @@ export class UploadUnknownError extends StorageError {
 
 /** A chunk did not start where the upload ends (out of order), or its range is malformed. */
 export class UploadRangeError extends StorageError {
-  constructor(readonly uploadId: string, readonly size: number, reason: string) {
+  constructor(readonly repository: string, readonly uploadId: string, readonly size: number, reason: string) {
     super('UPLOAD_RANGE_INVALID', reason)
   }
 }

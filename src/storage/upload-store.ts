@@ -136,7 +136,7 @@ export class UploadStore {
     const key = `${name}\0${id}`
     const start = await this.#dataSize(name, id)
     if (options.start !== undefined && options.start !== start) {
-      throw new UploadRangeError(id, start, `chunk starts at ${options.start} but the upload has ${start} bytes`)
+      throw new UploadRangeError(name, id, start, `chunk starts at ${options.start} but the upload has ${start} bytes`)
     }
     let state = this.#hashes.get(key)
     if (state === undefined || state.offset !== start) state = { hash: await this.#rebuildHash(name, id, start), offset: start }

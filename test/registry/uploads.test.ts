@@ -120,6 +120,7 @@ test('an out-of-order chunk is 416 and leaves the upload as it was', async t => 
   const skipped = await request(server, location, { method: 'PATCH', headers: { 'Content-Range': '1500-1999' }, body: blob.subarray(1500) })
   t.is(skipped.status, 416)
   t.is(skipped.headers.range, '0-999')
+  t.is(skipped.headers.location, location)
   const repeated = await request(server, location, { method: 'PATCH', headers: { 'Content-Range': '0-999' }, body: blob.subarray(0, 1000) })
   t.is(repeated.status, 416)
   t.is((await request(server, location)).headers.range, '0-999')

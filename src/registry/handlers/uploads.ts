@@ -54,7 +54,7 @@ function hasBody(request: IncomingMessage): boolean {
  * chunk options. A malformed range is a 416 like an out-of-order one; a Content-Length that
  * disagrees with the range is 400 SIZE_INVALID.
  */
-function chunkOptions(request: IncomingMessage, id: string, currentSize: () => Promise<number>): Promise<ChunkOptions> {
+function chunkOptions(request: IncomingMessage, name: string, id: string, currentSize: () => Promise<number>): Promise<ChunkOptions> {
   return (async () => {
     const length = requestLength(request)
     const raw = request.headers['content-range']
@@ -63,7 +63,7 @@ function chunkOptions(request: IncomingMessage, id: string, currentSize: () => P
     const match = /^(?:bytes[ =])?([0-9]{1,15})-([0-9]{1,15})$/.exec(raw.trim())
     const start = match ? Number(match[1]) : NaN
     const end = match ? Number(match[2]) : NaN
-    if (!match || end < start) throw new UploadRangeError(id, await currentSize(), `malformed Content-Range ${JSON.stringify(raw.slice(0, 100))}`)
+    if (!match || end < start) throw new UploadRangeError(name, id, await currentSize(), `malformed Content-Range ${JSON.stringify(raw.slice(0, 100))}`)
     const rangeLength = end - start + 1
     if (length !== undefined && length !== rangeLength) {
       throw new UploadSizeError(`Content-Length ${length} does not match Content-Range ${start}-${end}`)
@@ -114,7 +114,7 @@ export const startUpload: Handler = async context => {
 export const patchUpload: Handler = async context => {
   const name = repositoryName(context.params)
   const id = uploadId(context)
-  const options = await chunkOptions(context.request, id, () => sizeOrZero(context, name, id))
+  const options = await chunkOptions(context.request, name, id, () => sizeOrZero(context, name, id))
   const size = await context.store.uploads.append(name, id, context.request, options)
   sendEmpty(context.response, 202, uploadHeaders(name, id, size))
 }
@@ -128,7 +128,7 @@ export const putUpload: Handler = async context => {
   }
   const digest = parseDigest(digestParam)
   const body = hasBody(context.request)
-  const options = body ? await chunkOptions(context.request, id, () => sizeOrZero(context, name, id)) : {}
+  const options = body ? await chunkOptions(context.request, name, id, () => sizeOrZero(context, name, id)) : {}
   const info = await context.store.uploads.complete(name, id, digest, body ? context.request : undefined, options)
   blobCreated(context, name, info.digest)
 }
