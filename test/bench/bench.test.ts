@@ -79,7 +79,7 @@ test('generated layers are valid tar+gzip and their digests and diff_ids are exa
     t.is(sha(compressed), layer.digest)
     t.is(compressed.length, layer.size)
     const tar = zlib.gunzipSync(compressed)
-    t.is(sha(tar), config.rootfs.diff_ids[index])
+    t.is(sha(tar), config.rootfs.diff_ids[index]!)
     t.is(tar.length % 512, 0)
     t.is(tar.subarray(257, 262).toString(), 'ustar')
     t.is(parseInt(tar.subarray(124, 135).toString(), 8), index === 0 ? 3 * 65535 + 17 : 0)

@@ -22,7 +22,7 @@ import { makePki, type BenchPki } from './pki.js'
 import { ResourceMonitor, type ResourceUsage } from './procs.js'
 import { evaluate, markdownTable, table, textTable, type CaseDef, type CaseResult } from './report.js'
 import { startBerth, startSeed, type Stack, type StackName } from './stacks.js'
-import { GiB, MiB, fmt, formatBytes, run, waitQuiet } from './util.js'
+import { GiB, MiB, fmt, formatBytes, median, run, waitQuiet } from './util.js'
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -380,6 +380,14 @@ async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): 
   }
 }
 
+/** How much other work shared the machine: benchmarks on a busy machine read lower and noisier. */
+function busyNote(): string {
+  const seen = (extra.samples as Array<{ machineBusyBefore: number }>).map((s) => s.machineBusyBefore)
+  const busy = seen.filter((b) => b > 0.15).length
+  return `Other work on the machine: ${busy} of ${seen.length} jobs started with the CPU more than 15% busy ` +
+    `(median ${Math.round(median(seen) * 100)}% busy just before a job; per-sample figures in results.json).`
+}
+
 async function versionOf(command: string, args: string[]): Promise<string> {
   const result = await run(command, args, { allowFailure: true })
   return (result.stdout + result.stderr).trim().split('\n')[0] ?? ''
@@ -426,6 +434,7 @@ async function writeResults(outDir: string, results: CaseResult[], rows: string[
     '',
     'Cells: median [min–max]. MB/s = 10^6 bytes/s. "Berth vs seed": ratio of medians, oriented so that > 1 means Berth is better.',
     'Peak RSS: sum of VmHWM over each stack\'s processes (nginx master + workers + registry; Berth\'s one process), reset before the push.',
+    busyNote(),
     `HTTP versions the clients negotiated: ${[...new Set((extra.httpVersions as Array<{ stack: string; http: string }>).map((v) => `${v.stack} HTTP/${v.http}`))].join(', ') || 'n/a'}.`,
     ...results.flatMap((r) => r.notes.map((note) => `- ${r.label}: ${note}`)),
     ...(profiles.length ? ['', `CPU profiles of Berth: ${profiles.map((p) => `profiles/${p}`).join(', ')}`] : []),
