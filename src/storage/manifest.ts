@@ -17,6 +17,7 @@ export const MEDIA_TYPES = {
 export type ManifestMediaType = (typeof MEDIA_TYPES)[keyof typeof MEDIA_TYPES]
 
 const knownTypes = new Set<string>(Object.values(MEDIA_TYPES))
+const GENERIC_CONTENT_TYPES = new Set(['application/json', 'application/octet-stream', 'text/plain'])
 
 export function isIndexType(type: string): boolean {
   return type === MEDIA_TYPES.ociIndex || type === MEDIA_TYPES.dockerManifestList
@@ -113,10 +114,13 @@ export function parseManifest(body: Uint8Array, contentType?: string): ParsedMan
   if (json['schemaVersion'] !== 2) throw new ManifestInvalidError('schemaVersion must be 2')
   const bodyType = json['mediaType']
   if (bodyType !== undefined && typeof bodyType !== 'string') throw new ManifestInvalidError('mediaType must be a string')
-  if (bodyType !== undefined && contentType !== undefined && bodyType !== contentType) {
+  // A generic Content-Type (some clients send application/json or octet-stream) defers to the
+  // body; any other Content-Type must agree with the body's mediaType when both are given.
+  const generic = contentType === undefined || GENERIC_CONTENT_TYPES.has(contentType)
+  if (!generic && bodyType !== undefined && bodyType !== contentType) {
     throw new ManifestInvalidError(`mediaType ${bodyType} does not match Content-Type ${contentType}`)
   }
-  const type = bodyType ?? contentType ?? sniff(json)
+  const type = bodyType ?? (generic ? sniff(json) : contentType)
   if (type === undefined || !isManifestMediaType(type)) {
     throw new ManifestInvalidError(`unsupported manifest media type ${JSON.stringify(type ?? null)}`)
   }

@@ -142,6 +142,7 @@ const invalidBodies: [string, string, string?][] = [
   ['schema version 1', JSON.stringify({ schemaVersion: 1, name: 'x', tag: 'y', fsLayers: [] })],
   ['no schema version', JSON.stringify({ mediaType: OCI_MANIFEST, config: {}, layers: [] })],
   ['an unknown media type', JSON.stringify({ schemaVersion: 2, mediaType: 'application/x-mine', config: {}, layers: [] }), 'application/x-mine'],
+  ['an unknown Content-Type and no mediaType', JSON.stringify({ schemaVersion: 2, config: { mediaType: 'x', size: 1, digest: sha256('a') }, layers: [] }), 'application/x-mine'],
   ['mediaType disagreeing with Content-Type', JSON.stringify({ schemaVersion: 2, mediaType: DOCKER_MANIFEST, config: {}, layers: [] })],
   ['a config without digest', JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'x', size: 1 }, layers: [] })],
   ['a negative size', JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'x', size: -1, digest: sha256('a') }, layers: [] })],
@@ -159,6 +160,13 @@ for (const [label, body, contentType] of invalidBodies) {
     t.is((await request(server, `/v2/bad/manifests/${sha256(body)}`)).status, 404)
   })
 }
+
+test('a generic Content-Type defers to the mediaType in the body', async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'app')
+  t.is((await putManifest(server, 'app', 'json', image.manifest, 'application/json')).status, 201)
+  t.is((await request(server, '/v2/app/manifests/json')).headers['content-type'], OCI_MANIFEST)
+})
 
 test('a manifest over the size limit is refused with 413', async t => {
   const { server } = await startApp(t, { maxManifestBytes: 1024 })
