@@ -19,8 +19,12 @@ export interface Running {
   root?: string
 }
 
+/**
+ * The app on 127.0.0.1:0. The driver defaults to in-memory; `BERTH_TEST_DRIVER=filesystem` runs
+ * the same handler tests on a temporary folder instead.
+ */
 export async function startApp(t: ExecutionContext, options: Partial<RegistryAppOptions> = {}): Promise<Running> {
-  const driver = options.driver ?? new InMemoryDriver()
+  const driver = options.driver ?? (process.env['BERTH_TEST_DRIVER'] === 'filesystem' ? new FilesystemDriver(await tempRoot(t)) : new InMemoryDriver())
   const app = createRegistryApp({ ...options, driver })
   const server = createServer(app.handle)
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
