@@ -16,7 +16,8 @@ import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.j
 import { BlobStore, type BlobInfo } from './blob-store.js'
 import { EMPTY_SHA256, digestFromHash, newHash, type Digest } from './digest.js'
 import { DigestMismatchError, UploadRangeError, UploadSizeError, UploadUnknownError } from './errors.js'
-import { isUploadId, uploadDataPath, uploadPath, uploadStartedAtPath } from './paths.js'
+import { isUploadId, REPOSITORIES_ROOT, uploadDataPath, uploadPath, uploadStartedAtPath } from './paths.js'
+import { isRepositoryName } from './reference.js'
 
 export interface ChunkOptions {
   /** Where the client says the chunk starts (Content-Range); must equal the current size. */
@@ -24,6 +25,9 @@ export interface ChunkOptions {
   /** Exact number of bytes the chunk must have (Content-Length / Content-Range). */
   length?: number
 }
+
+/** A request body, a stream, or plain chunks (tests, tools). */
+export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>
 
 interface HashState {
   hash: Hash
@@ -66,7 +70,7 @@ export class UploadStore {
    * Throws UploadUnknownError, UploadRangeError (out of order), UploadSizeError (length mismatch
    * or body cut short); on error nothing of the chunk remains.
    */
-  async append(name: string, id: string, body: AsyncIterable<Uint8Array>, options: ChunkOptions = {}): Promise<number> {
+  async append(name: string, id: string, body: ByteSource, options: ChunkOptions = {}): Promise<number> {
     return this.#locked(name, id, async () => {
       await this.#assertExists(name, id)
       const { size } = await this.#write(name, id, body, options, false)
@@ -79,7 +83,7 @@ export class UploadStore {
    * and moves the bytes into place as that blob, linked into `name`. On a digest mismatch the
    * upload is discarded (as distribution does) and DigestMismatchError is thrown.
    */
-  async complete(name: string, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, options: ChunkOptions = {}): Promise<BlobInfo> {
+  async complete(name: string, id: string, digest: Digest, body?: ByteSource, options: ChunkOptions = {}): Promise<BlobInfo> {
     return this.#locked(name, id, async () => {
       await this.#assertExists(name, id)
       const key = `${name}\0${id}`
@@ -117,6 +121,49 @@ export class UploadStore {
     })
   }
 
+  /**
+   * Deletes uploads started before `olderThan`, as registry:2's upload purging does (by
+   * `startedat`; an upload without a readable `startedat` is kept, as there). Walks every
+   * repository's `_uploads`: a maintenance task for a timer, never a request path.
+   * Resolves with the number of uploads deleted.
+   */
+  async purge(olderThan: Date): Promise<number> {
+    const found: { name: string; id: string }[] = []
+    const prefix = `${REPOSITORIES_ROOT}/`
+    try {
+      await this.driver.walk(REPOSITORIES_ROOT, async info => {
+        if (!info.isDir) return
+        const base = info.path.slice(info.path.lastIndexOf('/') + 1)
+        if (!base.startsWith('_')) return
+        if (base === '_uploads') {
+          const name = info.path.slice(prefix.length, info.path.lastIndexOf('/'))
+          for (const child of await this.driver.list(info.path).catch(() => [] as string[])) {
+            const id = child.slice(child.lastIndexOf('/') + 1)
+            if (isRepositoryName(name) && isUploadId(id)) found.push({ name, id })
+          }
+        }
+        return 'skip'
+      })
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return 0
+      throw error
+    }
+    let purged = 0
+    for (const { name, id } of found) {
+      let startedAt: number
+      try {
+        startedAt = Date.parse((await this.driver.getContent(uploadStartedAtPath(name, id))).toString('utf8').trim())
+      } catch (error) {
+        if (error instanceof PathNotFoundError) continue
+        throw error
+      }
+      if (Number.isNaN(startedAt) || startedAt >= olderThan.getTime()) continue
+      await this.#locked(name, id, () => this.#discard(name, id))
+      purged++
+    }
+    return purged
+  }
+
   async #discard(name: string, id: string): Promise<void> {
     this.#hashes.delete(`${name}\0${id}`)
     try {
@@ -129,7 +176,7 @@ export class UploadStore {
   async #write(
     name: string,
     id: string,
-    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    body: ByteSource,
     options: ChunkOptions,
     finish: boolean,
   ): Promise<{ size: number; hash: Hash }> {
