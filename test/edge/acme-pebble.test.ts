@@ -18,7 +18,8 @@ import { AcmeCertificateProvider, type AcmeProviderOptions, type CertificateMeta
 import { AcmeError } from '../../src/edge/tls/acme-options.js'
 import { combineResponders } from '../../src/edge/tls/acme-challenges.js'
 import { certKeys, issuerKey } from '../../src/edge/tls/cert-store.js'
-import { freePort, startPebble, type Pebble } from '../helpers/pebble.js'
+import { freePort, startAcmeFront, startPebble, type Pebble } from '../helpers/pebble.js'
+import { ariCertId } from '../../src/edge/tls/acme-ari.js'
 
 let pebble: Pebble
 let httpPort: number
@@ -50,7 +51,13 @@ async function tempCerts(): Promise<string> {
 }
 
 function collectingLogger(lines: string[]): Logger {
-  return createLogger({ level: 'debug', write: (line) => lines.push(line) })
+  return createLogger({
+    level: 'debug',
+    write: (line) => {
+      lines.push(line)
+      if (process.env['BERTH_TEST_LOG']) process.stderr.write(line + '\n')
+    },
+  })
 }
 
 function providerOptions(certsDir: string, logger: Logger, extra: Partial<AcmeProviderOptions> = {}): AcmeProviderOptions {
@@ -112,8 +119,8 @@ function get(httpsUrl: string, ca: string, agent?: HttpsAgent): Promise<Fetched>
   })
 }
 
-async function readMeta(certsDir: string): Promise<CertificateMeta> {
-  return JSON.parse(await readFile(join(certsDir, certKeys.siteMeta(issuerKey(pebble.directoryUrl), 'localhost')), 'utf8')) as CertificateMeta
+async function readMeta(certsDir: string, directoryUrl = pebble.directoryUrl): Promise<CertificateMeta> {
+  return JSON.parse(await readFile(join(certsDir, certKeys.siteMeta(issuerKey(directoryUrl), 'localhost')), 'utf8')) as CertificateMeta
 }
 
 function fingerprintOf(pem: string): string {
@@ -342,4 +349,79 @@ test.serial('a closed HTTP port is reported in words a user can act on', async (
   t.regex(failure, /open that port in the firewall/)
   t.regex(failure, /HTTPS stays down until a certificate is obtained/)
   t.true(lines.some((line) => /WARN .*HTTPS is not up yet/.test(line)))
+})
+
+test.serial('ARI: when the CA\'s suggested window is already open, Berth renews (sending replaces) and keeps the new window', async (t) => {
+  const certsDir = await tempCerts()
+  const lines: string[] = []
+  const logger = collectingLogger(lines)
+  let firstCertId: string | undefined
+  const hour = 3_600_000
+  const front = await startAcmeFront(pebble, {
+    renewalInfo: (certId) => {
+      firstCertId ??= certId
+      const now = Date.now()
+      // The first certificate is to be replaced now (as before a mass revocation); its successor in a month.
+      const [start, end] = certId === firstCertId ? [now - 2 * hour, now - hour] : [now + 720 * hour, now + 744 * hour]
+      return {
+        status: 200,
+        body: { suggestedWindow: { start: new Date(start).toISOString(), end: new Date(end).toISOString() }, explanationURL: 'https://ca.example/incident' },
+        headers: { 'retry-after': '21600' },
+      }
+    },
+  })
+  t.teardown(() => front.close())
+  const provider = new AcmeCertificateProvider(providerOptions(certsDir, logger, { directory: front.directoryUrl, checkIntervalMs: 200 }))
+  const changes: string[] = []
+  provider.onChange((certificate) => changes.push(certificate.cert))
+  const edge = await edgeWith(provider, logger)
+  t.teardown(() => edge.close())
+  const first = await provider.ready()
+  await waitFor(() => changes.length >= 2, 10_000, 'the ARI-driven renewal')
+  const renewed = changes[1] as string
+  t.is(front.renewalInfoRequests[0], ariCertId(first.cert), 'asked about the served certificate by its RFC 9773 certID')
+  t.not(fingerprintOf(renewed), fingerprintOf(first.cert))
+  t.true(lines.some((line) => /certificate renewal is due .*reason=ari/.test(line)))
+  t.true(lines.some((line) => /CA renewal window \(ARI\) updated .*explanation=https:\/\/ca\.example\/incident/.test(line)))
+  await waitFor(async () => (await readMeta(certsDir, front.directoryUrl)).ari?.certId === ariCertId(renewed), 5_000, 'the new window to be stored')
+  const meta = await readMeta(certsDir, front.directoryUrl)
+  t.true(Date.parse(meta.ari!.selectedAt) > Date.now() + 700 * hour, 'the successor renews inside its own window')
+  await new Promise((r) => setTimeout(r, 600))
+  t.is(changes.length, 2, 'no renewal loop')
+})
+
+test.serial('a rate limit (429 + Retry-After) is honoured: no retry inside acme-client, next attempt after Retry-After', async (t) => {
+  const certsDir = await tempCerts()
+  const lines: string[] = []
+  const front = await startAcmeFront(pebble, {
+    newOrder: () => ({
+      status: 429,
+      body: { type: 'urn:ietf:params:acme:error:rateLimited', detail: 'too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s' },
+      headers: { 'retry-after': '3600' },
+    }),
+  })
+  t.teardown(() => front.close())
+  const provider = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(lines), { directory: front.directoryUrl }))
+  t.teardown(() => provider.stop())
+  await provider.start()
+  await waitFor(() => lines.some((line) => /could not obtain a certificate/.test(line)), 10_000, 'the failure')
+  t.true(lines.some((line) => /ERROR could not obtain a certificate: the CA rate-limited us: too many certificates/.test(line)))
+  const meta = await readMeta(certsDir, front.directoryUrl)
+  const wait = Date.parse(meta.retry!.nextAttemptAt) - Date.parse(meta.retry!.lastAttemptAt)
+  t.true(wait >= 3_600_000 && wait < 3_610_000, `waits the CA's hour, not the 1-minute first step (${wait} ms)`)
+  await new Promise((r) => setTimeout(r, 300))
+  t.is(front.newOrderRequests, 1, 'one request: acme-client did not sleep-and-retry on its own')
+})
+
+test.serial('a name that does not resolve is reported as a DNS problem', async (t) => {
+  const certsDir = await tempCerts()
+  const lines: string[] = []
+  const provider = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(lines), { domains: ['berth-nowhere.invalid'], retryDelaysMs: [60_000] }))
+  t.teardown(() => provider.stop())
+  await provider.start()
+  await waitFor(() => lines.some((line) => /could not obtain a certificate/.test(line)), 20_000, 'the failure')
+  const failure = lines.find((line) => /could not obtain a certificate/.test(line)) ?? ''
+  t.log(failure)
+  t.regex(failure, /berth-nowhere\.invalid does not resolve/)
+  t.regex(failure, /Create an A\/AAAA record pointing berth-nowhere\.invalid at this server/)
 })

@@ -11,7 +11,8 @@ import { mkdtemp, writeFile, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { get } from 'node:https'
+import { get, createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 
 const run = promisify(execFile)
@@ -25,6 +26,8 @@ export interface Pebble {
   readonly directoryUrl: string
   /** PEM of pebble's own HTTPS listener (trust it for the directory: `caCertificates`). */
   readonly listenerCa: string
+  /** Its private key, so a test front (startAcmeFront) can serve under the same trusted certificate. */
+  readonly listenerKey: string
   /** PEM of the root that signs issued chains (changes on every pebble start). */
   rootCertificate(): Promise<string>
   /** How many new-order requests pebble has received since the first start. */
@@ -114,6 +117,7 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
   return {
     directoryUrl: `https://127.0.0.1:${listenPort}/dir`,
     listenerCa,
+    listenerKey: await readFile(keyPath, 'utf8'),
     rootCertificate: () =>
       new Promise((resolve, reject) => {
         get(`https://127.0.0.1:${managementPort}/roots/0`, { ca: listenerCa }, (response) => {
@@ -134,5 +138,83 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
       await stop()
       await rm(dir, { recursive: true, force: true })
     },
+  }
+}
+
+export interface FrontResponse {
+  status: number
+  body: unknown
+  headers?: Record<string, string>
+}
+
+export interface AcmeFrontOptions {
+  /** When set, the directory advertises `renewalInfo` and GET <front>/renewal-info/<certID> is answered by this. */
+  renewalInfo?: (certId: string) => FrontResponse
+  /** When set, the directory's newOrder points at the front and every new-order POST gets this answer. */
+  newOrder?: () => FrontResponse
+}
+
+export interface AcmeFront {
+  readonly directoryUrl: string
+  /** certIDs asked for, in order. */
+  readonly renewalInfoRequests: string[]
+  readonly newOrderRequests: number
+  close(): Promise<void>
+}
+
+/**
+ * A small HTTPS server in front of pebble's directory that adds what pebble 2.4 lacks (ARI's
+ * `renewalInfo`) or misbehaves on purpose (a rate-limited newOrder). Every other directory URL still
+ * points straight at pebble, so the rest of the protocol is pebble's own.
+ */
+export async function startAcmeFront(pebble: Pebble, options: AcmeFrontOptions): Promise<AcmeFront> {
+  let frontUrl = ''
+  const renewalInfoRequests: string[] = []
+  let newOrderRequests = 0
+  const send = (res: import('node:http').ServerResponse, answer: FrontResponse, type = 'application/json'): void => {
+    res.writeHead(answer.status, { 'content-type': type, ...(answer.headers ?? {}) })
+    res.end(JSON.stringify(answer.body))
+  }
+  const server: HttpsServer = createHttpsServer({ cert: pebble.listenerCa, key: pebble.listenerKey }, (req, res) => {
+    const path = req.url ?? '/'
+    req.resume()
+    if (req.method === 'GET' && path === '/dir') {
+      get(pebble.directoryUrl, { ca: pebble.listenerCa }, (upstream) => {
+        let body = ''
+        upstream.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+          const directory = JSON.parse(body) as Record<string, unknown>
+          if (options.renewalInfo) directory['renewalInfo'] = `${frontUrl}/renewal-info`
+          if (options.newOrder) directory['newOrder'] = `${frontUrl}/order-plz`
+          send(res, { status: 200, body: directory })
+        })
+      }).on('error', () => send(res, { status: 502, body: {} }))
+      return
+    }
+    if (req.method === 'GET' && path.startsWith('/renewal-info/') && options.renewalInfo) {
+      const certId = path.slice('/renewal-info/'.length)
+      renewalInfoRequests.push(certId)
+      send(res, options.renewalInfo(certId))
+      return
+    }
+    if (req.method === 'POST' && path === '/order-plz' && options.newOrder) {
+      newOrderRequests++
+      send(res, options.newOrder(), 'application/problem+json')
+      return
+    }
+    send(res, { status: 404, body: {} })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  frontUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    directoryUrl: `${frontUrl}/dir`,
+    renewalInfoRequests,
+    get newOrderRequests() {
+      return newOrderRequests
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
   }
 }

@@ -8,6 +8,7 @@
  * (persisted backoff, see renewal.ts), so `configureAcmeHttp()` turns those in-library retries off.
  */
 import { Agent as HttpsAgent, get as httpsGet } from 'node:https'
+import { rootCertificates } from 'node:tls'
 import { get as httpGet } from 'node:http'
 import { lookup } from 'node:dns/promises'
 import type { AxiosResponse, InternalAxiosRequestConfig } from 'axios'
@@ -79,21 +80,25 @@ export class AcmeIssuer {
   private readonly interceptors: { request: number; response: number }
   private clientPromise: Promise<acme.Client> | undefined
   private lastProblem: Problem | undefined
+  private lastRequestUrl: string | undefined
 
   constructor(options: AcmeIssuerOptions) {
     configureAcmeHttp()
     this.options = options
     this.logger = options.logger ?? silentLogger
     this.origin = new URL(options.directoryUrl).origin
-    this.agent = options.caCertificates ? new HttpsAgent({ ca: options.caCertificates, keepAlive: true }) : undefined
-    // acme-client has one shared axios instance; scope our trust and our error bookkeeping to our CA's origin.
+    // The extra CA is added to Node's roots, not put in their place, so the agent can serve every ACME
+    // request (the directory may point at other hosts) without weakening anything else.
+    this.agent = options.caCertificates ? new HttpsAgent({ ca: [...rootCertificates, options.caCertificates], keepAlive: true }) : undefined
+    // acme-client has one shared axios instance (only Berth's ACME code uses it).
     this.interceptors = {
       request: acme.axios.interceptors.request.use((config: InternalAxiosRequestConfig) => {
-        if (this.agent && config.url?.startsWith(this.origin)) config.httpsAgent = this.agent
+        if (this.agent && !config.httpsAgent) config.httpsAgent = this.agent
+        this.lastRequestUrl = config.url
         return config
       }),
       response: acme.axios.interceptors.response.use((response: AxiosResponse) => {
-        if (response.status >= 400 && response.config.url?.startsWith(this.origin)) this.recordProblem(response)
+        if (response.status >= 400) this.recordProblem(response)
         return response
       }),
     }
@@ -322,9 +327,18 @@ export class AcmeIssuer {
       return new AcmeError('RATE_LIMITED', `the CA rate-limited us: ${detail}`, { cause: error, ...(problem.retryAfterMs !== undefined ? { retryAfterMs: problem.retryAfterMs } : {}) })
     }
     if (!problem) {
-      // No ACME response at all: usually the CA is down or unreachable (acme-client then throws a bare TypeError).
-      const reachability = await this.probeDirectory()
-      if (reachability) return new AcmeError('CA_UNREACHABLE', `cannot reach the ACME server at ${this.options.directoryUrl}: ${reachability}`, { cause: error })
+      // No ACME response at all: usually the CA is down or unreachable. acme-client then throws a bare
+      // TypeError ("reading 'config'") with the network error lost, so find out again by connecting.
+      const directory = await this.probe(this.options.directoryUrl, true)
+      if (directory) return new AcmeError('CA_UNREACHABLE', `cannot reach the ACME server at ${this.options.directoryUrl}: ${directory}`, { cause: error })
+      const last = this.lastRequestUrl
+      if (last && new URL(last).origin !== this.origin) {
+        const other = await this.probe(new URL(last).origin + '/', false)
+        if (other) return new AcmeError('CA_UNREACHABLE', `cannot reach ${new URL(last).origin}, which the ACME directory points to: ${other}`, { cause: error })
+      }
+      if (error instanceof TypeError) {
+        return new AcmeError('CA_UNREACHABLE', `${what}: the connection to ${last ?? this.options.directoryUrl} failed without an answer (network error)`, { cause: error })
+      }
     }
     if (problem && problem.status >= 500) {
       return new AcmeError('CA_UNREACHABLE', `${what}: the CA answered HTTP ${problem.status}: ${detail}`, { cause: error, ...(problem.retryAfterMs !== undefined ? { retryAfterMs: problem.retryAfterMs } : {}) })
@@ -332,12 +346,12 @@ export class AcmeIssuer {
     return new AcmeError(code, `${what}: ${detail}`, { cause: error })
   }
 
-  /** undefined when the directory answers, else why not (ECONNREFUSED, certificate error, timeout …). */
-  private probeDirectory(): Promise<string | undefined> {
+  /** undefined when `url` answers (with 200 if `needOk`), else why not (ECONNREFUSED, certificate error, timeout …). */
+  private probe(url: string, needOk: boolean): Promise<string | undefined> {
     return new Promise((resolve) => {
-      const request = httpsGet(this.options.directoryUrl, { ...(this.agent ? { agent: this.agent } : {}), timeout: 10_000 }, (response) => {
+      const request = httpsGet(url, { ...(this.agent ? { agent: this.agent } : {}), timeout: 10_000 }, (response) => {
         response.resume()
-        resolve(response.statusCode === 200 ? undefined : `the directory answered HTTP ${response.statusCode}`)
+        resolve(!needOk || response.statusCode === 200 ? undefined : `it answered HTTP ${response.statusCode}`)
       })
       request.on('timeout', () => request.destroy(new Error('no answer within 10 s')))
       request.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ? `${error.code} (${error.message})` : error.message))
