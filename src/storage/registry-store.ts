@@ -1,6 +1,22 @@
 /**
  * The storage engine as one object: every store built over one driver. `registry/` talks to
  * this; GC and other tools can build the same from their own driver.
+ *
+ * Invariants every writer keeps (and garbage collection may rely on):
+ * - A link is written only after the thing it names is stored: `_layers` and revision links
+ *   after the blob's `data`, a tag's `current/link` after the revision link, a referrer link
+ *   after the revision link. So a crash can leave orphans (bytes nobody links) but never a link
+ *   to missing bytes.
+ * - Blob `data` is immutable and content addressed; writing it again is a no-op or an atomic
+ *   replacement with identical bytes, so two pushes of one blob can race safely.
+ * - Deleting removes links only (`BlobStore.unlink`, `ManifestStore.delete`, `TagStore.untag`);
+ *   bytes are left for garbage collection, which must sweep a blob only when no `_layers` link,
+ *   revision link or in-flight upload commit can still name it.
+ * - `_referrers` is an index that may dangle (registry:2 never updates it); readers check the
+ *   revision link. `_uploads/<id>` is state that `UploadStore.purge` removes by age.
+ * - Nothing here caches storage state across requests except upload hash states, which are
+ *   checked against the bytes on disk before use, so another process (registry:2, GC) may
+ *   change the tree underneath.
  */
 import type { StorageDriver } from './driver/storage-driver.js'
 import { BlobStore } from './blob-store.js'
