@@ -238,10 +238,13 @@ async function prepareFolder(folder: string, setting: string, shown: string): Pr
         info => ` (owned by uid ${info.uid}, berth runs as uid ${process.getuid?.() ?? '?'})`,
         () => '',
       )
-      throw new ConfigError(
-        `--${setting} ${shown} is not writable${owner}; fix the owner, e.g. sudo chown -R ${process.getuid?.() ?? 1000}:${process.getgid?.() ?? 1000} ${shown}`,
-        { cause: error },
-      )
+      const uid = process.getuid?.() ?? 1000
+      const gid = process.getgid?.() ?? 1000
+      // In the image (Dockerfile sets BERTH_IN_CONTAINER) the folder is a bind mount: the fix is on the host.
+      const fix = process.env.BERTH_IN_CONTAINER
+        ? `on the host, run: sudo chown -R ${uid}:${gid} datadir certs (the folders mounted into the container)`
+        : `fix the owner, e.g. sudo chown -R ${uid}:${gid} ${shown}`
+      throw new ConfigError(`--${setting} ${shown} is not writable${owner}; ${fix}`, { cause: error })
     }
     throw new ConfigError(`--${setting} ${shown}: ${(error as Error).message}`, { cause: error })
   }

@@ -1,0 +1,33 @@
+# Berth: a self-hosted container registry with its own HTTPS front door, in one Node process.
+#
+#   docker compose up -d registry        (docker-compose.yml: ports 80/443, ./datadir, ./certs)
+#
+# Stage 1 bundles the TypeScript into one file (dist/berth.cjs, every dependency inside);
+# stage 2 is a plain Node LTS image holding that one file, run as the unprivileged `node` user.
+ARG NODE_IMAGE=node:22-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+# --ignore-scripts: the `prepare` script would build before the sources are copied.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npm run build
+
+FROM ${NODE_IMAGE}
+ENV NODE_ENV=production \
+    BERTH_DATADIR=/srv/berth/datadir \
+    BERTH_CERTS=/srv/berth/certs \
+    BERTH_IN_CONTAINER=1
+WORKDIR /srv/berth
+COPY --from=build /src/dist/berth.cjs /usr/local/lib/berth/berth.cjs
+# The folders compose mounts ./datadir and ./certs on; owned by `node` (uid 1000) for named volumes.
+RUN mkdir -p /srv/berth/datadir /srv/berth/certs && chown node:node /srv/berth/datadir /srv/berth/certs
+# Not root. Ports 80 and 443 still work: Docker (20.10+) and Podman set
+# net.ipv4.ip_unprivileged_port_start=0 inside a container's own network namespace, so no
+# capability or setcap is needed; `ports:` in compose publishes them on the host.
+USER node
+EXPOSE 80 443 5000
+ENTRYPOINT ["node", "/usr/local/lib/berth/berth.cjs"]
+CMD ["serve"]
