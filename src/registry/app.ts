@@ -12,7 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { silentLogger, type Logger } from '../log.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
-import { createRegistryStore } from '../storage/registry-store.js'
+import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { RegistryError, toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
 import { API_VERSION, API_VERSION_HEADER, sendJson } from './http.js'
@@ -31,13 +31,22 @@ export interface RegistryAppOptions {
   internalSecret?: string
   /** Largest manifest body accepted on PUT (default 4 MiB); larger ones get 413. */
   maxManifestBytes?: number
+  /**
+   * Deletes abandoned uploads older than `maxAgeMs`, checked every `intervalMs` (registry:2's
+   * `uploadpurging` defaults: 168 h and 24 h, which are ours too). `false` turns it off.
+   */
+  uploadPurging?: { maxAgeMs: number; intervalMs: number } | false
 }
+
+export const DEFAULT_UPLOAD_PURGING = { maxAgeMs: 168 * 3600_000, intervalMs: 24 * 3600_000 }
 
 export interface RegistryApp {
   /** A Node request listener. Never throws or rejects; every failure becomes an OCI error response. */
   handle(request: IncomingMessage, response: ServerResponse): void
-  /** Resolves when requests in flight have finished. */
+  /** Stops the upload purge timer; resolves when requests in flight have finished. */
   close(): Promise<void>
+  /** The stores the app serves from (for maintenance tools and tests). */
+  readonly store: RegistryStore
 }
 
 function secretDigest(value: string): Buffer {
@@ -51,6 +60,19 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   // Compare fixed-length digests so the comparison time tells nothing about the secret's length.
   const expectedSecret = options.internalSecret === undefined ? undefined : secretDigest(options.internalSecret)
   const inFlight = new Set<Promise<void>>()
+  const purging = options.uploadPurging === undefined ? DEFAULT_UPLOAD_PURGING : options.uploadPurging
+  let purgeTimer: NodeJS.Timeout | undefined
+  if (purging !== false) {
+    purgeTimer = setInterval(() => {
+      store.uploads
+        .purge(new Date(Date.now() - purging.maxAgeMs))
+        .then(count => {
+          if (count > 0) logger.info('purged abandoned uploads', { count })
+        })
+        .catch(error => logger.warn('upload purge failed', { error: error instanceof Error ? error.message : String(error) }))
+    }, purging.intervalMs)
+    purgeTimer.unref() // never keeps the process alive
+  }
 
   function checkInternalSecret(request: IncomingMessage): void {
     if (expectedSecret === undefined) return
@@ -116,7 +138,9 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
       void task.finally(() => inFlight.delete(task))
     },
     async close() {
+      if (purgeTimer !== undefined) clearInterval(purgeTimer)
       await Promise.allSettled([...inFlight])
     },
+    store,
   }
 }

@@ -93,3 +93,13 @@ test('the server keeps serving after a malformed request line', async t => {
   t.true(odd.status >= 400 && odd.status < 500)
   t.is((await request(server, '/v2/')).status, 200)
 })
+
+test('abandoned uploads are purged on a timer; the timer stops on close', async t => {
+  const { server, app } = await startApp(t, { uploadPurging: { maxAgeMs: 0, intervalMs: 200 } })
+  const start = await request(server, '/v2/old/blobs/uploads/', { method: 'POST' })
+  const location = String(start.headers.location)
+  t.is((await request(server, location)).status, 204)
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.is((await request(server, location)).status, 404)
+  await app.close()
+})
