@@ -6,6 +6,7 @@
  * worker that dies without running its teardown) also ends the grandchildren, e.g. dockerd's containerd.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import http from 'node:http'
 import https from 'node:https'
@@ -122,21 +123,41 @@ export interface Daemon {
 }
 
 const liveGroups = new Set<number>()
+const liveDirs = new Set<string>()
 let exitHookInstalled = false
+
+/** Kills every daemon group still alive and removes temp folders not yet removed (synchronously). */
+function emergencyCleanup(): void {
+  for (const pgid of liveGroups) {
+    try {
+      process.kill(-pgid, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  }
+  liveGroups.clear()
+  for (const dir of liveDirs) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 100 })
+    } catch {
+      // best effort: a process we just killed may still hold it
+    }
+  }
+  liveDirs.clear()
+}
 
 function installExitHook(): void {
   if (exitHookInstalled) return
   exitHookInstalled = true
-  // Last resort when a worker exits without teardown (timeout, crash): never leave daemons behind.
-  process.on('exit', () => {
-    for (const pgid of liveGroups) {
-      try {
-        process.kill(-pgid, 'SIGKILL')
-      } catch {
-        // already gone
-      }
-    }
-  })
+  // Last resort when a worker exits without teardown: never leave daemons behind. ava ends a worker
+  // that hit its timeout with SIGTERM, which skips 'exit' handlers, so catch that too and re-raise it.
+  process.on('exit', emergencyCleanup)
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      emergencyCleanup()
+      process.kill(process.pid, signal)
+    })
+  }
 }
 
 /** Starts a long-running process in its own process group. Check readiness with waitFor(). */
@@ -272,11 +293,15 @@ export function probeStatus(url: string, options: { socketPath?: string; timeout
   })
 }
 
-/** A new empty folder under the OS temp dir, named `berth-<prefix>-XXXXXX`. */
-export function makeTempDir(prefix: string): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), `berth-${prefix}-`))
+/** A new empty folder under the OS temp dir, named `berth-<prefix>-XXXXXX`; removed at process exit at the latest. */
+export async function makeTempDir(prefix: string): Promise<string> {
+  installExitHook()
+  const dir = await mkdtemp(path.join(os.tmpdir(), `berth-${prefix}-`))
+  liveDirs.add(dir) // removed at exit if the test never calls removeDir()
+  return dir
 }
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 })
+  liveDirs.delete(dir)
 }
