@@ -7,7 +7,8 @@
 import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
 import type { BlobStore } from './blob-store.js'
 import { parseDigest, type Digest } from './digest.js'
-import { isIndexType, MEDIA_TYPES, parseManifest, storedMediaType, type Descriptor } from './manifest.js'
+import { BlobUnknownError } from './errors.js'
+import { isIndexType, parseManifest, storedMediaType, type Descriptor } from './manifest.js'
 import { manifestRevisionLinkPath, referrerLinkPath, referrersPath, tagCurrentLinkPath } from './paths.js'
 
 export class ReferrerStore {
@@ -76,7 +77,7 @@ export class ReferrerStore {
       const content = await this.blobs.getContent(digest)
       return describeManifest(digest, content)
     } catch (error) {
-      if (error instanceof PathNotFoundError || (error instanceof Error && error.name === 'BlobUnknownError')) return undefined
+      if (error instanceof PathNotFoundError || error instanceof BlobUnknownError) return undefined
       throw error
     }
   }
@@ -115,7 +116,7 @@ export function describeManifest(digest: Digest, content: Buffer): Descriptor | 
   } catch {
     return undefined
   }
-  const descriptor: Descriptor = { mediaType: storedMediaType(content) || MEDIA_TYPES.ociManifest, digest: digest.value, size: content.byteLength }
+  const descriptor: Descriptor = { mediaType: storedMediaType(content), digest: digest.value, size: content.byteLength }
   const artifactType = parsed.artifactType ?? (isIndexType(parsed.mediaType) ? undefined : parsed.config?.mediaType)
   if (artifactType !== undefined) descriptor.artifactType = artifactType
   if (parsed.annotations !== undefined) descriptor.annotations = parsed.annotations
