@@ -224,7 +224,22 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         challenges: options.challenges,
         httpsPort: () => options.publicHttpsPort ?? ((httpsServer?.address() as AddressInfo | null)?.port ?? options.httpsPort ?? 443),
       })
-      const httpServer = track(http.createServer(serverOptions(idleTimeoutMs), redirect))
+      const httpServer = track(
+        http.createServer(serverOptions(idleTimeoutMs), (req, res) => {
+          const started = process.hrtime.bigint()
+          res.once('close', () =>
+            logger.info('request', {
+              method: req.method,
+              path: (req.url ?? '').split('?')[0],
+              status: res.statusCode,
+              ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6),
+              remote: req.socket.remoteAddress,
+              port: 'http',
+            }),
+          )
+          redirect(req, res)
+        }),
+      )
       httpServer.removeAllListeners('checkContinue')
       await listen(httpServer, options.httpPort ?? 80, options.host)
       urls.http = urlOf('http', httpServer)

@@ -92,8 +92,13 @@ test('unknown users cost about as much as known ones (dummy compare)', async t =
     return performance.now() - started
   }
   await time('warm', 'up')
-  const known = await time('u', 'wrong-1')
-  const unknown = await time('nobody', 'wrong-2')
+  // Minimum of several runs each: other tests share the CPU, and the minimum is the real cost.
+  let known = Infinity
+  let unknown = Infinity
+  for (let i = 0; i < 5; i++) {
+    known = Math.min(known, await time('u', `wrong-${i}`))
+    unknown = Math.min(unknown, await time(`nobody-${i}`, `wrong-${i}`))
+  }
   t.true(unknown > known * 0.5 && unknown < known * 2, `known ${known} ms, unknown ${unknown} ms`)
 })
 

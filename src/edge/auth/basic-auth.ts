@@ -95,8 +95,12 @@ export class HtpasswdAccessController {
       return { kind: 'challenge', user }
     }
     if (verifier.pending >= this.maxPending) return { kind: 'throttled', retryAfterSeconds: 1, user }
-    if (await verifier.verify(user, password)) return { kind: 'ok', user }
-    this.throttle.fail(address)
+    // The token is taken before the compare, so parallel guesses from one address cannot all slip in.
+    if (!this.throttle.take(address)) return { kind: 'throttled', retryAfterSeconds: Math.ceil(this.throttle.retryAfterMs(address) / 1000) || 1, user }
+    if (await verifier.verify(user, password)) {
+      this.throttle.refund(address)
+      return { kind: 'ok', user }
+    }
     return { kind: 'challenge', user }
   }
 

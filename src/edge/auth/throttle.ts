@@ -34,6 +34,22 @@ export class LoginThrottle {
     return Math.ceil((1 - bucket.tokens) * this.refillMs)
   }
 
+  /**
+   * Takes a token before an uncached check (so parallel guesses cannot all pass the gate before the
+   * first one fails). False when none is left. Give it back with `refund` when the login succeeds.
+   */
+  take(address: string): boolean {
+    if (this.retryAfterMs(address) > 0) return false
+    this.fail(address)
+    return true
+  }
+
+  /** Returns the token of a check that succeeded. */
+  refund(address: string): void {
+    const bucket = this.refill(address)
+    if (bucket) bucket.tokens = Math.min(this.burst, bucket.tokens + 1)
+  }
+
   /** Records one failed login from the address. */
   fail(address: string): void {
     const bucket = this.refill(address) ?? { tokens: this.burst, updated: this.now() }

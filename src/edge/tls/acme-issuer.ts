@@ -249,6 +249,9 @@ export class AcmeIssuer {
     const keyAuthorization = await client.getChallengeKeyAuthorization(challenge)
     const { challenges } = this.options
     challenges.add(challenge.token, keyAuthorization, name)
+    // Shared too, so another Berth on the same certs/ that holds the HTTP port (and waits for our lock) can answer.
+    const sharedKey = certKeys.challenge(this.options.issuer, challenge.token)
+    await this.options.store.store(sharedKey, JSON.stringify({ name, keyAuthorization }))
     let hint: string | undefined
     let completed = false
     try {
@@ -272,6 +275,7 @@ export class AcmeIssuer {
       throw new AcmeError('VALIDATION_FAILED', `${explained.message}. ${hint}`, { cause: error })
     } finally {
       challenges.remove(challenge.token)
+      await this.options.store.delete(sharedKey).catch(() => {})
     }
   }
 

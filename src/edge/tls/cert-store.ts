@@ -7,6 +7,7 @@
  *   certs/
  *     acme/<issuer>/account.key                      ECDSA P-256 account key, 0600
  *     acme/<issuer>/account.json                     { url, contact, directoryUrl, createdAt }
+ *     acme/<issuer>/challenges/<token>.json          pending HTTP-01 answer { name, keyAuthorization }, while an order runs
  *     certificates/<issuer>/<name>/<name>.crt        full chain PEM, leaf first
  *     certificates/<issuer>/<name>/<name>.key        certificate key, 0600
  *     certificates/<issuer>/<name>/<name>.json       CertificateMeta: names, dates, ARI, retry state
@@ -87,6 +88,8 @@ export function issuerKey(directoryUrl: string): string {
 export const certKeys = {
   accountKey: (issuer: string) => `acme/${issuer}/account.key`,
   accountMeta: (issuer: string) => `acme/${issuer}/account.json`,
+  challenges: (issuer: string) => `acme/${issuer}/challenges`,
+  challenge: (issuer: string, token: string) => `acme/${issuer}/challenges/${safeSegment(token)}.json`,
   siteFolder: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}`,
   siteCert: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.crt`,
   siteKey: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.key`,
