@@ -113,7 +113,7 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
         .map(([name, address]) => `${address} ${name}\n`)
         .join(''),
   )
-  // The daemon refuses to start without a readable daemon.json only if one exists; keep it explicit.
+  // The daemon sees this folder as /etc/docker: an empty daemon.json means no host settings leak in.
   await writeFile(path.join(etcDocker, 'daemon.json'), '{}\n')
 
   const dockerdArgs = [
