@@ -142,6 +142,7 @@ async function main(): Promise<void> {
   const cleanup = async () => {
     await Promise.allSettled(stacks.map((stack) => stack.stop()))
     for (const stack of stacks) {
+      await mkdir(path.join(outDir, 'logs', stack.name), { recursive: true })
       for (const log of stack.logs) await cp(log, path.join(outDir, 'logs', stack.name, path.basename(log))).catch(() => {})
     }
     await rm(clientRoot, { recursive: true, force: true })
@@ -444,6 +445,7 @@ async function writeResults(outDir: string, results: CaseResult[], rows: string[
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`)
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n` +
+    '(the stacks\' logs are in the results folder, logs/)\n')
   process.exitCode = 1
 })

@@ -8,7 +8,7 @@
  * - berth: the built bundle, `node dist/berth.cjs serve ...`, with the same cert, key and htpasswd.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import https from 'node:https'
 import path from 'node:path'
@@ -30,12 +30,17 @@ export interface Stack {
   stop(): Promise<void>
 }
 
+/**
+ * Starts a server with stdout and stderr going straight to a log file (the child writes to the
+ * file itself: piping its output through this process would cost the harness CPU during rate tests).
+ */
 function spawnLogged(command: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv): ChildProcess {
-  const log = createWriteStream(logFile, { flags: 'a' })
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env })
-  child.stdout!.pipe(log)
-  child.stderr!.pipe(log)
-  return child
+  const fd = openSync(logFile, 'a')
+  try {
+    return spawn(command, args, { stdio: ['ignore', fd, fd], env: env ?? process.env })
+  } finally {
+    closeSync(fd) // the child holds its own copy
+  }
 }
 
 async function tail(file: string, lines = 20): Promise<string> {
