@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /** Entry point of the `berth` command (dist/berth.cjs and the single binary run this). */
 import { runCli } from './cli/program.js'
 
