@@ -138,6 +138,23 @@ test('registry to registry: copy between repositories of Berth, then list the ta
   t.deepEqual(await listTags(to, plainHttp), ['copied'])
 })
 
+test('three clients pushing the same new image at once all succeed, and the image is intact', async (t) => {
+  const { berth, source } = env()
+  const image = await source.addImage({ tag: 'race', layers: [2 * 1024 * 1024, 512 * 1024, 10] })
+  const remote = `docker://${berth.hostPort}/skopeo/race`
+  // Same blobs uploaded in parallel, same manifest and tag written in parallel, plus a second repository.
+  await Promise.all([
+    copy(source.ref('race'), `${remote}:latest`, { dest: plainHttp }),
+    copy(source.ref('race'), `${remote}:latest`, { dest: plainHttp }),
+    copy(source.ref('race'), `docker://${berth.hostPort}/skopeo/race-other:latest`, { dest: plainHttp }),
+  ])
+  t.true((await inspectRaw(`${remote}:latest`, plainHttp)).equals(image.manifestBytes))
+  t.true((await inspectRaw(`docker://${berth.hostPort}/skopeo/race-other:latest`, plainHttp)).equals(image.manifestBytes))
+  const out = await freshLayout()
+  await copy(`${remote}:latest`, out.ref('race'), { src: plainHttp })
+  await assertImage(t, out, image)
+})
+
 test('a manifest that does not exist is reported as unknown, not as a server error', async (t) => {
   const { berth } = env()
   const error = await t.throwsAsync(inspectRaw(`docker://${berth.hostPort}/skopeo/nothing-here:latest`, plainHttp))
