@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto'
 import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, mkdir, readFile, stat } from 'node:fs/promises'
-import { createServer, type Server as HttpServer } from 'node:http'
+import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Config } from './config/config.js'
@@ -66,7 +66,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
   const { provider, challenges, source, hints } = await certificateFor(config, logger)
 
-  let engine: { app: RegistryApp; server: HttpServer; url: string } | undefined
+  let engine: { app: RegistryApp; server: HttpServer; url: string; drain: Drain } | undefined
   let upstream: { url: string; secret?: string }
   if (storage === undefined) {
     upstream = { url: config.upstream ?? '' }
@@ -75,7 +75,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // process on this machine that finds the loopback port still cannot skip authentication.
     const secret = randomBytes(32).toString('base64url')
     const app = createRegistryApp({ driver: new FilesystemDriver(storage), logger, internalSecret: secret })
-    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (request, response) => app.handle(request, response))
+    const drain = new Drain()
+    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (request, response) => {
+      if (drain.isDraining) return drain.refuse(response)
+      drain.track(response)
+      app.handle(request, response)
+    })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(0, '127.0.0.1', () => {
@@ -84,7 +89,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       })
     })
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-    engine = { app, server, url }
+    engine = { app, server, url, drain }
     upstream = { url, secret }
   }
 
@@ -127,11 +132,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     auth,
     close(graceMs = 10_000) {
       closing ??= (async () => {
+        // Requests in flight (a layer upload) get up to graceMs to finish; new ones get 503 meanwhile.
+        if (engine !== undefined) await engine.drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
         await provider?.stop().catch(() => {})
         if (engine !== undefined) {
-          await closeHttpServer(engine.server, graceMs)
-          await Promise.race([engine.app.close(), delay(graceMs)])
+          await closeHttpServer(engine.server, 0)
+          await Promise.race([engine.app.close(), delay(1000)])
         }
       })()
       return closing
@@ -293,6 +300,51 @@ async function closeHttpServer(server: HttpServer, graceMs: number): Promise<voi
   const timer = setTimeout(() => server.closeAllConnections(), graceMs)
   await closed
   clearTimeout(timer)
+}
+
+/**
+ * Shutdown bookkeeping of the engine's listener: counts responses in flight and, once draining,
+ * answers new requests with 503 so clients retry elsewhere or later while uploads finish.
+ */
+const RELAY_SETTLE_MS = 300
+
+class Drain {
+  private active = 0
+  private draining = false
+  private onIdle: (() => void) | undefined
+
+  get isDraining(): boolean {
+    return this.draining
+  }
+
+  track(response: ServerResponse): void {
+    this.active++
+    response.once('close', () => {
+      this.active--
+      if (this.active === 0) this.onIdle?.()
+    })
+  }
+
+  refuse(response: ServerResponse): void {
+    response.writeHead(503, {
+      'content-type': 'application/json',
+      'docker-distribution-api-version': 'registry/2.0',
+      'retry-after': '10',
+      connection: 'close',
+    })
+    response.end(JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'the registry is shutting down', detail: null }] }))
+  }
+
+  /**
+   * Resolves when nothing is in flight any more, or after graceMs. The engine's last response is
+   * then still on its way through the edge's proxy to the client, so it gets a moment to get there.
+   */
+  async start(graceMs: number): Promise<void> {
+    this.draining = true
+    if (this.active === 0) return
+    await Promise.race([new Promise<void>(resolve => (this.onIdle = resolve)), delay(graceMs)])
+    await delay(RELAY_SETTLE_MS)
+  }
 }
 
 function delay(ms: number): Promise<void> {

@@ -1,0 +1,72 @@
+/**
+ * `berth serve` stops gracefully: on SIGTERM an upload that is streaming finishes (up to the grace
+ * period), new requests are refused meanwhile, and the process exits 0.
+ */
+import http from 'node:http'
+import path from 'node:path'
+import test from 'ava'
+import { MAIN } from '../helpers/berth.js'
+import { freePort, makeTempDir, removeDir, startDaemon, waitFor, type Daemon } from '../helpers/procs.js'
+
+let berth: Daemon | undefined
+let work: string | undefined
+
+test.after.always(async () => {
+  await berth?.stop()
+  if (work) await removeDir(work)
+})
+
+function send(port: number, method: string, url: string, body?: (request: http.ClientRequest) => void): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, method, path: url, headers: body ? { 'content-type': 'application/octet-stream' } : {} }, response => {
+      response.resume()
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers }))
+    })
+    request.on('error', reject)
+    if (body) body(request)
+    else request.end()
+  })
+}
+
+test('SIGTERM lets a streaming upload finish, then exits 0', async t => {
+  work = await makeTempDir('cli-shutdown')
+  const port = await freePort()
+  let output = ''
+  berth = startDaemon('berth-shutdown', process.execPath, ['--import', 'tsx', MAIN, 'serve', '--local', '--host', '127.0.0.1', '--port', String(port), '--datadir', path.join(work, 'datadir')], {
+    onOutput: text => (output += text),
+  })
+  await waitFor('berth to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 30_000, daemon: berth })
+
+  const started = await send(port, 'POST', '/v2/shutdown/test/blobs/uploads/')
+  t.is(started.status, 202)
+  const location = String(started.headers.location)
+
+  // A chunk that streams for ~1.5 s; SIGTERM arrives after the first piece.
+  let sentSignal = false
+  const patch = send(port, 'PATCH', location, request => {
+    let pieces = 0
+    const timer = setInterval(() => {
+      request.write(Buffer.alloc(64 * 1024, pieces))
+      pieces++
+      if (pieces === 2 && !sentSignal) {
+        sentSignal = true
+        berth!.child.kill('SIGTERM')
+      }
+      if (pieces === 15) {
+        clearInterval(timer)
+        request.end()
+      }
+    }, 100)
+  })
+  const result = await patch.catch((error: Error) => {
+    t.log(output)
+    throw error
+  })
+  t.true(sentSignal)
+  t.is(result.status, 202, 'the upload chunk in flight was accepted completely')
+  t.is(result.headers.range, `0-${15 * 64 * 1024 - 1}`)
+  const exit = await berth.exited
+  t.is(exit.code, 0)
+  t.regex(output, /shutting down/)
+  t.regex(output, /stopped/)
+})
