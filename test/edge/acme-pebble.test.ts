@@ -4,7 +4,7 @@
  * verify against pebble's root. Serial: the tests share one pebble and count its orders.
  */
 import test from 'ava'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -16,7 +16,6 @@ import { startEdge, type Edge } from '../../src/edge/edge.js'
 import { createLogger, type Logger } from '../../src/log.js'
 import { AcmeCertificateProvider, type AcmeProviderOptions, type CertificateMeta } from '../../src/edge/tls/acme-provider.js'
 import { AcmeError } from '../../src/edge/tls/acme-options.js'
-import { combineResponders } from '../../src/edge/tls/acme-challenges.js'
 import { certKeys, issuerKey } from '../../src/edge/tls/cert-store.js'
 import { freePort, startAcmeFront, startPebble, type Pebble } from '../helpers/pebble.js'
 import { ariCertId } from '../../src/edge/tls/acme-ari.js'
@@ -315,23 +314,27 @@ test.serial('CA down: the old certificate stays served, retries back off and the
   t.true(restartLines.some((line) => /does not know our ACME account any more/.test(line)))
 })
 
-test.serial('two providers sharing one certs folder place one order and serve the same certificate', async (t) => {
+test.serial('two providers sharing one certs folder place one order; the one holding the HTTP port answers for the other', async (t) => {
   const certsDir = await tempCerts()
-  const logger = createLogger({ level: 'error', write: () => {} })
-  const a = new AcmeCertificateProvider(providerOptions(certsDir, logger))
-  const b = new AcmeCertificateProvider(providerOptions(certsDir, logger, { checkIntervalMs: 200 }))
+  const linesA: string[] = []
+  const linesB: string[] = []
   const orders = pebble.orderCount()
-  // One port-80 listener in front of both (as a load balancer would send the CA to either instance).
-  const edge = await startEdge({
-    mode: 'https', host: '127.0.0.1', httpPort, httpsPort: 0, domains: ['localhost'],
-    certificate: a, challenges: combineResponders(a.challenges, b.challenges), upstream: { url: upstreamUrl }, logger,
-  })
-  t.teardown(() => edge.close())
-  await b.start()
+  // B has no listener at all: whatever it orders, only A (behind the edge, on pebble's port) can answer.
+  const b = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(linesB)))
   t.teardown(() => b.stop())
+  await b.start()
+  await waitFor(async () => (await readdir(join(certsDir, 'locks')).catch(() => [])).some((name) => name.startsWith('issue_cert')), 5_000, 'B to take the issue lock')
+  const a = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(linesA)))
+  const edge = await edgeWith(a, collectingLogger(linesA))
+  t.teardown(() => edge.close())
   const [fromA, fromB] = await Promise.all([a.ready(), b.ready()])
   t.is(fromA.cert, fromB.cert)
   t.is(pebble.orderCount(), orders + 1, 'one order between them')
+  t.true(linesB.some((line) => /ACME order placed/.test(line)), 'B ordered')
+  t.false(linesA.some((line) => /ACME order placed/.test(line)), 'A did not')
+  t.true(linesA.some((line) => /ACME challenge answered on the HTTP port/.test(line)), 'A answered B\'s challenge from the shared store')
+  t.true(linesA.some((line) => /certificate renewed by another Berth process/.test(line)))
+  t.deepEqual(await readdir(join(certsDir, 'acme', issuerKey(pebble.directoryUrl), 'challenges')), [], 'shared challenges are cleaned up')
 })
 
 test.serial('a closed HTTP port is reported in words a user can act on', async (t) => {

@@ -9,6 +9,8 @@ import type { ChallengeResponder } from './certificate-source.js'
 interface Pending {
   keyAuthorization: string
   name: string
+  /** Read from the shared store (another Berth process's order), not added by our own order. */
+  shared?: boolean
   /** Log the next fetch: set once our own self-check is done, so the log line means "the CA fetched it". */
   logNextAnswer: boolean
 }
@@ -38,6 +40,19 @@ export class MemoryChallengeResponder implements ChallengeResponder {
 
   remove(token: string): void {
     this.pending.delete(token)
+  }
+
+  /**
+   * Replaces the challenges copied from the shared store with `entries` (another process is ordering
+   * while we wait for its lock; the CA may reach us instead of it). Our own challenges are kept.
+   */
+  syncShared(entries: ReadonlyArray<{ token: string; name: string; keyAuthorization: string }>): void {
+    const wanted = new Set(entries.map((e) => e.token))
+    for (const [token, entry] of this.pending) if (entry.shared && !wanted.has(token)) this.pending.delete(token)
+    for (const entry of entries) {
+      if (this.pending.has(entry.token)) continue
+      this.pending.set(entry.token, { keyAuthorization: entry.keyAuthorization, name: entry.name, logNextAnswer: true, shared: true })
+    }
   }
 
   /** From now on, log the first fetch of this token (the CA's, after our self-check). */

@@ -35,6 +35,8 @@ export interface AcmeIssuerOptions {
   httpChallengePort?: number
   /** Fetch our own challenge before telling the CA, to explain DNS/port problems (default true). */
   selfCheck?: boolean
+  /** Wait between sharing a challenge in the store and telling the CA (default 500 ms). */
+  sharedChallengeDelayMs?: number
   /** Polling of pending challenges/orders (acme-client backoff). */
   pollMinMs?: number
   pollMaxMs?: number
@@ -251,7 +253,9 @@ export class AcmeIssuer {
     challenges.add(challenge.token, keyAuthorization, name)
     // Shared too, so another Berth on the same certs/ that holds the HTTP port (and waits for our lock) can answer.
     const sharedKey = certKeys.challenge(this.options.issuer, challenge.token)
-    await this.options.store.store(sharedKey, JSON.stringify({ name, keyAuthorization }))
+    await this.options.store.store(sharedKey, JSON.stringify({ token: challenge.token, name, keyAuthorization }))
+    // Give processes polling the store (every 100 ms while they wait for our lock) time to pick it up.
+    const sharedReadyAt = Date.now() + (this.options.sharedChallengeDelayMs ?? 500)
     let hint: string | undefined
     let completed = false
     try {
@@ -260,6 +264,8 @@ export class AcmeIssuer {
         if (hint) this.logger.warn(`self-check of the HTTP-01 challenge failed, asking the CA anyway: ${hint}`, { domain: name })
         else this.logger.info('self-check of the HTTP-01 challenge passed', { domain: name })
       }
+      const remaining = sharedReadyAt - Date.now()
+      if (remaining > 0) await new Promise((r) => setTimeout(r, remaining))
       signal?.throwIfAborted()
       challenges.logNextAnswer(challenge.token)
       this.lastProblem = undefined

@@ -309,7 +309,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
     const acme = this.acme
     if (!acme || this.stopped) throw new AcmeError('ORDER_FAILED', 'the ACME provider is not running')
     const signal = this.abort.signal
-    const unlock = await this.store.lock(certKeys.issueLock(this.issuer, this.mainName), signal)
+    const unlock = await this.lockWhileAnswering(signal)
     try {
       // Someone (another process, or us before a restart) may have done the work while we waited.
       this.meta = (await this.loadMeta()) ?? this.meta
@@ -350,6 +350,45 @@ export class AcmeCertificateProvider implements CertificateProvider {
     } finally {
       await unlock()
     }
+  }
+
+  /**
+   * Takes the issue lock. While another process holds it (and is probably ordering), copy its pending
+   * challenges from the store into our responder: the CA may be routed to our HTTP port instead of its.
+   */
+  private async lockWhileAnswering(signal: AbortSignal): Promise<() => Promise<void>> {
+    let waiting = true
+    const locked = this.store.lock(certKeys.issueLock(this.issuer, this.mainName), signal).finally(() => {
+      waiting = false
+    })
+    const sync = async (): Promise<void> => {
+      while (waiting) {
+        await this.syncSharedChallenges().catch((error: unknown) => this.logger.debug('could not read shared challenges', { error: describe(error) }))
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      this.responder.syncShared([])
+    }
+    const syncing = sync()
+    try {
+      return await locked
+    } finally {
+      await syncing
+    }
+  }
+
+  private async syncSharedChallenges(): Promise<void> {
+    const entries: Array<{ token: string; name: string; keyAuthorization: string }> = []
+    for (const key of await this.store.list(certKeys.challenges(this.issuer))) {
+      try {
+        const entry = JSON.parse((await this.store.load(key)).toString('utf8')) as { token?: unknown; name?: unknown; keyAuthorization?: unknown }
+        if (typeof entry.token === 'string' && typeof entry.name === 'string' && typeof entry.keyAuthorization === 'string') {
+          entries.push({ token: entry.token, name: entry.name, keyAuthorization: entry.keyAuthorization })
+        }
+      } catch {
+        // Deleted or half-visible between list and load: the next pass sees the settled state.
+      }
+    }
+    this.responder.syncShared(entries)
   }
 
   private async recordFailure(error: unknown, attemptAt: number): Promise<void> {

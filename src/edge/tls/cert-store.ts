@@ -89,7 +89,11 @@ export const certKeys = {
   accountKey: (issuer: string) => `acme/${issuer}/account.key`,
   accountMeta: (issuer: string) => `acme/${issuer}/account.json`,
   challenges: (issuer: string) => `acme/${issuer}/challenges`,
-  challenge: (issuer: string, token: string) => `acme/${issuer}/challenges/${safeSegment(token)}.json`,
+  /** Tokens are base64url (RFC 8555 §8.1), case matters: used as is, anything else refused. */
+  challenge: (issuer: string, token: string) => {
+    if (!/^[A-Za-z0-9_-]+$/.test(token)) throw new TypeError('an ACME token must be base64url')
+    return `acme/${issuer}/challenges/${token}.json`
+  },
   siteFolder: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}`,
   siteCert: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.crt`,
   siteKey: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.key`,
@@ -167,7 +171,7 @@ export class FileCertStore implements CertStore {
   async list(prefix: string): Promise<string[]> {
     try {
       const entries = await readdir(this.path(prefix), { withFileTypes: true })
-      return entries.filter((e) => e.isFile()).map((e) => `${prefix}/${e.name}`).sort()
+      return entries.filter((e) => e.isFile() && !e.name.endsWith('.tmp')).map((e) => `${prefix}/${e.name}`).sort()
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
       throw error
