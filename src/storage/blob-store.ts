@@ -44,6 +44,25 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Refreshes the stored blob's modification time and returns it, or undefined when it is not
+   * stored. Every writer that re-uses a stored blob calls this *instead of* a plain stat: garbage
+   * collection never deletes a blob touched after its run's cut-off (storage/gc.ts), and a blob it
+   * has already taken away fails the touch, so the writer stores the bytes again.
+   */
+  async touch(digest: Digest | string): Promise<BlobInfo | undefined> {
+    const d = toDigest(digest)
+    const path = blobDataPath(d)
+    try {
+      await this.driver.touch(path)
+      const info = await this.driver.stat(path)
+      return info.isDir ? undefined : { digest: d.value, size: info.size }
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return undefined
+      throw error
+    }
+  }
+
   /** Whether `name` links the blob (as a layer/config, or as a manifest revision). */
   async isLinked(name: string, digest: Digest | string): Promise<boolean> {
     const d = toDigest(digest)
@@ -100,9 +119,9 @@ export class BlobStore {
    */
   async mount(name: string, digest: Digest | string, from?: string): Promise<BlobInfo | undefined> {
     const d = toDigest(digest)
-    const info = await this.statGlobal(d)
-    if (info === undefined) return undefined
     if (from !== undefined && from !== name && !(await this.isLinked(from, d))) return undefined
+    const info = await this.touch(d) // not statGlobal: see touch()
+    if (info === undefined) return undefined
     await this.link(name, d)
     return info
   }
@@ -110,7 +129,7 @@ export class BlobStore {
   /** Stores small content (a manifest) under its digest unless already stored. Atomic. */
   async putContent(digest: Digest | string, content: Uint8Array): Promise<void> {
     const d = toDigest(digest)
-    if ((await this.statGlobal(d)) !== undefined) return
+    if ((await this.touch(d)) !== undefined) return // not statGlobal: see touch()
     await this.driver.putContent(blobDataPath(d), content)
   }
 
@@ -128,10 +147,13 @@ export class BlobStore {
    * Makes verified bytes at `sourcePath` the blob `digest`: a rename when new; when the blob is
    * already stored (content addressed, so identical) the source is left for the caller to delete.
    * Two uploads of the same blob racing here both succeed: rename replaces atomically.
+   * The source is touched before the move, so a new blob never shows an old modification time
+   * (an upload's last byte may be older than garbage collection's grace period).
    */
   async adopt(sourcePath: string, digest: Digest | string): Promise<void> {
     const d = toDigest(digest)
-    if ((await this.statGlobal(d)) !== undefined) return
+    if ((await this.touch(d)) !== undefined) return // not statGlobal: see touch()
+    await this.driver.touch(sourcePath)
     await this.driver.move(sourcePath, blobDataPath(d))
   }
 }

@@ -71,19 +71,23 @@ export class ManifestStore {
   }
 
   async #checkReferences(name: string, manifest: ParsedManifest): Promise<void> {
+    // Touch, not stat: a blob or child revision touched here is safe from a concurrent garbage
+    // collection run, and one it has already taken fails the touch (storage/gc.ts).
     const checks: Promise<void>[] = manifest.blobs.map(async digest => {
-      try {
-        await this.blobs.stat(name, digest)
-      } catch (error) {
-        if (error instanceof BlobUnknownError) throw new ManifestBlobUnknownError(digest.value)
-        throw error
+      if (!(await this.blobs.isLinked(name, digest)) || (await this.blobs.touch(digest)) === undefined) {
+        throw new ManifestBlobUnknownError(digest.value)
       }
     })
     for (const child of manifest.manifests) {
       checks.push(
         (async () => {
           const digest = parseDigest(child.digest)
-          if (!(await this.hasRevision(name, digest))) throw new ManifestBlobUnknownError(digest.value)
+          try {
+            await this.driver.touch(manifestRevisionLinkPath(name, digest))
+          } catch (error) {
+            if (error instanceof PathNotFoundError) throw new ManifestBlobUnknownError(digest.value)
+            throw error
+          }
         })(),
       )
     }

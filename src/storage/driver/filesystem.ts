@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { constants, type Stats } from 'node:fs'
-import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import {
@@ -248,6 +248,16 @@ export class FilesystemDriver implements StorageDriver {
   async stat(path: string): Promise<FileInfo> {
     try {
       return toInfo(path, await stat(this.#resolve(path)))
+    } catch (error) {
+      throw this.#wrap(path, error)
+    }
+  }
+
+  async touch(path: string): Promise<void> {
+    const file = this.#resolve(path)
+    try {
+      const now = new Date()
+      await utimes(file, now, now)
     } catch (error) {
       throw this.#wrap(path, error)
     }

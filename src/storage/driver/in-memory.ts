@@ -101,6 +101,10 @@ export class InMemoryDriver implements StorageDriver {
     throw new PathNotFoundError(path)
   }
 
+  async touch(path: string): Promise<void> {
+    this.#file(path).modTime = new Date()
+  }
+
   async list(path: string): Promise<string[]> {
     assertValidPath(path)
     const prefix = path === '/' ? '/' : `${path}/`

@@ -48,6 +48,13 @@ export interface StorageDriver {
   writer(path: string, options?: { append?: boolean }): Promise<FileWriter>
   /** Rejects with PathNotFoundError. */
   stat(path: string): Promise<FileInfo>
+  /**
+   * Sets an existing object's modification time to now without touching its bytes. Rejects with
+   * PathNotFoundError when the object is missing. Garbage collection relies on it: a writer that
+   * re-uses a stored blob or link touches it first, and a failed touch means "not there" (see
+   * storage/gc.ts).
+   */
+  touch(path: string): Promise<void>
   /** Full paths of the direct children of a directory. Rejects with PathNotFoundError. */
   list(path: string): Promise<string[]>
   /** Moves an object, replacing any at the destination. Rejects with PathNotFoundError for a missing source. */
