@@ -177,10 +177,18 @@ export class UpstreamProxy {
       })
 
       let failed = false
+      let responded = false
       const fail = (error: Error): void => {
         if (failed) return
         failed = true
         req.unpipe(upstream)
+        if (responded && !(error instanceof BodyTooLargeError)) {
+          // The upstream already answered (often early, e.g. 401/404 while a body was still coming):
+          // a failure writing the rest of the body must not cut that answer, so the response stream
+          // is left alone; its pipeline ends the client side if the response itself breaks.
+          done(`upstream: ${error.message}`)
+          return
+        }
         upstream.destroy()
         if (error instanceof BodyTooLargeError) {
           if (!res.headersSent) {
@@ -203,6 +211,7 @@ export class UpstreamProxy {
 
       upstream.on('error', fail)
       upstream.on('response', response => {
+        responded = true
         const out: OutgoingHttpHeaders = {}
         for (const [name, value] of Object.entries(response.headers)) {
           if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value

@@ -439,3 +439,12 @@ test('a stalled upload is ended by the idle timeout (no total timeout), and the 
   t.true(upstream.seen[0]!.aborted)
   t.false(upstream.seen[0]!.complete)
 })
+
+test('an upstream that answers before reading the whole upload (404 upload unknown) gets its answer to the client intact', async t => {
+  const { edge } = await setup(t)
+  for (let i = 0; i < 3; i++) {
+    const result = await curl([...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${edge.urls.https!}/early-reject`], Buffer.alloc(32 * 1024 * 1024, 3))
+    t.is(result.status, 404, result.stderr)
+    t.is(JSON.parse(result.body).errors[0].code, 'BLOB_UPLOAD_UNKNOWN')
+  }
+})

@@ -2,6 +2,7 @@
  * A tiny upstream for edge tests: records what reached it and how each exchange ended.
  *   GET  /download/<bytes>[?slow]  streams that many bytes (slowly with ?slow: 64 KiB every 20 ms)
  *   GET  /die-mid-body             sends headers and half a body, then destroys the socket
+ *   *    /early-reject             answers 404 at once without reading the request body
  *   *    anything else             reads the whole body, answers JSON {received, headers, url}
  */
 import http from 'node:http'
@@ -71,6 +72,13 @@ export async function startUpstream(): Promise<Upstream> {
         }
       }
       pump()
+      return
+    }
+    if (req.url === '/early-reject') {
+      // Answers at once without reading the body, as a registry does for an unknown upload.
+      const body = JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_UNKNOWN', message: 'upload unknown', detail: null }] })
+      res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
       return
     }
     if (req.url === '/die-mid-body') {
