@@ -10,6 +10,19 @@ import { silentLogger } from '../../log.js'
 import { toTlsCertificate } from './certificate-info.js'
 import type { CertificateProvider, TlsCertificate } from './certificate-source.js'
 
+/** One process listener for every provider (tests run many), so Node does not warn about a leak. */
+const sighupListeners = new Set<() => void>()
+const onProcessSighup = (): void => {
+  for (const listener of sighupListeners) listener()
+}
+function watchSighup(listener: () => void): void {
+  if (sighupListeners.size === 0) process.on('SIGHUP', onProcessSighup)
+  sighupListeners.add(listener)
+}
+function unwatchSighup(listener: () => void): void {
+  if (sighupListeners.delete(listener) && sighupListeners.size === 0) process.off('SIGHUP', onProcessSighup)
+}
+
 export interface FileCertificateProviderOptions {
   /** PEM certificate chain, leaf first (certbot `fullchain.pem`). */
   certPath: string
@@ -54,13 +67,13 @@ export class FileCertificateProvider implements CertificateProvider {
     this.logger.info('TLS certificate loaded', this.describe(this.certificate))
     this.timer = setInterval(() => void this.reload(false), this.options.pollMs ?? 5000)
     this.timer.unref()
-    if (this.options.reloadOnSighup ?? true) process.on('SIGHUP', this.onSighup)
+    if (this.options.reloadOnSighup ?? true) watchSighup(this.onSighup)
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
-    process.off('SIGHUP', this.onSighup)
+    unwatchSighup(this.onSighup)
   }
 
   /** Re-reads the files now (forced) or only if their stat changed. Resolves after the attempt; never rejects. */
