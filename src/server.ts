@@ -60,9 +60,9 @@ export class ListenError extends Error {
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
-  const auth = await checkHtpasswd(config, logger)
   const storage = config.upstream === undefined ? join(config.datadir, 'data') : undefined
   if (storage !== undefined) await prepareFolder(storage, 'datadir', config.datadir)
+  const auth = await checkHtpasswd(config, logger)
 
   const { provider, challenges, source, hints } = await certificateFor(config, logger)
 
@@ -114,6 +114,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   let edge: Edge
   try {
     if (provider !== undefined) await provider.start()
+    // Without --domain, the names on the certificate are the names port 80 redirects for.
+    if (options.domains.length === 0) options.domains = [...(provider?.current()?.names ?? [])]
     edge = await startEdge(options)
   } catch (error) {
     await provider?.stop().catch(() => {})
