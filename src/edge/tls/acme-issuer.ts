@@ -83,6 +83,7 @@ export class AcmeIssuer {
   private clientPromise: Promise<acme.Client> | undefined
   private lastProblem: Problem | undefined
   private lastRequestUrl: string | undefined
+  private directoryCache: { value: Record<string, unknown>; fetchedAt: number } | undefined
 
   constructor(options: AcmeIssuerOptions) {
     configureAcmeHttp()
@@ -208,9 +209,21 @@ export class AcmeIssuer {
     signal?.throwIfAborted()
     this.lastProblem = undefined
     let order: acme.Order
+    const identifiers = names.map((value) => ({ type: 'dns', value }))
     try {
-      const payload = { identifiers: names.map((value) => ({ type: 'dns', value })), ...(options.replaces ? { replaces: options.replaces } : {}) }
-      order = await client.createOrder(payload as Parameters<acme.Client['createOrder']>[0])
+      try {
+        const payload = { identifiers, ...(options.replaces ? { replaces: options.replaces } : {}) }
+        order = await client.createOrder(payload as Parameters<acme.Client['createOrder']>[0])
+      } catch (error) {
+        // `replaces` (RFC 9773 §5) is a courtesy; a CA refusing it (already replaced, unknown certificate)
+        // must not block the renewal itself.
+        const problem = this.recorded()
+        const status = problem?.status ?? 0
+        if (!options.replaces || status === 429 || status < 400 || status >= 500) throw error
+        this.logger.warn('the CA refused the ARI "replaces" field; ordering without it', { detail: problem?.detail })
+        this.lastProblem = undefined
+        order = await client.createOrder({ identifiers })
+      }
     } catch (error) {
       throw await this.explain(error, 'ORDER_FAILED', 'placing the certificate order failed')
     }
@@ -317,15 +330,33 @@ export class AcmeIssuer {
    * `renewalInfo`. Errors reject; callers treat ARI as advisory and fall back to the lifetime ratio.
    */
   async renewalInfo(certId: string, now: number): Promise<RenewalInfo | undefined> {
-    const client = await this.client()
-    // The directory is public; acme-client caches it for a day.
-    const directory = await (client as unknown as { api: { http: { getDirectory(): Promise<Record<string, unknown>> } } }).api.http.getDirectory()
-    const base = directory['renewalInfo']
+    const base = (await this.directory())['renewalInfo']
     if (typeof base !== 'string') return undefined
     const response = await acme.axios.get(renewalInfoUrl(base, certId), { validateStatus: null, responseType: 'json' })
     if (response.status !== 200) throw new AcmeError('ORDER_FAILED', `renewalInfo answered HTTP ${response.status}`)
     const body: unknown = typeof response.data === 'string' ? JSON.parse(response.data) : response.data
     return parseRenewalInfo(body, response.headers['retry-after'] as string | undefined, now)
+  }
+
+  /** The last ACME error response (read through a method: TypeScript can't see the interceptor set it). */
+  private recorded(): Problem | undefined {
+    return this.lastProblem
+  }
+
+  /** Whether the directory advertises ARI, as far as we know without asking (undefined: not fetched yet). */
+  get offersRenewalInfo(): boolean | undefined {
+    return this.directoryCache ? typeof this.directoryCache.value['renewalInfo'] === 'string' : undefined
+  }
+
+  /** The directory (public, no account needed), cached for a day like acme-client does. */
+  private async directory(): Promise<Record<string, unknown>> {
+    if (this.directoryCache && Date.now() - this.directoryCache.fetchedAt < 86_400_000) return this.directoryCache.value
+    const response = await acme.axios.get(this.options.directoryUrl, { validateStatus: null, responseType: 'json' })
+    if (response.status !== 200 || typeof response.data !== 'object' || response.data === null) {
+      throw new AcmeError('CA_UNREACHABLE', `the ACME directory ${this.options.directoryUrl} answered HTTP ${response.status}`)
+    }
+    this.directoryCache = { value: response.data as Record<string, unknown>, fetchedAt: Date.now() }
+    return this.directoryCache.value
   }
 
   /** Turns whatever acme-client threw into an AcmeError a user can act on. */

@@ -208,7 +208,10 @@ export class AcmeCertificateProvider implements CertificateProvider {
     if (this.timer) clearTimeout(this.timer)
     this.abort.abort(new AcmeError('ORDER_FAILED', 'stopped'))
     this.rejectFirst(new AcmeError('ORDER_FAILED', 'the ACME provider was stopped before it had a certificate'))
-    await this.queue.catch(() => {})
+    // An order in flight stops at its next step; don't hold a shutdown hostage to a slow CA.
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.queue.catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, 3_000)))])
+    clearTimeout(timer)
     this.acme?.close()
   }
 
@@ -450,7 +453,9 @@ export class AcmeCertificateProvider implements CertificateProvider {
       await this.saveMeta(this.meta)
       if (!keep) this.logger.info('CA renewal window (ARI) updated', { windowStart: info.windowStart.toISOString(), windowEnd: info.windowEnd.toISOString(), renewAt: selectedAt, explanation: info.explanationUrl })
     } catch (error) {
-      this.logger.warn('could not fetch the CA\'s renewal information (ARI); using the lifetime rule', { error: describe(error) })
+      // Only worth a warning when the CA is known to offer ARI; otherwise (CA down at start) the order path reports it.
+      const log = acme.offersRenewalInfo ? this.logger.warn : this.logger.debug
+      log('could not fetch the CA\'s renewal information (ARI); using the lifetime rule', { error: describe(error) })
     }
   }
 
