@@ -2,7 +2,7 @@ import test from 'ava'
 import { execFileSync } from 'node:child_process'
 import bcrypt from 'bcryptjs'
 import { CredentialVerifier, formatHtpasswdLine, hashPassword, HtpasswdError, parseHtpasswd } from '../../src/edge/auth/htpasswd.js'
-import { parseBasicAuthorization } from '../../src/edge/auth/basic-auth.js'
+import { parseBasicAuthorization, throttleKey } from '../../src/edge/auth/basic-auth.js'
 import { LoginThrottle } from '../../src/edge/auth/throttle.js'
 
 test('a file written by Apache htpasswd -B ($2y$) is accepted and verifies', async t => {
@@ -130,4 +130,14 @@ test('the login throttle slows one address without touching others', t => {
   t.is(throttle.retryAfterMs('2.2.2.2'), 0)
   now += 1000
   t.is(throttle.retryAfterMs('1.1.1.1'), 0)
+})
+
+test('throttle keys: IPv4 as is, mapped IPv4 unwrapped, IPv6 by /64', t => {
+  t.is(throttleKey('203.0.113.7'), '203.0.113.7')
+  t.is(throttleKey('::ffff:203.0.113.7'), '203.0.113.7')
+  t.is(throttleKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64')
+  t.is(throttleKey('2001:db8:1:2::9'), '2001:db8:1:2::/64')
+  t.is(throttleKey('2001:db8::1'), '2001:db8:0:0::/64')
+  t.is(throttleKey('::1'), '0:0:0:0::/64')
+  t.is(throttleKey('fe80::1%eth0'), 'fe80:0:0:0::/64')
 })

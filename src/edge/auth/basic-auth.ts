@@ -40,6 +40,21 @@ export function parseBasicAuthorization(header: string | undefined): { user: str
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
 }
 
+/**
+ * The throttle key of a client address: IPv4 as is (mapped ::ffff:a.b.c.d included), IPv6 by its /64,
+ * since one IPv6 client usually holds a whole /64 and could otherwise rotate addresses to dodge it.
+ */
+export function throttleKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
+  if (mapped?.[1]) return mapped[1]
+  if (!address.includes(':')) return address
+  const [head = '', tail = ''] = address.toLowerCase().split('%')[0]!.split('::')
+  const left = head ? head.split(':') : []
+  const right = address.includes('::') ? (tail ? tail.split(':') : []) : []
+  const groups = address.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left
+  return groups.slice(0, 4).map(group => group.replace(/^0+(?=.)/, '')).join(':') + '::/64'
+}
+
 export class HtpasswdAccessController {
   private verifier: CredentialVerifier | undefined
   private fingerprint = ''
@@ -76,7 +91,8 @@ export class HtpasswdAccessController {
   }
 
   /** Decides one request. Never rejects. */
-  async check(authorization: string | undefined, address: string): Promise<AuthResult> {
+  async check(authorization: string | undefined, remoteAddress: string): Promise<AuthResult> {
+    const address = throttleKey(remoteAddress)
     const verifier = this.verifier
     if (!verifier) return { kind: 'open' }
     const credentials = parseBasicAuthorization(authorization)
