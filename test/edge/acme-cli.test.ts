@@ -6,13 +6,15 @@
  */
 import test from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TLSSocket } from 'node:tls'
 import { freePort, startPebble, type Pebble } from '../helpers/pebble.js'
+import { OciLayout } from '../helpers/images.js'
+import { copy, inspect } from '../helpers/skopeo.js'
 
 const MAIN = resolve(fileURLToPath(import.meta.url), '..', '..', '..', 'src', 'main.ts')
 
@@ -128,6 +130,20 @@ test.serial('berth serve --acme gets a certificate from pebble, serves it, and t
   t.is(fromB.status, 200)
   t.is(fromA.fingerprint, fromB.fingerprint, 'both serve the same certificate')
   t.is(pebble.orderCount(), ordersBefore + 1, 'one order between two processes')
+
+  // A real registry client trusting only pebble's root pushes and reads back through the ACME certificate.
+  const trusted = join(work, 'trust-pebble-root')
+  await mkdir(trusted, { recursive: true })
+  await writeFile(join(trusted, 'ca.crt'), root)
+  const layout = await OciLayout.create(join(work, 'layout'))
+  await layout.addImage({ tag: 'v1', layers: [4096] })
+  const remote = `docker://localhost:${a.httpsPort}/acme/hello`
+  await copy(layout.ref('v1'), `${remote}:v1`, { dest: { certDir: trusted } })
+  t.regex((await inspect(`${remote}:v1`, { certDir: trusted })).Digest, /^sha256:/)
+  const wrong = join(work, 'trust-something-else')
+  await mkdir(wrong, { recursive: true })
+  await writeFile(join(wrong, 'ca.crt'), pebble.listenerCa)
+  await t.throwsAsync(inspect(`${remote}:v1`, { certDir: wrong }), undefined, 'a client trusting another CA refuses the certificate')
 
   const issuer = /ACME order placed/.test(runA.output()) ? runA : runB
   const interesting = /HTTPS is not up yet|ACME account|ACME order placed|self-check|challenge answered|validated by the CA|certificate stored|certificate obtained|renewed by another|TLS certificate in service/
