@@ -96,8 +96,7 @@ function urlOf(scheme: string, server: Server): string {
 }
 
 /** Options shared by every Node HTTP server of the edge (edge-anchors §0.1, §10). */
-function serverOptions(idleTimeoutMs: number): http.ServerOptions {
-  void idleTimeoutMs
+function serverOptions(): http.ServerOptions {
   return {
     requestTimeout: 0, // Node 20 default 300 s would cut a long layer upload (408)
     headersTimeout: 60_000,
@@ -178,7 +177,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       }
       if (auth) {
         const decision = await auth.check(req.headers.authorization, req.socket.remoteAddress ?? '')
-        user = 'user' in decision ? decision.user : undefined
+        // Only a verified name is logged: a failed attempt's "user" may be a mistyped password.
         if (decision.kind === 'challenge') return reject(401, 'UNAUTHORIZED', 'authentication required', challenge)
         if (decision.kind === 'throttled') {
           return reject(429, 'TOOMANYREQUESTS', 'too many failed logins from this address; retry later', { 'retry-after': String(decision.retryAfterSeconds), ...responseHeaders })
@@ -212,7 +211,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     const urls: { local?: string; http?: string; https?: string } = {}
 
     if (!secure) {
-      const server = track(http.createServer(serverOptions(idleTimeoutMs), listener(false)))
+      const server = track(http.createServer(serverOptions(), listener(false)))
       await listen(server, options.localPort ?? 5000, options.host)
       urls.local = urlOf('http', server)
       logger.info('listening (local mode, plain HTTP)', { url: urls.local, upstream: options.upstream.url })
@@ -225,7 +224,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         httpsPort: () => options.publicHttpsPort ?? ((httpsServer?.address() as AddressInfo | null)?.port ?? options.httpsPort ?? 443),
       })
       const httpServer = track(
-        http.createServer(serverOptions(idleTimeoutMs), (req, res) => {
+        http.createServer(serverOptions(), (req, res) => {
           const started = process.hrtime.bigint()
           res.once('close', () =>
             logger.info('request', {
@@ -258,7 +257,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       if (!initial) logger.warn('no TLS certificate yet: HTTPS handshakes fail until one is obtained')
       httpsServer = https.createServer(
         {
-          ...serverOptions(idleTimeoutMs),
+          ...serverOptions(),
           ...contextOptions(initial),
           ALPNProtocols: ALPN_PROTOCOLS,
           // Ask for a client certificate but decide per request: a clear 400 instead of an opaque TLS alert.
