@@ -135,6 +135,21 @@ test('htpasswd add/list/remove edit <datadir>/htpasswd atomically with mode 0600
   assertOneLineError(t, missing.stderr, /^berth: user bob is not in /)
 })
 
+test('htpasswd add on a terminal prompts twice without echo (a pty made by script(1))', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'htpasswd')
+  const command = `${process.execPath} --import tsx ${MAIN} htpasswd add alice --file ${file}`
+  // script(1) runs the command on a pseudo-terminal and forwards our stdin to it; the pauses let
+  // each prompt appear before its answer is typed.
+  const typed = `sleep 3; printf 'tty-secret\\r'; sleep 1; printf 'tty-secret\\r'; sleep 3`
+  const result = await run('sh', ['-c', `(${typed}) | script -qec '${command}' /dev/null`], { allowFailure: true, timeoutMs: 60_000 })
+  t.regex(result.stdout, /New password for alice: /)
+  t.regex(result.stdout, /Re-type new password: /)
+  t.regex(result.stdout, /added user alice/)
+  t.false(result.stdout.includes('tty-secret'), 'the password is never echoed')
+  t.is((await run('htpasswd', ['-vb', file, 'alice', 'tty-secret'], { allowFailure: true })).exitCode, 0)
+})
+
 test('htpasswd add without a terminal and without --password-stdin says what to do', async t => {
   const dir = await tempDir(t)
   const result = await berth(['htpasswd', 'add', 'alice', '--file', join(dir, 'htpasswd')])
