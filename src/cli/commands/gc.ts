@@ -1,0 +1,170 @@
+/**
+ * `berth gc`: online garbage collection and upload purging on a datadir (storage/gc.ts,
+ * storage/purge-uploads.ts). Safe while `berth serve` (or registry:2) serves the same datadir:
+ * nothing written or touched within the grace period is removed, and a blob a push re-uses
+ * during the run is kept (the rule is explained in storage/gc.ts).
+ */
+import { stat } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { FilesystemDriver } from '../../storage/driver/filesystem.js'
+import { collectGarbage, DEFAULT_GC_GRACE_MS, GcBusyError, type GcProgress, type GcReport } from '../../storage/gc.js'
+import { DEFAULT_UPLOAD_MAX_AGE_MS, purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
+import { createRegistryStore } from '../../storage/registry-store.js'
+import { formatBytes } from '../../storage/usage.js'
+import { CliError } from '../errors.js'
+import type { CliIo } from '../io.js'
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+
+/** "90m", "1h", "7d", "0" → milliseconds. A commander argument parser (usage error on bad input). */
+export function parseDuration(value: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$/.exec(value.trim())
+  if (match === null || (match[2] === undefined && Number(match[1]) !== 0)) {
+    throw new InvalidArgumentError(`"${value}" is not a duration: use a number with a unit, e.g. 30m, 1h, 7d (or 0)`)
+  }
+  return Number(match[1]) * UNITS[match[2] ?? 'ms']!
+}
+
+export function formatDuration(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    const size = UNITS[unit]!
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
+
+export function datadirOption(): Option {
+  return new Option('--datadir <dir>', 'the datadir whose data/ folder holds the registry (default: ./datadir; env: BERTH_DATADIR)')
+}
+
+/** The filesystem driver over `<datadir>/data`; a usage error when there is no such folder. */
+export async function openDatadir(io: CliIo, datadir: string | undefined): Promise<{ driver: FilesystemDriver; root: string }> {
+  const dir = resolve(io.cwd, datadir ?? io.env.BERTH_DATADIR ?? './datadir')
+  const root = join(dir, 'data')
+  const info = await stat(root).catch(() => undefined)
+  if (info === undefined || !info.isDirectory()) {
+    throw new CliError(`no registry data at ${root} (set --datadir to the folder that holds data/, as mounted into registry:2)`, 2)
+  }
+  return { driver: new FilesystemDriver(root), root }
+}
+
+interface GcCommandOptions {
+  datadir?: string
+  dryRun?: boolean
+  deleteUntagged?: boolean
+  keepReferrers: boolean
+  grace: number
+  uploadMaxAge: number | false
+  json?: boolean
+  quiet?: boolean
+}
+
+export function gcCommand(io: CliIo): Command {
+  const command = new Command('gc')
+    .summary('free the disk space of deleted images (safe while the registry runs)')
+    .description(
+      'Garbage collection: delete blobs no tag or manifest references, layer links to deleted blobs, ' +
+        'and uploads left unfinished. Runs while `berth serve` (or registry:2) serves the same datadir: ' +
+        'anything pushed or re-used within the grace period is kept.',
+    )
+    .addOption(datadirOption())
+    .option('-n, --dry-run', 'list what would be deleted and how many bytes it frees; delete nothing')
+    .option('--delete-untagged', 'also delete manifests no tag reaches (never a child of a tagged multi-arch index)')
+    .option('--no-keep-referrers', 'with --delete-untagged: also delete signatures/SBOMs (referrers) of kept images')
+    .addOption(
+      new Option('--grace <duration>', 'keep anything written or re-used this recently (e.g. 30m, 2h)')
+        .argParser(parseDuration)
+        .default(DEFAULT_GC_GRACE_MS, formatDuration(DEFAULT_GC_GRACE_MS)),
+    )
+    .addOption(
+      new Option('--upload-max-age <duration>', 'purge unfinished uploads started longer ago than this ("off": keep them)')
+        .argParser((value: string) => (value === 'off' ? false : parseDuration(value)))
+        .default(DEFAULT_UPLOAD_MAX_AGE_MS, formatDuration(DEFAULT_UPLOAD_MAX_AGE_MS)),
+    )
+    .option('--json', 'print the report as JSON')
+    .option('-q, --quiet', 'no progress lines')
+    .addHelpText(
+      'after',
+      '\nExamples:\n' +
+        '  berth gc --dry-run                      what would go, and how much space it frees\n' +
+        '  berth gc                                delete it (the registry may keep running)\n' +
+        '  berth gc --delete-untagged              also delete manifests no tag reaches\n' +
+        '  berth gc --datadir /srv/registry        a datadir written by registry:2 (its data/ folder)',
+    )
+  command.action(async (options: GcCommandOptions) => {
+    const { driver } = await openDatadir(io, options.datadir)
+    const progress = options.quiet || options.json ? undefined : progressPrinter(io)
+    let uploads: PurgeUploadsReport | undefined
+    let report: GcReport
+    try {
+      if (options.uploadMaxAge !== false) {
+        const store = createRegistryStore(driver)
+        uploads = await purgeUploads(driver, store.uploads, { olderThan: new Date(Date.now() - options.uploadMaxAge), dryRun: options.dryRun ?? false })
+      }
+      report = await collectGarbage(driver, {
+        dryRun: options.dryRun ?? false,
+        deleteUntagged: options.deleteUntagged ?? false,
+        keepReferrers: options.keepReferrers,
+        gracePeriodMs: options.grace,
+        ...(progress ? { onProgress: progress } : {}),
+      })
+    } catch (error) {
+      if (error instanceof GcBusyError) throw new CliError(error.message, 1, { cause: error })
+      throw error
+    }
+    if (options.json) {
+      io.stdout.write(`${JSON.stringify({ gc: report, uploads: uploads ?? null }, null, 2)}\n`)
+      return
+    }
+    io.stdout.write(describe(report, uploads, options.grace))
+  })
+  return command
+}
+
+/** One progress line at most every 2 s (and none for runs shorter than that). */
+function progressPrinter(io: CliIo): (progress: GcProgress) => void {
+  const started = Date.now()
+  let last = started
+  const names = { mark: 'reading repositories', untagged: 'deleting untagged manifests', blobs: 'sweeping blobs', links: 'checking layer links' }
+  return progress => {
+    const now = Date.now()
+    if (now - last < 2000) return
+    last = now
+    io.stderr.write(`gc: ${names[progress.phase]} ${progress.done}/${progress.total} (${Math.round((now - started) / 1000)} s)\n`)
+  }
+}
+
+function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`
+}
+
+export function describe(report: GcReport, uploads: PurgeUploadsReport | undefined, graceMs: number): string {
+  const lines: string[] = []
+  const verb = report.dryRun ? 'would delete' : 'deleted'
+  if (report.dryRun) {
+    for (const upload of uploads?.uploads ?? []) {
+      lines.push(`would purge upload ${upload.repository} ${upload.id} (started ${upload.startedAt.toISOString()}, ${formatBytes(upload.size)})`)
+    }
+    for (const manifest of report.manifests) lines.push(`would delete manifest ${manifest.repository}@${manifest.digest}`)
+    for (const blob of report.blobs) lines.push(`would delete blob ${blob.digest} (${formatBytes(blob.size)})`)
+    for (const link of report.layerLinks) lines.push(`would delete layer link ${link.repository} → ${link.digest}`)
+  }
+  for (const warning of report.warnings) lines.push(`warning: ${warning}`)
+  const parts = [
+    `${plural(report.blobs.length, 'blob')} (${formatBytes(report.bytesFreed)})`,
+    plural(report.manifests.length, 'manifest'),
+    plural(report.layerLinks.length, 'layer link'),
+  ]
+  if (uploads) parts.push(`${plural(uploads.uploads.length, 'unfinished upload')} (${formatBytes(uploads.bytesFreed)})`)
+  const freed = report.bytesFreed + (uploads?.bytesFreed ?? 0)
+  lines.push(`${report.dryRun ? 'dry run: ' : ''}${verb} ${parts.join(', ')}: ${formatBytes(freed)} ${report.dryRun ? 'would be ' : ''}freed`)
+  lines.push(
+    `kept ${plural(report.blobsKept, 'referenced blob')} in ${plural(report.repositories, 'repository').replace(/ys$/, 'ies')}` +
+      (report.blobsRecent > 0 ? `, and ${plural(report.blobsRecent, 'unreferenced blob')} newer than the ${formatDuration(graceMs)} grace period` : '') +
+      (report.restored > 0 ? `; ${report.restored} re-used by a push during the run` : '') +
+      (report.recovered > 0 ? `; put back ${report.recovered} left by an interrupted run` : ''),
+  )
+  lines.push(`took ${((report.finishedAt.getTime() - report.startedAt.getTime()) / 1000).toFixed(1)} s`)
+  return lines.join('\n') + '\n'
+}

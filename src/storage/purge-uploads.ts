@@ -1,0 +1,65 @@
+/**
+ * Purging uploads left unfinished (a client that died mid-push leaves `_uploads/<id>/data`
+ * behind). Age is counted from `startedat`, as registry:2's upload purging does, so a datadir
+ * written by registry:2 is purged the same way; an upload without a readable `startedat` is kept.
+ * The deletion itself is `UploadStore.purge`, which takes each upload's in-process lock, so a
+ * chunk being appended by this process is never cut from under it.
+ */
+import type { StorageDriver } from './driver/storage-driver.js'
+import { listOrEmpty, listRepositories, statOrUndefined } from './maintenance-scan.js'
+import { isUploadId, uploadDataPath, uploadStartedAtPath, uploadsPath } from './paths.js'
+import type { UploadStore } from './upload-store.js'
+import { PathNotFoundError } from './driver/storage-driver.js'
+
+/** registry:2's `uploadpurging.age` default (168 h). */
+export const DEFAULT_UPLOAD_MAX_AGE_MS = 7 * 24 * 3600 * 1000
+
+export interface StaleUpload {
+  readonly repository: string
+  readonly id: string
+  readonly startedAt: Date
+  /** Bytes received so far. */
+  readonly size: number
+}
+
+export interface PurgeUploadsReport {
+  readonly dryRun: boolean
+  readonly olderThan: Date
+  /** Purged (or, in a dry run, would be purged). */
+  readonly uploads: readonly StaleUpload[]
+  readonly bytesFreed: number
+}
+
+/** Every upload started before `olderThan`. */
+export async function findStaleUploads(driver: StorageDriver, olderThan: Date): Promise<StaleUpload[]> {
+  const stale: StaleUpload[] = []
+  for (const repository of await listRepositories(driver)) {
+    for (const dir of await listOrEmpty(driver, uploadsPath(repository))) {
+      const id = dir.slice(dir.lastIndexOf('/') + 1)
+      if (!isUploadId(id)) continue
+      let startedAt: Date
+      try {
+        startedAt = new Date((await driver.getContent(uploadStartedAtPath(repository, id))).toString('utf8').trim())
+      } catch (error) {
+        if (error instanceof PathNotFoundError) continue
+        throw error
+      }
+      if (Number.isNaN(startedAt.getTime()) || startedAt.getTime() >= olderThan.getTime()) continue
+      const size = (await statOrUndefined(driver, uploadDataPath(repository, id)))?.size ?? 0
+      stale.push({ repository, id, startedAt, size })
+    }
+  }
+  return stale
+}
+
+/** Deletes uploads started before `olderThan` (lists them only with `dryRun`). */
+export async function purgeUploads(
+  driver: StorageDriver,
+  uploads: UploadStore,
+  options: { olderThan: Date; dryRun?: boolean },
+): Promise<PurgeUploadsReport> {
+  const stale = await findStaleUploads(driver, options.olderThan)
+  const dryRun = options.dryRun ?? false
+  if (!dryRun && stale.length > 0) await uploads.purge(options.olderThan)
+  return { dryRun, olderThan: options.olderThan, uploads: stale, bytesFreed: stale.reduce((sum, u) => sum + u.size, 0) }
+}
