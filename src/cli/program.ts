@@ -6,6 +6,8 @@
 import { Command, CommanderError } from 'commander'
 import { ConfigError } from '../config/errors.js'
 import { doctorCommand } from './commands/doctor.js'
+import { duCommand } from './commands/du.js'
+import { gcCommand } from './commands/gc.js'
 import { htpasswdCommand } from './commands/htpasswd.js'
 import { serveCommand } from './commands/serve.js'
 import { CliError } from './errors.js'
@@ -33,6 +35,8 @@ export function createProgram(io: CliIo): Command {
   program.addCommand(serveCommand(io))
   program.addCommand(htpasswdCommand(io))
   program.addCommand(doctorCommand(io))
+  program.addCommand(gcCommand(io))
+  program.addCommand(duCommand(io))
   // Every command reports usage errors through runCli instead of calling process.exit itself.
   const applyExitOverride = (command: Command) => {
     command.exitOverride()
