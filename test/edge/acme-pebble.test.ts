@@ -428,3 +428,40 @@ test.serial('a name that does not resolve is reported as a DNS problem', async (
   t.regex(failure, /berth-nowhere\.invalid does not resolve/)
   t.regex(failure, /Create an A\/AAAA record pointing berth-nowhere\.invalid at this server/)
 })
+
+test.serial('external account binding (--acme-eab-kid/--acme-eab-hmac): refused without it, issued with it', async (t) => {
+  const eabHttpPort = await freePort()
+  const kid = 'kid-1'
+  const hmacKey = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W'
+  const eabPebble = await startPebble({ httpPort: eabHttpPort, eab: { [kid]: hmacKey } })
+  t.teardown(() => eabPebble.dispose())
+  const options = (certsDir: string, lines: string[], extra: Partial<AcmeProviderOptions>): AcmeProviderOptions => ({
+    ...providerOptions(certsDir, collectingLogger(lines)),
+    directory: eabPebble.directoryUrl,
+    caCertificates: eabPebble.listenerCa,
+    httpPort: eabHttpPort,
+    ...extra,
+  })
+
+  const withoutLines: string[] = []
+  const without = new AcmeCertificateProvider(options(await tempCerts(), withoutLines, { retryDelaysMs: [60_000] }))
+  t.teardown(() => without.stop())
+  await without.start()
+  await waitFor(() => withoutLines.some((line) => /could not obtain a certificate/.test(line)), 10_000, 'the refusal')
+  const refusal = withoutLines.find((line) => /could not obtain a certificate/.test(line)) ?? ''
+  t.log(refusal)
+  t.regex(refusal, /registering the ACME account failed: .*This CA requires external account binding: pass --acme-eab-kid and --acme-eab-hmac/)
+  await without.stop()
+
+  const lines: string[] = []
+  const provider = new AcmeCertificateProvider(options(await tempCerts(), lines, { eab: { kid, hmacKey } }))
+  const edge = await startEdge({
+    mode: 'https', host: '127.0.0.1', httpPort: eabHttpPort, httpsPort: 0, domains: ['localhost'],
+    certificate: provider, challenges: provider.challenges, upstream: { url: upstreamUrl }, logger: collectingLogger(lines),
+  })
+  t.teardown(() => edge.close())
+  const certificate = await provider.ready()
+  t.deepEqual(certificate.names, ['localhost'])
+  t.true(lines.some((line) => /ACME account registered/.test(line)))
+  t.false(lines.some((line) => line.includes(hmacKey)), 'the HMAC key never reaches the log')
+})

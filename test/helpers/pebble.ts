@@ -20,6 +20,8 @@ const run = promisify(execFile)
 export interface PebbleOptions {
   /** Where pebble's VA sends HTTP-01 requests (Berth's HTTP port in the test). */
   httpPort: number
+  /** Require external account binding with these kid → base64url HMAC keys (like ZeroSSL). */
+  eab?: Record<string, string>
 }
 
 export interface Pebble {
@@ -76,7 +78,8 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
       httpPort: options.httpPort,
       tlsPort: await freePort(),
       ocspResponderURL: '',
-      externalAccountBindingRequired: false,
+      externalAccountBindingRequired: options.eab !== undefined,
+      ...(options.eab ? { externalAccountMACKeys: options.eab } : {}),
     },
   }))
   const listenerCa = await readFile(certPath, 'utf8')

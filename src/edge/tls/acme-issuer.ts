@@ -172,7 +172,12 @@ export class AcmeIssuer {
         try {
           await client.createAccount({ termsOfServiceAgreed: true, contact })
         } catch (error) {
-          throw await this.explain(error, 'ACCOUNT_FAILED', 'registering the ACME account failed')
+          const explained = await this.explain(error, 'ACCOUNT_FAILED', 'registering the ACME account failed')
+          const problem = this.recorded()
+          if (!this.options.eab && (/externalAccountRequired/.test(problem?.type ?? '') || /externalAccountBinding/i.test(explained.message))) {
+            throw new AcmeError('ACCOUNT_FAILED', `${explained.message}. This CA requires external account binding: pass --acme-eab-kid and --acme-eab-hmac from your account page at the CA`, { cause: error })
+          }
+          throw explained
         }
       }
       const saved: AccountMeta = { url: client.getAccountUrl(), contact, directoryUrl, createdAt: meta?.createdAt ?? new Date().toISOString() }
