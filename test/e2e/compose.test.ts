@@ -2,6 +2,7 @@
  * The compose deployment, as a user runs it: `docker-compose up -d --build registry` builds the
  * repository's Dockerfile (both stages, `npm ci` included) and starts the service of
  * docker-compose.yml, which then serves HTTPS with basic auth; skopeo pushes and pulls through it.
+ * Then docker-compose.local.yml's service serves the same ./datadir in local mode.
  *
  * Two things differ from a user's machine, both forced by this test machine and kept to a test-only
  * override file:
@@ -16,7 +17,7 @@
  *   file users get.
  */
 import { execFile } from 'node:child_process'
-import { chmod, chown, copyFile, cp, mkdir, symlink, writeFile } from 'node:fs/promises'
+import { chmod, chown, copyFile, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import test from 'ava'
@@ -24,7 +25,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import { REPO_ROOT } from '../helpers/berth.js'
 import { startDockerd, type Dockerd } from '../helpers/dockerd.js'
 import { OciLayout, fileDigest } from '../helpers/images.js'
-import { freePort, makeTempDir, removeDir, run, waitFor, type RunOptions } from '../helpers/procs.js'
+import { freePort, makeTempDir, probeStatus, removeDir, run, waitFor, type RunOptions } from '../helpers/procs.js'
 import { copy, inspectRaw } from '../helpers/skopeo.js'
 
 const BASE_IMAGE = 'node:22-bookworm-slim'
@@ -189,4 +190,22 @@ test('docker-compose up -d --build registry: the image builds, runs as uid 1000,
   // The data lives in the clone's ./datadir/data on the host, in registry:2's layout.
   const { stdout } = await run('find', [path.join(clone, 'datadir', 'data', 'docker', 'registry', 'v2', 'repositories', 'project_docker', '_manifests', 'tags'), '-name', 'link'])
   t.regex(stdout, /tags\/v1\/current\/link/)
+
+  // docker-compose.local.yml: the same image in local mode, plain HTTP, the same ./datadir.
+  const localPort = await freePort()
+  await writeFile(path.join(clone, 'docker-compose.local-test.yml'), ['services:', '  registry:', '    network_mode: host', '    environment:', '      BERTH_HOST: 127.0.0.1', `      BERTH_PORT: "${localPort}"`, '    healthcheck:', '      interval: 1s', ''].join('\n'))
+  const localEnv = { ...env, COMPOSE_PROJECT_NAME: `${PROJECT}local` }
+  const localMerged = parseYaml((await run('docker-compose', ['-f', 'docker-compose.local.yml', '-f', 'docker-compose.local-test.yml', 'config'], { cwd: clone, env: localEnv })).stdout) as typeof document
+  t.deepEqual((localMerged.services.registry.ports as Array<{ published: number; target: number }>).map(port => `${port.published}:${port.target}`), ['5000:5000'])
+  delete localMerged.services.registry.ports
+  await writeFile(path.join(clone, 'docker-compose.local-hostnet.yml'), stringifyYaml(localMerged))
+  const local = (args: string[]) => run('docker-compose', ['-f', 'docker-compose.local-hostnet.yml', ...args], { cwd: clone, env: localEnv, timeoutMs: 300_000 })
+  t.teardown(() => local(['down', '--timeout', '5']).then(() => undefined, () => undefined))
+  await local(['up', '-d', 'registry'])
+  await waitFor('local mode to answer', async () => (await probeStatus(`http://127.0.0.1:${localPort}/v2/`)) === 401 || undefined, { timeoutMs: 60_000 })
+  // The htpasswd file made above lives in the same ./datadir, so local mode asks for a login too.
+  const plain = { tlsVerify: false, creds: 'deployer:compose-secret' }
+  const fromLocal = await OciLayout.create(path.join(work, 'out-local'))
+  await copy(`docker://127.0.0.1:${localPort}/project_docker:v1`, fromLocal.ref('v1'), { src: plain })
+  t.true((await readFile(fromLocal.blobPath(image.manifest.digest))).equals(image.manifestBytes), 'local mode serves what the HTTPS service stored')
 })
