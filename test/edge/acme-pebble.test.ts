@@ -416,6 +416,18 @@ test.serial('a rate limit (429 + Retry-After) is honoured: no retry inside acme-
   t.is(front.newOrderRequests, 1, 'one request: acme-client did not sleep-and-retry on its own')
 })
 
+test.serial('a clock hours off from the CA\'s is reported', async (t) => {
+  const certsDir = await tempCerts()
+  const lines: string[] = []
+  const front = await startAcmeFront(pebble, { directoryHeaders: { date: new Date(Date.now() - 3 * 3_600_000).toUTCString() } })
+  t.teardown(() => front.close())
+  const provider = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(lines), { directory: front.directoryUrl }))
+  const edge = await edgeWith(provider, collectingLogger(lines))
+  t.teardown(() => edge.close())
+  await provider.ready()
+  t.true(lines.some((line) => /WARN  this machine's clock is 180 minutes ahead of the CA's; fix the time \(NTP\)/.test(line)))
+})
+
 test.serial('a name that does not resolve is reported as a DNS problem', async (t) => {
   const certsDir = await tempCerts()
   const lines: string[] = []

@@ -155,6 +155,8 @@ export interface AcmeFrontOptions {
   renewalInfo?: (certId: string) => FrontResponse
   /** When set, the directory's newOrder points at the front and every new-order POST gets this answer. */
   newOrder?: () => FrontResponse
+  /** Extra headers on the directory response (e.g. a `date` far off, to look like clock skew). */
+  directoryHeaders?: Record<string, string>
 }
 
 export interface AcmeFront {
@@ -188,7 +190,7 @@ export async function startAcmeFront(pebble: Pebble, options: AcmeFrontOptions):
           const directory = JSON.parse(body) as Record<string, unknown>
           if (options.renewalInfo) directory['renewalInfo'] = `${frontUrl}/renewal-info`
           if (options.newOrder) directory['newOrder'] = `${frontUrl}/order-plz`
-          send(res, { status: 200, body: directory })
+          send(res, { status: 200, body: directory, ...(options.directoryHeaders ? { headers: options.directoryHeaders } : {}) })
         })
       }).on('error', () => send(res, { status: 502, body: {} }))
       return

@@ -83,6 +83,7 @@ export class AcmeIssuer {
   private clientPromise: Promise<acme.Client> | undefined
   private lastProblem: Problem | undefined
   private lastRequestUrl: string | undefined
+  private clockChecked = false
   private directoryCache: { value: Record<string, unknown>; fetchedAt: number } | undefined
 
   constructor(options: AcmeIssuerOptions) {
@@ -102,6 +103,7 @@ export class AcmeIssuer {
       }),
       response: acme.axios.interceptors.response.use((response: AxiosResponse) => {
         if (response.status >= 400) this.recordProblem(response)
+        this.checkClock(response.headers['date'] as string | undefined)
         return response
       }),
     }
@@ -112,6 +114,21 @@ export class AcmeIssuer {
     acme.axios.interceptors.request.eject(this.interceptors.request)
     acme.axios.interceptors.response.eject(this.interceptors.response)
     this.agent?.destroy()
+  }
+
+  /**
+   * CAs backdate certificates by about an hour, so minutes of skew are harmless; hours break JWS
+   * freshness and make served certificates look not-yet-valid or expired. Say so once.
+   */
+  private checkClock(dateHeader: string | undefined): void {
+    if (this.clockChecked || !dateHeader) return
+    const caTime = Date.parse(dateHeader)
+    if (!Number.isFinite(caTime)) return
+    this.clockChecked = true
+    const skewMs = Date.now() - caTime
+    if (Math.abs(skewMs) > 5 * 60_000) {
+      this.logger.warn(`this machine's clock is ${Math.round(Math.abs(skewMs) / 60_000)} minutes ${skewMs > 0 ? 'ahead of' : 'behind'} the CA's; fix the time (NTP) or certificates may be refused or renewed at the wrong time`, { ca: this.options.directoryUrl })
+    }
   }
 
   private recordProblem(response: AxiosResponse): void {
