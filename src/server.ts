@@ -63,6 +63,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const storage = config.upstream === undefined ? join(config.datadir, 'data') : undefined
   if (storage !== undefined) await prepareFolder(storage, 'datadir', config.datadir)
   const auth = await checkHtpasswd(config, logger)
+  if (config.clientCa !== undefined) await mustRead(config.clientCa, '--client-ca')
 
   const { provider, challenges, source, hints } = await certificateFor(config, logger)
 
