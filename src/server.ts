@@ -114,7 +114,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
   let edge: Edge
   try {
-    if (provider !== undefined) await provider.start()
+    if (provider !== undefined) await provider.start().catch((error: unknown) => {
+      // A certificate pair that does not load is a setting to fix, not a crash: one line, exit 2.
+      if (config.certificate.kind !== 'files') throw error
+      throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
+    })
     // Without --domain, the names on the certificate are the names port 80 redirects for.
     if (options.domains.length === 0) options.domains = [...(provider?.current()?.names ?? [])]
     edge = await startEdge(options)
