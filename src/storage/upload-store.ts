@@ -4,9 +4,19 @@
  * registry:2's upload purging understands our folders.
  *
  * The running SHA-256 of each upload lives in memory, keyed by repository and id, with the
- * offset it covers. When it is missing (after a restart) or does not match the bytes on disk (a
- * failed chunk was cut back, another process appended), it is rebuilt by streaming `data`
- * through a fresh hash. Node cannot import Go's `hashstates` files, so they are ignored.
+ * offset it covers. When it is missing (after a restart, or because another instance behind the
+ * same balancer took the previous chunk) or does not match the stored bytes (a failed chunk was
+ * cut back, another process appended), chunks are stored without hashing and the digest is
+ * computed once at completion by streaming `data` through a fresh hash. So an upload whose
+ * chunks alternate between instances costs one extra read of its bytes, not one per chunk.
+ * Node cannot import Go's `hashstates` files, so they are ignored.
+ *
+ * Why not a hasher whose state can be saved in the store (hash-wasm's SHA-256 save/load) so any
+ * instance continues it: measured on the test machine, Node's SHA-256 hashes 366–392 MiB/s and
+ * hash-wasm's 91–105 MiB/s, so hashing every byte with it would cap every push near 100 MiB/s,
+ * while re-reading at the end costs one GET of the bytes (Ceph RGW serves 700 MiB/s) plus Node's
+ * hash, and nothing at all when one instance took the whole upload (docker, skopeo and podman
+ * send a blob in one PATCH; only the final PUT may land elsewhere).
  *
  * Chunks of one upload are serialized by an in-process lock; a chunk that fails midway (client
  * gone, wrong length) is cut back to where it started, so the upload stays resumable.
@@ -89,7 +99,7 @@ export class UploadStore {
       const key = `${name}\0${id}`
       const { size, hash } = await this.#write(name, id, body ?? [], options, true)
       let actual: Digest
-      if (digest.algorithm === 'sha256') {
+      if (digest.algorithm === 'sha256' && hash !== undefined) {
         actual = digestFromHash(hash.copy(), 'sha256')
       } else {
         actual = await this.#hashFile(name, id, size, digest.algorithm)
@@ -179,16 +189,16 @@ export class UploadStore {
     body: ByteSource,
     options: ChunkOptions,
     finish: boolean,
-  ): Promise<{ size: number; hash: Hash }> {
+  ): Promise<{ size: number; hash: Hash | undefined }> {
     const key = `${name}\0${id}`
     const start = await this.#dataSize(name, id)
     if (options.start !== undefined && options.start !== start) {
       throw new UploadRangeError(name, id, start, `chunk starts at ${options.start} but the upload has ${start} bytes`)
     }
-    let state = this.#hashes.get(key)
-    if (state === undefined || state.offset !== start) state = { hash: await this.#rebuildHash(name, id, start), offset: start }
+    const state = this.#hashes.get(key)
+    // Without a state for exactly these bytes, store the chunk unhashed; complete() re-reads once.
     // Work on a copy so a failed chunk leaves the remembered state as it was.
-    const hash = state.hash.copy()
+    const hash = state !== undefined && state.offset === start ? state.hash.copy() : undefined
     const writer = await this.driver.writer(uploadDataPath(name, id), { append: true })
     let written = 0
     try {
@@ -197,7 +207,7 @@ export class UploadStore {
         if (options.length !== undefined && written > options.length) {
           throw new UploadSizeError(`chunk is longer than the stated ${options.length} bytes`)
         }
-        hash.update(chunk)
+        hash?.update(chunk)
         await writer.write(chunk)
       }
       if (options.length !== undefined && written !== options.length) {
@@ -212,15 +222,9 @@ export class UploadStore {
       throw error
     }
     const size = start + written
-    this.#remember(key, { hash, offset: size })
+    if (hash !== undefined) this.#remember(key, { hash, offset: size })
+    else this.#hashes.delete(key)
     return { size, hash }
-  }
-
-  async #rebuildHash(name: string, id: string, size: number): Promise<Hash> {
-    const hash = newHash('sha256')
-    if (size === 0) return hash
-    for await (const chunk of await this.driver.reader(uploadDataPath(name, id), 0, size)) hash.update(chunk as Uint8Array)
-    return hash
   }
 
   async #hashFile(name: string, id: string, size: number, algorithm: Digest['algorithm']): Promise<Digest> {

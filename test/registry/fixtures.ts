@@ -4,12 +4,13 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { ExecutionContext } from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from '../../src/registry/app.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
 import type { StorageDriver } from '../../src/storage/driver/storage-driver.js'
 import { request, type HttpResponse } from '../helpers/http.js'
+import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
 
 export interface Running {
   server: Server
@@ -19,12 +20,39 @@ export interface Running {
   root?: string
 }
 
+// BERTH_TEST_DRIVER=s3: one Ceph RGW per test file (ava runs each file in its own process),
+// started on first use; every app gets its own key prefix in the shared bucket.
+let s3Server: Promise<S3Server> | undefined
+if (process.env['BERTH_TEST_DRIVER'] === 's3') {
+  test.after.always(async () => {
+    if (s3Server !== undefined) await (await s3Server.catch(() => undefined))?.stop()
+  })
+}
+
+async function testDriver(t: ExecutionContext): Promise<StorageDriver> {
+  const kind = process.env['BERTH_TEST_DRIVER']
+  if (kind === 'filesystem') return new FilesystemDriver(await tempRoot(t))
+  if (kind === 's3') {
+    const { S3Driver } = await import('../../src/storage/driver/s3.js')
+    const s3 = await (s3Server ??= startS3())
+    return new S3Driver({
+      endpoint: s3.endpoint,
+      region: s3.region,
+      bucket: s3.bucket,
+      prefix: uniquePrefix('registry'),
+      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    })
+  }
+  return new InMemoryDriver()
+}
+
 /**
  * The app on 127.0.0.1:0. The driver defaults to in-memory; `BERTH_TEST_DRIVER=filesystem` runs
- * the same handler tests on a temporary folder instead.
+ * the same handler tests on a temporary folder instead, `BERTH_TEST_DRIVER=s3` on a real S3
+ * server (Ceph RGW, test/helpers/ceph.ts).
  */
 export async function startApp(t: ExecutionContext, options: Partial<RegistryAppOptions> = {}): Promise<Running> {
-  const driver = options.driver ?? (process.env['BERTH_TEST_DRIVER'] === 'filesystem' ? new FilesystemDriver(await tempRoot(t)) : new InMemoryDriver())
+  const driver = options.driver ?? (await testDriver(t))
   const app = createRegistryApp({ ...options, driver })
   const server = createServer(app.handle)
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
