@@ -114,6 +114,38 @@ test.serial('pushing the same image to another repository mounts its layers inst
   t.pass()
 })
 
+test.serial('a Docker manifest list made with `docker manifest` is stored, inspected and pulled per platform', async (t) => {
+  const { dockerd, berth } = env()
+  const base = `localhost:${berth.port}/multi-platform`
+  const amd64 = await dockerd.build(`${base}:amd64`, { Dockerfile: 'FROM scratch\nCOPY amd64.txt /\n', 'amd64.txt': randomBytes(16).toString('hex') })
+  const arm64 = await dockerd.build(`${base}:arm64`, { Dockerfile: 'FROM scratch\nCOPY arm64.txt /\n', 'arm64.txt': randomBytes(16).toString('hex') })
+  await dockerd.docker(['push', `${base}:amd64`])
+  await dockerd.docker(['push', `${base}:arm64`])
+
+  // `docker manifest` is the CLI's own registry client (not the daemon's): it reads and writes manifests itself.
+  await dockerd.docker(['manifest', 'create', '--insecure', `${base}:list`, `${base}:amd64`, `${base}:arm64`])
+  await dockerd.docker(['manifest', 'annotate', '--arch', 'arm64', `${base}:list`, `${base}:arm64`])
+  const pushed = await dockerd.docker(['manifest', 'push', '--insecure', `${base}:list`])
+  const listDigest = /sha256:[0-9a-f]{64}/.exec(pushed.stdout)?.[0]
+  t.truthy(listDigest, pushed.stdout)
+
+  const inspected = JSON.parse((await dockerd.docker(['manifest', 'inspect', '--insecure', `${base}:list`])).stdout) as {
+    mediaType: string
+    manifests: { platform: { architecture: string } }[]
+  }
+  t.is(inspected.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json')
+  t.deepEqual(inspected.manifests.map((entry) => entry.platform.architecture), ['amd64', 'arm64'])
+
+  await dockerd.docker(['rmi', `${base}:amd64`, `${base}:arm64`])
+  await dockerd.docker(['pull', `${base}:list`])
+  const pulled = await dockerd.inspectImage(`${base}:list`)
+  t.is(pulled.Id, amd64, 'the daemon picked its own platform from the list')
+  t.true(pulled.RepoDigests.includes(`${base}@${listDigest}`))
+
+  await dockerd.docker(['pull', '--platform', 'linux/arm64', `${base}:list`])
+  t.is((await dockerd.inspectImage(`${base}:list`)).Id, arm64, '--platform picks the other entry')
+})
+
 test.serial('pulling a tag that does not exist fails with docker\'s "not found"', async (t) => {
   const { dockerd, berth } = env()
   const result = await dockerd.docker(['pull', `localhost:${berth.port}/app:no-such-tag`], { allowFailure: true })
