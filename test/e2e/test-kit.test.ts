@@ -1,0 +1,71 @@
+/**
+ * The test kit checks itself: the images it builds are what real tools accept, the private dockerd
+ * really is private (the machine's /etc is never touched), and failures carry their output.
+ */
+import test from 'ava'
+import { createHash } from 'node:crypto'
+import { readFile, stat } from 'node:fs/promises'
+import path from 'node:path'
+import { gunzipSync } from 'node:zlib'
+import { REPO_ROOT } from '../helpers/berth.js'
+import { DOCKER_TLS_NAME, startDockerd } from '../helpers/dockerd.js'
+import { OciLayout } from '../helpers/images.js'
+import { CommandError, makeTempDir, removeDir, run } from '../helpers/procs.js'
+import { skopeo } from '../helpers/skopeo.js'
+
+test('OCI layouts: real gzip\'d tar layers with exact digests and diff ids, accepted by skopeo', async (t) => {
+  const dir = await makeTempDir('kit-images')
+  t.teardown(() => removeDir(dir))
+  const layout = await OciLayout.create(path.join(dir, 'layout'))
+  const image = await layout.addImage({ tag: 'check', layers: [70_000, 0] })
+
+  for (const layer of image.layers) {
+    const bytes = await layout.readBlob(layer.digest)
+    t.is(bytes.length, layer.size)
+    t.is('sha256:' + createHash('sha256').update(bytes).digest('hex'), layer.digest)
+    t.is('sha256:' + createHash('sha256').update(gunzipSync(bytes)).digest('hex'), layer.diffId)
+  }
+  const listing = await run('tar', ['-tvzf', layout.blobPath(image.layers[0]!.digest)])
+  t.regex(listing.stdout, /\s70000\s.*layer-[0-9a-f]+\.bin/, 'tar lists one file of the requested size')
+
+  const config = JSON.parse((await layout.readBlob(image.config.digest)).toString('utf8')) as { rootfs: { diff_ids: string[] } }
+  t.deepEqual(config.rootfs.diff_ids, image.layers.map((layer) => layer.diffId))
+
+  const inspected = JSON.parse((await skopeo(['inspect', layout.ref('check')])).stdout) as { Digest: string; Layers: string[] }
+  t.is(inspected.Digest, image.manifest.digest)
+  t.deepEqual(inspected.Layers, image.layers.map((layer) => layer.digest))
+})
+
+test('the private dockerd resolves berth.test to ::1 and keeps /etc/hosts and /etc/docker of the machine untouched', async (t) => {
+  const hostsBefore = await readFile('/etc/hosts', 'utf8')
+  const certsBefore = await stat('/etc/docker/certs.d').then(() => true, () => false)
+  const dockerd = await startDockerd({ baseImage: false, hosts: { 'extra.test': '::1' } })
+  t.teardown(() => dockerd.stop())
+  await dockerd.addCa(`${DOCKER_TLS_NAME}:4443`, '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n')
+
+  const inside = await dockerd.inNamespace('getent', ['hosts', DOCKER_TLS_NAME])
+  t.regex(inside.stdout, /^::1\s+berth\.test/)
+  t.regex((await dockerd.inNamespace('getent', ['hosts', 'extra.test'])).stdout, /^::1\s+extra\.test/)
+  const certs = await dockerd.inNamespace('ls', ['/etc/docker/certs.d'])
+  t.is(certs.stdout.trim(), `${DOCKER_TLS_NAME}:4443`)
+
+  t.is(await readFile('/etc/hosts', 'utf8'), hostsBefore, 'the real /etc/hosts is unchanged')
+  t.is(await stat('/etc/docker/certs.d').then(() => true, () => false), certsBefore, 'no certs.d appeared in the real /etc/docker')
+  const version = await dockerd.docker(['version', '--format', '{{.Server.Version}}'])
+  t.regex(version.stdout, /^20\.10\./, 'Debian\'s dockerd answers on the private socket')
+})
+
+test('a failing command throws CommandError carrying its stderr', async (t) => {
+  const error = await t.throwsAsync(run('sh', ['-c', 'echo out; echo broken >&2; exit 3']), { instanceOf: CommandError })
+  t.is(error?.result.exitCode, 3)
+  t.regex(error?.message ?? '', /broken/)
+  const tolerated = await run('sh', ['-c', 'exit 4'], { allowFailure: true })
+  t.is(tolerated.exitCode, 4)
+})
+
+test('ensure-packages finds every package present and is fast', async (t) => {
+  const started = Date.now()
+  const result = await run(process.execPath, [path.join(REPO_ROOT, 'test/setup/ensure-packages.mjs')])
+  t.is(result.exitCode, 0)
+  t.true(Date.now() - started < 3000, `took ${Date.now() - started} ms`)
+})
