@@ -416,6 +416,31 @@ test.serial('a rate limit (429 + Retry-After) is honoured: no retry inside acme-
   t.is(front.newOrderRequests, 1, 'one request: acme-client did not sleep-and-retry on its own')
 })
 
+test.serial('adding a --domain keeps serving the stored certificate until one with every name is obtained', async (t) => {
+  const certsDir = await tempCerts()
+  const logger = createLogger({ level: 'error', write: () => {} })
+  const first = new AcmeCertificateProvider(providerOptions(certsDir, logger))
+  const edge = await edgeWith(first, logger)
+  const original = await first.ready()
+  await edge.close()
+
+  const lines: string[] = []
+  // The new name cannot be validated here (it does not resolve), so the new order fails and the old certificate stays.
+  const widened = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(lines), { domains: ['localhost', 'berth-nowhere.invalid'], retryDelaysMs: [60_000] }))
+  const edge2 = await startEdge({
+    mode: 'https', host: '127.0.0.1', httpPort, httpsPort: 0, domains: ['localhost', 'berth-nowhere.invalid'],
+    certificate: widened, challenges: widened.challenges, upstream: { url: upstreamUrl }, logger: collectingLogger(lines),
+  })
+  t.teardown(() => edge2.close())
+  t.is(widened.current()?.cert, original.cert, 'served at once')
+  t.true(lines.some((line) => /the stored certificate does not cover berth-nowhere\.invalid: serving it until a new certificate for all names is obtained/.test(line)))
+  await waitFor(() => lines.some((line) => /could not obtain a certificate/.test(line)), 20_000, 'the order for both names to fail')
+  t.true(lines.some((line) => /still serving the current certificate/.test(line)))
+  t.is(widened.current()?.cert, original.cert)
+  const root = await pebble.rootCertificate()
+  t.is((await get(edge2.urls.https!, root)).fingerprint, fingerprintOf(original.cert))
+})
+
 test.serial('a clock hours off from the CA\'s is reported', async (t) => {
   const certsDir = await tempCerts()
   const lines: string[] = []

@@ -193,6 +193,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
     const stored = await this.loadStored()
     if (stored.certificate) {
       this.swap(stored.certificate, 'loaded')
+      if (stored.reason !== 'ok') this.logger.warn(`${stored.reason}: serving it until a new certificate for all names is obtained`, { domains: this.names.join(',') })
     } else {
       this.logger.warn(`HTTPS is not up yet: ${stored.reason}; ordering one from the CA now (the HTTP port answers the CA's challenges and redirects meanwhile)`, {
         domains: this.names.join(','),
@@ -264,7 +265,9 @@ export class AcmeCertificateProvider implements CertificateProvider {
     return delay
   }
 
-  private decide(stored: Stored): RenewalDecision {
+  private decide(stored: Stored): RenewalDecision | { due: true; at: Date; reason: 'names' } {
+    // A certificate that lacks a configured name (a --domain was added) is served until its successor exists.
+    if (!this.covers(stored)) return { due: true, at: new Date(this.clock.now()), reason: 'names' }
     return renewalDecision({ notBefore: stored.notBefore, notAfter: stored.tls.notAfter }, this.clock.now(), {
       ari: this.meta?.ari?.certId === this.ariCertIdOf(stored) ? this.meta?.ari : undefined,
       checkIntervalMs: this.interval,
@@ -304,6 +307,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
 
   /** Newer stored certificates win, so two processes converge on the same one. */
   private isBetter(candidate: Stored): boolean {
+    if (this.served && this.covers(candidate) !== this.covers(this.served)) return this.covers(candidate)
     return !this.served || candidate.tls.notAfter.getTime() > this.served.tls.notAfter.getTime() || candidate.notBefore.getTime() > this.served.notBefore.getTime()
   }
 
@@ -519,10 +523,13 @@ export class AcmeCertificateProvider implements CertificateProvider {
     } catch (error) {
       return { reason: `the stored certificate cannot be used (${describe(error)})` }
     }
-    const missing = this.names.filter((name) => !stored.tls.names.includes(name))
-    if (missing.length > 0) return { reason: `the stored certificate does not cover ${missing.join(', ')}` }
     if (stored.tls.notAfter.getTime() <= this.clock.now()) return { reason: `the stored certificate expired on ${stored.tls.notAfter.toISOString()}` }
-    return { certificate: stored, reason: 'ok' }
+    const missing = this.names.filter((name) => !stored.tls.names.includes(name))
+    return { certificate: stored, reason: missing.length > 0 ? `the stored certificate does not cover ${missing.join(', ')}` : 'ok' }
+  }
+
+  private covers(stored: Stored): boolean {
+    return this.names.every((name) => stored.tls.names.includes(name))
   }
 }
 
