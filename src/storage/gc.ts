@@ -34,7 +34,7 @@
  * `<root>/.berth-gc.lock` holding the pid (a stale one, whose process is gone, is taken over).
  */
 import { constants } from 'node:fs'
-import { open, readFile, rmdir, unlink } from 'node:fs/promises'
+import { mkdir, open, readFile, rmdir, unlink } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
 import { FilesystemDriver } from './driver/filesystem.js'
@@ -65,8 +65,8 @@ export interface GcOptions {
   /** The run's start, for tests. */
   readonly now?: Date
   readonly onProgress?: (progress: GcProgress) => void
-  /** Test hook: runs after marking and before the first deletion. */
-  readonly beforeSweep?: () => Promise<void>
+  /** Test hook: runs before each sweep phase (after marking; after listing the blobs). */
+  readonly beforeSweep?: (phase: 'untagged' | 'blobs') => Promise<void>
 }
 
 export interface GcProgress {
@@ -170,10 +170,11 @@ class GarbageCollection {
       this.#progress('mark', i + 1, names.length)
     }
     for (const repository of repositories) await this.#mark(repository)
-    await this.#options.beforeSweep?.()
 
+    await this.#options.beforeSweep?.('untagged')
     if (this.#deleteUntagged) await this.#sweepUntagged(repositories)
     const { kept, recent, candidates } = await this.#listBlobs()
+    await this.#options.beforeSweep?.('blobs')
     await this.#sweepBlobs(candidates)
     await this.#sweepLayerLinks(repositories)
 
@@ -448,6 +449,7 @@ export async function acquireGcLock(driver: StorageDriver): Promise<() => Promis
   }
   const file = join(driver.root, '.berth-gc.lock')
   try {
+    await mkdir(driver.root, { recursive: true })
     await takeLockFile(file)
   } catch (error) {
     inProcess.delete(key)
