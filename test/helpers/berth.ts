@@ -56,6 +56,8 @@ export interface Berth {
   /** The plain-HTTP port in https mode (redirects, ACME challenges). */
   readonly httpPort: number | undefined
   readonly datadir: string
+  /** The server's process id (undefined when it runs in this process). */
+  readonly pid: number | undefined
   output(): string
   /** Stops Berth (SIGTERM, then SIGKILL after 10 s). Does not remove the datadir. Idempotent. */
   stop(): Promise<void>
@@ -118,7 +120,7 @@ export async function startBerth(options: BerthOptions): Promise<Berth> {
     await stop()
     throw error
   }
-  return { url, hostPort, port, httpPort, datadir: options.datadir, output: () => daemon.output(), stop }
+  return { url, hostPort, port, httpPort, datadir: options.datadir, pid: daemon.pid, output: () => daemon.output(), stop }
 }
 
 /**
@@ -143,6 +145,7 @@ export async function startBerthInProcess(options: { datadir: string; host?: str
     port,
     httpPort: undefined,
     datadir: options.datadir,
+    pid: undefined,
     output: () => '(engine in this process: its errors are in the test output)',
     stop: () =>
       (stopped ??= (async () => {
@@ -165,7 +168,7 @@ export async function startBerthInProcess(options: { datadir: string; host?: str
 export async function startLocalBerth(options: { datadir: string; host?: string }): Promise<Berth> {
   if (process.env.BERTH_E2E_REFERENCE === 'registry2') {
     const registry = await startRegistry2({ rootDirectory: path.join(options.datadir, 'data'), host: options.host ?? '127.0.0.1' })
-    return { url: registry.url, hostPort: registry.hostPort, port: registry.port, httpPort: undefined, datadir: options.datadir, output: registry.output, stop: registry.stop }
+    return { url: registry.url, hostPort: registry.hostPort, port: registry.port, httpPort: undefined, datadir: options.datadir, pid: registry.pid, output: registry.output, stop: registry.stop }
   }
   if (process.env.BERTH_E2E_IN_PROCESS !== '1' && (await hasMain())) return startBerth(options)
   return startBerthInProcess(options)

@@ -31,6 +31,7 @@ export interface Registry2 {
   /** `127.0.0.1:41234` (what clients put in image references). */
   readonly hostPort: string
   readonly port: number
+  readonly pid: number
   output(): string
   /** Stops the registry and removes its config folder (not the storage root). Idempotent. */
   stop(): Promise<void>
@@ -80,5 +81,5 @@ export async function startRegistry2(options: Registry2Options): Promise<Registr
     await stop()
     throw error
   }
-  return { url, hostPort: listen, port, output: () => daemon.output(), stop }
+  return { url, hostPort: listen, port, pid: daemon.pid, output: () => daemon.output(), stop }
 }
