@@ -1,7 +1,7 @@
 /**
  * The composition root: the one place that turns a Config into running parts.
  *
- *   config ─► FilesystemDriver(<datadir>/data) ─► registry engine on 127.0.0.1:<random>,
+ *   config ─► FilesystemDriver(<datadir>/data) or S3Driver(bucket) ─► registry engine on 127.0.0.1:<random>,
  *             requiring a per-process secret header ─► edge (TLS/HTTP, auth, body limit, proxy)
  *
  * With `upstream` set no engine is started: the edge fronts that registry instead.
@@ -25,6 +25,8 @@ import { SelfSignedCertificateProvider } from './edge/tls/self-signed.js'
 import type { Logger } from './log.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
+import { S3Driver } from './storage/driver/s3.js'
+import type { StorageDriver } from './storage/driver/storage-driver.js'
 
 export interface RunningServer {
   /** Where the edge listens (port 0 resolved). */
@@ -59,9 +61,35 @@ export class ListenError extends Error {
   }
 }
 
+/**
+ * The storage driver the config names, checked before anything listens: the datadir folder is
+ * writable, or the bucket answers with these credentials (a clear one-line error, not a failure
+ * at the first push). Resolves with the driver and how to show where images go.
+ */
+export async function openStorage(config: Config): Promise<{ driver: StorageDriver; shown: string }> {
+  const choice = config.storage
+  if (choice.kind === 's3') {
+    const driver = new S3Driver({
+      bucket: choice.bucket,
+      prefix: choice.prefix,
+      ...(choice.endpoint !== undefined ? { endpoint: choice.endpoint } : {}),
+      ...(choice.region !== undefined ? { region: choice.region } : {}),
+    })
+    try {
+      await driver.check()
+    } catch (error) {
+      throw new ConfigError(`--storage s3: ${(error as Error).message}`, { cause: error })
+    }
+    return { driver, shown: `s3://${choice.bucket}/${choice.prefix}${choice.endpoint !== undefined ? ` at ${choice.endpoint}` : ''}` }
+  }
+  const root = join(config.datadir, 'data')
+  await prepareFolder(root, 'datadir', config.datadir)
+  return { driver: new FilesystemDriver(root), shown: root }
+}
+
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
-  const storage = config.upstream === undefined ? join(config.datadir, 'data') : undefined
-  if (storage !== undefined) await prepareFolder(storage, 'datadir', config.datadir)
+  const opened = config.upstream === undefined ? await openStorage(config) : undefined
+  const storage = opened?.shown
   const auth = await checkHtpasswd(config, logger)
   if (config.clientCa !== undefined) await mustRead(config.clientCa, '--client-ca')
 
@@ -69,13 +97,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
   let engine: { app: RegistryApp; server: HttpServer; url: string; drain: Drain } | undefined
   let upstream: { url: string; secret?: string }
-  if (storage === undefined) {
+  if (opened === undefined) {
     upstream = { url: config.upstream ?? '' }
   } else {
     // The engine trusts only requests that carry this secret, which only the edge knows: another
     // process on this machine that finds the loopback port still cannot skip authentication.
     const secret = randomBytes(32).toString('base64url')
-    const app = createRegistryApp({ driver: new FilesystemDriver(storage), logger, internalSecret: secret })
+    const app = createRegistryApp({ driver: opened.driver, logger, internalSecret: secret })
     const drain = new Drain()
     const server = createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (request, response) => {
       if (drain.isDraining) return drain.refuse(response)

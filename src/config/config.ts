@@ -21,6 +21,20 @@ export const DEFAULTS = {
   logLevel: 'info' as LogLevel,
 } as const
 
+/** Where images are stored. */
+export type StorageChoice =
+  | { readonly kind: 'filesystem' }
+  | {
+      readonly kind: 's3'
+      /** Undefined: AWS itself. */
+      readonly endpoint: string | undefined
+      readonly bucket: string
+      /** Undefined: AWS_REGION, else us-east-1 (decided where the client is made). */
+      readonly region: string | undefined
+      /** Folder in the bucket ('' = root), as registry:2's `rootdirectory`. */
+      readonly prefix: string
+    }
+
 /** Where the HTTPS certificate comes from. */
 export type CertificateChoice =
   | { readonly kind: 'none' }
@@ -43,6 +57,8 @@ export interface Config {
   readonly httpsPort: number
   readonly httpPort: number
   readonly datadir: string
+  /** Filesystem (`<datadir>/data`) or an S3 bucket. */
+  readonly storage: StorageChoice
   /** Names clients use; may be empty in local mode and with --self-signed / --tls-cert. */
   readonly domains: readonly string[]
   readonly certificate: CertificateChoice
@@ -143,6 +159,22 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     if (acmeOnly.length > 0) warnings.push(`ACME settings are ignored without --acme (${acmeOnly.map(toFlag).join(', ')})`)
   }
 
+  let storage: StorageChoice = { kind: 'filesystem' }
+  const s3Only = (['s3Endpoint', 's3Bucket', 's3Region', 's3Prefix'] as const).filter(key => values[key] !== undefined)
+  if (values.storage === 's3') {
+    if (values.upstream !== undefined) throw new ConfigError('--storage s3 and --upstream exclude each other: with --upstream another registry stores the images')
+    if (values.s3Bucket === undefined) throw new ConfigError('--storage s3 needs --s3-bucket (an existing bucket; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
+    storage = {
+      kind: 's3',
+      endpoint: values.s3Endpoint,
+      bucket: values.s3Bucket,
+      region: values.s3Region,
+      prefix: (values.s3Prefix ?? '').replace(/^\/+|\/+$/g, ''),
+    }
+  } else if (s3Only.length > 0) {
+    warnings.push(`${s3Only.map(toFlag).join(', ')} ignored without --storage s3`)
+  }
+
   const httpsPort = values.httpsPort ?? DEFAULTS.httpsPort
   const httpPort = values.httpPort ?? DEFAULTS.httpPort
   if (mode === 'https' && httpsPort === httpPort) {
@@ -162,6 +194,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     httpsPort,
     httpPort,
     datadir,
+    storage,
     domains,
     certificate,
     certs: values.certs ?? resolve(cwd, DEFAULTS.certs),

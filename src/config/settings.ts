@@ -42,6 +42,11 @@ export interface SettingValues {
   acmeEabHmac: string
   certs: string
   logLevel: LogLevel
+  storage: 'filesystem' | 's3'
+  s3Endpoint: string
+  s3Bucket: string
+  s3Region: string
+  s3Prefix: string
 }
 
 export type SettingKey = keyof SettingValues
@@ -71,6 +76,9 @@ function setting<K extends SettingKey>(definition: Setting<K>): Setting<K> {
 }
 
 const pathValue = (raw: unknown): string => parseString(raw)
+
+/** An S3 endpoint: http(s) URL, no credentials in it (they come from the AWS variables). */
+const parseEndpoint = (raw: unknown): string => parseUpstream(raw)
 
 export const SETTINGS = [
   setting({ key: 'local', flag: 'local', env: 'BERTH_LOCAL', parse: parseBoolean,
@@ -117,6 +125,16 @@ export const SETTINGS = [
     description: 'external account binding HMAC key (base64url)' }),
   setting({ key: 'certs', flag: 'certs', argument: '<dir>', env: 'BERTH_CERTS', parse: pathValue, isPath: true, defaultText: './certs',
     description: 'where ACME and self-signed certificates and keys are kept' }),
+  setting({ key: 'storage', flag: 'storage', argument: '<kind>', env: 'BERTH_STORAGE', parse: parseEnum(['filesystem', 's3'] as const), defaultText: 'filesystem',
+    description: 'filesystem (<datadir>/data) or s3 (a bucket, shared by any number of instances behind a load balancer)' }),
+  setting({ key: 's3Endpoint', flag: 's3-endpoint', argument: '<url>', env: 'BERTH_S3_ENDPOINT', parse: parseEndpoint, defaultText: 'AWS',
+    description: 'S3-compatible service (Ceph RGW, MinIO, R2 ...), e.g. http://10.0.0.5:7480; uses path-style addressing. Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS credential chain' }),
+  setting({ key: 's3Bucket', flag: 's3-bucket', argument: '<name>', env: 'BERTH_S3_BUCKET', parse: parseString,
+    description: 'bucket for images with --storage s3 (must exist)' }),
+  setting({ key: 's3Region', flag: 's3-region', argument: '<region>', env: 'BERTH_S3_REGION', parse: parseString, defaultText: 'AWS_REGION, else us-east-1',
+    description: 'S3 region' }),
+  setting({ key: 's3Prefix', flag: 's3-prefix', argument: '<path>', env: 'BERTH_S3_PREFIX', parse: parseString, defaultText: 'bucket root',
+    description: 'folder inside the bucket, like registry:2\'s s3 rootdirectory (its data there is served as is)' }),
   setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',
     description: 'debug, info, warn or error' }),
 ] as const satisfies readonly Setting[]

@@ -88,8 +88,11 @@ export interface S3DriverOptions {
 
 /** The client settings real S3 servers need (see the module comment). */
 export function createS3Client(options: S3DriverOptions): S3Client {
+  // The SDK warns on Node 20 that *future* releases need Node 22; we pin this release on purpose
+  // (package.json), so the warning would only alarm operators. An explicit setting wins.
+  process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
   const client = new S3Client({
-    region: options.region ?? 'us-east-1',
+    region: options.region ?? process.env['AWS_REGION'] ?? process.env['AWS_DEFAULT_REGION'] ?? 'us-east-1',
     ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
     forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
     ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
@@ -142,6 +145,7 @@ export class S3Driver implements StorageDriver {
   readonly bucket: string
   readonly prefix: string
   readonly partSize: number
+  readonly endpoint: string | undefined
 
   constructor(options: S3DriverOptions) {
     if (!options.bucket) throw new TypeError('S3 driver: a bucket is required')
@@ -151,7 +155,30 @@ export class S3Driver implements StorageDriver {
     if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE) {
       throw new TypeError(`S3 driver: partSize must be at least ${MIN_PART_SIZE} bytes`)
     }
+    this.endpoint = options.endpoint
     this.client = options.client ?? createS3Client(options)
+  }
+
+  /**
+   * One cheap request (a 1-key listing under the prefix) that proves the endpoint, bucket and
+   * credentials work; rejects with a StorageDriverError that says what to fix.
+   */
+  async check(): Promise<void> {
+    const where = `bucket ${JSON.stringify(this.bucket)}${this.endpoint !== undefined ? ` at ${this.endpoint}` : ''}`
+    try {
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.#dirPrefix('/'), MaxKeys: 1 }))
+    } catch (error) {
+      const e = error as S3ErrorShape & { code?: string; message?: string }
+      const name = e?.Code ?? e?.name ?? ''
+      let reason: string
+      if (name === 'CredentialsProviderError') reason = 'no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile/role)'
+      else if (name === 'NoSuchBucket') reason = `${where} does not exist; create it first`
+      else if (['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Forbidden'].includes(name) || httpStatus(error) === 403) {
+        reason = `access to ${where} denied (${name || 'HTTP 403'}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy`
+      } else if (e?.code !== undefined && /^E[A-Z]+$/.test(e.code)) reason = `cannot reach ${where}: ${e.code}`
+      else reason = `${where}: ${name || 'error'}${e?.message ? ` (${e.message})` : ''}`
+      throw new StorageDriverError('IO_ERROR', reason, { cause: error })
+    }
   }
 
   /** The object key of a driver path (validated). `/` is the prefix itself (or ''). */

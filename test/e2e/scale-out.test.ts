@@ -1,0 +1,201 @@
+/**
+ * Scale-out (issue #9): two Berth processes (`berth serve --local --storage s3 ...`, exactly what a
+ * user runs) share one bucket on a real S3 server (single-node Ceph RGW), behind a round-robin
+ * balancer with no sticky sessions: every *request* goes to the next instance, so the requests of
+ * one upload land on both. What a user relies on:
+ * - skopeo pushes and pulls through the balancer, byte for byte;
+ * - a chunked upload whose POST, PATCHes and PUT alternate between instances completes, and the
+ *   blob is served by both;
+ * - a pull from one instance right after a push to the other;
+ * - both instances pushing the same image at the same moment both succeed.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import path from 'node:path'
+import anyTest, { type TestFn } from 'ava'
+import { startBerth, type Berth } from '../helpers/berth.js'
+import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
+import { request } from '../helpers/http.js'
+import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
+import { makeTempDir, removeDir } from '../helpers/procs.js'
+import { copy, inspectRaw, type RegistryAccess } from '../helpers/skopeo.js'
+
+interface Hit {
+  readonly instance: number
+  readonly method: string
+  readonly path: string
+  readonly status: number
+}
+
+interface Balancer {
+  readonly url: string
+  readonly hostPort: string
+  readonly hits: Hit[]
+  close(): Promise<void>
+}
+
+/**
+ * The balancer: a few lines of Node. Each request (not each connection) goes to the next
+ * instance in turn; bodies stream both ways. What went where is recorded for the assertions.
+ */
+async function startBalancer(targets: readonly Berth[]): Promise<Balancer> {
+  const agent = new http.Agent({ keepAlive: true })
+  const hits: Hit[] = []
+  let next = 0
+  const server = http.createServer((req, res) => {
+    const instance = next++ % targets.length
+    const target = new URL((targets[instance] as Berth).url)
+    const upstream = http.request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent },
+      response => {
+        hits.push({ instance, method: req.method ?? '', path: (req.url ?? '').split('?')[0] ?? '', status: response.statusCode ?? 0 })
+        res.writeHead(response.statusCode ?? 502, response.headers)
+        response.pipe(res)
+      },
+    )
+    upstream.on('error', () => {
+      if (!res.headersSent) res.writeHead(502)
+      res.end()
+    })
+    req.pipe(upstream)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hostPort: `127.0.0.1:${port}`,
+    hits,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+      agent.destroy()
+    },
+  }
+}
+
+interface Context {
+  s3: S3Server
+  work: string
+  berths: [Berth, Berth]
+  balancer: Balancer
+  source: OciLayout
+}
+
+const test = anyTest as TestFn
+let ctx: Context | undefined
+const plainHttp: RegistryAccess = { tlsVerify: false }
+
+test.before(async () => {
+  const s3 = await startS3()
+  const work = await makeTempDir('scale-out')
+  const prefix = uniquePrefix('scale-out')
+  const args = ['--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', prefix]
+  // Each instance has its own datadir (nothing is stored there with S3): only the bucket is shared.
+  const berths = (await Promise.all(
+    [0, 1].map(i => startBerth({ datadir: path.join(work, `datadir-${i}`), args, env: s3.env })),
+  )) as [Berth, Berth]
+  const balancer = await startBalancer(berths)
+  const source = await OciLayout.create(path.join(work, 'source'))
+  ctx = { s3, work, berths, balancer, source }
+})
+
+test.after.always(async () => {
+  await ctx?.balancer.close()
+  await Promise.all(ctx?.berths.map(b => b.stop()) ?? [])
+  await ctx?.s3.stop()
+  if (ctx?.work) await removeDir(ctx.work)
+})
+
+function env(): Context {
+  if (ctx === undefined) throw new Error('setup failed')
+  return ctx
+}
+
+let outs = 0
+async function pullAndCheck(t: import('ava').ExecutionContext, reference: string, image: BuiltImage): Promise<void> {
+  const out = await OciLayout.create(path.join(env().work, `out-${++outs}`))
+  await copy(reference, out.ref('pulled'), { src: plainHttp })
+  t.true((await out.readBlob(image.manifest.digest)).equals(image.manifestBytes), 'manifest bytes identical')
+  for (const blob of image.blobs) t.is(await fileDigest(out.blobPath(blob.digest)), blob.digest, `blob ${blob.digest} intact`)
+}
+
+test.serial('skopeo pushes and pulls through a round-robin balancer; both instances took part in the uploads', async t => {
+  const { balancer, source } = env()
+  const image = await source.addImage({ tag: 'multi', layers: [6 * 1024 * 1024, 300 * 1024, 1000] })
+  const before = balancer.hits.length
+  await copy(source.ref('multi'), `docker://${balancer.hostPort}/scale/multi:v1`, { dest: plainHttp })
+  const pushHits = balancer.hits.slice(before)
+  const uploadHits = pushHits.filter(h => h.path.includes('/blobs/uploads/'))
+  t.true(uploadHits.some(h => h.instance === 0) && uploadHits.some(h => h.instance === 1), 'upload requests went to both instances')
+  // Some upload's requests (POST, PATCH, PUT of one id) were served by both instances.
+  const byUpload = new Map<string, Set<number>>()
+  for (const h of uploadHits) {
+    const id = h.path.split('/blobs/uploads/')[1]
+    if (id) byUpload.set(id, (byUpload.get(id) ?? new Set()).add(h.instance))
+  }
+  t.true([...byUpload.values()].some(set => set.size === 2), 'one upload was continued by the other instance')
+  // skopeo asks (HEAD) whether each blob is there first: 404 is the expected answer then.
+  t.deepEqual(pushHits.filter(h => h.status >= 400 && !(h.method === 'HEAD' && h.status === 404)), [], 'no request failed')
+
+  t.true((await inspectRaw(`docker://${balancer.hostPort}/scale/multi:v1`, plainHttp)).equals(image.manifestBytes))
+  await pullAndCheck(t, `docker://${balancer.hostPort}/scale/multi:v1`, image)
+})
+
+test.serial('a chunked upload whose requests alternate between the instances completes; both serve the blob', async t => {
+  const { balancer, berths } = env()
+  const chunks = [randomBytes(6 * 1024 * 1024 + 7), randomBytes(1234), randomBytes(5 * 1024 * 1024), randomBytes(99)]
+  const whole = Buffer.concat(chunks)
+  const digest = `sha256:${createHash('sha256').update(whole).digest('hex')}`
+  const before = balancer.hits.length
+  const started = await request(balancer.url, '/v2/scale/chunked/blobs/uploads/', { method: 'POST' })
+  t.is(started.status, 202)
+  let location = String(started.headers.location)
+  let offset = 0
+  for (const chunk of chunks) {
+    const response = await request(balancer.url, location, {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + chunk.byteLength - 1}` },
+      body: chunk,
+    })
+    t.is(response.status, 202, response.body.toString())
+    offset += chunk.byteLength
+    t.is(response.headers.range, `0-${offset - 1}`, 'the instance reports every byte so far, whichever took the chunk before')
+    location = String(response.headers.location)
+  }
+  const done = await request(balancer.url, `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT' })
+  t.is(done.status, 201, done.body.toString())
+  const instances = balancer.hits.slice(before).map(h => h.instance)
+  t.deepEqual(instances, [0, 1, 0, 1, 0, 1].map(i => (i + (instances[0] ?? 0)) % 2), 'POST, 4 PATCHes and PUT alternated')
+
+  for (const berth of berths) {
+    const got = await request(berth.url, `/v2/scale/chunked/blobs/${digest}`)
+    t.is(got.status, 200)
+    t.true(got.body.equals(whole), `${berth.url} serves the whole blob`)
+  }
+})
+
+test.serial('a pull from one instance right after a push to the other', async t => {
+  const { berths, source } = env()
+  const [a, b] = berths
+  for (let round = 0; round < 3; round++) {
+    const image = await source.addImage({ tag: `rw-${round}`, layers: [200 * 1024, 10] })
+    await copy(source.ref(`rw-${round}`), `docker://${a.hostPort}/scale/rw:r${round}`, { dest: plainHttp })
+    // No delay: S3's read-after-write is what makes this safe.
+    t.true((await inspectRaw(`docker://${b.hostPort}/scale/rw:r${round}`, plainHttp)).equals(image.manifestBytes))
+    await pullAndCheck(t, `docker://${b.hostPort}/scale/rw:r${round}`, image)
+  }
+})
+
+test.serial('both instances pushing the same image at the same moment both succeed', async t => {
+  const { berths, balancer, source } = env()
+  const image = await source.addImage({ tag: 'same', layers: [3 * 1024 * 1024, 64 * 1024, 10] })
+  const results = await Promise.allSettled(
+    berths.map(berth => copy(source.ref('same'), `docker://${berth.hostPort}/scale/same:latest`, { dest: plainHttp })),
+  )
+  t.deepEqual(
+    results.map(r => (r.status === 'fulfilled' ? 'ok' : String(r.reason))),
+    ['ok', 'ok'],
+  )
+  await pullAndCheck(t, `docker://${balancer.hostPort}/scale/same:latest`, image)
+})
