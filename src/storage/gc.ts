@@ -65,6 +65,11 @@ export interface GcOptions {
   /** The run's start, for tests. */
   readonly now?: Date
   readonly onProgress?: (progress: GcProgress) => void
+  /**
+   * Stops the run between two items (never between renaming something away and deciding its
+   * fate); the run then rejects with the signal's reason. For a server shutting down.
+   */
+  readonly signal?: AbortSignal
   /** Test hook: runs before each sweep phase (after marking; after listing the blobs). */
   readonly beforeSweep?: (phase: 'untagged' | 'blobs') => Promise<void>
 }
@@ -197,6 +202,7 @@ class GarbageCollection {
   }
 
   #progress(phase: GcProgress['phase'], done: number, total: number): void {
+    this.#options.signal?.throwIfAborted()
     this.#options.onProgress?.({ phase, done, total })
   }
 
@@ -432,7 +438,9 @@ async function forEachConcurrently<T>(items: readonly T[], limit: number, task: 
       await task(item)
     }
   })
-  await Promise.all(workers)
+  // Every worker finishes its item before the run ends (an abort must not leave a rename pending).
+  const failed = (await Promise.allSettled(workers)).find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failed) throw failed.reason
 }
 
 const inProcess = new Set<unknown>()
