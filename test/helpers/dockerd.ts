@@ -6,9 +6,10 @@
  *   `--pidfile` and `-H unix://<dir>/docker.sock` under a temp folder; it starts its own containerd.
  *   No bridge means containers cannot publish ports; registry traffic (push/pull/login) is made by the
  *   daemon itself on the host network, so that is not a limit for registry tests.
- * - It runs under `unshare -m --propagation private`, with a private file bind-mounted on /etc/hosts and
+ * - It runs under `unshare -m --propagation private`, with a private file bind-mounted on /etc/hosts,
  *   a private folder on /etc/docker (so certs.d, daemon.json and the daemon's key.json stay in the temp
- *   folder). The real /etc is never written.
+ *   folder) and a private tmpfs on /run/containerd (its own containerd, even when a system one runs).
+ *   The real /etc is never written.
  * - The docker CLI is Debian's `/usr/bin/docker` (20.10, matching the daemon; a newer client may be earlier
  *   in PATH), run inside the same namespace with `nsenter`, with its own `--config` folder (so `docker
  *   login` never touches ~/.docker). The CLI reads /etc/hosts and certs.d itself for `docker manifest`.
@@ -128,7 +129,18 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
     ...(options.debug ? ['--debug'] : []),
   ]
   // `sh` only sets up the private mounts, then execs dockerd: the daemon keeps the child's pid.
-  const script = 'set -e; mount --bind "$1" /etc/hosts; mount --bind "$2" /etc/docker; shift 2; exec "$@"'
+  // A private tmpfs on /run/containerd: dockerd would use a system containerd whose socket it finds
+  // there (shared with other daemons), and containerd's shims put their sockets in /run/containerd/s.
+  // With the tmpfs, every dockerd starts its own containerd and nothing is left in the real /run.
+  const script = [
+    'set -e',
+    'mount --bind "$1" /etc/hosts',
+    'mount --bind "$2" /etc/docker',
+    'mkdir -p /run/containerd',
+    'mount -t tmpfs -o mode=0700 berth-test /run/containerd',
+    'shift 2',
+    'exec "$@"',
+  ].join('; ')
   const daemon: Daemon = startDaemon('dockerd', 'unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', hostsFile, etcDocker, DOCKERD, ...dockerdArgs], {
     env: { DOCKER_HOST: undefined },
   })
