@@ -25,6 +25,7 @@ import { SelfSignedCertificateProvider } from './edge/tls/self-signed.js'
 import type { Logger } from './log.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
+import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
 import { S3Driver } from './storage/driver/s3.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
@@ -96,6 +97,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const { provider, challenges, source, hints } = await certificateFor(config, logger)
 
   let engine: { app: RegistryApp; server: HttpServer; url: string; drain: Drain } | undefined
+  let gcSchedule: GcSchedule | undefined
   let upstream: { url: string; secret?: string }
   if (opened === undefined) {
     upstream = { url: config.upstream ?? '' }
@@ -120,6 +122,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
     engine = { app, server, url, drain }
     upstream = { url, secret }
+    if (config.gcIntervalMs !== undefined) {
+      // The GC's safety rule needs atomic renames (storage/gc.ts); S3's move is copy + delete.
+      if (opened.driver instanceof FilesystemDriver) gcSchedule = startGcSchedule({ driver: opened.driver, intervalMs: config.gcIntervalMs, logger })
+      else logger.warn('--gc-interval is ignored: online garbage collection needs filesystem storage')
+    }
   }
 
   const options: EdgeOptions = {
@@ -152,6 +159,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     edge = await startEdge(options)
   } catch (error) {
     await provider?.stop().catch(() => {})
+    await gcSchedule?.stop()
     if (engine !== undefined) await closeHttpServer(engine.server, 0)
     throw explainStartError(error, config)
   }
@@ -171,6 +179,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         if (engine !== undefined) await engine.drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
         await provider?.stop().catch(() => {})
+        await gcSchedule?.stop()
         if (engine !== undefined) {
           await closeHttpServer(engine.server, 0)
           await Promise.race([engine.app.close(), delay(1000)])

@@ -72,6 +72,8 @@ export interface Config {
   /** Another registry to front; when set no engine is started. */
   readonly upstream: string | undefined
   readonly logLevel: LogLevel
+  /** Garbage collection inside serve every this many ms (storage/gc-schedule.ts); undefined: off. */
+  readonly gcIntervalMs: number | undefined
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -205,6 +207,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     clientCa: values.clientCa,
     upstream: values.upstream,
     logLevel: values.logLevel ?? DEFAULTS.logLevel,
+    gcIntervalMs: values.gcInterval !== undefined && values.gcInterval > 0 ? values.gcInterval : undefined,
     configFile,
     warnings,
   }

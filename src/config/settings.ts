@@ -8,6 +8,7 @@ import {
   parseAcmeDirectory,
   parseBoolean,
   parseDomains,
+  parseDuration,
   parseEmail,
   parseEnum,
   parseHost,
@@ -47,6 +48,7 @@ export interface SettingValues {
   s3Bucket: string
   s3Region: string
   s3Prefix: string
+  gcInterval: number
 }
 
 export type SettingKey = keyof SettingValues
@@ -135,6 +137,8 @@ export const SETTINGS = [
     description: 'S3 region' }),
   setting({ key: 's3Prefix', flag: 's3-prefix', argument: '<path>', env: 'BERTH_S3_PREFIX', parse: parseString, defaultText: 'bucket root',
     description: 'folder inside the bucket, like registry:2\'s s3 rootdirectory (its data there is served as is)' }),
+  setting({ key: 'gcInterval', flag: 'gc-interval', argument: '<duration>', env: 'BERTH_GC_INTERVAL', parse: parseDuration, defaultText: 'off',
+    description: 'collect garbage this often while serving (e.g. 24h): frees blobs no manifest references, untouched for 1 h; same as berth gc' }),
   setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',
     description: 'debug, info, warn or error' }),
 ] as const satisfies readonly Setting[]

@@ -84,6 +84,18 @@ export function parseSize(raw: unknown): number {
   return bytes
 }
 
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** A duration such as `30m`, `6h`, `1d` in milliseconds; `off` or `0` is 0 (turned off). */
+export function parseDuration(raw: unknown): number {
+  const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+  if (text === 'off' || text === '0') return 0
+  const match = /^(\d+(?:\.\d+)?)\s*([smhd])$/.exec(text)
+  const ms = match ? Math.round(Number(match[1]) * DURATION_UNITS[match[2]!]!) : NaN
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new InvalidValue('a duration such as 30m, 6h or 1d, or off')
+  return ms
+}
+
 /** An http(s) URL of another registry to put the edge in front of. */
 export function parseUpstream(raw: unknown): string {
   const text = parseString(raw)
