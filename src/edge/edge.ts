@@ -16,7 +16,7 @@ import { HtpasswdAccessController } from './auth/basic-auth.js'
 import { STREAM_HIGH_WATER_MARK, UpstreamProxy } from './proxy.js'
 import type { ForwardResult } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
-import { closeAfterResponse, sendError } from './responses.js'
+import { closeAfterResponse, countHeaderLines, sendError } from './responses.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './tls/certificate-source.js'
 import { ALPN_PROTOCOLS, ECDH_CURVES, HSTS_VALUE, MIN_TLS_VERSION, TLS12_CIPHERS, TLS13_CIPHERS } from './tls/tls-options.js'
 
@@ -170,6 +170,11 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
           logger.warn('client certificate refused', { remote: req.socket.remoteAddress, reason: String(socket.authorizationError ?? 'none sent') })
           return reject(400, 'DENIED', sent ? 'The SSL certificate error: the client certificate is not signed by a trusted CA' : 'No required SSL certificate was sent', responseHeaders)
         }
+      }
+      // RFC 9112 §3.2: more than one Host line is a 400 (Node silently keeps the first one).
+      if (countHeaderLines(req.rawHeaders, 'host') > 1) {
+        res.shouldKeepAlive = false
+        return reject(400, 'UNSUPPORTED', 'more than one Host header', responseHeaders)
       }
       const declared = req.headers['content-length']
       if (declared !== undefined && Number(declared) > maxBodyBytes) {

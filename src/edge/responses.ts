@@ -10,7 +10,7 @@ import type { Socket } from 'node:net'
 export const API_VERSION_HEADER = 'docker-distribution-api-version'
 export const API_VERSION = 'registry/2.0'
 
-export type EdgeErrorCode = 'UNAUTHORIZED' | 'TOOMANYREQUESTS' | 'SIZE_INVALID' | 'UNAVAILABLE' | 'UNKNOWN' | 'DENIED' | 'NAME_UNKNOWN'
+export type EdgeErrorCode = 'UNAUTHORIZED' | 'TOOMANYREQUESTS' | 'SIZE_INVALID' | 'UNAVAILABLE' | 'UNKNOWN' | 'DENIED' | 'NAME_UNKNOWN' | 'UNSUPPORTED'
 
 /** Writes one edge-made error. For HEAD, Node drops the body but the headers (length included) stay. */
 export function sendError(
@@ -58,4 +58,11 @@ export function closeAfterResponse(req: IncomingMessage, res: ServerResponse): v
     req.on('error', () => {})
     req.resume()
   })
+}
+
+/** How many header lines named `name` (lower case) a request had, duplicates included. */
+export function countHeaderLines(rawHeaders: readonly string[], name: string): number {
+  let count = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) count++
+  return count
 }

@@ -85,6 +85,11 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
     response.setHeader(API_VERSION_HEADER, API_VERSION)
     try {
       checkInternalSecret(request)
+      // RFC 9112 §3.2: a request with more than one Host line is a 400. Node keeps the first and
+      // drops the rest, so a front proxy that keeps the last would see another host than we do.
+      if (countHeaderLines(request.rawHeaders, 'host') > 1) {
+        throw new RegistryError('UNSUPPORTED', undefined, { status: 400, message: 'more than one Host header', headers: { Connection: 'close' } })
+      }
       const rawUrl = request.url ?? '/'
       const queryAt = rawUrl.indexOf('?')
       const path = queryAt === -1 ? rawUrl : rawUrl.slice(0, queryAt)
@@ -143,4 +148,11 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
     },
     store,
   }
+}
+
+/** How many header lines named `name` (lower case) the request had, duplicates included. */
+export function countHeaderLines(rawHeaders: readonly string[], name: string): number {
+  let count = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) count++
+  return count
 }
