@@ -30,6 +30,11 @@
  * interleave unseen, as a stat-then-delete could. A run killed between rename and delete leaves a
  * `.gc-*` file; the next run puts it back before it looks at anything.
  *
+ * The rule needs `move` to be atomic, as rename(2) is on the filesystem driver. S3's move is a
+ * copy then a delete, so a touch between the two would be lost: `berth gc` and `serve
+ * --gc-interval` therefore run on filesystem storage only (collectGarbage itself takes any driver,
+ * which tests use with the in-memory one).
+ *
  * Two runs on one datadir are excluded by an in-process lock plus, on the filesystem, a lock file
  * `<root>/.berth-gc.lock` holding the pid (a stale one, whose process is gone, is taken over).
  */

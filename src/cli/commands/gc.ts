@@ -73,7 +73,7 @@ export function gcCommand(io: CliIo): Command {
     .option('--delete-untagged', 'also delete manifests no tag reaches (never a child of a tagged multi-arch index)')
     .option('--no-keep-referrers', 'with --delete-untagged: also delete signatures/SBOMs (referrers) of kept images')
     .addOption(
-      new Option('--grace <duration>', 'keep anything written or re-used this recently (e.g. 30m, 2h)')
+      new Option('--grace <duration>', 'keep anything written or re-used this recently (e.g. 30m, 2h); longer than your slowest push, since clients push layers before the manifest (0 only when nobody pushes)')
         .argParser(parseDuration)
         .default(DEFAULT_GC_GRACE_MS, formatDuration(DEFAULT_GC_GRACE_MS)),
     )
