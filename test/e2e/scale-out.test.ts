@@ -86,25 +86,33 @@ const test = anyTest as TestFn
 let ctx: Context | undefined
 const plainHttp: RegistryAccess = { tlsVerify: false }
 
+/** Stops whatever did start, also when the setup failed halfway. */
+const started: (() => Promise<unknown>)[] = []
+
 test.before(async () => {
   const s3 = await startS3()
+  started.push(() => s3.stop())
   const work = await makeTempDir('scale-out')
+  started.push(() => removeDir(work))
   const prefix = uniquePrefix('scale-out')
   const args = ['--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', prefix]
   // Each instance has its own datadir (nothing is stored there with S3): only the bucket is shared.
   const berths = (await Promise.all(
-    [0, 1].map(i => startBerth({ datadir: path.join(work, `datadir-${i}`), args, env: s3.env })),
+    [0, 1].map(async i => {
+      const berth = await startBerth({ datadir: path.join(work, `datadir-${i}`), args, env: s3.env })
+      started.push(() => berth.stop())
+      return berth
+    }),
   )) as [Berth, Berth]
   const balancer = await startBalancer(berths)
+  started.push(() => balancer.close())
   const source = await OciLayout.create(path.join(work, 'source'))
   ctx = { s3, work, berths, balancer, source }
 })
 
 test.after.always(async () => {
-  await ctx?.balancer.close()
-  await Promise.all(ctx?.berths.map(b => b.stop()) ?? [])
-  await ctx?.s3.stop()
-  if (ctx?.work) await removeDir(ctx.work)
+  // Newest first: balancer, instances, then the S3 cluster and the folder.
+  for (const stop of started.reverse()) await stop().catch(() => {})
 })
 
 function env(): Context {
