@@ -7,7 +7,8 @@
  * - a chunked upload whose POST, PATCHes and PUT alternate between instances completes, and the
  *   blob is served by both;
  * - a pull from one instance right after a push to the other;
- * - both instances pushing the same image at the same moment both succeed.
+ * - both instances pushing the same image at the same moment both succeed;
+ * - the seed's docker flow (Debian's docker 20.10, a private dockerd) through the balancer.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
@@ -16,6 +17,7 @@ import path from 'node:path'
 import anyTest, { type TestFn } from 'ava'
 import { startBerth, type Berth } from '../helpers/berth.js'
 import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
+import { startDockerd, type Dockerd } from '../helpers/dockerd.js'
 import { request } from '../helpers/http.js'
 import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
 import { makeTempDir, removeDir } from '../helpers/procs.js'
@@ -80,6 +82,7 @@ interface Context {
   berths: [Berth, Berth]
   balancer: Balancer
   source: OciLayout
+  dockerd: Dockerd
 }
 
 const test = anyTest as TestFn
@@ -90,6 +93,11 @@ const plainHttp: RegistryAccess = { tlsVerify: false }
 const started: (() => Promise<unknown>)[] = []
 
 test.before(async () => {
+  const dockerdStarting = startDockerd().then(d => {
+    started.push(() => d.stop())
+    return d
+  })
+  dockerdStarting.catch(() => {})
   const s3 = await startS3()
   started.push(() => s3.stop())
   const work = await makeTempDir('scale-out')
@@ -107,7 +115,7 @@ test.before(async () => {
   const balancer = await startBalancer(berths)
   started.push(() => balancer.close())
   const source = await OciLayout.create(path.join(work, 'source'))
-  ctx = { s3, work, berths, balancer, source }
+  ctx = { s3, work, berths, balancer, source, dockerd: await dockerdStarting }
 })
 
 test.after.always(async () => {
@@ -206,4 +214,26 @@ test.serial('both instances pushing the same image at the same moment both succe
     ['ok', 'ok'],
   )
   await pullAndCheck(t, `docker://${balancer.hostPort}/scale/same:latest`, image)
+})
+
+test.serial('the seed\'s docker flow through the balancer: build, push, rmi, pull; a second push finds every layer', async t => {
+  const { dockerd, balancer } = env()
+  // dockerd reaches 127.0.0.0/8 over plain HTTP; localhost in its namespace is the balancer.
+  const reference = `localhost:${balancer.hostPort.split(':')[1]}/docker/app:v1`
+  await dockerd.build(reference, {
+    Dockerfile: 'FROM scratch\nCOPY big.bin /big.bin\nCOPY small.txt /small.txt\n',
+    'big.bin': randomBytes(7 * 1024 * 1024),
+    'small.txt': `small ${randomBytes(8).toString('hex')}\n`,
+  })
+  const built = await dockerd.inspectImage(reference)
+  const push = await dockerd.docker(['push', reference])
+  t.is((push.stdout.match(/: Pushed/g) ?? []).length, 2, push.stdout)
+  const digest = /digest: (sha256:[0-9a-f]{64})/.exec(push.stdout)?.[1]
+  t.truthy(digest)
+  const again = await dockerd.docker(['push', reference])
+  t.is((again.stdout.match(/Layer already exists/g) ?? []).length, 2, 'HEAD on either instance finds each layer')
+  await dockerd.docker(['rmi', reference])
+  const pull = await dockerd.docker(['pull', reference])
+  t.regex(pull.stdout, new RegExp(`Digest: ${digest}`))
+  t.is((await dockerd.inspectImage(reference)).Id, built.Id, 'same image after the round trip')
 })
