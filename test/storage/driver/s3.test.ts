@@ -163,3 +163,38 @@ test('s3: keys are read back byte for byte through the raw API too', async t => 
   const out = await driver.client.send(new GetObjectCommand({ Bucket: driver.bucket, Key: `${driver.prefix}/a/b` }))
   t.is(await out.Body?.transformToString(), 'payload')
 })
+
+test('s3: a 256 MiB streamed write and read keep memory bounded (parts, not the blob, in memory)', async t => {
+  const s = await s3()
+  const driver = driverFor(s, uniquePrefix('memory'))
+  const size = 256 * 1024 * 1024
+  const block = randomBytes(1024 * 1024)
+  const expected = createHash('sha256')
+  for (let i = 0; i < size / block.byteLength; i++) expected.update(block)
+  global.gc?.()
+  const baseline = process.memoryUsage().rss
+  let peak = baseline
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20)
+  t.teardown(() => clearInterval(sampler))
+  const writeStart = performance.now()
+  const writer = await driver.writer('/blob/data')
+  for (let i = 0; i < size / block.byteLength; i++) await writer.write(block)
+  await writer.commit()
+  const writeMs = performance.now() - writeStart
+  const readStart = performance.now()
+  const hash = createHash('sha256')
+  let read = 0
+  for await (const chunk of await driver.reader('/blob/data')) {
+    hash.update(chunk as Buffer)
+    read += (chunk as Buffer).byteLength
+  }
+  const readMs = performance.now() - readStart
+  clearInterval(sampler)
+  t.is(read, size)
+  t.is(hash.digest('hex'), expected.digest('hex'))
+  const grew = (peak - baseline) / 1024 / 1024
+  t.log(`write ${(256 / (writeMs / 1000)).toFixed(0)} MiB/s, read ${(256 / (readMs / 1000)).toFixed(0)} MiB/s, RSS grew ${grew.toFixed(0)} MiB`)
+  // Two 16 MiB parts and the SDK's buffers, not 256 MiB.
+  t.true(grew < 128, `RSS grew ${grew.toFixed(0)} MiB`)
+  await driver.delete('/blob')
+})
