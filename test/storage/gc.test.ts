@@ -10,6 +10,7 @@ import test, { type ExecutionContext } from 'ava'
 import { collectGarbage, GcBusyError, acquireGcLock } from '../../src/storage/gc.js'
 import type { StorageDriver } from '../../src/storage/driver/storage-driver.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
+import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { request } from '../helpers/http.js'
 import {
   imageManifest,
@@ -20,6 +21,7 @@ import {
   sha256,
   startApp,
   startFilesystemApp,
+  tempRoot,
   type PushedImage,
   type Running,
 } from '../registry/fixtures.js'
@@ -380,6 +382,50 @@ test('blobs and revisions re-used between mark and sweep are kept: upload of a s
   await assertPulls(t, running, 'multi', 'latest')
   t.is((await request(running.server, `/v2/y/blobs/${garbage.layers[0]!.digest}`, { method: 'HEAD' })).status, 200)
   t.deepEqual((await request(running.server, `/v2/z/blobs/${knownDigest}`)).body, known)
+})
+
+/** A filesystem driver that lets a test act right after GC renamed something away. */
+class PausingDriver extends FilesystemDriver {
+  onMove: ((source: string, dest: string) => Promise<void>) | undefined
+  override async move(source: string, dest: string): Promise<void> {
+    await super.move(source, dest)
+    const hook = this.onMove
+    if (hook !== undefined) await hook(source, dest)
+  }
+}
+
+test('a push that comes after GC renamed a blob away finds it missing: the manifest is refused, the upload stores it again, the retry works', async t => {
+  const dir = await tempRoot(t)
+  const driver = new PausingDriver(dir)
+  const running = await startApp(t, { driver })
+  const base = await pushImage(running, 'app', 'v1')
+  const orphan = randomBytes(4000)
+  const orphanDigest = await pushBlob(running.server, 'app', orphan)
+  await age(dir)
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: base.config.digest, size: base.config.size },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: orphanDigest, size: orphan.byteLength }],
+    }),
+  )
+  let acted = false
+  driver.onMove = async (_source, dest) => {
+    if (acted || !dest.endsWith(`${orphanDigest.slice(7)}/.gc-data`)) return
+    acted = true
+    t.is((await request(running.server, `/v2/app/blobs/${orphanDigest}`, { method: 'HEAD' })).status, 404, 'HEAD: gone')
+    const refused = await putManifest(running.server, 'app', 'v2', manifest, OCI_MANIFEST)
+    t.is(refused.json?.errors?.[0]?.code, 'MANIFEST_BLOB_UNKNOWN', 'a manifest naming it is refused')
+    t.is(await pushBlob(running.server, 'app', orphan), orphanDigest, 'the client uploads it again')
+    t.is((await putManifest(running.server, 'app', 'v2', manifest, OCI_MANIFEST)).status, 201, 'and the retry is accepted')
+  }
+  const report = await collectGarbage(driver)
+  t.true(acted)
+  t.deepEqual(report.blobs.map(b => b.digest), [orphanDigest], 'the old copy was deleted...')
+  t.deepEqual(report.layerLinks, [], '...but not the link, since the blob is stored again')
+  await assertPulls(t, running, 'app', 'v2')
+  await assertPulls(t, running, 'app', 'v1')
 })
 
 test('a run killed after renaming a blob away is repaired by the next run', async t => {
