@@ -146,6 +146,12 @@ export class ManifestStore {
     } catch {
       // bytes missing or unreadable: there is no referrer link to clean up that we could find
     }
+    // Tags and the referrer entry first, then the revision: a crash in between leaves the manifest
+    // reachable by digest and untagged, and the retried DELETE finishes. The other order
+    // (distribution's) left tags and referrers that were listed but no longer resolved, which a
+    // retry (404) could not remove. test/hardening/delete-order.test.ts.
+    await this.tags.untagDigest(name, digest)
+    if (subject !== undefined) await this.referrers.remove(name, subject, digest)
     const link = manifestRevisionLinkPath(name, digest)
     try {
       await this.driver.delete(link.slice(0, -'/link'.length))
@@ -153,7 +159,5 @@ export class ManifestStore {
       if (error instanceof PathNotFoundError) throw new ManifestUnknownError(reference)
       throw error
     }
-    await this.tags.untagDigest(name, digest)
-    if (subject !== undefined) await this.referrers.remove(name, subject, digest)
   }
 }
