@@ -448,3 +448,39 @@ test('an upstream that answers before reading the whole upload (404 upload unkno
     t.is(JSON.parse(result.body).errors[0].code, 'BLOB_UPLOAD_UNKNOWN')
   }
 })
+
+test('backpressure: when the upstream stops reading, the edge stops reading the client (nothing piles up in memory)', async t => {
+  // A paused socket does not see its peer leave (nothing reads it), so the idle timeout is what ends
+  // an upload that is both stalled upstream and abandoned by the client; keep it short here.
+  const { edge, upstream } = await setup(t, { idleTimeoutMs: 3000 })
+  const target = new URL(edge.urls.https!)
+  const request = https.request({ host: target.hostname, port: target.port, method: 'PATCH', path: '/stall-read', ca: pki.ca.cert, servername: 'localhost', agent: false, headers: { 'transfer-encoding': 'chunked' } })
+  request.on('error', () => {})
+  const total = 512 * 1024 * 1024
+  const chunk = Buffer.alloc(1024 * 1024)
+  let written = 0
+  const pump = () => {
+    while (written < total) {
+      written += chunk.length
+      if (!request.write(chunk)) return void request.once('drain', pump)
+    }
+  }
+  pump()
+  let previous = -1
+  // Wait until the client cannot write any more (all buffers on the way are full).
+  for (let i = 0; i < 40 && written !== previous; i++) {
+    previous = written
+    await sleep(250)
+  }
+  const upstreamGot = upstream.seen[0]?.received ?? 0
+  t.log(`client wrote ${(written / 1048576).toFixed(0)} MiB, upstream read ${(upstreamGot / 1048576).toFixed(1)} MiB before everything stalled`)
+  t.true(written < 64 * 1024 * 1024, `the client could push ${written} bytes into a stalled upload`)
+  request.destroy()
+  // The edge notices the abandoned upload by its idle timeout and destroys the upstream request; the
+  // upstream sees that as soon as it reads again.
+  await sleep(3500)
+  upstream.resumeStalled()
+  await upstream.settled(1)
+  t.true(upstream.seen[0]!.aborted)
+  t.false(upstream.seen[0]!.complete)
+})

@@ -2,6 +2,7 @@
  * A tiny upstream for edge tests: records what reached it and how each exchange ended.
  *   GET  /download/<bytes>[?slow]  streams that many bytes (slowly with ?slow: 64 KiB every 20 ms)
  *   GET  /die-mid-body             sends headers and half a body, then destroys the socket
+ *   *    /stall-read               reads one chunk of the body, then never reads again
  *   *    /early-reject             answers 404 at once without reading the request body
  *   *    anything else             reads the whole body, answers JSON {received, headers, url}
  */
@@ -25,6 +26,8 @@ export interface Upstream {
   readonly url: string
   readonly seen: SeenRequest[]
   connections(): Promise<number>
+  /** Resumes /stall-read bodies (a paused socket does not notice its peer leave until it reads again). */
+  resumeStalled(): void
   /** Resolves when `count` requests have ended (finished or aborted). */
   settled(count: number): Promise<void>
   close(): Promise<void>
@@ -32,6 +35,7 @@ export interface Upstream {
 
 export async function startUpstream(): Promise<Upstream> {
   const seen: SeenRequest[] = []
+  const stalled: http.IncomingMessage[] = []
   let ended = 0
   const waiters: { count: number; resolve: () => void }[] = []
   const markEnded = () => {
@@ -74,6 +78,12 @@ export async function startUpstream(): Promise<Upstream> {
       pump()
       return
     }
+    if (req.url === '/stall-read') {
+      // Reads the first chunk, then stops reading: the proxy must stop reading the client too.
+      req.once('data', () => req.pause())
+      stalled.push(req)
+      return
+    }
     if (req.url === '/early-reject') {
       // Answers at once without reading the body, as a registry does for an unknown upload.
       const body = JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_UNKNOWN', message: 'upload unknown', detail: null }] })
@@ -99,6 +109,9 @@ export async function startUpstream(): Promise<Upstream> {
     url: `http://127.0.0.1:${port}`,
     seen,
     connections: () => new Promise((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count)))),
+    resumeStalled: () => {
+      for (const req of stalled.splice(0)) req.resume()
+    },
     settled: count => (ended >= count ? Promise.resolve() : new Promise(resolve => waiters.push({ count, resolve }))),
     close: () =>
       new Promise(resolve => {
