@@ -29,7 +29,7 @@ for (const step of [1, 2, 3]) {
     const app = createRegistryApp({ driver })
     const server = createServer(app.handle)
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-    t.teardown(() => new Promise(resolve => server.close(resolve)))
+    t.teardown(() => new Promise<void>(resolve => server.close(() => resolve())))
     const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`
     const image = await pushImage(url, 'del/repo', 'one', [Buffer.from('layer')])
     const manifest = await request(url, '/v2/del/repo/manifests/one')
