@@ -60,6 +60,8 @@ export interface EdgeOptions {
   upstream: { url: string; secret?: string }
   /** Socket inactivity limit on both sides, default 15 min (no total request timeout: uploads take long). */
   idleTimeoutMs?: number
+  /** Time a client has to send its complete request headers (slowloris), default 60 s like nginx. */
+  headersTimeoutMs?: number
   logger?: Logger
 }
 
@@ -96,10 +98,13 @@ function urlOf(scheme: string, server: Server): string {
 }
 
 /** Options shared by every Node HTTP server of the edge (edge-anchors §0.1, §10). */
-function serverOptions(): http.ServerOptions {
+function serverOptions(headersTimeoutMs: number): http.ServerOptions {
   return {
     requestTimeout: 0, // Node 20 default 300 s would cut a long layer upload (408)
-    headersTimeout: 60_000,
+    headersTimeout: headersTimeoutMs,
+    // How often Node checks the headers timeout (default 30 s, which would let a slow client hold
+    // its socket up to 90 s).
+    connectionsCheckingInterval: Math.min(5_000, Math.max(100, Math.floor(headersTimeoutMs / 4))),
     keepAliveTimeout: 65_000,
     noDelay: true,
     highWaterMark: STREAM_HIGH_WATER_MARK,
@@ -111,6 +116,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   const realm = (options.realm ?? DEFAULT_REALM).replace(/["\\]/g, '')
   const idleTimeoutMs = options.idleTimeoutMs ?? 15 * 60_000
+  const headersTimeoutMs = options.headersTimeoutMs ?? 60_000
   const secure = options.mode === 'https'
   if (secure && !options.certificate) throw new TypeError('startEdge: https mode needs a certificate provider')
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new RangeError(`maxBodyBytes must be a positive integer, got ${maxBodyBytes}`)
@@ -216,7 +222,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     const urls: { local?: string; http?: string; https?: string } = {}
 
     if (!secure) {
-      const server = track(http.createServer(serverOptions(), listener(false)))
+      const server = track(http.createServer(serverOptions(headersTimeoutMs), listener(false)))
       await listen(server, options.localPort ?? 5000, options.host)
       urls.local = urlOf('http', server)
       logger.info('listening (local mode, plain HTTP)', { url: urls.local, upstream: options.upstream.url })
@@ -229,7 +235,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         httpsPort: () => options.publicHttpsPort ?? ((httpsServer?.address() as AddressInfo | null)?.port ?? options.httpsPort ?? 443),
       })
       const httpServer = track(
-        http.createServer(serverOptions(), (req, res) => {
+        http.createServer(serverOptions(headersTimeoutMs), (req, res) => {
           const started = process.hrtime.bigint()
           res.once('close', () =>
             logger.info('request', {
@@ -262,7 +268,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       if (!initial) logger.warn('no TLS certificate yet: HTTPS handshakes fail until one is obtained')
       httpsServer = https.createServer(
         {
-          ...serverOptions(),
+          ...serverOptions(headersTimeoutMs),
           ...contextOptions(initial),
           ALPNProtocols: ALPN_PROTOCOLS,
           // Ask for a client certificate but decide per request: a clear 400 instead of an opaque TLS alert.

@@ -11,6 +11,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import net from 'node:net'
 import tls from 'node:tls'
 import { X509Certificate } from 'node:crypto'
 import { startEdge } from '../../src/edge/edge.js'
@@ -483,4 +484,23 @@ test('backpressure: when the upstream stops reading, the edge stops reading the 
   await upstream.settled(1)
   t.true(upstream.seen[0]!.aborted)
   t.false(upstream.seen[0]!.complete)
+})
+
+test('slowloris: a client dribbling its headers is cut off after the headers timeout', async t => {
+  const { edge, upstream } = await setup(t, { mode: 'local', headersTimeoutMs: 1000 })
+  const target = new URL(edge.urls.local!)
+  const socket = net.connect(Number(target.port), target.hostname)
+  let answer = ''
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString()))
+  const closed = new Promise<void>(resolve => socket.on('close', () => resolve()))
+  socket.on('error', () => {})
+  socket.write('GET /v2/ HTTP/1.1\r\nHost: localhost\r\n')
+  const started = Date.now()
+  const dribble = setInterval(() => socket.writable && socket.write(`X-Slow-${Date.now()}: 1\r\n`), 200)
+  await closed
+  clearInterval(dribble)
+  const elapsed = Date.now() - started
+  t.true(elapsed >= 900 && elapsed < 3000, `closed after ${elapsed} ms`)
+  t.regex(answer, /^HTTP\/1\.1 408/)
+  t.is(upstream.seen.length, 0)
 })
