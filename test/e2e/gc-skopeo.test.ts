@@ -5,6 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import path from 'node:path'
+import { readdir, utimes } from 'node:fs/promises'
 import { MAIN, REPO_ROOT, startLocalBerth } from '../helpers/berth.js'
 import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
 import { makeTempDir, removeDir, run, type RunResult } from '../helpers/procs.js'
@@ -125,4 +126,51 @@ test('registry:2-written datadir: berth du reports it, berth gc frees the delete
   // registry:2 takes the deleted image again (its blob cache is empty after a restart).
   await copy(source.ref('two'), `docker://${registry.hostPort}/a:two`, { dest: plainHttp })
   await assertPulled(t, `docker://${registry.hostPort}/a:two`, other, out, 'two')
+})
+
+/** Every file under `dir` looks written two hours ago (older than the default 1 h grace period). */
+async function age(dir: string): Promise<void> {
+  const when = new Date(Date.now() - 2 * 3600_000)
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) await utimes(path.join(entry.parentPath, entry.name), when, when)
+  }
+}
+
+test('berth gc processes racing skopeo pushes that re-use old garbage layers, several rounds: every tagged image still pulls', async t => {
+  const work = await workdir(t, 'e2e-gc-race')
+  const datadir = path.join(work, 'datadir')
+  const berth = await startLocalBerth({ datadir })
+  t.teardown(() => berth.stop())
+  const source = await OciLayout.create(path.join(work, 'source'))
+  const out = await OciLayout.create(path.join(work, 'out'))
+  const tagged: { reference: string; image: BuiltImage }[] = []
+  const rounds = 6
+  for (let round = 0; round < rounds; round++) {
+    // An image pushed and deleted "long ago": its blobs are garbage until someone re-uses them.
+    const old = await source.addImage({ tag: `old${round}`, layers: [MiB, 200 * 1024] })
+    const junk = await source.addImage({ tag: `junk${round}`, layers: [400 * 1024] }) // garbage nobody re-uses
+    const fresh = await source.addImage({ tag: `fresh${round}`, layers: [300 * 1024] })
+    await copy(source.ref(`old${round}`), `docker://${berth.hostPort}/race/old:gone`, { dest: plainHttp })
+    await copy(source.ref(`junk${round}`), `docker://${berth.hostPort}/race/old:junk`, { dest: plainHttp })
+    await deleteByDigest(berth.url, 'race/old', old.manifest.digest)
+    await deleteByDigest(berth.url, 'race/old', junk.manifest.digest)
+    await age(path.join(datadir, 'data'))
+    // Concurrently: a GC process (deleting untagged manifests too), a re-push of the old image
+    // into another repository (blobs found by mount or HEAD, only touched), and a new image.
+    const gc = berthCli(['gc', '--datadir', datadir, '--delete-untagged', '--quiet'])
+    // The pushes start at a different point of the GC process's life each round (it takes ~1-2 s to start).
+    await new Promise(resolve => setTimeout(resolve, round * 400))
+    const pushes = Promise.all([
+      copy(source.ref(`old${round}`), `docker://${berth.hostPort}/race/again:r${round}`, { dest: plainHttp }),
+      copy(source.ref(`fresh${round}`), `docker://${berth.hostPort}/race/fresh:r${round}`, { dest: plainHttp }),
+    ])
+    const [report] = await Promise.all([gc, pushes])
+    t.log(`round ${round} (pushes after ${round * 400} ms): ${report.stdout.split('\n')[0]}`)
+    t.regex(report.stdout, /^deleted [1-9]/, 'the GC had work to do: at least the junk image')
+    tagged.push({ reference: `docker://${berth.hostPort}/race/again:r${round}`, image: old }, { reference: `docker://${berth.hostPort}/race/fresh:r${round}`, image: fresh })
+    for (const [i, { reference, image }] of tagged.entries()) await assertPulled(t, reference, image, out, `r${round}-${i}`)
+  }
+  // A last run with nothing in flight and no grace: still nothing referenced goes.
+  await berthCli(['gc', '--datadir', datadir, '--delete-untagged', '--grace', '0'])
+  for (const [i, { reference, image }] of tagged.entries()) await assertPulled(t, reference, image, out, `final-${i}`)
 })
