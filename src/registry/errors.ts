@@ -99,5 +99,23 @@ export function toRegistryError(error: unknown): RegistryError {
     })
   }
   if (error instanceof UploadSizeError) return new RegistryError('SIZE_INVALID', { reason: error.message })
+  // A full or read-only disk is the operator's to fix, and the pusher should be told so rather than
+  // see "unknown error" (RFC 4918 §11.5: 507 Insufficient Storage). Docker shows the message.
+  const code = systemErrorCode(error)
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new RegistryError('UNKNOWN', undefined, { cause: error, status: 507, message: 'the registry is out of storage space (no space left on its disk); ask its operator to free some' })
+  }
+  if (code === 'EROFS') {
+    return new RegistryError('UNKNOWN', undefined, { cause: error, status: 507, message: "the registry's storage is read-only; ask its operator" })
+  }
   return new RegistryError('UNKNOWN', undefined, { cause: error })
+}
+
+/** The errno code (`ENOSPC` …) of an error or of any error in its `cause` chain. */
+function systemErrorCode(error: unknown): string | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    const code = (current as NodeJS.ErrnoException).code
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code
+  }
+  return undefined
 }
