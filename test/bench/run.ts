@@ -101,7 +101,7 @@ function record(caseId: string, stack: StackName, value: number): void {
 
 /** Waits briefly for other work on the machine to settle, then flushes dirty pages. */
 async function settle(): Promise<void> {
-  const quiet = await waitQuiet(quick ? 0 : 20_000)
+  const quiet = await waitQuiet(quick ? 0 : 5000)
   busyBefore = quiet.busy
   if (quiet.busy > 0.15) progress(`  (machine ${Math.round(quiet.busy * 100)}% busy with other work before this job)`)
   await run('sync', [])
