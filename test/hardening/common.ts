@@ -197,3 +197,16 @@ export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = 
   if (!internal) throw new Error(`no upstream address in the output:\n${berth.output()}`)
   return { berth, internal, datadir: `${dir}/datadir` }
 }
+
+/** TCP sockets of a process by state (ESTAB, CLOSE-WAIT …), from `ss -tanp`. */
+export async function socketStates(pid: number): Promise<Record<string, number>> {
+  const { run } = await import('../helpers/procs.js')
+  const { stdout } = await run('ss', ['-Htanp'])
+  const states: Record<string, number> = {}
+  for (const line of stdout.split('\n')) {
+    if (!line.includes(`pid=${pid},`)) continue
+    const state = line.trim().split(/\s+/)[0]!
+    states[state] = (states[state] ?? 0) + 1
+  }
+  return states
+}
