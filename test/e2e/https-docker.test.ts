@@ -11,6 +11,7 @@
  * daemon's private /etc/hosts, and the test CA goes into its private certs.d (test/helpers/dockerd.ts).
  */
 import test from 'ava'
+import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { startBerth, type Berth } from '../helpers/berth.js'
@@ -99,6 +100,21 @@ test.serial('the seed\'s flow over HTTPS: tag, push, rmi, pull gives back the sa
   const pulled = await dockerd.inspectImage(reference)
   t.is(pulled.Id, original.Id)
   t.deepEqual(pulled.RepoDigests, [`${reference}@${digest}`])
+})
+
+test.serial('a multi-layer image with a 24 MiB layer goes through the edge (TLS, auth, body limit, proxy) and back', async (t) => {
+  const { dockerd, berth } = env()
+  const reference = `${berth.hostPort}/team/big:v1`
+  const built = await dockerd.build(reference, {
+    Dockerfile: 'FROM scratch\nCOPY big.bin /big.bin\nCOPY small.txt /small.txt\n',
+    'big.bin': randomBytes(24 * 1024 * 1024),
+    'small.txt': 'small\n',
+  })
+  const push = await dockerd.docker(['push', reference])
+  t.is((push.stdout.match(/: Pushed/g) ?? []).length, 2, push.stdout)
+  await dockerd.docker(['rmi', reference])
+  await dockerd.docker(['pull', reference])
+  t.is((await dockerd.inspectImage(reference)).Id, built)
 })
 
 test.serial('after docker logout, pull and push are refused', async (t) => {
