@@ -4,14 +4,16 @@
  */
 import test from 'ava'
 import { createHash } from 'node:crypto'
-import { readFile, stat } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { REPO_ROOT } from '../helpers/berth.js'
 import { DOCKER_TLS_NAME, startDockerd } from '../helpers/dockerd.js'
 import { OciLayout } from '../helpers/images.js'
 import { CommandError, makeTempDir, removeDir, run } from '../helpers/procs.js'
-import { skopeo } from '../helpers/skopeo.js'
+import { startRegistry2 } from '../helpers/registry2.js'
+import { copy, skopeo } from '../helpers/skopeo.js'
+import { createTestPki } from '../helpers/tls.js'
 
 test('OCI layouts: real gzip\'d tar layers with exact digests and diff ids, accepted by skopeo', async (t) => {
   const dir = await makeTempDir('kit-images')
@@ -68,4 +70,25 @@ test('ensure-packages finds every package present and is fast', async (t) => {
   const result = await run(process.execPath, [path.join(REPO_ROOT, 'test/setup/ensure-packages.mjs')])
   t.is(result.exitCode, 0)
   t.true(Date.now() - started < 3000, `took ${Date.now() - started} ms`)
+})
+
+test('docker-registry with htpasswd and TLS: wrong password refused, right one with the CA accepted', async (t) => {
+  const dir = await makeTempDir('kit-registry2')
+  t.teardown(() => removeDir(dir))
+  const pki = await createTestPki(path.join(dir, 'pki'))
+  const htpasswd = path.join(dir, 'htpasswd')
+  await writeFile(htpasswd, (await run('htpasswd', ['-Bbn', 'kit', 'kit-secret'])).stdout)
+  const registry = await startRegistry2({ rootDirectory: path.join(dir, 'data'), htpasswd, tls: { certificate: pki.certPath, key: pki.keyPath } })
+  t.teardown(() => registry.stop())
+  t.regex(registry.url, /^https:\/\/127\.0\.0\.1:\d+$/)
+
+  const layout = await OciLayout.create(path.join(dir, 'layout'))
+  await layout.addImage({ tag: 'v1', layers: [1000] })
+  const target = `docker://${registry.hostPort}/kit/image:v1`
+  const refused = await t.throwsAsync(copy(layout.ref('v1'), target, { dest: { certDir: pki.certDir, creds: 'kit:wrong' } }))
+  t.regex(refused?.message ?? '', /unauthorized|authentication required/i)
+  const untrusted = await t.throwsAsync(copy(layout.ref('v1'), target, { dest: { creds: 'kit:kit-secret' } }))
+  t.regex(untrusted?.message ?? '', /x509|certificate/i)
+  await copy(layout.ref('v1'), target, { dest: { certDir: pki.certDir, creds: 'kit:kit-secret' } })
+  t.pass()
 })
