@@ -42,6 +42,12 @@ export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>
 interface HashState {
   hash: Hash
   offset: number
+  /**
+   * The data's `etag` when this process wrote it (S3). Another instance rewriting the upload with
+   * other bytes of the same length changes it, so a stale hash is never trusted; undefined on
+   * drivers without etags (one process per filesystem).
+   */
+  etag: string | undefined
 }
 
 /** Bounds the memory held by abandoned uploads' hash states; an evicted one is rebuilt from disk. */
@@ -65,7 +71,7 @@ export class UploadStore {
   async start(name: string): Promise<string> {
     const id = randomUUID()
     await this.driver.putContent(uploadStartedAtPath(name, id), Buffer.from(rfc3339(new Date())))
-    this.#remember(`${name}\0${id}`, { hash: newHash('sha256'), offset: 0 })
+    this.#remember(`${name}\0${id}`, { hash: newHash('sha256'), offset: 0, etag: undefined })
     return id
   }
 
@@ -191,14 +197,15 @@ export class UploadStore {
     finish: boolean,
   ): Promise<{ size: number; hash: Hash | undefined }> {
     const key = `${name}\0${id}`
-    const start = await this.#dataSize(name, id)
+    const { size: start, etag } = await this.#dataInfo(name, id)
     if (options.start !== undefined && options.start !== start) {
       throw new UploadRangeError(name, id, start, `chunk starts at ${options.start} but the upload has ${start} bytes`)
     }
     const state = this.#hashes.get(key)
     // Without a state for exactly these bytes, store the chunk unhashed; complete() re-reads once.
     // Work on a copy so a failed chunk leaves the remembered state as it was.
-    const hash = state !== undefined && state.offset === start ? state.hash.copy() : undefined
+    const current = state !== undefined && state.offset === start && (start === 0 || state.etag === etag)
+    const hash = current ? state.hash.copy() : undefined
     const writer = await this.driver.writer(uploadDataPath(name, id), { append: true })
     let written = 0
     try {
@@ -222,7 +229,7 @@ export class UploadStore {
       throw error
     }
     const size = start + written
-    if (hash !== undefined) this.#remember(key, { hash, offset: size })
+    if (hash !== undefined) this.#remember(key, { hash, offset: size, etag: writer.etag })
     else this.#hashes.delete(key)
     return { size, hash }
   }
@@ -246,10 +253,15 @@ export class UploadStore {
   }
 
   async #dataSize(name: string, id: string): Promise<number> {
+    return (await this.#dataInfo(name, id)).size
+  }
+
+  async #dataInfo(name: string, id: string): Promise<{ size: number; etag: string | undefined }> {
     try {
-      return (await this.driver.stat(uploadDataPath(name, id))).size
+      const info = await this.driver.stat(uploadDataPath(name, id))
+      return { size: info.size, etag: info.etag }
     } catch (error) {
-      if (error instanceof PathNotFoundError) return 0
+      if (error instanceof PathNotFoundError) return { size: 0, etag: undefined }
       throw error
     }
   }

@@ -307,7 +307,7 @@ export class S3Driver implements StorageDriver {
     this.key(path)
     if (path !== '/') {
       const info = await this.#head(path)
-      if (info !== undefined) return { path, size: info.size, modTime: info.modTime, isDir: false }
+      if (info !== undefined) return { path, size: info.size, modTime: info.modTime, isDir: false, ...(info.etag ? { etag: info.etag } : {}) }
     }
     if (path === '/' || (await this.#hasChildren(path))) return { path, size: 0, modTime: new Date(0), isDir: true }
     throw new PathNotFoundError(path)
@@ -509,6 +509,21 @@ export class S3Driver implements StorageDriver {
 }
 
 /**
+ * The ETag S3 gives a completed multipart object: the MD5 of the parts' binary MD5s, then `-N`
+ * (AWS, Ceph RGW and MinIO agree). Computed here because Ceph answers CompleteMultipartUpload with
+ * an empty ETag, and a HEAD afterwards could already see another instance's write.
+ */
+export function multipartEtag(parts: readonly CompletedPart[]): string | undefined {
+  const md5 = createHash('md5')
+  for (const part of parts) {
+    const hex = bareEtag(part.ETag)
+    if (hex === undefined || !/^[0-9a-f]{32}$/i.test(hex)) return undefined
+    md5.update(Buffer.from(hex, 'hex'))
+  }
+  return `${md5.digest('hex')}-${parts.length}`
+}
+
+/**
  * See the module comment. `existing` is the object an append writer continues (size and ETag at
  * open); a replace writer starts empty.
  */
@@ -521,6 +536,7 @@ class S3FileWriter implements FileWriter {
   #inFlight: Promise<void> | undefined
   #prefixLoaded: boolean
   #done = false
+  #etag: string | undefined
 
   constructor(
     private readonly driver: S3Driver,
@@ -535,6 +551,11 @@ class S3FileWriter implements FileWriter {
 
   get size(): number {
     return this.#size
+  }
+
+  /** The ETag of the object this writer left (computed, so it needs no HEAD that could see a later write). */
+  get etag(): string | undefined {
+    return this.#etag
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -634,20 +655,25 @@ class S3FileWriter implements FileWriter {
       const nothingNew = this.existing !== undefined && this.#size === this.existing.size
       if (this.#uploadId === undefined) {
         // The object at open is still there untouched: nothing to do.
-        if (nothingNew) return
+        if (nothingNew) {
+          this.#etag = this.existing?.etag
+          return
+        }
         if (!largeExisting) {
           // Everything (old small bytes + new ones) is in the buffer, under one part: one PUT.
           const body = Buffer.concat(this.#buffer, this.#buffered)
           this.#buffer = []
-          await this.driver.client.send(
+          const out = await this.driver.client.send(
             new PutObjectCommand({ Bucket: this.driver.bucket, Key: this.key, Body: body, ContentLength: body.byteLength }),
           )
+          this.#etag = bareEtag(out.ETag) || createHash('md5').update(body).digest('hex')
           return
         }
       }
       if (this.#buffered > 0 || this.#parts.length === 0) await this.#flushPart()
       await this.#inFlight
       await this.driver.completeMultipart(this.key, this.#uploadId as string, this.#parts)
+      this.#etag = multipartEtag(this.#parts)
     } catch (error) {
       if (this.#uploadId !== undefined) await this.driver.abortMultipart(this.key, this.#uploadId)
       throw this.driver.wrapError(this.path, error)

@@ -13,12 +13,20 @@ export interface FileInfo {
   readonly size: number
   readonly modTime: Date
   readonly isDir: boolean
+  /**
+   * Optional: an identity of the object's current content that changes whenever it is rewritten
+   * with other bytes (the S3 ETag). Lets a process tell "still the bytes I wrote" from "another
+   * instance rewrote it" where several processes share the store. Undefined on drivers without one.
+   */
+  readonly etag?: string
 }
 
 /** Bytes written through a FileWriter become visible at their path only after `commit()`. */
 export interface FileWriter {
   /** Bytes in the file so far, including bytes from before an `append` open. */
   readonly size: number
+  /** Optional: after `commit()`/`close()`, the FileInfo `etag` of what this writer left at the path. */
+  readonly etag?: string | undefined
   write(chunk: Uint8Array): Promise<void>
   /** Flushes (fsync) and makes the content visible at the path. */
   commit(): Promise<void>
@@ -34,6 +42,13 @@ export interface StorageDriver {
   getContent(path: string): Promise<Buffer>
   /** Atomically replaces the object (temp file + fsync + rename on filesystems). */
   putContent(path: string, content: Uint8Array): Promise<void>
+  /**
+   * Optional: creates the object only if nothing is at `path`, atomically across every process
+   * sharing the store; resolves false when something already is. The lock primitive for several
+   * instances on one store (the S3 driver sends `If-None-Match: *`). Drivers that cannot do it
+   * leave it out rather than emulate it with a racy stat-then-put.
+   */
+  putContentIfAbsent?(path: string, content: Uint8Array): Promise<boolean>
   /**
    * A stream of the object from `offset`, at most `length` bytes (all to the end when omitted).
    * Rejects with PathNotFoundError, or InvalidOffsetError past the end.
