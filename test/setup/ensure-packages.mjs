@@ -45,6 +45,7 @@ const onDemand = {
   'ceph-osd': 'ceph-up',
   radosgw: 'ceph-up',
   'ceph-common': 'ceph-up',
+  'uuid-runtime': 'ceph-up', // uuidgen, used by test/helpers/ceph/ceph-up.sh
 }
 
 const testRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
