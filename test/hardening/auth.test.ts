@@ -172,3 +172,21 @@ test("the engine's internal port refuses requests without the edge's secret, eve
   t.regex(internal, /^http:\/\/127\.0\.0\.1:/)
   t.is((await requestFrom(berth.url, '/v2/known/repo/tags/list', { headers: { authorization: GOOD } })).status, 200)
 })
+
+test('regression: 60 parallel requests with the right password on a cold cache all pass (no 429 from the failed-login throttle)', async t => {
+  // Found by the load test: each uncached check took a throttle token (10 per address) and
+  // counted against the 32 pending compares, so a burst of right passwords from one address got 429.
+  const { HtpasswdAccessController } = await import('../../src/edge/auth/basic-auth.js')
+  const { run } = await import('../helpers/procs.js')
+  const { tempDir } = await import('./common.js')
+  const dir = await tempDir(t)
+  await run('htpasswd', ['-Bbc', `${dir}/htpasswd`, 'alice', 'secret'])
+  const controller = await HtpasswdAccessController.open(`${dir}/htpasswd`)
+  t.teardown(() => controller.close())
+  const results = await Promise.all(Array.from({ length: 60 }, () => controller.check(GOOD, '192.0.2.7')))
+  t.deepEqual([...new Set(results.map(r => r.kind))], ['ok'])
+  // Wrong guesses still count: 60 parallel different wrong passwords are throttled after the burst.
+  const guesses = await Promise.all(Array.from({ length: 60 }, (_, i) => controller.check(basic('alice', `guess${i}`), '192.0.2.8')))
+  t.true(guesses.filter(r => r.kind === 'throttled').length >= 40, JSON.stringify(guesses.map(r => r.kind)))
+  t.false(guesses.some(r => r.kind === 'ok'))
+})

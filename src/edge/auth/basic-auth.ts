@@ -104,6 +104,11 @@ export class HtpasswdAccessController {
     const { user, password } = credentials
     const cached = verifier.cached(user, password)
     if (cached === true) return { kind: 'ok', user }
+    // Many parallel requests with the same credentials (a client pushing layers in parallel, a CI
+    // fleet behind one address) while the cache is cold share one compare: they take no throttle
+    // token and do not count against maxPending, else a burst of right passwords got 429.
+    const running = verifier.running(user, password)
+    if (running !== undefined) return (await running) ? { kind: 'ok', user } : { kind: 'challenge', user }
     const wait = this.throttle.retryAfterMs(address)
     if (wait > 0) return { kind: 'throttled', retryAfterSeconds: Math.ceil(wait / 1000), user }
     if (cached === false) {

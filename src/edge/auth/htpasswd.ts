@@ -159,6 +159,11 @@ export class CredentialVerifier {
     return hit.ok
   }
 
+  /** The compare already running for exactly these credentials, if any (joining it costs no bcrypt work). */
+  running(user: string, password: string): Promise<boolean> | undefined {
+    return this.inflight.get(this.key(user, password))
+  }
+
   /** Number of compares waiting or running; the edge refuses new uncached checks when this is high. */
   get pending(): number {
     return this.queued
