@@ -177,6 +177,9 @@ export class UploadStore {
       await this.#locked(name, id, () => this.#discard(name, id))
       purged++
     }
+    // Writes that a killed process left half done (S3 multipart uploads) are not uploads, but
+    // as old as these they are abandoned too.
+    await this.driver.abortIncompleteWrites?.(olderThan)
     return purged
   }
 

@@ -40,6 +40,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -456,6 +457,37 @@ export class S3Driver implements StorageDriver {
       }
     }
     await descend(path)
+  }
+
+  /** Aborts multipart uploads under the prefix initiated before `olderThan` (see StorageDriver). */
+  async abortIncompleteWrites(olderThan: Date): Promise<number> {
+    let aborted = 0
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    try {
+      do {
+        const out = await this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: this.#dirPrefix('/'),
+            ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+            ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+          }),
+        )
+        for (const upload of out.Uploads ?? []) {
+          if (upload.Key === undefined || upload.UploadId === undefined || upload.Initiated === undefined) continue
+          if (upload.Initiated.getTime() >= olderThan.getTime()) continue
+          await this.abortMultipart(upload.Key, upload.UploadId)
+          aborted++
+        }
+        const more = out.IsTruncated === true
+        keyMarker = more ? out.NextKeyMarker : undefined
+        uploadIdMarker = more ? out.NextUploadIdMarker : undefined
+      } while (keyMarker !== undefined)
+    } catch (error) {
+      throw this.#wrap('/', error)
+    }
+    return aborted
   }
 
   // Multipart helpers shared with the writer.

@@ -50,6 +50,12 @@ export interface StorageDriver {
    */
   putContentIfAbsent?(path: string, content: Uint8Array): Promise<boolean>
   /**
+   * Optional: discards writes begun before `olderThan` that never finished (S3 multipart uploads
+   * left by a crashed or killed process: invisible, but billed). Resolves with how many. Upload
+   * purging calls it; filesystems have nothing of the kind (temp files are the writers' own).
+   */
+  abortIncompleteWrites?(olderThan: Date): Promise<number>
+  /**
    * A stream of the object from `offset`, at most `length` bytes (all to the end when omitted).
    * Rejects with PathNotFoundError, or InvalidOffsetError past the end.
    */

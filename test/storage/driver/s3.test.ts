@@ -206,3 +206,19 @@ test.serial('s3: a 256 MiB streamed write and read keep memory bounded (parts, n
   t.true(grew < 128, `RSS grew ${grew.toFixed(0)} MiB`)
   await driver.delete('/blob')
 })
+
+test('s3: abortIncompleteWrites discards multipart uploads a killed process left, and only old ones', async t => {
+  const s = await s3()
+  const driver = driverFor(s, uniquePrefix('abandoned'), MIN_PART_SIZE)
+  const writer = await driver.writer('/u/data', { append: true })
+  await writer.write(randomBytes(MIN_PART_SIZE + 1)) // a part went out: a multipart upload exists
+  // ... and the process dies here: no close, no cancel.
+  const listUploads = async () =>
+    (await driver.client.send(new ListMultipartUploadsCommand({ Bucket: driver.bucket, Prefix: `${driver.prefix}/` }))).Uploads ?? []
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.is((await listUploads()).length, 1)
+  t.is(await driver.abortIncompleteWrites(new Date(Date.now() - 3600_000)), 0, 'a recent one is kept')
+  t.is(await driver.abortIncompleteWrites(new Date(Date.now() + 60_000)), 1)
+  t.is((await listUploads()).length, 0)
+  await t.throwsAsync(driver.stat('/u/data'), { instanceOf: PathNotFoundError })
+})
