@@ -239,10 +239,11 @@ test('local mode without an htpasswd file is open; creating the file turns auth 
 test('repeated failed logins from one address get 429 while another address still logs in', async t => {
   const { edge } = await setup(t, { users: { alice: PASSWORD } })
   const url = edge.urls.https!
-  const statuses: number[] = []
-  for (let i = 0; i < 14; i++) statuses.push((await curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', `alice:guess${i}`, `${url}/v2/`])).status)
-  t.deepEqual(statuses.slice(0, 10), Array(10).fill(401))
-  t.deepEqual(statuses.slice(10), [429, 429, 429, 429])
+  // All at once: a token is taken before each compare, so exactly the burst (10) gets a bcrypt
+  // check however the requests interleave, and the rest are turned away without one.
+  const results = await Promise.all(Array.from({ length: 14 }, (_, i) => curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', `alice:guess${i}`, `${url}/v2/`])))
+  const statuses = results.map(result => result.status).sort()
+  t.deepEqual(statuses, [...Array(10).fill(401), ...Array(4).fill(429)])
   const throttled = await curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', 'alice:again', `${url}/v2/`])
   t.truthy(throttled.headers['retry-after'])
   t.is(JSON.parse(throttled.body).errors[0].code, 'TOOMANYREQUESTS')
@@ -422,12 +423,12 @@ test('SIGHUP reloads the certificate files', async t => {
 })
 
 test('a stalled upload is ended by the idle timeout (no total timeout), and the upstream sees the abort', async t => {
-  const { edge, upstream } = await setup(t, { mode: 'local', idleTimeoutMs: 400 })
+  const { edge, upstream } = await setup(t, { mode: 'local', idleTimeoutMs: 1500 })
   const target = new URL(edge.urls.local!)
   const request = http.request({ host: target.hostname, port: target.port, method: 'PATCH', path: '/v2/app/blobs/uploads/slow', agent: false, headers: { 'transfer-encoding': 'chunked' } })
   const closed = new Promise<void>(resolve => request.on('error', () => resolve()).on('close', () => resolve()))
   // Steady progress for longer than the idle limit keeps the upload alive...
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 30; i++) {
     request.write(Buffer.alloc(1024))
     await sleep(100)
   }
@@ -435,7 +436,7 @@ test('a stalled upload is ended by the idle timeout (no total timeout), and the 
   // ...then silence.
   const started = Date.now()
   await closed
-  t.true(Date.now() - started < 3000)
+  t.true(Date.now() - started < 5000)
   await upstream.settled(1)
   t.true(upstream.seen[0]!.aborted)
   t.false(upstream.seen[0]!.complete)
