@@ -73,6 +73,7 @@ export async function openStorage(config: Config): Promise<{ driver: StorageDriv
     const driver = new S3Driver({
       bucket: choice.bucket,
       prefix: choice.prefix,
+      redirect: choice.redirect,
       ...(choice.endpoint !== undefined ? { endpoint: choice.endpoint } : {}),
       ...(choice.region !== undefined ? { region: choice.region } : {}),
     })

@@ -33,6 +33,8 @@ export type StorageChoice =
       readonly region: string | undefined
       /** Folder in the bucket ('' = root), as registry:2's `rootdirectory`. */
       readonly prefix: string
+      /** Blob GETs answered with a redirect to a presigned URL. */
+      readonly redirect: boolean
     }
 
 /** Where the HTTPS certificate comes from. */
@@ -162,7 +164,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
   }
 
   let storage: StorageChoice = { kind: 'filesystem' }
-  const s3Only = (['s3Endpoint', 's3Bucket', 's3Region', 's3Prefix'] as const).filter(key => values[key] !== undefined)
+  const s3Only = (['s3Endpoint', 's3Bucket', 's3Region', 's3Prefix', 's3Redirect'] as const).filter(key => values[key] !== undefined && values[key] !== false)
   if (values.storage === 's3') {
     if (values.upstream !== undefined) throw new ConfigError('--storage s3 and --upstream exclude each other: with --upstream another registry stores the images')
     if (values.s3Bucket === undefined) throw new ConfigError('--storage s3 needs --s3-bucket (an existing bucket; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
@@ -172,6 +174,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
       bucket: values.s3Bucket,
       region: values.s3Region,
       prefix: (values.s3Prefix ?? '').replace(/^\/+|\/+$/g, ''),
+      redirect: values.s3Redirect === true,
     }
   } else if (s3Only.length > 0) {
     warnings.push(`${s3Only.map(toFlag).join(', ')} ignored without --storage s3`)

@@ -48,6 +48,7 @@ export interface SettingValues {
   s3Bucket: string
   s3Region: string
   s3Prefix: string
+  s3Redirect: boolean
   gcInterval: number
 }
 
@@ -139,6 +140,8 @@ export const SETTINGS = [
     description: 'folder inside the bucket, like registry:2\'s s3 rootdirectory (its data there is served as is)' }),
   setting({ key: 'gcInterval', flag: 'gc-interval', argument: '<duration>', env: 'BERTH_GC_INTERVAL', parse: parseDuration, defaultText: 'off',
     description: 'collect garbage this often while serving (e.g. 24h): frees blobs no manifest references, untouched for 1 h; same as berth gc' }),
+  setting({ key: 's3Redirect', flag: 's3-redirect', env: 'BERTH_S3_REDIRECT', parse: parseBoolean,
+    description: 'answer layer downloads with a redirect to a presigned S3 URL (clients must reach --s3-endpoint)' }),
   setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',
     description: 'debug, info, warn or error' }),
 ] as const satisfies readonly Setting[]

@@ -89,6 +89,14 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Where a client may fetch a blob's bytes directly (a presigned S3 URL when the driver is set up
+   * for redirects), or undefined to stream it through the registry. Call `stat` first.
+   */
+  async redirectUrl(digest: Digest | string): Promise<string | undefined> {
+    return this.driver.redirectUrl?.(blobDataPath(toDigest(digest)))
+  }
+
   /** Lets `name` read a stored blob (writes `_layers/<alg>/<hex>/link`). */
   async link(name: string, digest: Digest | string): Promise<void> {
     const d = toDigest(digest)

@@ -8,7 +8,8 @@
  *   blob is served by both;
  * - a pull from one instance right after a push to the other;
  * - both instances pushing the same image at the same moment both succeed;
- * - the seed's docker flow (Debian's docker 20.10, a private dockerd) through the balancer.
+ * - the seed's docker flow (Debian's docker 20.10, a private dockerd) through the balancer;
+ * - with --s3-redirect, layer downloads go straight to S3 through a presigned URL.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
@@ -83,6 +84,8 @@ interface Context {
   balancer: Balancer
   source: OciLayout
   dockerd: Dockerd
+  /** A third instance on the same bucket, with --s3-redirect. */
+  redirecting: Berth
 }
 
 const test = anyTest as TestFn
@@ -105,17 +108,19 @@ test.before(async () => {
   const prefix = uniquePrefix('scale-out')
   const args = ['--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', prefix]
   // Each instance has its own datadir (nothing is stored there with S3): only the bucket is shared.
-  const berths = (await Promise.all(
-    [0, 1].map(async i => {
-      const berth = await startBerth({ datadir: path.join(work, `datadir-${i}`), args, env: s3.env })
+  const all = (await Promise.all(
+    [0, 1, 2].map(async i => {
+      const berth = await startBerth({ datadir: path.join(work, `datadir-${i}`), args: i === 2 ? [...args, '--s3-redirect'] : args, env: s3.env })
       started.push(() => berth.stop())
       return berth
     }),
-  )) as [Berth, Berth]
+  )) as [Berth, Berth, Berth]
+  const berths: [Berth, Berth] = [all[0], all[1]]
+  const redirecting = all[2]
   const balancer = await startBalancer(berths)
   started.push(() => balancer.close())
   const source = await OciLayout.create(path.join(work, 'source'))
-  ctx = { s3, work, berths, balancer, source, dockerd: await dockerdStarting }
+  ctx = { s3, work, berths, balancer, source, dockerd: await dockerdStarting, redirecting }
 })
 
 test.after.always(async () => {
@@ -236,4 +241,22 @@ test.serial('the seed\'s docker flow through the balancer: build, push, rmi, pul
   const pull = await dockerd.docker(['pull', reference])
   t.regex(pull.stdout, new RegExp(`Digest: ${digest}`))
   t.is((await dockerd.inspectImage(reference)).Id, built.Id, 'same image after the round trip')
+})
+
+test.serial('with --s3-redirect a layer GET is a 307 to a presigned S3 URL, and skopeo pulls through it', async t => {
+  const { redirecting, balancer, source, s3 } = env()
+  const image = await source.addImage({ tag: 'redirect', layers: [2 * 1024 * 1024, 100] })
+  await copy(source.ref('redirect'), `docker://${balancer.hostPort}/scale/redirect:v1`, { dest: plainHttp })
+  const layer = image.layers[0]!
+  const head = await request(redirecting.url, `/v2/scale/redirect/blobs/${layer.digest}`, { method: 'HEAD' })
+  t.is(head.status, 200, 'HEAD is answered by Berth itself')
+  const got = await request(redirecting.url, `/v2/scale/redirect/blobs/${layer.digest}`)
+  t.is(got.status, 307)
+  const location = String(got.headers.location)
+  t.true(location.startsWith(`${s3.endpoint}/`), location)
+  t.regex(location, /X-Amz-Signature=/)
+  const direct = await request(location.slice(0, location.indexOf('/', 'http://'.length)), location.slice(location.indexOf('/', 'http://'.length)))
+  t.is(direct.status, 200)
+  t.is(`sha256:${createHash('sha256').update(direct.body).digest('hex')}`, layer.digest, 'the store serves the layer bytes')
+  await pullAndCheck(t, `docker://${redirecting.hostPort}/scale/redirect:v1`, image)
 })

@@ -33,6 +33,13 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
     response.end()
     return
   }
+  // As distribution on S3: send the client to the store for the bytes (it repeats its Range there).
+  const redirect = await store.blobs.redirectUrl(digest)
+  if (redirect !== undefined) {
+    response.writeHead(307, { Location: redirect, 'Docker-Content-Digest': digest.value, 'Content-Length': 0 })
+    response.end()
+    return
+  }
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
   await pipeline(source, response)

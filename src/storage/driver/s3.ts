@@ -48,6 +48,7 @@ import {
   UploadPartCopyCommand,
   type CompletedPart,
 } from '@aws-sdk/client-s3'
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import {
   assertValidPath,
   InvalidOffsetError,
@@ -85,7 +86,16 @@ export interface S3DriverOptions {
   partSize?: number
   /** A ready client (tests); the connection options above are then ignored. */
   client?: S3Client
+  /**
+   * Answer blob GETs with a redirect to a presigned URL (distribution's default for S3), so the
+   * bytes go from the store to the client without passing through Berth. Clients must be able to
+   * reach the endpoint. Default false.
+   */
+  redirect?: boolean
 }
+
+/** How long a presigned URL works: distribution's 20 minutes, long enough to start a big download. */
+const REDIRECT_EXPIRY_SECONDS = 20 * 60
 
 /** The client settings real S3 servers need (see the module comment). */
 export function createS3Client(options: S3DriverOptions): S3Client {
@@ -147,6 +157,7 @@ export class S3Driver implements StorageDriver {
   readonly prefix: string
   readonly partSize: number
   readonly endpoint: string | undefined
+  readonly redirect: boolean
 
   constructor(options: S3DriverOptions) {
     if (!options.bucket) throw new TypeError('S3 driver: a bucket is required')
@@ -157,6 +168,7 @@ export class S3Driver implements StorageDriver {
       throw new TypeError(`S3 driver: partSize must be at least ${MIN_PART_SIZE} bytes`)
     }
     this.endpoint = options.endpoint
+    this.redirect = options.redirect === true
     this.client = options.client ?? createS3Client(options)
   }
 
@@ -457,6 +469,13 @@ export class S3Driver implements StorageDriver {
       }
     }
     await descend(path)
+  }
+
+  /** A presigned GET URL when redirects are on (see S3DriverOptions.redirect); signing is local, no request. */
+  async redirectUrl(path: string): Promise<string | undefined> {
+    if (!this.redirect) return undefined
+    const key = this.key(path)
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: REDIRECT_EXPIRY_SECONDS })
   }
 
   /** Aborts multipart uploads under the prefix initiated before `olderThan` (see StorageDriver). */

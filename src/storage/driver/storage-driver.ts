@@ -56,6 +56,11 @@ export interface StorageDriver {
    */
   abortIncompleteWrites?(olderThan: Date): Promise<number>
   /**
+   * Optional: a URL a client may GET the object's bytes from directly (a presigned S3 URL), or
+   * undefined to serve them through the registry. Only drivers configured for it return one.
+   */
+  redirectUrl?(path: string): Promise<string | undefined>
+  /**
    * A stream of the object from `offset`, at most `length` bytes (all to the end when omitted).
    * Rejects with PathNotFoundError, or InvalidOffsetError past the end.
    */
