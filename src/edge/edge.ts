@@ -13,6 +13,7 @@ import type { TLSSocket } from 'node:tls'
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
+import type { LoginThrottleOptions } from './auth/throttle.js'
 import { STREAM_HIGH_WATER_MARK, UpstreamProxy } from './proxy.js'
 import type { ForwardResult } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
@@ -62,6 +63,8 @@ export interface EdgeOptions {
   idleTimeoutMs?: number
   /** Time a client has to send its complete request headers (slowloris), default 60 s like nginx. */
   headersTimeoutMs?: number
+  /** Failed-login throttle per address (default: a burst of 10, then one attempt per 6 s). */
+  loginThrottle?: LoginThrottleOptions
   logger?: Logger
 }
 
@@ -133,7 +136,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   }
 
   try {
-    const auth = options.htpasswdPath ? await HtpasswdAccessController.open(options.htpasswdPath, { logger }) : undefined
+    const auth = options.htpasswdPath ? await HtpasswdAccessController.open(options.htpasswdPath, { logger, ...(options.loginThrottle ? { throttle: options.loginThrottle } : {}) }) : undefined
     if (auth) cleanups.push(() => auth.close())
     else if (secure) logger.warn('no htpasswd file configured: the registry accepts requests without credentials')
     const proxy = new UpstreamProxy(options.upstream, { logger, idleTimeoutMs })

@@ -237,7 +237,8 @@ test('local mode without an htpasswd file is open; creating the file turns auth 
 })
 
 test('repeated failed logins from one address get 429 while another address still logs in', async t => {
-  const { edge } = await setup(t, { users: { alice: PASSWORD } })
+  // A slow refill so a loaded test machine cannot hand a token back in the middle of the test.
+  const { edge } = await setup(t, { users: { alice: PASSWORD }, loginThrottle: { burst: 10, refillMs: 120_000 } })
   const url = edge.urls.https!
   // All at once: a token is taken before each compare, so exactly the burst (10) gets a bcrypt
   // check however the requests interleave, and the rest are turned away without one.
@@ -422,8 +423,8 @@ test('SIGHUP reloads the certificate files', async t => {
   t.is(await fingerprint(edge.urls.https!, renewed.ca.cert), new X509Certificate(await readFile(renewed.certPath)).fingerprint256)
 })
 
-test('a stalled upload is ended by the idle timeout (no total timeout), and the upstream sees the abort', async t => {
-  const { edge, upstream } = await setup(t, { mode: 'local', idleTimeoutMs: 1500 })
+test.serial('a stalled upload is ended by the idle timeout (no total timeout), and the upstream sees the abort', async t => {
+  const { edge, upstream } = await setup(t, { mode: 'local', idleTimeoutMs: 2500 })
   const target = new URL(edge.urls.local!)
   const request = http.request({ host: target.hostname, port: target.port, method: 'PATCH', path: '/v2/app/blobs/uploads/slow', agent: false, headers: { 'transfer-encoding': 'chunked' } })
   const closed = new Promise<void>(resolve => request.on('error', () => resolve()).on('close', () => resolve()))
@@ -436,7 +437,7 @@ test('a stalled upload is ended by the idle timeout (no total timeout), and the 
   // ...then silence.
   const started = Date.now()
   await closed
-  t.true(Date.now() - started < 5000)
+  t.true(Date.now() - started < 8000)
   await upstream.settled(1)
   t.true(upstream.seen[0]!.aborted)
   t.false(upstream.seen[0]!.complete)
@@ -451,7 +452,7 @@ test('an upstream that answers before reading the whole upload (404 upload unkno
   }
 })
 
-test('backpressure: when the upstream stops reading, the edge stops reading the client (nothing piles up in memory)', async t => {
+test.serial('backpressure: when the upstream stops reading, the edge stops reading the client (nothing piles up in memory)', async t => {
   // A paused socket does not see its peer leave (nothing reads it), so the idle timeout is what ends
   // an upload that is both stalled upstream and abandoned by the client; keep it short here.
   const { edge, upstream } = await setup(t, { idleTimeoutMs: 3000 })
@@ -487,7 +488,7 @@ test('backpressure: when the upstream stops reading, the edge stops reading the 
   t.false(upstream.seen[0]!.complete)
 })
 
-test('slowloris: a client dribbling its headers is cut off after the headers timeout', async t => {
+test.serial('slowloris: a client dribbling its headers is cut off after the headers timeout', async t => {
   const { edge, upstream } = await setup(t, { mode: 'local', headersTimeoutMs: 1000 })
   const target = new URL(edge.urls.local!)
   const socket = net.connect(Number(target.port), target.hostname)
@@ -501,7 +502,7 @@ test('slowloris: a client dribbling its headers is cut off after the headers tim
   await closed
   clearInterval(dribble)
   const elapsed = Date.now() - started
-  t.true(elapsed >= 900 && elapsed < 3000, `closed after ${elapsed} ms`)
+  t.true(elapsed >= 900 && elapsed < 5000, `closed after ${elapsed} ms`)
   t.regex(answer, /^HTTP\/1\.1 408/)
   t.is(upstream.seen.length, 0)
 })

