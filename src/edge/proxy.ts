@@ -102,7 +102,10 @@ export class UpstreamProxy {
   ) {
     this.logger = options.logger ?? silentLogger
     this.idleTimeoutMs = options.idleTimeoutMs ?? 15 * 60_000
-    const agentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxSockets: 256, maxFreeSockets: 32, scheduling: 'lifo' as const }
+    // No cap on upstream sockets: each client request in flight holds one, and a cap (it was 256)
+    // let that many slow uploads or slow readers queue every other client behind them. The real
+    // bounds are the file descriptor limit and the per-connection idle timeouts.
+    const agentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxSockets: Infinity, maxFreeSockets: 32, scheduling: 'lifo' as const }
     if (target.url.startsWith('unix:')) {
       this.transport = http
       this.base = { socketPath: target.url.slice('unix:'.length).replace(/^\/\//, ''), prefix: '' }
@@ -228,7 +231,14 @@ export class UpstreamProxy {
             upstream.destroy()
             res.destroy()
             done(res.writableFinished ? undefined : `response: ${error.message}`)
-          } else done()
+            return
+          }
+          // Answered before the whole body came (e.g. 202 to a POST whose body still trickles): the
+          // upstream connection still waits for the rest of a body that will never be sent, so it
+          // can never be reused. Without this it held one of the agent's sockets until the idle
+          // timeout (15 min), and a slow-body client could take them all (test/hardening/slow-clients).
+          if (!req.complete) upstream.destroy()
+          done()
         })
       })
 
