@@ -82,7 +82,10 @@ export interface S3DriverOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string }
   /** Defaults to true when `endpoint` is set (Ceph, MinIO and most self-hosted servers need it). */
   forcePathStyle?: boolean
-  /** Multipart part size in bytes, ≥ 5 MiB; default 16 MiB (about 160 GiB per object at 10 000 parts). */
+  /**
+   * Multipart part size in bytes, ≥ 5 MiB; default 8 MiB (80 GiB per object at 10 000 parts). A
+   * writer holds at most two parts (one filling, one in flight), so this bounds memory per upload.
+   */
   partSize?: number
   /** A ready client (tests); the connection options above are then ignored. */
   client?: S3Client
@@ -163,7 +166,7 @@ export class S3Driver implements StorageDriver {
     if (!options.bucket) throw new TypeError('S3 driver: a bucket is required')
     this.bucket = options.bucket
     this.prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '')
-    this.partSize = options.partSize ?? 16 * 1024 * 1024
+    this.partSize = options.partSize ?? 8 * 1024 * 1024
     if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE) {
       throw new TypeError(`S3 driver: partSize must be at least ${MIN_PART_SIZE} bytes`)
     }
@@ -580,7 +583,8 @@ export function multipartEtag(parts: readonly CompletedPart[]): string | undefin
  */
 class S3FileWriter implements FileWriter {
   #size: number
-  #buffer: Buffer[] = []
+  /** The part being filled (allocated at partSize when the first byte arrives); bytes 0..#buffered are set. */
+  #part: Buffer | undefined
   #buffered = 0
   #uploadId: string | undefined
   #parts: CompletedPart[] = []
@@ -613,11 +617,18 @@ class S3FileWriter implements FileWriter {
     if (this.#done) throw new StorageDriverError('WRITER_CLOSED', 'write after commit, cancel or close')
     if (chunk.byteLength === 0) return
     await this.#loadSmallPrefix()
-    // Copy: callers may reuse their buffers once write() resolves.
-    this.#buffer.push(Buffer.from(chunk))
-    this.#buffered += chunk.byteLength
-    this.#size += chunk.byteLength
-    if (this.#buffered >= this.driver.partSize) await this.#flushPart()
+    // Copied into the part (callers may reuse their buffers once write() resolves): one copy, and
+    // no concatenation when the part is sent.
+    let offset = 0
+    while (offset < chunk.byteLength) {
+      this.#part ??= Buffer.allocUnsafe(this.driver.partSize)
+      const n = Math.min(chunk.byteLength - offset, this.#part.byteLength - this.#buffered)
+      this.#part.set(chunk.subarray(offset, offset + n), this.#buffered)
+      this.#buffered += n
+      this.#size += n
+      offset += n
+      if (this.#buffered === this.#part.byteLength) await this.#flushPart()
+    }
   }
 
   async commit(): Promise<void> {
@@ -638,7 +649,7 @@ class S3FileWriter implements FileWriter {
     this.#done = true
     await this.#inFlight?.catch(() => {})
     if (this.#uploadId !== undefined) await this.driver.abortMultipart(this.key, this.#uploadId)
-    this.#buffer = []
+    this.#part = undefined
   }
 
   /** An existing object under 5 MiB cannot be a copied part (only the last part may be small): resend its bytes. */
@@ -652,8 +663,10 @@ class S3FileWriter implements FileWriter {
       )
       const bytes = out.Body === undefined ? Buffer.alloc(0) : Buffer.from(await out.Body.transformToByteArray())
       if (bytes.byteLength !== this.existing.size) throw new StorageDriverError('IO_ERROR', `${this.driver.name}: ${this.path} changed while appending`)
-      this.#buffer.unshift(bytes)
-      this.#buffered += bytes.byteLength
+      // Nothing is buffered yet (this runs before the first byte is taken), and partSize > 5 MiB > bytes.
+      this.#part ??= Buffer.allocUnsafe(this.driver.partSize)
+      this.#part.set(bytes, 0)
+      this.#buffered = bytes.byteLength
     } catch (error) {
       this.#prefixLoaded = false
       if (httpStatus(error) === 412) throw new StorageDriverError('IO_ERROR', `${this.driver.name}: ${this.path} changed while appending`, { cause: error })
@@ -678,8 +691,8 @@ class S3FileWriter implements FileWriter {
   async #flushPart(): Promise<void> {
     await this.#startMultipart()
     await this.#inFlight
-    const body = Buffer.concat(this.#buffer, this.#buffered)
-    this.#buffer = []
+    const body = (this.#part ?? Buffer.alloc(0)).subarray(0, this.#buffered)
+    this.#part = undefined
     this.#buffered = 0
     const partNumber = this.#parts.length + 1
     if (partNumber > MAX_PARTS) throw new StorageDriverError('IO_ERROR', `${this.driver.name}: ${this.path} is larger than ${MAX_PARTS} parts`)
@@ -712,8 +725,8 @@ class S3FileWriter implements FileWriter {
         }
         if (!largeExisting) {
           // Everything (old small bytes + new ones) is in the buffer, under one part: one PUT.
-          const body = Buffer.concat(this.#buffer, this.#buffered)
-          this.#buffer = []
+          const body = (this.#part ?? Buffer.alloc(0)).subarray(0, this.#buffered)
+          this.#part = undefined
           const out = await this.driver.client.send(
             new PutObjectCommand({ Bucket: this.driver.bucket, Key: this.key, Body: body, ContentLength: body.byteLength }),
           )

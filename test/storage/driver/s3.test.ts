@@ -202,7 +202,7 @@ test.serial('s3: a 256 MiB streamed write and read keep memory bounded (parts, n
   t.is(hash.digest('hex'), expected.digest('hex'))
   const grew = (peak - baseline) / 1024 / 1024
   t.log(`write ${(256 / (writeMs / 1000)).toFixed(0)} MiB/s, read ${(256 / (readMs / 1000)).toFixed(0)} MiB/s, RSS grew ${grew.toFixed(0)} MiB`)
-  // Two 16 MiB parts and the SDK's buffers, not 256 MiB.
+  // Two 8 MiB parts and the SDK's buffers, not 256 MiB.
   t.true(grew < 128, `RSS grew ${grew.toFixed(0)} MiB`)
   await driver.delete('/blob')
 })
