@@ -21,7 +21,10 @@ import { ensurePackages } from './packages.js'
 import { makePki, type BenchPki } from './pki.js'
 import { ResourceMonitor, type ResourceUsage } from './procs.js'
 import { evaluate, markdownTable, table, textTable, type CaseDef, type CaseResult } from './report.js'
-import { startBerth, startSeed, type Stack, type StackName } from './stacks.js'
+import { startBerth, startSeed, type S3Target, type Stack, type StackName } from './stacks.js'
+import { startS3, type S3Server } from '../helpers/ceph.js'
+import { S3Driver } from '../../src/storage/driver/s3.js'
+import { PathNotFoundError } from '../../src/storage/driver/storage-driver.js'
 import { GiB, MiB, fmt, formatBytes, median, run, waitQuiet } from './util.js'
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -38,6 +41,7 @@ const { values: flags } = parseArgs({
     'skip-big': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
+    storage: { type: 'string', default: 'filesystem' },
     help: { type: 'boolean', default: false },
   },
 })
@@ -54,6 +58,8 @@ if (flags.help) {
   --skip-big         skip the 5 GiB push
   --keep             keep the temporary stacks' folders
   --out DIR          results folder (default bench-results/<timestamp>)
+  --storage KIND     filesystem (default) or s3: both stacks store in a local Ceph RGW bucket
+                     (registry:2's s3 driver, redirects off; Berth --storage s3)
 `)
   process.exit(0)
 }
@@ -120,6 +126,17 @@ async function exists(file: string): Promise<boolean> {
 
 /** Removes the blobs a push left, so the disk does not fill over rounds (never during a timed job). */
 async function purgeBlobs(stack: Stack, digests: string[]): Promise<void> {
+  if (stack.s3 !== undefined) {
+    const { endpoint, region, bucket, prefix, accessKeyId, secretAccessKey } = stack.s3
+    const driver = new S3Driver({ endpoint, region, bucket, prefix, credentials: { accessKeyId, secretAccessKey } })
+    for (const digest of digests) {
+      const hex = digest.slice('sha256:'.length)
+      await driver.delete(`/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}`).catch((error: unknown) => {
+        if (!(error instanceof PathNotFoundError)) throw error
+      })
+    }
+    return
+  }
   for (const digest of digests) {
     const hex = digest.slice('sha256:'.length)
     await rm(path.join(stack.storageRoot, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true, force: true })
@@ -129,7 +146,7 @@ async function purgeBlobs(stack: Stack, digests: string[]): Promise<void> {
 async function main(): Promise<void> {
   const outDir = path.resolve(repoRoot, flags.out ?? path.join('bench-results', startedAt.toISOString().replace(/[:.]/g, '-')))
   await mkdir(outDir, { recursive: true })
-  progress(`bench: ${quick ? 'quick, ' : ''}${rounds} round(s), stacks ${stackNames.join(' + ')}, results → ${path.relative(repoRoot, outDir)}`)
+  progress(`bench: ${quick ? 'quick, ' : ''}${rounds} round(s), stacks ${stackNames.join(' + ')}, ${flags.storage} storage, results → ${path.relative(repoRoot, outDir)}`)
   await ensurePackages(progress)
 
   const work = await mkdtemp(path.join(os.tmpdir(), 'berth-bench-'))
@@ -139,8 +156,10 @@ async function main(): Promise<void> {
   const clientRoot = shmFree > 3 * (sizes.huge || sizes.big) ? await mkdtemp('/dev/shm/berth-bench-') : path.join(work, 'client')
   await mkdir(clientRoot, { recursive: true })
   const stacks: Stack[] = []
+  let s3: S3Server | undefined
   const cleanup = async () => {
     await Promise.allSettled(stacks.map((stack) => stack.stop()))
+    await s3?.stop()
     for (const stack of stacks) {
       await mkdir(path.join(outDir, 'logs', stack.name), { recursive: true })
       for (const log of stack.logs) await cp(log, path.join(outDir, 'logs', stack.name, path.basename(log))).catch(() => {})
@@ -186,11 +205,19 @@ async function main(): Promise<void> {
         berthCommand.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', path.join(outDir, 'profiles'))
       }
     }
+    if (flags.storage !== 'filesystem' && flags.storage !== 's3') throw new Error(`--storage ${flags.storage}: filesystem or s3`)
+    if (flags.storage === 's3') {
+      progress('starting Ceph RGW (bluestore) for --storage s3')
+      s3 = await startS3({ store: 'bluestore' })
+    }
+    const targetFor = (name: StackName): S3Target | undefined =>
+      s3 === undefined ? undefined : { endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, prefix: `bench-${name}` }
     for (const name of stackNames) {
       const dir = path.join(work, name)
       await mkdir(dir, { recursive: true })
-      progress(`starting ${name}`)
-      stacks.push(name === 'seed' ? await startSeed(dir, pki) : await startBerth(dir, pki, { command: berthCommand, repoRoot }))
+      progress(`starting ${name}${s3 !== undefined ? ' on S3' : ''}`)
+      const target = targetFor(name)
+      stacks.push(name === 'seed' ? await startSeed(dir, pki, target) : await startBerth(dir, pki, { command: berthCommand, repoRoot, ...(target !== undefined ? { s3: target } : {}) }))
     }
 
     await runRounds(stacks, pki, clientRoot, ceilings)
@@ -436,13 +463,13 @@ async function writeResults(outDir: string, results: CaseResult[], rows: string[
   const host = await machine(os.tmpdir())
   const command = `npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
   const json = {
-    command, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), quick, rounds,
+    command, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), quick, rounds, storage: flags.storage,
     sizes, machine: host, ceilingsMBps: ceilings, cases: results, failures, extra,
   }
   await writeFile(path.join(outDir, 'results.json'), JSON.stringify(json, null, 2) + '\n')
   const profiles = await readdir(path.join(outDir, 'profiles')).catch(() => [] as string[])
   const md = [
-    `# Berth vs nginx + registry:2 (${startedAt.toISOString()})`,
+    `# Berth vs nginx + registry:2 (${startedAt.toISOString()})${flags.storage === 's3' ? ', both on S3 (Ceph RGW)' : ''}`,
     '',
     `Command: \`${command}\`; ${rounds} round(s), stacks alternated A B / B A, fresh random content for every push.`,
     `Machine: ${host.cpu}, ${host.cores} cores, ${host.memoryGiB} GiB RAM, Linux ${host.kernel}, Node ${host.node}, ` +

@@ -17,12 +17,24 @@ import { freePort, sleep, stopChild } from './util.js'
 
 export type StackName = 'berth' | 'seed'
 
+/** `npm run bench -- --storage s3`: both stacks store in one S3 bucket (each under its own prefix). */
+export interface S3Target {
+  readonly endpoint: string
+  readonly region: string
+  readonly bucket: string
+  readonly accessKeyId: string
+  readonly secretAccessKey: string
+  readonly prefix: string
+}
+
 export interface Stack {
   readonly name: StackName
   /** `127.0.0.1:<port>`, what clients put in image references. */
   readonly host: string
   /** The storage root holding `docker/registry/v2`. */
   readonly storageRoot: string
+  /** Set with --storage s3: where the stack stores instead of storageRoot. */
+  readonly s3?: S3Target
   /** Root processes; their descendants count too. */
   pids(): number[]
   /** Log files, shown when something fails. */
@@ -80,7 +92,7 @@ async function waitReady(host: string, caCert: string, children: ChildProcess[],
     (await Promise.all(logs.map((l) => tail(l)))).join('\n'))
 }
 
-export async function startSeed(dir: string, pki: BenchPki): Promise<Stack> {
+export async function startSeed(dir: string, pki: BenchPki, s3?: S3Target): Promise<Stack> {
   const nginxDir = path.join(dir, 'nginx')
   const storageRoot = path.join(dir, 'data')
   await mkdir(nginxDir, { recursive: true })
@@ -99,8 +111,19 @@ log:
 storage:
   cache:
     blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: ${storageRoot}
+${s3 === undefined ? `  filesystem:
+    rootdirectory: ${storageRoot}` : `  s3:
+    accesskey: ${s3.accessKeyId}
+    secretkey: ${s3.secretAccessKey}
+    region: ${s3.region}
+    regionendpoint: ${s3.endpoint}
+    bucket: ${s3.bucket}
+    rootdirectory: /${s3.prefix}
+    secure: false
+    v4auth: true
+  # Bytes through the registry on both stacks (Berth does not redirect unless --s3-redirect).
+  redirect:
+    disable: true`}
 http:
   addr: 127.0.0.1:${registryPort}
   headers:
@@ -174,11 +197,14 @@ http {
   const registryLog = path.join(dir, 'registry.log')
   const nginxLog = path.join(nginxDir, 'stderr.log')
   const logs = [registryLog, nginxLog, path.join(nginxDir, 'error.log')]
-  const registry = spawnLogged('/usr/bin/docker-registry', ['serve', registryConfig], registryLog)
+  // AWS_CA_BUNDLE (set on some machines) makes registry 2.8's aws-sdk-go panic at start.
+  const registryEnv = { ...process.env }
+  delete registryEnv['AWS_CA_BUNDLE']
+  const registry = spawnLogged('/usr/bin/docker-registry', ['serve', registryConfig], registryLog, registryEnv)
   const nginx = spawnLogged('/usr/sbin/nginx', ['-p', nginxDir, '-c', nginxConf, '-g', 'daemon off;'], nginxLog)
   const host = `127.0.0.1:${httpsPort}`
   const stack: Stack = {
-    name: 'seed', host, storageRoot, logs,
+    name: 'seed', host, storageRoot, logs, ...(s3 !== undefined ? { s3 } : {}),
     pids: () => [registry.pid, nginx.pid].filter((pid): pid is number => pid !== undefined),
     stop: async () => { await Promise.all([stopChild(nginx), stopChild(registry)]) },
   }
@@ -196,6 +222,7 @@ export interface BerthOptions {
   command: string[]
   /** Extra node flags (e.g. --cpu-prof) are passed through NODE_OPTIONS-free argv by the caller. */
   repoRoot: string
+  s3?: S3Target
 }
 
 export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
@@ -214,11 +241,16 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     '--datadir', datadir,
     '--htpasswd', pki.htpasswd,
   ]
+  const s3 = options.s3
+  if (s3 !== undefined) {
+    args.push('--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', s3.prefix)
+  }
+  const env = s3 === undefined ? undefined : { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }
   const log = path.join(dir, 'berth.log')
-  const child = spawnLogged(command!, args, log)
+  const child = spawnLogged(command!, args, log, env)
   const host = `127.0.0.1:${httpsPort}`
   const stack: Stack = {
-    name: 'berth', host, storageRoot: path.join(datadir, 'data'), logs: [log],
+    name: 'berth', host, storageRoot: path.join(datadir, 'data'), logs: [log], ...(s3 !== undefined ? { s3 } : {}),
     pids: () => (child.pid === undefined ? [] : [child.pid]),
     stop: () => stopChild(child, 10_000), // --cpu-prof writes its profile on a clean exit
   }
