@@ -714,15 +714,14 @@ class S3FileWriter implements FileWriter {
   async #finish(): Promise<void> {
     this.#done = true
     try {
-      await this.#loadSmallPrefix()
       const largeExisting = this.existing !== undefined && this.existing.size >= MIN_PART_SIZE
-      const nothingNew = this.existing !== undefined && this.#size === this.existing.size
+      if (this.#uploadId === undefined && this.existing !== undefined && this.#size === this.existing.size) {
+        // Nothing was written: the object at open stays as it is.
+        this.#etag = this.existing.etag
+        return
+      }
+      await this.#loadSmallPrefix()
       if (this.#uploadId === undefined) {
-        // The object at open is still there untouched: nothing to do.
-        if (nothingNew) {
-          this.#etag = this.existing?.etag
-          return
-        }
         if (!largeExisting) {
           // Everything (old small bytes + new ones) is in the buffer, under one part: one PUT.
           const body = (this.#part ?? Buffer.alloc(0)).subarray(0, this.#buffered)
