@@ -1,0 +1,117 @@
+/**
+ * Slow clients (issue #8) with slowhttptest (Debian `slowhttptest`): slowloris (headers dribbled
+ * in), slow body (R-U-Dead-Yet), slow read and the Range attack, each with hundreds of
+ * connections against the real program, while a normal client keeps pulling. Auth is off: with
+ * it on, every slow request without credentials is refused at once (401, connection closed), so
+ * the worst case is an attacker whose slow requests reach the engine. The
+ * normal client must be served every time, and slowhttptest's own probe must never find the
+ * service unavailable.
+ *
+ * Quick mode: 400 connections for 12 s per attack. Full mode: 3000 connections for 60 s.
+ */
+import { randomBytes } from 'node:crypto'
+import test from 'ava'
+import { run } from '../helpers/procs.js'
+import { join } from 'node:path'
+import { startBerth } from '../helpers/berth.js'
+import { pushImage, requestFrom, rssKiB, sha256, size, tempDir } from './common.js'
+
+const CONNECTIONS = size(400, 3000)
+const SECONDS = size(12, 60)
+
+const ATTACKS: Record<string, string[]> = {
+  slowloris: ['-H', '-t', 'GET'],
+  'slow body': ['-B', '-t', 'POST', '-s', '100000000'],
+  'slow read': ['-X', '-k', '3', '-n', '2', '-w', '16', '-y', '64', '-z', '32'],
+  'range attack': ['-R', '-a', '10', '-b', '3000'],
+}
+
+for (const [name, flags] of Object.entries(ATTACKS)) {
+  test(`${name}: ${CONNECTIONS} slow connections for ${SECONDS} s, a normal client is served throughout`, async t => {
+    t.timeout((SECONDS + 90) * 1000)
+    const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir') })
+    t.teardown(() => berth.stop())
+    const image = await pushImage(berth.url, 'slow/victim', 'v1', [randomBytes(512 * 1024)])
+    // Slow read needs a large answer to read slowly: the layer; the others target the upload route.
+    const target = name === 'slow read' || name === 'range attack' ? `/v2/slow/victim/blobs/${image.layers[0]}` : '/v2/slow/victim/blobs/uploads/'
+    let attacking = true
+    const attack = run(
+      'slowhttptest',
+      // Slow read ramps up at 100 connections/s: 400 at once is a burst of 400 full downloads (200 MB
+      // through the proxy in the first second), a load spike rather than a slow-client attack.
+      [...flags, '-c', String(CONNECTIONS), '-r', String(name === 'slow read' ? 100 : Math.min(500, CONNECTIONS)), '-i', '2', '-l', String(SECONDS), '-p', '3', '-x', '20', '-u', `${berth.url}${target}`],
+      { timeoutMs: (SECONDS + 60) * 1000 },
+    ).finally(() => (attacking = false))
+    const latencies: number[] = []
+    const failures: string[] = []
+    const t0 = Date.now()
+    await new Promise(resolve => setTimeout(resolve, 2000)) // let the connections pile up
+    while (attacking || latencies.length < 10) {
+      const started = Date.now()
+      try {
+        // 10 s per request: docker and skopeo wait far longer; the figures logged are what matters.
+        const manifest = await requestFrom(berth.url, '/v2/slow/victim/manifests/v1', { timeoutMs: 10_000 })
+        if (manifest.status !== 200 || sha256(manifest.body) !== image.digest) failures.push(`manifest: ${manifest.status}`)
+        const blob = await requestFrom(berth.url, `/v2/slow/victim/blobs/${image.layers[0]}`, { timeoutMs: 10_000 })
+        if (blob.status !== 200 || sha256(blob.body) !== image.layers[0]) failures.push(`blob: ${blob.status}`)
+      } catch (error) {
+        failures.push(`${(error as Error).message} at ${((started - t0) / 1000).toFixed(1)} s`)
+      }
+      latencies.push(Date.now() - started)
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+    const stdout = (await attack).stdout.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')
+    const available = /service available:\s+(\w+)/gi
+    const verdicts = [...stdout.matchAll(available)].map(m => m[1]!)
+    const connected = Math.max(0, ...[...stdout.matchAll(/connected:\s+(\d+)/g)].map(m => Number(m[1])))
+    const rss = await rssKiB(berth.pid!)
+    latencies.sort((a, b) => a - b)
+    const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? 0
+    t.log(`${name}: up to ${connected} slow connections held; ${latencies.length} normal pulls, ${failures.length} failed, p50 ${latencies[latencies.length >> 1]} ms, p99 ${p99} ms; slowhttptest probe: ${[...new Set(verdicts)].join('/') || 'n/a'}; peak RSS ${Math.round(rss.peak / 1024)} MiB`)
+    t.deepEqual(failures, [])
+    t.true(latencies.length > 5)
+    t.true((latencies[latencies.length >> 1] ?? 0) < 1000, 'median pull over 1 s under attack')
+    t.false(verdicts.some(v => v.toUpperCase() === 'NO'), 'slowhttptest found the service unavailable')
+  })
+}
+
+test('regression: 300 uploads in progress at once (slow PATCH bodies) and 100 early-answered slow POSTs do not queue other clients', async t => {
+  // The edge's upstream pool was capped at 256 sockets, and a request answered before its body
+  // had arrived kept its upstream socket until the 15 min idle timeout: either way slow clients
+  // could take every upstream socket and every other request waited.
+  t.timeout(120_000)
+  const net = await import('node:net')
+  const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir') })
+  t.teardown(() => berth.stop())
+  const image = await pushImage(berth.url, 'slow/victim', 'v1', [randomBytes(1000)])
+  const sockets: import('node:net').Socket[] = []
+  t.teardown(() => sockets.forEach(socket => socket.destroy()))
+  const open = (head: string) =>
+    new Promise<void>(resolve => {
+      const socket = net.connect({ host: '127.0.0.1', port: berth.port }, () => {
+        socket.write(head)
+        socket.write('x'.repeat(100))
+        resolve()
+      })
+      socket.on('error', () => resolve())
+      socket.on('data', () => {})
+      sockets.push(socket)
+    })
+  for (let i = 0; i < 300; i += 50) {
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const start = await requestFrom(berth.url, '/v2/slow/uploads/blobs/uploads/', { method: 'POST' })
+        await open(`PATCH ${String(start.headers.location)} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n`)
+      }),
+    )
+  }
+  await Promise.all(Array.from({ length: 100 }, () => open('POST /v2/slow/early/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n')))
+  await new Promise(resolve => setTimeout(resolve, 500))
+  const started = Date.now()
+  for (let i = 0; i < 10; i++) {
+    const manifest = await requestFrom(berth.url, '/v2/slow/victim/manifests/v1', { timeoutMs: 5000 })
+    t.is(manifest.status, 200)
+    t.is(sha256(manifest.body), image.digest)
+  }
+  t.log(`10 manifest GETs beside 300 slow uploads and 100 early-answered slow POSTs: ${((Date.now() - started) / 10).toFixed(0)} ms each`)
+})
