@@ -19,6 +19,7 @@ import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
 import { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
+import { CertStoreNotFoundError, type CertStore } from './edge/tls/cert-store.js'
 import { AcmeError } from './edge/tls/acme-options.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import { SelfSignedCertificateProvider } from './edge/tls/self-signed.js'
@@ -27,6 +28,7 @@ import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
 import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
 import { S3Driver } from './storage/driver/s3.js'
+import { DriverCertStore } from './storage/driver/s3-cert-store.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
 export interface RunningServer {
@@ -95,7 +97,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const auth = await checkHtpasswd(config, logger)
   if (config.clientCa !== undefined) await mustRead(config.clientCa, '--client-ca')
 
-  const { provider, challenges, source, hints } = await certificateFor(config, logger)
+  // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
+  // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
+  const sharedCertStore =
+    opened !== undefined && opened.driver instanceof S3Driver
+      ? new DriverCertStore(opened.driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }) })
+      : undefined
+  const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
 
   let engine: { app: RegistryApp; server: HttpServer; url: string; drain: Drain } | undefined
   let gcSchedule: GcSchedule | undefined
@@ -194,6 +202,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 async function certificateFor(
   config: Config,
   logger: Logger,
+  sharedCertStore?: CertStore,
 ): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[] }> {
   const choice = config.certificate
   switch (choice.kind) {
@@ -215,7 +224,7 @@ async function certificateFor(
     }
     case 'acme': {
       await prepareFolder(config.certs, 'certs', config.certs)
-      return acmeProvider(config, choice, logger)
+      return acmeProvider(config, choice, logger, sharedCertStore)
     }
   }
 }
@@ -225,6 +234,7 @@ function acmeProvider(
   config: Config,
   choice: Extract<Config['certificate'], { kind: 'acme' }>,
   logger: Logger,
+  sharedCertStore?: CertStore,
 ): { provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[] } {
   let provider: AcmeCertificateProvider
   try {
@@ -237,6 +247,7 @@ function acmeProvider(
       certsDir: config.certs,
       httpPort: config.httpPort,
       logger,
+      ...(sharedCertStore !== undefined ? { store: sharedCertStore } : {}),
     })
   } catch (error) {
     if (error instanceof AcmeError) throw new ConfigError(error.message, { cause: error })
