@@ -30,17 +30,18 @@
  * interleave unseen, as a stat-then-delete could. A run killed between rename and delete leaves a
  * `.gc-*` file; the next run puts it back before it looks at anything.
  *
- * The rule needs `move` to be atomic, as rename(2) is on the filesystem driver. S3's move is a
- * copy then a delete, so a touch between the two would be lost: `berth gc` and `serve
- * --gc-interval` therefore run on filesystem storage only (collectGarbage itself takes any driver,
- * which tests use with the in-memory one).
+ * The rule needs `move` to be atomic, as rename(2) is on the filesystem driver (and a Map update
+ * in the in-memory one). S3's move is a copy then a delete, so a touch between the two would be
+ * lost: on S3 (any other driver) the sweep follows the *delete intent* rule instead, written out
+ * and argued in gc-guard.ts: the run writes an intent object before its last look at an item, and
+ * writers (wrapped by registry-store.ts) look for it after their touch or link write.
  *
- * Two runs on one datadir are excluded by an in-process lock plus, on the filesystem, a lock file
- * `<root>/.berth-gc.lock` holding the pid (a stale one, whose process is gone, is taken over).
+ * Two runs on one store are excluded by gc-lock.ts: a pid lock file on the filesystem, an object
+ * created with `If-None-Match: *` plus a heartbeat on S3 (shared by every instance on the bucket).
  */
-import { constants } from 'node:fs'
-import { mkdir, open, readFile, rmdir, unlink } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { rmdir } from 'node:fs/promises'
+import { performance } from 'node:perf_hooks'
+import { join } from 'node:path'
 import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
 import { FilesystemDriver } from './driver/filesystem.js'
 import { blobDataPath, layerLinkPath, manifestRevisionsPath, referrersPath, repositoryPath, tagsPath } from './paths.js'
@@ -55,6 +56,10 @@ import {
   type ManifestReferences,
 } from './maintenance-scan.js'
 import { isDigest } from './digest.js'
+import { GC_INTENTS_ROOT, intentPath, ITEM_DEADLINE_MS, usesDeleteIntents } from './gc-guard.js'
+import { takeGcLock, type GcLock, type GcLockOptions } from './gc-lock.js'
+
+export { GcBusyError } from './gc-lock.js'
 
 export const DEFAULT_GC_GRACE_MS = 60 * 60 * 1000
 
@@ -77,6 +82,8 @@ export interface GcOptions {
   readonly signal?: AbortSignal
   /** Test hook: runs before each sweep phase (after marking; after listing the blobs). */
   readonly beforeSweep?: (phase: 'untagged' | 'blobs') => Promise<void>
+  /** The store lock's timing (S3); tests shorten it. */
+  readonly lock?: GcLockOptions
 }
 
 export interface GcProgress {
@@ -117,11 +124,6 @@ export interface GcReport {
   readonly warnings: readonly string[]
 }
 
-/** Thrown when another garbage collection holds the datadir. */
-export class GcBusyError extends Error {
-  readonly code = 'GC_BUSY'
-}
-
 const QUARANTINE_DATA = '.gc-data'
 const QUARANTINE_LINK = '.gc-link'
 
@@ -135,11 +137,11 @@ interface RepositoryState {
 
 /** Collects garbage on `driver`'s tree. Throws GcBusyError when another run holds it (not for dry runs). */
 export async function collectGarbage(driver: StorageDriver, options: GcOptions = {}): Promise<GcReport> {
-  const release = options.dryRun ? async () => {} : await acquireGcLock(driver)
+  const lock = options.dryRun ? undefined : await takeGcLock(driver, options.lock)
   try {
-    return await new GarbageCollection(driver, options).run()
+    return await new GarbageCollection(driver, options, lock).run()
   } finally {
-    await release()
+    await lock?.release()
   }
 }
 
@@ -157,22 +159,29 @@ class GarbageCollection {
   readonly #blobs: GcBlob[] = []
   readonly #manifests: GcLink[] = []
   readonly #layerLinks: GcLink[] = []
+  readonly #lock: GcLock | undefined
+  readonly #intents: boolean
   #restored = 0
   #recovered = 0
 
-  constructor(driver: StorageDriver, options: GcOptions) {
+  constructor(driver: StorageDriver, options: GcOptions, lock: GcLock | undefined) {
     this.#driver = driver
     this.#options = options
+    this.#lock = lock
+    this.#intents = usesDeleteIntents(driver)
     this.#dryRun = options.dryRun ?? false
     this.#deleteUntagged = options.deleteUntagged ?? false
     this.#keepReferrers = options.keepReferrers ?? true
-    this.#startedAt = options.now ?? new Date()
+    // The store's clock where it has one (S3): what writers' touches are stamped with.
+    this.#startedAt = options.now ?? lock?.storeTime ?? new Date()
     const grace = options.gracePeriodMs ?? DEFAULT_GC_GRACE_MS
     if (!Number.isFinite(grace) || grace < 0) throw new RangeError('grace period must be a non-negative number of milliseconds')
     this.#cutoff = this.#startedAt.getTime() - grace
   }
 
   async run(): Promise<GcReport> {
+    // Intents a killed run left would make writers wait until they turn stale: none can be live now.
+    if (this.#intents && !this.#dryRun) await this.#driver.delete(GC_INTENTS_ROOT).catch(ignoreMissing)
     const repositories: RepositoryState[] = []
     const names = await listRepositories(this.#driver)
     for (const [i, name] of names.entries()) {
@@ -208,6 +217,7 @@ class GarbageCollection {
 
   #progress(phase: GcProgress['phase'], done: number, total: number): void {
     this.#options.signal?.throwIfAborted()
+    this.#lock?.lost.throwIfAborted()
     this.#options.onProgress?.({ phase, done, total })
   }
 
@@ -400,6 +410,7 @@ class GarbageCollection {
    * then delete it, or rename it back when a writer touched it after we listed it.
    */
   async #quarantine(dir: string, name: string, quarantineName: string): Promise<'deleted' | 'restored' | 'gone'> {
+    if (this.#intents) return this.#deleteWithIntent(`${dir}/${name}`)
     const live = `${dir}/${name}`
     const quarantined = `${dir}/${quarantineName}`
     try {
@@ -418,6 +429,34 @@ class GarbageCollection {
     }
     await this.#driver.delete(quarantined).catch(ignoreMissing)
     return 'deleted'
+  }
+
+  /**
+   * The collector's half of the delete-intent rule (g1–g4 in gc-guard.ts, where it is argued):
+   * intent first, then the last look, then the delete, and the delete only within the deadline
+   * and while the lock is still ours. 'restored' means a writer touched it: kept.
+   */
+  async #deleteWithIntent(path: string): Promise<'deleted' | 'restored' | 'gone'> {
+    const intent = intentPath(path)
+    const begun = performance.now()
+    await this.#driver.putContent(intent, Buffer.from(JSON.stringify({ path, startedAt: this.#startedAt.toISOString() }))) // g1
+    try {
+      const info = await statOrUndefined(this.#driver, path) // g2
+      if (info === undefined) return 'gone'
+      if (this.#isFresh(info.modTime)) {
+        this.#restored++
+        return 'restored'
+      }
+      if (this.#lock !== undefined && !(await this.#lock.stillHeld())) throw this.#lock.lost.reason
+      if (performance.now() - begun > ITEM_DEADLINE_MS) {
+        this.#warnings.push(`${path}: the store answered too slowly to delete it safely; kept for the next run`)
+        return 'gone'
+      }
+      await this.#driver.delete(path).catch(ignoreMissing) // g3
+      return 'deleted'
+    } finally {
+      await this.#driver.delete(intent).catch(() => {}) // g4 (a leftover turns stale; the next run clears it)
+    }
   }
 
   /**
@@ -448,56 +487,11 @@ async function forEachConcurrently<T>(items: readonly T[], limit: number, task: 
   if (failed) throw failed.reason
 }
 
-const inProcess = new Set<unknown>()
-
-/** Exclusive right to collect garbage on this driver's tree; resolves with the release function. */
-export async function acquireGcLock(driver: StorageDriver): Promise<() => Promise<void>> {
-  const key = driver instanceof FilesystemDriver ? resolve(driver.root) : driver
-  if (inProcess.has(key)) throw new GcBusyError('a garbage collection is already running on this datadir (in this process)')
-  inProcess.add(key)
-  if (!(driver instanceof FilesystemDriver)) {
-    return async () => {
-      inProcess.delete(key)
-    }
-  }
-  const file = join(driver.root, '.berth-gc.lock')
-  try {
-    await mkdir(driver.root, { recursive: true })
-    await takeLockFile(file)
-  } catch (error) {
-    inProcess.delete(key)
-    throw error
-  }
-  return async () => {
-    inProcess.delete(key)
-    await unlink(file).catch(() => {})
-  }
-}
-
-async function takeLockFile(file: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
-      await handle.writeFile(`${process.pid}\n`)
-      await handle.close()
-      return
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-    }
-    const pid = Number.parseInt((await readFile(file, 'utf8').catch(() => '')).trim(), 10)
-    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-      throw new GcBusyError(`another garbage collection is running on this datadir (pid ${pid}; lock file ${file})`)
-    }
-    await unlink(file).catch(() => {}) // stale: its process is gone
-  }
-  throw new GcBusyError(`could not take the garbage collection lock ${file}`)
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
+/**
+ * Exclusive right to collect garbage on this driver's store; resolves with the release function.
+ * (gc-lock.ts has the lock itself.)
+ */
+export async function acquireGcLock(driver: StorageDriver, options?: GcLockOptions): Promise<() => Promise<void>> {
+  const lock = await takeGcLock(driver, options)
+  return () => lock.release()
 }

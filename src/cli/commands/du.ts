@@ -1,25 +1,26 @@
 /**
  * `berth du`: disk usage per repository (unique and shared bytes), unreferenced blobs and
- * unfinished uploads, and the total. Reads only; works on a datadir written by registry:2.
+ * unfinished uploads, and the total. Reads only; works on a datadir written by registry:2, and on
+ * an S3 bucket (--storage s3, the same settings as `berth serve`).
  */
 import { Command } from 'commander'
 import { diskUsage, formatBytes, type UsageReport } from '../../storage/usage.js'
 import type { CliIo } from '../io.js'
-import { datadirOption, openDatadir } from './gc.js'
+import { addStoreOptions, openStore, type StoreOptions } from './gc.js'
 
 export function duCommand(io: CliIo): Command {
-  return new Command('du')
+  const command = new Command('du')
     .alias('usage')
     .summary('disk usage per repository: unique and shared bytes, and the total')
     .description(
       'Disk usage of the registry data. "unique" is what only that repository uses (what deleting it and ' +
         'running `berth gc` frees); "shared" is stored once for every repository that uses it.',
     )
-    .addOption(datadirOption())
+  return addStoreOptions(command)
     .option('--bytes', 'exact byte counts instead of KiB/MiB/GiB')
     .option('--json', 'print the report as JSON')
-    .action(async (options: { datadir?: string; bytes?: boolean; json?: boolean }) => {
-      const { root, driver } = await openDatadir(io, options.datadir)
+    .action(async (options: StoreOptions & { bytes?: boolean; json?: boolean }) => {
+      const { shown: root, driver } = await openStore(io, options)
       const report = await diskUsage(driver)
       if (options.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
       else io.stdout.write(renderUsage(report, root, options.bytes ? (n: number) => String(n) : formatBytes))

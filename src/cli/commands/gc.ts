@@ -1,19 +1,24 @@
 /**
- * `berth gc`: online garbage collection and upload purging on a datadir (storage/gc.ts,
- * storage/purge-uploads.ts). Safe while `berth serve` (or registry:2) serves the same datadir:
- * nothing written or touched within the grace period is removed, and a blob a push re-uses
- * during the run is kept (the rule is explained in storage/gc.ts).
+ * `berth gc`: online garbage collection and upload purging on a datadir or an S3 bucket
+ * (storage/gc.ts, storage/purge-uploads.ts). Safe while `berth serve` (or, on a datadir,
+ * registry:2) serves the same store: nothing written or touched within the grace period is
+ * removed, and a blob a push re-uses during the run is kept (the rules: storage/gc.ts for the
+ * filesystem, storage/gc-guard.ts for S3, where every serving instance must be a Berth).
  */
 import { stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
+import { CONFIG_ENV, loadConfig } from '../../config/load.js'
+import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
 import { FilesystemDriver } from '../../storage/driver/filesystem.js'
+import type { StorageDriver } from '../../storage/driver/storage-driver.js'
 import { collectGarbage, DEFAULT_GC_GRACE_MS, GcBusyError, type GcProgress, type GcReport } from '../../storage/gc.js'
 import { DEFAULT_UPLOAD_MAX_AGE_MS, purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
 import { createRegistryStore } from '../../storage/registry-store.js'
 import { formatBytes } from '../../storage/usage.js'
 import { CliError } from '../errors.js'
 import type { CliIo } from '../io.js'
+import { optionFor } from './serve.js'
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
 
@@ -49,7 +54,47 @@ export async function openDatadir(io: CliIo, datadir: string | undefined): Promi
   return { driver: new FilesystemDriver(root), root }
 }
 
-interface GcCommandOptions {
+/** The settings that say where images are stored, as `berth serve` takes them (flags, BERTH_*, --config). */
+const STORAGE_KEYS: readonly SettingKey[] = ['storage', 's3Endpoint', 's3Bucket', 's3Region', 's3Prefix']
+
+export interface StoreOptions {
+  datadir?: string
+  config?: string
+  [key: string]: unknown
+}
+
+/** Adds --config and the storage flags of `berth serve` (besides --datadir) to a maintenance command. */
+export function addStoreOptions(command: Command): Command {
+  command.addOption(datadirOption())
+  command.option('-c, --config <file>', `the YAML or JSON settings file berth serve uses; only its storage settings are read here (env: ${CONFIG_ENV})`)
+  for (const setting of SETTINGS as readonly Setting[]) if (STORAGE_KEYS.includes(setting.key)) command.addOption(optionFor(setting))
+  return command
+}
+
+/**
+ * The store `berth serve` would use with the same flags, environment and config file: the
+ * datadir's data/ folder (which must exist), or the S3 bucket (checked with one request).
+ */
+export async function openStore(io: CliIo, options: StoreOptions): Promise<{ driver: StorageDriver; shown: string }> {
+  const flags: Partial<Record<SettingKey, unknown>> = {}
+  for (const key of ['datadir', ...STORAGE_KEYS] as const) if (options[key] !== undefined) flags[key] = options[key]
+  const config = await loadConfig({
+    flags,
+    env: io.env,
+    cwd: io.cwd,
+    allowNoCertificate: true,
+    ...(typeof options.config === 'string' ? { configFile: options.config } : {}),
+  })
+  if (config.storage.kind === 's3') {
+    // Loaded here: the S3 client is big, and a datadir needs none of it.
+    const { openStorage } = await import('../../server.js')
+    return openStorage(config)
+  }
+  const { driver, root } = await openDatadir(io, config.datadir)
+  return { driver, shown: root }
+}
+
+interface GcCommandOptions extends StoreOptions {
   datadir?: string
   dryRun?: boolean
   deleteUntagged?: boolean
@@ -65,10 +110,11 @@ export function gcCommand(io: CliIo): Command {
     .summary('free the disk space of deleted images (safe while the registry runs)')
     .description(
       'Garbage collection: delete blobs no tag or manifest references, layer links to deleted blobs, ' +
-        'and uploads left unfinished. Runs while `berth serve` (or registry:2) serves the same datadir: ' +
-        'anything pushed or re-used within the grace period is kept.',
+        'and uploads left unfinished. Runs while `berth serve` (or registry:2) serves the same datadir, ' +
+        'or while any number of Berth instances serve the same S3 bucket (--storage s3): anything pushed ' +
+        'or re-used within the grace period is kept, and one run at a time holds the store.',
     )
-    .addOption(datadirOption())
+  addStoreOptions(command)
     .option('-n, --dry-run', 'list what would be deleted and how many bytes it frees; delete nothing')
     .option('--delete-untagged', 'also delete manifests no tag reaches (never a child of a tagged multi-arch index)')
     .option('--no-keep-referrers', 'with --delete-untagged: also delete signatures/SBOMs (referrers) of kept images')
@@ -90,10 +136,12 @@ export function gcCommand(io: CliIo): Command {
         '  berth gc --dry-run                      what would go, and how much space it frees\n' +
         '  berth gc                                delete it (the registry may keep running)\n' +
         '  berth gc --delete-untagged              also delete manifests no tag reaches\n' +
-        '  berth gc --datadir /srv/registry        a datadir written by registry:2 (its data/ folder)',
+        '  berth gc --datadir /srv/registry        a datadir written by registry:2 (its data/ folder)\n' +
+        '  berth gc --storage s3 --s3-endpoint http://10.0.0.5:7480 --s3-bucket registry\n' +
+        '                                          the bucket several instances serve (AWS_* credentials)',
     )
   command.action(async (options: GcCommandOptions) => {
-    const { driver } = await openDatadir(io, options.datadir)
+    const { driver } = await openStore(io, options)
     const progress = options.quiet || options.json ? undefined : progressPrinter(io)
     let uploads: PurgeUploadsReport | undefined
     let report: GcReport
