@@ -21,6 +21,7 @@
 import type { StorageDriver } from './driver/storage-driver.js'
 import { BlobStore } from './blob-store.js'
 import { Catalog } from './catalog.js'
+import { guardForGc } from './gc-guard.js'
 import { ManifestStore } from './manifest-store.js'
 import { ReferrerStore } from './referrer-store.js'
 import { TagStore } from './tag-store.js'
@@ -36,7 +37,9 @@ export interface RegistryStore {
   readonly catalog: Catalog
 }
 
-export function createRegistryStore(driver: StorageDriver): RegistryStore {
+export function createRegistryStore(unguarded: StorageDriver): RegistryStore {
+  // On S3 every touch and link write follows the writers' half of GC's delete-intent rule (gc-guard.ts).
+  const driver = guardForGc(unguarded)
   const blobs = new BlobStore(driver)
   const tags = new TagStore(driver)
   const referrers = new ReferrerStore(driver, blobs)
