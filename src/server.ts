@@ -132,9 +132,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     engine = { app, server, url, drain }
     upstream = { url, secret }
     if (config.gcIntervalMs !== undefined) {
-      // The GC's safety rule needs atomic renames (storage/gc.ts); S3's move is copy + delete.
-      if (opened.driver instanceof FilesystemDriver) gcSchedule = startGcSchedule({ driver: opened.driver, intervalMs: config.gcIntervalMs, logger })
-      else logger.warn('--gc-interval is ignored: online garbage collection needs filesystem storage')
+      // Any storage: on S3 the run takes the lock in the bucket, so of several instances with
+      // --gc-interval one collects at a time and the others skip that tick (storage/gc-lock.ts).
+      gcSchedule = startGcSchedule({ driver: opened.driver, intervalMs: config.gcIntervalMs, logger })
     }
   }
 
