@@ -1,0 +1,335 @@
+/**
+ * Garbage collection on S3 (a real single-node Ceph RGW, one per file), with registry engines
+ * (createRegistryApp, each on its own S3Driver and client, as separate instances are) serving the
+ * same bucket prefix while a collector on yet another driver runs. What a user relies on:
+ * - GC frees exactly the unreferenced blobs; what is still tagged pulls byte-identical;
+ * - the delete-intent rule (storage/gc-guard.ts): a touch that lands just before the collector's
+ *   last look keeps the blob; one that lands between its last look and its delete waits, then
+ *   learns the blob is gone (so the writer stores it again) instead of trusting a deleted blob;
+ * - GC from one instance while others push, several rounds: nothing referenced is lost;
+ * - two runs at once on one bucket: one refuses; a crashed run's lock is taken over;
+ * - deleted tag → GC → re-push → pull works.
+ * S3's LastModified has one-second resolution and cannot be set, so instead of ageing files as the
+ * filesystem tests do, these wait past a second boundary and run with a grace period of 0.
+ */
+import { randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import anyTest, { type ExecutionContext, type TestFn } from 'ava'
+import { S3Driver } from '../../src/storage/driver/s3.js'
+import { PathNotFoundError, type StorageDriver } from '../../src/storage/driver/storage-driver.js'
+import { collectGarbage, GcBusyError } from '../../src/storage/gc.js'
+import { GC_LOCK_PATH } from '../../src/storage/gc-lock.js'
+import { guardForGc, intentPath } from '../../src/storage/gc-guard.js'
+import { blobDataPath } from '../../src/storage/paths.js'
+import { diskUsage } from '../../src/storage/usage.js'
+import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
+import { request } from '../helpers/http.js'
+import { imageManifest, OCI_INDEX, OCI_MANIFEST, pushBlob, putManifest, sha256, startApp, type Running } from '../registry/fixtures.js'
+
+const test = anyTest as TestFn
+const started = startS3()
+test.after.always(async () => {
+  await (await started.catch(() => undefined))?.stop()
+})
+
+function driverFor(s3: S3Server, prefix: string): S3Driver {
+  return new S3Driver({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    bucket: s3.bucket,
+    prefix,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  })
+}
+
+/** A prefix, a collector's driver on it, and `instances` registry engines each on its own driver. */
+async function setup(t: ExecutionContext, instances = 1): Promise<{ prefix: string; gcDriver: S3Driver; apps: Running[] }> {
+  const s3 = await started
+  const prefix = uniquePrefix('gc')
+  const apps: Running[] = []
+  for (let i = 0; i < instances; i++) apps.push(await startApp(t, { driver: driverFor(s3, prefix) }))
+  return { prefix, gcDriver: driverFor(s3, prefix), apps }
+}
+
+/** Waits until the store's clock (one-second LastModified) has moved past everything written so far. */
+async function pastSecond(): Promise<void> {
+  await sleep(1100)
+}
+
+async function exists(driver: StorageDriver, path: string): Promise<boolean> {
+  return driver.stat(path).then(
+    () => true,
+    (error: unknown) => {
+      if (error instanceof PathNotFoundError) return false
+      throw error
+    },
+  )
+}
+
+async function deleteManifest(running: Running, name: string, reference: string): Promise<void> {
+  const response = await request(running.server, `/v2/${name}/manifests/${reference}`, { method: 'DELETE' })
+  if (response.status !== 202) throw new Error(`DELETE ${reference}: ${response.status}`)
+}
+
+async function assertPulls(t: ExecutionContext, running: Running, name: string, reference: string): Promise<void> {
+  const manifest = await request(running.server, `/v2/${name}/manifests/${reference}`, { headers: { Accept: `${OCI_MANIFEST}, ${OCI_INDEX}` } })
+  t.is(manifest.status, 200, `${name}:${reference} manifest`)
+  const body = JSON.parse(manifest.body.toString('utf8'))
+  for (const descriptor of [body.config, ...body.layers]) {
+    const blob = await request(running.server, `/v2/${name}/blobs/${descriptor.digest}`)
+    t.is(blob.status, 200, `${name} blob ${descriptor.digest}`)
+    t.is(sha256(blob.body), descriptor.digest)
+  }
+}
+
+test('GC on S3 frees exactly the unreferenced blobs; a dry run lists the same; tagged images pull byte-identical', async t => {
+  const { gcDriver, apps } = await setup(t)
+  const app = apps[0]!
+  const keep = await imageManifest(app.server, 'keep', { layers: 2 })
+  t.is((await putManifest(app.server, 'keep', 'v1', keep.manifest, OCI_MANIFEST)).status, 201)
+  const drop = await imageManifest(app.server, 'drop', { layers: 3 })
+  t.is((await putManifest(app.server, 'drop', 'v1', drop.manifest, OCI_MANIFEST)).status, 201)
+  await deleteManifest(app, 'drop', drop.digest)
+  await pastSecond()
+  const before = await diskUsage(gcDriver)
+  const expected = [drop.config, ...drop.layers, { digest: drop.digest, size: drop.manifest.byteLength }].map(b => `${b.digest} ${b.size}`).sort()
+
+  const dry = await collectGarbage(gcDriver, { dryRun: true, gracePeriodMs: 0 })
+  t.deepEqual(dry.blobs.map(b => `${b.digest} ${b.size}`).sort(), expected)
+  for (const blob of dry.blobs) t.true(await exists(gcDriver, blobDataPath(blob.digest)))
+
+  const report = await collectGarbage(gcDriver, { gracePeriodMs: 0 })
+  t.deepEqual(report.blobs.map(b => `${b.digest} ${b.size}`).sort(), expected)
+  t.deepEqual(report.warnings, [])
+  for (const blob of report.blobs) t.false(await exists(gcDriver, blobDataPath(blob.digest)))
+  t.false(await exists(gcDriver, '/berth/gc/intents'), 'no intent left behind')
+  t.false(await exists(gcDriver, GC_LOCK_PATH), 'lock released')
+  await assertPulls(t, app, 'keep', 'v1')
+  const after = await diskUsage(gcDriver)
+  t.is(after.unreferencedBytes, 0)
+  t.is(before.bytes - after.bytes, report.bytesFreed)
+  t.log(`bucket before: ${before.bytes} B in ${before.blobs} blobs (${before.unreferencedBytes} B unreferenced); after: ${after.bytes} B in ${after.blobs} blobs; freed ${report.bytesFreed} B`)
+})
+
+/**
+ * A driver for the collector that runs `hook` when it is about to do a given step on `target`
+ * (the intent write, g1, or the delete, g3), to place a writer's touch exactly there.
+ */
+function hooked(inner: S3Driver, target: string, at: 'intent' | 'delete', hook: () => Promise<void>): StorageDriver {
+  let fired = false
+  return new Proxy(inner, {
+    get(object, property, receiver) {
+      const value = Reflect.get(object, property, receiver)
+      if (property === 'putContent' && at === 'intent') {
+        return async (path: string, content: Uint8Array) => {
+          await object.putContent(path, content)
+          if (path === intentPath(target) && !fired) {
+            fired = true
+            await hook()
+          }
+        }
+      }
+      if (property === 'delete' && at === 'delete') {
+        return async (path: string) => {
+          if (path === target && !fired) {
+            fired = true
+            await hook()
+          }
+          return object.delete(path)
+        }
+      }
+      return typeof value === 'function' ? value.bind(object) : value
+    },
+  })
+}
+
+test('delete intents: a touch just before the last look keeps the blob; a touch between the last look and the delete waits and then reports it gone', async t => {
+  const s3 = await started
+  const { prefix, gcDriver } = await setup(t, 0)
+  const writer = guardForGc(driverFor(s3, prefix)) // another instance's store, as registry-store.ts wraps it
+  const early = blobDataPath(sha256('early'))
+  const late = blobDataPath(sha256('late'))
+  await gcDriver.putContent(early, Buffer.from('early'))
+  await gcDriver.putContent(late, Buffer.from('late'))
+  await pastSecond()
+
+  // Touch after the intent is written, before the collector's last look: the collector sees the new
+  // time and keeps the blob; the writer, having seen the intent, waits for it to go and then succeeds.
+  let earlyTouch: Promise<void> | undefined
+  const first = await collectGarbage(
+    hooked(gcDriver, early, 'intent', async () => {
+      earlyTouch = writer.touch(early)
+      await sleep(400) // the writer's touch lands, then it finds the intent and waits
+    }),
+    { gracePeriodMs: 0 },
+  )
+  await t.notThrowsAsync(earlyTouch!)
+  t.true(await exists(gcDriver, early), 'touched blob kept')
+  t.is(first.restored, 1)
+  t.false(await exists(gcDriver, late), 'the untouched one went')
+
+  // Touch after the last look, before the delete: a plain stat-then-delete would lose it. The
+  // writer's touch succeeds on S3, finds the intent, waits, and then reports the blob missing.
+  await gcDriver.putContent(late, Buffer.from('late'))
+  await pastSecond()
+  let lateTouch: Promise<void> | undefined
+  let waitedAtDelete = false
+  const second = await collectGarbage(
+    hooked(gcDriver, early, 'delete', async () => {
+      lateTouch = writer.touch(early)
+      await sleep(400)
+      waitedAtDelete = true
+    }),
+    { gracePeriodMs: 0 },
+  )
+  t.true(waitedAtDelete)
+  t.true(second.blobs.some(b => b.digest === sha256('early')))
+  await t.throwsAsync(lateTouch!, { instanceOf: PathNotFoundError }, 'the writer learns it is gone, so it stores the bytes again')
+  t.false(await exists(gcDriver, early))
+})
+
+test('two GC runs at once on one bucket: exactly one runs, the other refuses; a crashed run\'s stale lock is taken over', async t => {
+  const s3 = await started
+  const { prefix, gcDriver, apps } = await setup(t)
+  const image = await imageManifest(apps[0]!.server, 'app', { layers: 2 })
+  t.is((await putManifest(apps[0]!.server, 'app', 'v1', image.manifest, OCI_MANIFEST)).status, 201)
+  await deleteManifest(apps[0]!, 'app', image.digest)
+  await pastSecond()
+  // Two collectors on two drivers (two clients, as two machines would be).
+  const results = await Promise.allSettled([
+    collectGarbage(gcDriver, { gracePeriodMs: 0 }),
+    collectGarbage(driverFor(s3, prefix), { gracePeriodMs: 0 }),
+  ])
+  const ok = results.filter(r => r.status === 'fulfilled')
+  const busy = results.filter(r => r.status === 'rejected' && r.reason instanceof GcBusyError)
+  t.is(ok.length, 1, JSON.stringify(results.map(r => (r.status === 'rejected' ? String(r.reason) : 'ok'))))
+  t.is(busy.length, 1)
+  t.is((ok[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof collectGarbage>>>).value.blobs.length, 4)
+
+  // A held lock (another run's heartbeat is recent): refused with who holds it.
+  const held = { nonce: 'other', host: 'elsewhere', pid: 1, created: Date.now(), updated: Date.now() }
+  await gcDriver.putContent(GC_LOCK_PATH, Buffer.from(JSON.stringify(held)))
+  const refused = await t.throwsAsync(collectGarbage(gcDriver, { gracePeriodMs: 0 }), { instanceOf: GcBusyError })
+  t.regex(refused!.message, /elsewhere, pid 1/)
+  // Its holder crashed: no heartbeat for longer than the stale period; the next run takes over.
+  await gcDriver.putContent(GC_LOCK_PATH, Buffer.from(JSON.stringify({ ...held, updated: Date.now() - 120_000 })))
+  const report = await collectGarbage(gcDriver, { gracePeriodMs: 0 })
+  t.deepEqual(report.warnings, [])
+  t.false(await exists(gcDriver, GC_LOCK_PATH))
+})
+
+test('GC from one instance while two others push, several rounds: nothing referenced is lost', async t => {
+  const { gcDriver, apps } = await setup(t, 2)
+  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+  const base = randomBytes(20_000)
+  const tagged: { name: string; tag: string }[] = []
+  let retries = 0
+  let restored = 0
+  let freed = 0
+  let gcRuns = 0
+  let turn = 0
+  /** Requests alternate between the two instances, as behind a round-robin balancer. */
+  const next = () => apps[turn++ % apps.length]!.server
+
+  /** A client's push: HEAD each blob, mount or upload the missing ones, PUT the manifest; retried on MANIFEST_BLOB_UNKNOWN. */
+  const push = async (name: string, tag: string, layers: Buffer[]) => {
+    for (let attempt = 0; attempt < 6; attempt++) {
+      for (const blob of [config, base, ...layers]) {
+        const head = await request(next(), `/v2/${name}/blobs/${sha256(blob)}`, { method: 'HEAD' })
+        if (head.status !== 200) {
+          const mount = await request(next(), `/v2/${name}/blobs/uploads/?mount=${sha256(blob)}`, { method: 'POST' })
+          if (mount.status !== 201) {
+            if (mount.status === 202) await request(next(), String(mount.headers.location), { method: 'DELETE' })
+            await pushBlob(next(), name, blob)
+          }
+        }
+      }
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
+          layers: [base, ...layers].map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
+        }),
+      )
+      const put = await putManifest(next(), name, tag, manifest, OCI_MANIFEST)
+      if (put.status === 201) return
+      if (put.json?.errors?.[0]?.code !== 'MANIFEST_BLOB_UNKNOWN') throw new Error(`PUT ${put.status} ${put.body.toString()}`)
+      retries++
+    }
+    throw new Error('push kept failing')
+  }
+
+  const rounds = 6
+  for (let round = 0; round < rounds; round++) {
+    // Garbage the pushes below re-use: an image pushed and deleted before this round's GC starts.
+    const reused = [randomBytes(5000), randomBytes(6000)]
+    await push('old', 'gone', reused)
+    const old = await request(next(), '/v2/old/manifests/gone', { headers: { Accept: OCI_MANIFEST } })
+    await deleteManifest(apps[0]!, 'old', sha256(old.body))
+    await pastSecond()
+    const fresh = randomBytes(7000)
+    const name = `r${round % 3}`
+    const tag = `t${round}`
+    let pushing = true
+    const gc = (async () => {
+      let runs = 0
+      while (pushing || runs === 0) {
+        const report = await collectGarbage(gcDriver, { gracePeriodMs: 0, deleteUntagged: round % 2 === 0 })
+        restored += report.restored
+        freed += report.bytesFreed
+        runs++
+      }
+      gcRuns += runs
+    })()
+    const pushes = Promise.all([push(name, tag, [...reused, fresh]), push('other', tag, [reused[0]!]), push(`m${round}`, 'x', [reused[1]!])]).finally(() => {
+      pushing = false
+    })
+    await Promise.all([gc, pushes])
+    tagged.push({ name: `m${round}`, tag: 'x' }, { name, tag }, { name: 'other', tag })
+    for (const image of tagged) await assertPulls(t, apps[round % 2]!, image.name, image.tag)
+  }
+  t.log(`${rounds} rounds, ${gcRuns} GC runs during pushes: ${retries} pushes retried after MANIFEST_BLOB_UNKNOWN, ${restored} kept because a push touched them mid-run, ${freed} bytes freed`)
+  await pastSecond()
+  const final = await collectGarbage(gcDriver, { deleteUntagged: true, gracePeriodMs: 0 })
+  t.deepEqual(final.warnings, [])
+  for (const image of tagged) await assertPulls(t, apps[1]!, image.name, image.tag)
+  t.true(gcRuns >= rounds)
+})
+
+test('deleted tag → GC on S3 → re-push of identical bytes → pull byte-identical (no "layer already exists" for a swept blob)', async t => {
+  const { gcDriver, apps } = await setup(t, 2)
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }))
+  const layers = [randomBytes(3000), randomBytes(4000)]
+  let uploads = 0
+  const push = async (via: Running) => {
+    for (const blob of [config, ...layers]) {
+      const head = await request(via.server, `/v2/app/blobs/${sha256(blob)}`, { method: 'HEAD' })
+      if (head.status !== 200) {
+        await pushBlob(via.server, 'app', blob)
+        uploads++
+      }
+    }
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
+        layers: layers.map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
+      }),
+    )
+    t.is((await putManifest(via.server, 'app', 'v1', manifest, OCI_MANIFEST)).status, 201)
+    return manifest
+  }
+  const manifest = await push(apps[0]!)
+  await deleteManifest(apps[1]!, 'app', sha256(manifest))
+  await pastSecond()
+  const report = await collectGarbage(gcDriver, { gracePeriodMs: 0 })
+  t.is(report.blobs.length, 4)
+  t.is(report.bytesFreed, config.byteLength + 7000 + manifest.byteLength)
+  uploads = 0
+  await push(apps[1]!)
+  t.is(uploads, 3, 'every swept blob is pushed again (HEAD says 404)')
+  await assertPulls(t, apps[0]!, 'app', 'v1')
+  for (const layer of layers) t.deepEqual((await request(apps[0]!.server, `/v2/app/blobs/${sha256(layer)}`)).body, layer)
+})
