@@ -59,6 +59,8 @@ export interface ResourceUsage {
   peakRssMiB: number
   /** Highest sampled sum of VmRSS over the tree, MiB (lower bound of the peak). */
   sampledPeakRssMiB: number
+  /** Sum of VmRSS over the tree when the job started, MiB: what the job found, not what it added. */
+  startRssMiB: number
   cpuSeconds: number
   processes: number
 }
@@ -67,12 +69,15 @@ export class ResourceMonitor {
   private readonly baseline = new Map<number, number>()
   private readonly last = new Map<number, number>()
   private sampledPeakKiB = 0
+  private startKiB = 0
   private timer: NodeJS.Timeout | undefined
 
   constructor(private readonly roots: () => number[], private readonly intervalMs = 50) {}
 
   start(): void {
-    for (const stat of processTree(this.roots())) {
+    const tree = processTree(this.roots())
+    for (const stat of tree) this.startKiB += statusKiB(stat.pid, 'VmRSS')
+    for (const stat of tree) {
       this.baseline.set(stat.pid, stat.cpuTicks)
       this.last.set(stat.pid, stat.cpuTicks)
       try { writeFileSync(`/proc/${stat.pid}/clear_refs`, '5') } catch { /* not root: HWM is lifetime */ }
@@ -102,6 +107,7 @@ export class ResourceMonitor {
     return {
       peakRssMiB: hwm / 1024,
       sampledPeakRssMiB: this.sampledPeakKiB / 1024,
+      startRssMiB: this.startKiB / 1024,
       cpuSeconds: ticks / TICKS,
       processes: this.last.size,
     }
