@@ -23,6 +23,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdir, open, readFile, unlink } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { FilesystemDriver } from './driver/filesystem.js'
 import { PathNotFoundError, StorageDriverError, type StorageDriver } from './driver/storage-driver.js'
 import { GC_STATE_ROOT } from './gc-guard.js'
@@ -37,6 +38,8 @@ export class GcBusyError extends Error {
 export interface GcLockOptions {
   readonly heartbeatMs?: number
   readonly staleMs?: number
+  /** Wait up to this long for a run holding the store to finish (default 0: refuse at once). */
+  readonly waitMs?: number
 }
 
 export interface GcLock {
@@ -59,7 +62,20 @@ interface LockRecord {
 
 const inProcess = new Set<unknown>()
 
+/** Takes the lock, waiting up to `waitMs` while another run holds it; then rejects with GcBusyError. */
 export async function takeGcLock(driver: StorageDriver, options: GcLockOptions = {}): Promise<GcLock> {
+  const deadline = Date.now() + (options.waitMs ?? 0)
+  for (;;) {
+    try {
+      return await takeGcLockOnce(driver, options)
+    } catch (error) {
+      if (!(error instanceof GcBusyError) || Date.now() >= deadline) throw error
+    }
+    await sleep(Math.min(500, Math.max(0, deadline - Date.now())))
+  }
+}
+
+async function takeGcLockOnce(driver: StorageDriver, options: GcLockOptions): Promise<GcLock> {
   const key = driver instanceof FilesystemDriver ? resolve(driver.root) : driver
   if (inProcess.has(key)) throw new GcBusyError('a garbage collection is already running on this store (in this process)')
   inProcess.add(key)

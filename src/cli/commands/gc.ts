@@ -101,6 +101,7 @@ interface GcCommandOptions extends StoreOptions {
   keepReferrers: boolean
   grace: number
   uploadMaxAge: number | false
+  wait: number
   json?: boolean
   quiet?: boolean
 }
@@ -127,6 +128,11 @@ export function gcCommand(io: CliIo): Command {
       new Option('--upload-max-age <duration>', 'purge unfinished uploads started longer ago than this ("off": keep them)')
         .argParser((value: string) => (value === 'off' ? false : parseDuration(value)))
         .default(DEFAULT_UPLOAD_MAX_AGE_MS, formatDuration(DEFAULT_UPLOAD_MAX_AGE_MS)),
+    )
+    .addOption(
+      new Option('--wait <duration>', 'when another run holds the store (e.g. a serving instance\'s --gc-interval), wait this long for it instead of failing at once (e.g. 5m)')
+        .argParser(parseDuration)
+        .default(0, '0'),
     )
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress lines')
@@ -155,6 +161,7 @@ export function gcCommand(io: CliIo): Command {
         deleteUntagged: options.deleteUntagged ?? false,
         keepReferrers: options.keepReferrers,
         gracePeriodMs: options.grace,
+        lock: { waitMs: options.wait },
         ...(progress ? { onProgress: progress } : {}),
       })
     } catch (error) {

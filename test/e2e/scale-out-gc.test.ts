@@ -1,0 +1,155 @@
+/**
+ * Garbage collection with several instances on one bucket (issue #9's GC clause), as a user runs
+ * it: two `berth serve --local --storage s3 --gc-interval 1s` processes on a real Ceph RGW behind
+ * a round-robin balancer, skopeo pushing and pulling through it, and `berth gc` / `berth du` run
+ * from a shell with the same storage flags. What a user relies on:
+ * - `berth du --storage s3` reports the bucket; `berth gc --storage s3` frees exactly the deleted
+ *   image's blobs while skopeo pushes another image through the instances, and every image still
+ *   tagged pulls byte for byte afterwards; du shows the difference;
+ * - deleted tag → GC → the same image pushed again → it pulls;
+ * - `serve --gc-interval` runs on S3 (not "ignored"), each tick on whichever instance holds the
+ *   lock in the bucket, without taking anything a push needs.
+ */
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import anyTest, { type ExecutionContext, type TestFn } from 'ava'
+import { MAIN, REPO_ROOT, startBerth, type Berth } from '../helpers/berth.js'
+import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
+import { request } from '../helpers/http.js'
+import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
+import { makeTempDir, removeDir, run } from '../helpers/procs.js'
+import { copy, type RegistryAccess } from '../helpers/skopeo.js'
+
+const test = anyTest as TestFn
+const plainHttp: RegistryAccess = { tlsVerify: false }
+const cleanups: (() => Promise<unknown>)[] = []
+let ctx: { s3: S3Server; work: string; storageArgs: string[]; berths: Berth[]; balancer: { url: string; hostPort: string; close(): Promise<void> }; source: OciLayout } | undefined
+
+/** Round-robin per request, as in scale-out.test.ts: the requests of one push land on both instances. */
+async function startBalancer(targets: readonly Berth[]) {
+  const agent = new http.Agent({ keepAlive: true })
+  let next = 0
+  const server = http.createServer((req, res) => {
+    const target = new URL((targets[next++ % targets.length] as Berth).url)
+    const upstream = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, response => {
+      res.writeHead(response.statusCode ?? 502, response.headers)
+      response.pipe(res)
+    })
+    upstream.on('error', () => {
+      if (!res.headersSent) res.writeHead(502)
+      res.end()
+    })
+    req.pipe(upstream)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hostPort: `127.0.0.1:${port}`,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+      agent.destroy()
+    },
+  }
+}
+
+test.before(async () => {
+  const s3 = await startS3()
+  cleanups.push(() => s3.stop())
+  const work = await makeTempDir('scale-out-gc')
+  cleanups.push(() => removeDir(work))
+  const storageArgs = ['--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', uniquePrefix('scale-out-gc')]
+  const berths = await Promise.all(
+    [0, 1].map(async i => {
+      const berth = await startBerth({ datadir: path.join(work, `datadir-${i}`), args: [...storageArgs, '--gc-interval', '1s'], env: s3.env, timeoutMs: 90_000 })
+      cleanups.push(() => berth.stop())
+      return berth
+    }),
+  )
+  const balancer = await startBalancer(berths)
+  cleanups.push(() => balancer.close())
+  ctx = { s3, work, storageArgs, berths, balancer, source: await OciLayout.create(path.join(work, 'source')) }
+})
+
+test.after.always(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
+})
+
+function env() {
+  if (ctx === undefined) throw new Error('setup failed')
+  return ctx
+}
+
+/** `berth <command> --storage s3 ...` from a shell (a third process on the bucket). */
+async function berthCli(args: readonly string[]) {
+  const { s3, storageArgs } = env()
+  const cleanEnv: Record<string, string | undefined> = {}
+  for (const key of Object.keys(process.env)) if (key.startsWith('BERTH_')) cleanEnv[key] = undefined
+  return run(process.execPath, ['--import', 'tsx', MAIN, ...args, ...storageArgs], { cwd: REPO_ROOT, env: { ...cleanEnv, ...s3.env }, timeoutMs: 120_000, allowFailure: true })
+}
+
+let outs = 0
+async function pullAndCheck(t: ExecutionContext, reference: string, image: BuiltImage): Promise<void> {
+  const out = await OciLayout.create(path.join(env().work, `out-${++outs}`))
+  await copy(reference, out.ref('pulled'), { src: plainHttp })
+  t.true((await out.readBlob(image.manifest.digest)).equals(image.manifestBytes), `${reference}: manifest bytes identical`)
+  for (const blob of image.blobs) t.is(await fileDigest(out.blobPath(blob.digest)), blob.digest, `${reference}: blob ${blob.digest} intact`)
+}
+
+interface UsageJson {
+  blobs: number
+  bytes: number
+  repositories: { name: string; bytes: number }[]
+}
+
+test.serial('berth gc --storage s3 frees exactly the deleted image while skopeo pushes through both instances; du shows it; the re-pushed image pulls', async t => {
+  const { balancer, source, berths } = env()
+  const keep = await source.addImage({ tag: 'keep', layers: [300 * 1024, 2000] })
+  const drop = await source.addImage({ tag: 'drop', layers: [6 * 1024 * 1024 + 5, 400 * 1024] })
+  const during = await source.addImage({ tag: 'during', layers: [2 * 1024 * 1024, 3000] })
+  await copy(source.ref('keep'), `docker://${balancer.hostPort}/gc/keep:v1`, { dest: plainHttp })
+  await copy(source.ref('drop'), `docker://${balancer.hostPort}/gc/drop:v1`, { dest: plainHttp })
+  const deleted = await request(balancer.url, `/v2/gc/drop/manifests/${drop.manifest.digest}`, { method: 'DELETE' })
+  t.is(deleted.status, 202)
+  // The grace period is 5 s: let it pass for the deleted image, then push another one during the run.
+  await sleep(6000)
+
+  const duBefore = await berthCli(['du', '--json'])
+  t.is(duBefore.exitCode, 0, duBefore.stderr)
+  const before = JSON.parse(duBefore.stdout) as UsageJson
+  const dry = await berthCli(['gc', '--dry-run', '--grace', '5s'])
+  t.is(dry.exitCode, 0, dry.stderr)
+  const expected = [drop.manifest, ...drop.blobs]
+  for (const blob of expected) t.true(dry.stdout.includes(`would delete blob ${blob.digest}`), `dry run lists ${blob.digest}`)
+
+  const [gc] = await Promise.all([
+    berthCli(['gc', '--grace', '5s', '--wait', '2m', '--json']),
+    copy(source.ref('during'), `docker://${balancer.hostPort}/gc/during:v1`, { dest: plainHttp }),
+  ])
+  t.is(gc.exitCode, 0, gc.stderr)
+  const report = JSON.parse(gc.stdout).gc as { blobs: { digest: string; size: number }[]; bytesFreed: number; warnings: string[] }
+  t.deepEqual(report.blobs.map(b => b.digest).sort(), expected.map(b => b.digest).sort())
+  t.is(report.bytesFreed, expected.reduce((sum, b) => sum + b.size, 0))
+  t.deepEqual(report.warnings, [])
+  for (const blob of drop.blobs) t.is((await request(balancer.url, `/v2/gc/drop/blobs/${blob.digest}`, { method: 'HEAD' })).status, 404)
+
+  await pullAndCheck(t, `docker://${balancer.hostPort}/gc/keep:v1`, keep)
+  await pullAndCheck(t, `docker://${balancer.hostPort}/gc/during:v1`, during)
+  const after = JSON.parse((await berthCli(['du', '--json'])).stdout) as UsageJson
+  // `during` was pushed meanwhile: what went is the dropped image, what came is `during`.
+  t.is(before.bytes - report.bytesFreed + during.blobs.reduce((sum, b) => sum + b.size, during.manifest.size), after.bytes)
+  t.log(`bucket: ${before.bytes} B in ${before.blobs} blobs before; berth gc freed ${report.bytesFreed} B in ${report.blobs.length} blobs while \`during\` was pushed; ${after.bytes} B in ${after.blobs} blobs after`)
+
+  // Deleted tag → GC → the same image again: every swept blob is stored again and the image pulls.
+  await copy(source.ref('drop'), `docker://${balancer.hostPort}/gc/drop:v1`, { dest: plainHttp })
+  await pullAndCheck(t, `docker://${balancer.hostPort}/gc/drop:v1`, drop)
+
+  // The instances' own timers collected on S3 all along, one at a time through the bucket lock.
+  const logs = berths.map(b => b.output()).join('\n')
+  t.notRegex(logs, /--gc-interval is ignored/)
+  t.regex(logs, /garbage collection done/)
+  t.notRegex(logs, /garbage collection failed/)
+})
