@@ -5,9 +5,10 @@
  *
  * Why: on the filesystem the collector renames an unmarked item aside and re-checks its time
  * (gc.ts), so a writer's touch can never slip in between "still old?" and "delete". S3 has no
- * rename (copy + delete) and no conditional delete a touch could trip (a touch is a copy onto
- * itself, which keeps the ETag; Ceph 16 has no conditional DeleteObject at all), so a plain
- * "stat, then delete" would lose a blob that a push re-used in between.
+ * rename (copy + delete) and no conditional delete a touch could trip: a touch is a copy onto
+ * itself, which keeps the ETag, so `If-Match` could not see it anyway, and Ceph RGW 16 ignores
+ * `If-Match` on DeleteObject (probed: a wrong ETag still deletes). A plain "stat, then delete"
+ * would lose a blob that a push re-used in between.
  *
  * THE RULE (S3 and any driver that is not 'filesystem' or 'in-memory'):
  *   Collector, per unmarked item P, while holding the GC lock (gc-lock.ts):

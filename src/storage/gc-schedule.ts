@@ -2,8 +2,9 @@
  * Garbage collection on a timer inside `berth serve` (`--gc-interval`). Each run is the same as
  * `berth gc` without --delete-untagged: only blobs that no manifest references and that nobody
  * wrote or re-used within the grace period go (see gc.ts for why that is safe while serving).
- * Runs never overlap; a run that finds another one holding the datadir (a `berth gc` in a shell)
- * is skipped until the next tick. Stopping aborts a run between two items.
+ * Runs never overlap; a run that finds another one holding the store (a `berth gc` in a shell, or
+ * on S3 another instance's timer: the lock is in the bucket, gc-lock.ts) is skipped until the next
+ * tick. Stopping aborts a run between two items.
  */
 import type { Logger } from '../log.js'
 import type { StorageDriver } from './driver/storage-driver.js'
