@@ -48,7 +48,7 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   process.stdout.write(`usage: npm run bench -- [options]
-  --quick            small sizes, 2 rounds, no 5 GiB push (< 2 minutes; what CI runs)
+  --quick            small sizes (128 MiB, 20 small layers, 2 s rates), 2 rounds, no 5 GiB push; what CI runs
   --rounds N         rounds per case (default 5)
   --stacks LIST      seed,berth (default both; one alone gives figures without ratios)
   --cases LIST       only these case ids (see results.json), e.g. curl-put,rps-manifest-get
@@ -68,7 +68,7 @@ const quick = flags.quick
 const rounds = Number(flags.rounds ?? (quick ? 2 : 5))
 const stackNames = flags.stacks.split(',').filter((s): s is StackName => s === 'seed' || s === 'berth')
 const sizes = quick
-  ? { big: 128 * MiB, smallCount: 100, small: 64 * 1024, rateSeconds: 2, huge: 0 }
+  ? { big: 128 * MiB, smallCount: 20, small: 64 * 1024, rateSeconds: 2, huge: 0 }
   : { big: GiB, smallCount: 100, small: MiB, rateSeconds: 5, huge: flags['skip-big'] ? 0 : 5 * GiB }
 
 const big = formatBytes(sizes.big)
