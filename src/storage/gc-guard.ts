@@ -17,8 +17,10 @@
  *     g3  delete P, but only if less than ITEM_DEADLINE_MS passed since before g1 and the lock is
  *         still ours
  *     g4  delete I(P)
- *   Writer, for every touch of any path and every write of a `_layers` or revision `link`
- *   (the things the collector deletes that writers re-use or re-create; see `isGuardedWrite`):
+ *   Writer, for every touch of a blob's `data` or a link, and every write of a `_layers` or
+ *   revision `link` (what the collector deletes and writers re-use or re-create; see
+ *   `isGuardedTouch`, `isGuardedWrite`; a blob's `data` is written only after a touch found it
+ *   missing, and one run deletes it at most once, so that write needs no guard):
  *     w1  touch P (missing → "not stored", as before) or write P
  *     w2  read I(P): present and not stale → wait a little and start again at w1
  *     w3  stat P: missing → a touch reports "not stored"; a write is done again
@@ -36,11 +38,14 @@
  *   INTENT_STALE_MS − ITEM_DEADLINE_MS (20 s) after the collector sent it could still land after a
  *   writer judged the intent stale. And every instance on the bucket must run a Berth with this
  *   guard: registry:2, or an older Berth, writing to the same bucket while GC runs is not covered.
- * Cost for writers: one GET of the intent (a 404 when no GC runs) and one HEAD per guarded call.
+ * Cost for writers: one GET of the intent (a 404 when no GC runs) and one HEAD per guarded call;
+ * measured on Ceph RGW, a push of a config, two layers and a manifest: 82 S3 requests unguarded,
+ * 98 guarded; the same blobs pushed into another repository (all re-used): 75 and 97. Wall time
+ * per push was within the noise of this machine (250–280 ms either way).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PathNotFoundError, type FileInfo, type FileWriter, type StorageDriver } from './driver/storage-driver.js'
-import { REPOSITORIES_ROOT } from './paths.js'
+import { BLOBS_ROOT, REPOSITORIES_ROOT } from './paths.js'
 
 /** Where the collector keeps its lock and intents: beside `docker/registry/v2`, which registry:2 never reads. */
 export const GC_STATE_ROOT = '/berth/gc'
@@ -60,10 +65,16 @@ export function intentPath(path: string): string {
 }
 
 const guardedWrite = new RegExp(`^${REPOSITORIES_ROOT}/.+/(_layers|_manifests/revisions)/[^/]+/[^/]+/link$`)
+const blobData = new RegExp(`^${BLOBS_ROOT}/[^/]+/[^/]+/[^/]+/data$`)
 
 /** The writes the collector may delete and writers create again: layer links and revision links. */
 export function isGuardedWrite(path: string): boolean {
   return guardedWrite.test(path)
+}
+
+/** The touches that re-use something the collector may delete: blob data and links (not upload state). */
+export function isGuardedTouch(path: string): boolean {
+  return blobData.test(path) || guardedWrite.test(path)
 }
 
 /** Wraps drivers that need the writers' half of the rule; others are returned as they are. */
@@ -98,6 +109,7 @@ export class GcGuardedDriver implements StorageDriver {
   }
 
   async touch(path: string): Promise<void> {
+    if (!isGuardedTouch(path)) return this.inner.touch(path)
     await this.#settle(path, () => this.inner.touch(path), 'touch')
   }
 
