@@ -1,4 +1,5 @@
 /** `GET|HEAD|DELETE /v2/<name>/blobs/<digest>` (end-2, end-10). */
+import { once } from 'node:events'
 import { pipeline } from 'node:stream/promises'
 import { parseRangeHeader } from '../http.js'
 import type { Handler } from '../routes.js'
@@ -40,6 +41,10 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
     response.end()
     return
   }
+  // A pipelined request's response waits in Node's queue until the ones before it are sent; opening
+  // the blob only when it gets the socket keeps a client that pipelines many GETs and reads slowly
+  // from holding a read-ahead buffer per queued request (test/hardening/slow-clients, slow read).
+  if (response.socket === null && !response.destroyed) await once(response, 'socket')
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
   await pipeline(source, response)
