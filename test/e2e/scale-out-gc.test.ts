@@ -21,6 +21,8 @@ import { request } from '../helpers/http.js'
 import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
 import { makeTempDir, removeDir, run } from '../helpers/procs.js'
 import { copy, type RegistryAccess } from '../helpers/skopeo.js'
+import { S3Driver } from '../../src/storage/driver/s3.js'
+import { GC_LOCK_PATH } from '../../src/storage/gc-lock.js'
 
 const test = anyTest as TestFn
 const plainHttp: RegistryAccess = { tlsVerify: false }
@@ -152,4 +154,30 @@ test.serial('berth gc --storage s3 frees exactly the deleted image while skopeo 
   t.notRegex(logs, /--gc-interval is ignored/)
   t.regex(logs, /garbage collection done/)
   t.notRegex(logs, /garbage collection failed/)
+})
+
+test.serial('berth gc refuses at once while another run holds the bucket (exit 1, says who) and waits for it with --wait; bad settings are one-line errors', async t => {
+  const { s3, storageArgs } = env()
+  const prefix = storageArgs[storageArgs.indexOf('--s3-prefix') + 1]!
+  const driver = new S3Driver({ endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, prefix, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } })
+  // Another machine's run holds the lock (its heartbeat is recent). An instance's timer run that
+  // held it just now sees it is no longer its own and stops (logged as skipped).
+  const record = { nonce: 'elsewhere-run', host: 'elsewhere', pid: 1, created: Date.now(), updated: Date.now() }
+  await driver.putContent(GC_LOCK_PATH, Buffer.from(JSON.stringify(record)))
+  const busy = await berthCli(['gc'])
+  t.is(busy.exitCode, 1)
+  t.regex(busy.stderr, /another garbage collection is running on this store \(elsewhere, pid 1, since /)
+  const waiting = berthCli(['gc', '--wait', '1m', '--json'])
+  await sleep(3000)
+  await driver.delete(GC_LOCK_PATH) // the other run finishes
+  const waited = await waiting
+  t.is(waited.exitCode, 0, waited.stderr)
+  t.deepEqual(JSON.parse(waited.stdout).gc.warnings, [])
+
+  const noBucket = await run(process.execPath, ['--import', 'tsx', MAIN, 'gc', '--storage', 's3'], { cwd: REPO_ROOT, env: s3.env, allowFailure: true, timeoutMs: 60_000 })
+  t.is(noBucket.exitCode, 2)
+  t.regex(noBucket.stderr, /--storage s3 needs --s3-bucket/)
+  const unreachable = await run(process.execPath, ['--import', 'tsx', MAIN, 'du', '--storage', 's3', '--s3-bucket', 'x', '--s3-endpoint', 'http://127.0.0.1:1'], { cwd: REPO_ROOT, env: s3.env, allowFailure: true, timeoutMs: 60_000 })
+  t.is(unreachable.exitCode, 2)
+  t.regex(unreachable.stderr, /cannot reach bucket "x" at http:\/\/127\.0\.0\.1:1: ECONNREFUSED/)
 })
