@@ -26,7 +26,10 @@
  *     w3  stat P: missing → a touch reports "not stored"; a write is done again
  *   Why it is safe: suppose the collector deletes P (g3) while a writer believes P is there
  *   (its w3 saw P). Then w3 < g3. If w2 came before g1, then w1 < g1 < g2, so g2 saw P's time
- *   from w1, which is after the run's start and so after the cut-off: the collector kept P.
+ *   from w1 or later, which is after the cut-off (the run's start minus the grace period) as long
+ *   as the writer's work from its touch to its commit (a manifest PUT: touch the layers, write the
+ *   revision link) takes less than the grace period, the same assumption the filesystem rule
+ *   makes, and why `--grace 0` is only for stores nobody pushes to: the collector kept P.
  *   If w2 came between g1 and g4, it saw the intent and waited (unless stale: then more than
  *   INTENT_STALE_MS of store time lay between g1 and w1 < g3, and the collector never deletes
  *   later than ITEM_DEADLINE_MS after g1). If w2 came after g4, then g3 < g4 < w2 < w3 and w3
