@@ -199,6 +199,10 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         if (decision.kind === 'ok') user = decision.user
       }
       if (expectsContinue) res.writeContinue()
+      // Node runs every pipelined request of a connection at once and queues the responses: forward
+      // one only when its response gets the socket, else a client pipelining many GETs and reading
+      // slowly holds an upstream exchange and its buffers per queued request (slowhttptest slow read).
+      if (!(await attached(req, res))) return
       await proxy.forward({ req, res, proto: secure ? 'https' : 'http', maxBodyBytes, responseHeaders, result: outcome })
     }
     const listener = (expectsContinue: boolean) => (req: IncomingMessage, res: ServerResponse) => {
@@ -309,4 +313,23 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     await cleanup()
     throw error
   }
+}
+
+/**
+ * Resolves true once `res` owns the connection (at once unless it is a queued pipelined response),
+ * false if the connection closes first (then nothing is left to answer).
+ */
+function attached(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  if (res.socket !== null) return Promise.resolve(true)
+  const connection = req.socket
+  if (res.destroyed || connection.destroyed) return Promise.resolve(false)
+  return new Promise(resolve => {
+    const done = (): void => {
+      res.off('socket', done)
+      connection.off('close', done)
+      resolve(res.socket !== null && !connection.destroyed)
+    }
+    res.once('socket', done)
+    connection.once('close', done)
+  })
 }

@@ -43,3 +43,40 @@ test('50 pipelined blob GETs from a client that does not read open one blob at a
   t.log(`blob streams opened for 50 pipelined GETs, none read: ${driver.opened}`)
   t.true(driver.opened <= 2, `${driver.opened} blobs opened at once`)
 })
+
+test('the edge forwards a pipelined request only when its response gets the connection', async t => {
+  const { startEdge } = await import('../../src/edge/edge.js')
+  let received = 0
+  const body = randomBytes(2 * 1024 * 1024)
+  const upstream = createServer((req, res) => {
+    received++
+    res.writeHead(200, { 'content-length': body.byteLength })
+    res.end(body)
+  })
+  await new Promise<void>(resolve => upstream.listen(0, '127.0.0.1', resolve))
+  const edge = await startEdge({ mode: 'local', localPort: 0, host: '127.0.0.1', domains: [], upstream: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` } })
+  t.teardown(async () => {
+    await edge.close()
+    upstream.closeAllConnections()
+    await new Promise<void>(resolve => upstream.close(() => resolve()))
+  })
+  const port = Number(new URL(edge.urls.local!).port)
+  const socket = net.connect({ host: '127.0.0.1', port })
+  t.teardown(() => socket.destroy())
+  await new Promise(resolve => socket.once('connect', resolve))
+  socket.pause()
+  socket.write('GET /v2/x/blobs/sha256:0 HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(50))
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  t.log(`upstream requests for 50 pipelined GETs, none read: ${received}`)
+  t.true(received <= 5, `${received} forwarded at once`) // the first answers fit in socket buffers
+  // Reading everything gets all 50 answers, in order.
+  socket.resume()
+  let bytes = 0
+  await new Promise<void>(resolve => {
+    socket.on('data', chunk => {
+      bytes += chunk.byteLength
+      if (bytes >= 50 * body.byteLength) resolve()
+    })
+  })
+  t.is(received, 50)
+})

@@ -1,5 +1,4 @@
 /** `GET|HEAD|DELETE /v2/<name>/blobs/<digest>` (end-2, end-10). */
-import { once } from 'node:events'
 import { pipeline } from 'node:stream/promises'
 import { parseRangeHeader } from '../http.js'
 import type { Handler } from '../routes.js'
@@ -44,7 +43,20 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
   // A pipelined request's response waits in Node's queue until the ones before it are sent; opening
   // the blob only when it gets the socket keeps a client that pipelines many GETs and reads slowly
   // from holding a read-ahead buffer per queued request (test/hardening/slow-clients, slow read).
-  if (response.socket === null && !response.destroyed) await once(response, 'socket')
+  if (response.socket === null) {
+    const connection = request.socket
+    if (response.destroyed || connection.destroyed) return
+    await new Promise<void>(resolve => {
+      const done = (): void => {
+        response.off('socket', done)
+        connection.off('close', done)
+        resolve()
+      }
+      response.once('socket', done)
+      connection.once('close', done)
+    })
+    if (response.socket === null || connection.destroyed) return // the client left first
+  }
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
   await pipeline(source, response)
