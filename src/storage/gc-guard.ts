@@ -34,6 +34,8 @@
  *   INTENT_STALE_MS of store time lay between g1 and w1 < g3, and the collector never deletes
  *   later than ITEM_DEADLINE_MS after g1). If w2 came after g4, then g3 < g4 < w2 < w3 and w3
  *   found P missing. Every case contradicts, so nothing a writer relies on is deleted.
+ *   (A touch whose server-side copy is in flight across g3 can write P again: then P is there,
+ *   as the writer believes, and only the run's report counts its bytes as freed.)
  *   Times compared are the store's own (LastModified), never two machines' clocks; the run's
  *   start is the lock object's LastModified (gc-lock.ts), S3's one-second resolution rounds both
  *   down alike.
