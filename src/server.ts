@@ -13,7 +13,7 @@ import { access, mkdir, readFile, stat } from 'node:fs/promises'
 import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import type { Config } from './config/config.js'
+import { noUsersMessage, type Config } from './config/config.js'
 import { ConfigError } from './config/errors.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
@@ -92,9 +92,10 @@ export async function openStorage(config: Config): Promise<{ driver: StorageDriv
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  // Users first: a refused start (HTTPS without a login) creates nothing and listens on nothing.
+  const auth = await checkHtpasswd(config, logger)
   const opened = config.upstream === undefined ? await openStorage(config) : undefined
   const storage = opened?.shown
-  const auth = await checkHtpasswd(config, logger)
   if (config.clientCa !== undefined) await mustRead(config.clientCa, '--client-ca')
 
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
@@ -257,13 +258,20 @@ function acmeProvider(
   return { provider, challenges: provider.challenges, source: `ACME ${provider.directoryUrl}`, hints }
 }
 
-/** Basic auth: an explicit --htpasswd must exist; the default file is optional (then auth is off). */
+/**
+ * Basic auth: an explicit --htpasswd must exist; the default file is optional in --local mode and
+ * with --allow-anonymous (then auth is off until the file appears: the edge watches it). HTTPS
+ * mode otherwise needs at least one user (safe by default; --upstream included, since Berth cannot
+ * tell whether that registry checks logins: the seed's registry:2 behind nginx did not).
+ */
 async function checkHtpasswd(config: Config, logger: Logger): Promise<{ file: string; users: number } | undefined> {
+  const mustHaveUsers = config.mode === 'https' && !config.allowAnonymous
   let text: string
   try {
     text = await readFile(config.htpasswd, 'utf8')
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' && mustHaveUsers) throw new ConfigError(noUsersMessage(config, 'no-file'), { cause: error })
     if (code === 'ENOENT' && !config.isHtpasswdExplicit) return undefined
     if (code === 'ENOENT') throw new ConfigError(`--htpasswd ${config.htpasswd}: no such file (create it with: berth htpasswd add <user> --file ${config.htpasswd})`)
     if (code === 'EACCES') throw new ConfigError(`cannot read ${config.htpasswd}: permission denied (it must be readable by the user running berth)`)
@@ -271,6 +279,7 @@ async function checkHtpasswd(config: Config, logger: Logger): Promise<{ file: st
   }
   try {
     const users = parseHtpasswd(text, config.htpasswd)
+    if (users.size === 0 && mustHaveUsers) throw new ConfigError(noUsersMessage(config, 'empty'))
     if (users.size === 0) logger.warn('htpasswd file has no users: every login will be refused', { file: config.htpasswd })
     return { file: config.htpasswd, users: users.size }
   } catch (error) {

@@ -11,7 +11,7 @@ import { request as httpsRequest } from 'node:https'
 import { createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { dirname, join } from 'node:path'
-import type { Config } from '../config/config.js'
+import { noUsersMessage, type Config } from '../config/config.js'
 import { HtpasswdError, parseHtpasswd } from '../edge/auth/htpasswd.js'
 
 export type Status = 'ok' | 'warn' | 'fail'
@@ -198,8 +198,21 @@ export async function checkPrivateFile(file: string, what: string): Promise<Chec
   }
 }
 
-export async function checkHtpasswdFile(file: string, isExplicit: boolean, mode: Config['mode']): Promise<CheckResult[]> {
+/**
+ * The users file as `berth serve` will see it. HTTPS mode without a user and without
+ * --allow-anonymous is a FAIL with serve's own refusal line as the fix (serve will not start);
+ * with --allow-anonymous it is a WARN (it starts, open to anyone who reaches it).
+ */
+export async function checkHtpasswdFile(config: Pick<Config, 'htpasswd' | 'isHtpasswdExplicit' | 'mode' | 'allowAnonymous' | 'upstream'>): Promise<CheckResult[]> {
+  const { htpasswd: file, isHtpasswdExplicit: isExplicit, mode } = config
   const subject = `users ${file}`
+  const mustHaveUsers = mode === 'https' && !config.allowAnonymous
+  const noLogin = (reason: 'no-file' | 'empty'): CheckResult => ({
+    status: 'fail',
+    subject,
+    message: `${reason === 'no-file' ? 'no file' : 'no users'}: berth serve refuses to start (HTTPS without a login)`,
+    fix: noUsersMessage(config, reason),
+  })
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -207,6 +220,7 @@ export async function checkHtpasswdFile(file: string, isExplicit: boolean, mode:
     const code = (error as NodeJS.ErrnoException).code
     if (code === 'ENOENT') {
       if (mode === 'local' && !isExplicit) return [{ status: 'ok', subject, message: 'no file: local mode runs without login' }]
+      if (mustHaveUsers) return [noLogin('no-file')]
       return [{ status: isExplicit ? 'fail' : 'warn', subject, message: 'no file: anyone who reaches the registry can push', fix: `berth htpasswd add <user> --file ${file}` }]
     }
     return [{ status: 'fail', subject, message: `cannot read it (${code ?? 'error'})` }]
@@ -215,8 +229,10 @@ export async function checkHtpasswdFile(file: string, isExplicit: boolean, mode:
   try {
     const users = parseHtpasswd(text, file)
     results.push(
-      users.size === 0
-        ? { status: 'warn', subject, message: 'no users: every login is refused', fix: 'berth htpasswd add <user>' }
+      users.size === 0 && mustHaveUsers
+        ? noLogin('empty')
+        : users.size === 0
+        ? { status: 'warn', subject, message: 'no users: every login is refused', fix: `berth htpasswd add <user> --file ${file}` }
         : { status: 'ok', subject, message: `${users.size} user${users.size === 1 ? '' : 's'}, bcrypt` },
     )
   } catch (error) {

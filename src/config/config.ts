@@ -68,6 +68,12 @@ export interface Config {
   readonly htpasswd: string
   /** True when the user named the htpasswd file (then it must exist); false for the default path. */
   readonly isHtpasswdExplicit: boolean
+  /**
+   * HTTPS mode may run without users (--allow-anonymous). Without it, HTTPS mode (engine or
+   * --upstream) refuses to start unless the htpasswd file has at least one user: see
+   * `noUsersMessage`. Local mode never needs it.
+   */
+  readonly allowAnonymous: boolean
   readonly realm: string
   readonly maxBody: number
   readonly clientCa: string | undefined
@@ -205,6 +211,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     certs: values.certs ?? resolve(cwd, DEFAULTS.certs),
     htpasswd: values.htpasswd ?? resolve(datadir, 'htpasswd'),
     isHtpasswdExplicit: values.htpasswd !== undefined,
+    allowAnonymous: values.allowAnonymous === true,
     realm: values.realm ?? DEFAULTS.realm,
     maxBody: values.maxBody ?? DEFAULTS.maxBody,
     clientCa: values.clientCa,
@@ -214,6 +221,18 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     configFile,
     warnings,
   }
+}
+
+/**
+ * The one line `berth serve` stops with (exit 2) and `berth doctor` reports when HTTPS mode has no
+ * user to log in with and --allow-anonymous was not given. Safe by default: an HTTPS registry is
+ * reachable from the network, so it never starts open to anonymous pushes by accident.
+ * `reason` says what is missing: no file, or a file without users.
+ */
+export function noUsersMessage(config: Pick<Config, 'htpasswd' | 'upstream'>, reason: 'no-file' | 'empty'): string {
+  const what = reason === 'no-file' ? 'no users' : `no users in ${config.htpasswd}`
+  const when = config.upstream !== undefined ? `, e.g. when ${config.upstream} checks logins itself` : ''
+  return `${what}: HTTPS mode needs a login. Add one with: berth htpasswd add <user> --file ${config.htpasswd} (or pass --allow-anonymous to serve without one${when})`
 }
 
 function toFlag(key: string): string {

@@ -31,6 +31,7 @@ export interface SettingValues {
   httpsPort: number
   httpPort: number
   htpasswd: string
+  allowAnonymous: boolean
   realm: string
   maxBody: number
   clientCa: string
@@ -106,6 +107,8 @@ export const SETTINGS = [
     description: 'HTTP port: redirects to HTTPS and answers ACME challenges' }),
   setting({ key: 'htpasswd', flag: 'htpasswd', argument: '<file>', env: 'BERTH_HTPASSWD', parse: pathValue, isPath: true, defaultText: '<datadir>/htpasswd',
     description: 'users for basic auth (bcrypt; berth htpasswd add, or Apache htpasswd -B)' }),
+  setting({ key: 'allowAnonymous', flag: 'allow-anonymous', env: 'BERTH_ALLOW_ANONYMOUS', parse: parseBoolean,
+    description: 'serve HTTPS without a login (anyone who reaches the port can push, pull and delete); without it HTTPS mode refuses to start until the htpasswd file has a user. Also for --upstream when that registry checks logins itself' }),
   setting({ key: 'realm', flag: 'realm', argument: '<text>', env: 'BERTH_REALM', parse: parseString, defaultText: 'Berth Registry',
     description: 'basic-auth realm shown to clients' }),
   setting({ key: 'maxBody', flag: 'max-body', argument: '<size>', env: 'BERTH_MAX_BODY', parse: parseSize, defaultText: '5g',

@@ -56,6 +56,21 @@ test('BERTH_CONFIG names the file; JSON works too; camelCase keys are accepted',
   t.is(config.httpsPort, 8443)
 })
 
+test('allowAnonymous: off by default; --allow-anonymous, BERTH_ALLOW_ANONYMOUS and the config key (allowAnonymous or allow-anonymous) turn it on', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-config-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  t.false((await loadConfig({ env: { BERTH_SELF_SIGNED: 'true' } })).allowAnonymous)
+  t.true((await loadConfig({ env: { BERTH_SELF_SIGNED: 'true', BERTH_ALLOW_ANONYMOUS: 'true' } })).allowAnonymous)
+  t.false((await loadConfig({ env: { BERTH_SELF_SIGNED: 'true', BERTH_ALLOW_ANONYMOUS: 'false' } })).allowAnonymous)
+  t.true((await loadConfig({ env: { BERTH_SELF_SIGNED: 'true' }, flags: { allowAnonymous: true } })).allowAnonymous)
+  for (const key of ['allowAnonymous', 'allow-anonymous']) {
+    const file = join(dir, `${key}.yaml`)
+    await writeFile(file, `self-signed: true\n${key}: true\n`)
+    t.true((await loadConfig({ env: { BERTH_CONFIG: file }, cwd: dir })).allowAnonymous, key)
+  }
+  await t.throwsAsync(loadConfig({ env: { BERTH_SELF_SIGNED: 'true', BERTH_ALLOW_ANONYMOUS: 'maybe' } }), { message: /^invalid BERTH_ALLOW_ANONYMOUS "maybe": expected / })
+})
+
 test('BERTH_DOMAIN takes a comma-separated list; repeated --domain flags replace it', async t => {
   const fromEnv = await loadConfig({ env: { BERTH_DOMAIN: 'a.example.com, b.example.com', BERTH_SELF_SIGNED: 'true' } })
   t.deepEqual(fromEnv.domains, ['a.example.com', 'b.example.com'])

@@ -29,8 +29,10 @@ export interface BerthHttpsOptions {
   /** Default: a free port on `host`. */
   httpsPort?: number
   httpPort?: number
-  /** An htpasswd file: turns on basic auth. */
+  /** An htpasswd file: turns on basic auth. HTTPS mode needs it (with a user) or `allowAnonymous`. */
   htpasswd?: string
+  /** `--allow-anonymous`: serve HTTPS without users (else berth refuses to start without htpasswd). */
+  allowAnonymous?: boolean
 }
 
 export interface BerthOptions {
@@ -94,6 +96,7 @@ export async function startBerth(options: BerthOptions): Promise<Berth> {
       '--http-port', String(httpPort),
     )
     if (options.https.htpasswd) args.push('--htpasswd', options.https.htpasswd)
+    if (options.https.allowAnonymous) args.push('--allow-anonymous')
     url = `https://${bracket(host)}:${port}`
     hostPort = `${options.https.domain}:${port}`
   } else {

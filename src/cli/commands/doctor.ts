@@ -57,7 +57,7 @@ export function doctorCommand(io: CliIo): Command {
         if (result) results.push(result)
       }
     }
-    results.push(...(await checkHtpasswdFile(config.htpasswd, config.isHtpasswdExplicit, config.mode)))
+    results.push(...(await checkHtpasswdFile(config)))
     if (config.upstream === undefined) results.push(...(await checkDatadir(config.datadir, config.maxBody)))
     else results.push({ status: 'ok', subject: 'storage', message: `none here: fronting ${config.upstream}` })
 
