@@ -37,6 +37,7 @@ export function serveCommand(io: CliIo): Command {
     'after',
     '\nExamples:\n' +
       '  berth serve --local                                        http://localhost:5000, data in ./datadir/data\n' +
+      '  berth htpasswd add alice                                   HTTPS mode needs a user first (or --allow-anonymous)\n' +
       '  berth serve --domain registry.example.com --tls-cert /etc/letsencrypt/live/registry.example.com/fullchain.pem \\\n' +
       '              --tls-key /etc/letsencrypt/live/registry.example.com/privkey.pem\n' +
       '  berth serve --domain registry.example.com --acme --acme-email me@example.com --acme-agree-tos\n' +
