@@ -197,6 +197,9 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
   } else if (values.port !== undefined) {
     warnings.push('--port is the --local port; HTTPS listens on --https-port and --http-port')
   }
+  if (mode === 'local' && values.allowAnonymous) {
+    warnings.push('--allow-anonymous has no effect in --local mode: it needs no login unless the htpasswd file exists')
+  }
 
   return {
     mode,

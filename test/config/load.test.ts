@@ -69,6 +69,8 @@ test('allowAnonymous: off by default; --allow-anonymous, BERTH_ALLOW_ANONYMOUS a
     t.true((await loadConfig({ env: { BERTH_CONFIG: file }, cwd: dir })).allowAnonymous, key)
   }
   await t.throwsAsync(loadConfig({ env: { BERTH_SELF_SIGNED: 'true', BERTH_ALLOW_ANONYMOUS: 'maybe' } }), { message: /^invalid BERTH_ALLOW_ANONYMOUS "maybe": expected / })
+  const local = await loadConfig({ env: { BERTH_LOCAL: 'true', BERTH_ALLOW_ANONYMOUS: 'true' } })
+  t.true(local.warnings.some(warning => warning.startsWith('--allow-anonymous has no effect in --local mode')), local.warnings.join('; '))
 })
 
 test('BERTH_DOMAIN takes a comma-separated list; repeated --domain flags replace it', async t => {
