@@ -185,7 +185,7 @@ export function statuses(text: string): number[] {
 }
 
 /** Starts `berth serve --local` with an htpasswd file holding alice:secret; returns it and the engine's internal URL. */
-export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = []): Promise<{ berth: import('../helpers/berth.js').Berth; internal: string; datadir: string }> {
+export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = []): Promise<{ berth: import('../helpers/berth.js').Berth; internal: string | undefined; datadir: string }> {
   const { startBerth } = await import('../helpers/berth.js')
   const { run } = await import('../helpers/procs.js')
   const dir = await tempDir(t)
@@ -193,9 +193,21 @@ export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = 
   await run('htpasswd', ['-Bbc', htpasswd, 'alice', 'secret'])
   const berth = await startBerth({ datadir: `${dir}/datadir`, args: ['--htpasswd', htpasswd, ...extraArgs] })
   t.teardown(() => berth.stop())
-  const internal = /upstream=(http:\/\/127\.0\.0\.1:\d+)/.exec(berth.output())?.[1]
-  if (!internal) throw new Error(`no upstream address in the output:\n${berth.output()}`)
-  return { berth, internal, datadir: `${dir}/datadir` }
+  return { berth, internal: await internalUrl(berth), datadir: `${dir}/datadir` }
+}
+
+/** The engine's internal listener: the one loopback TCP port of the process other than the public one. */
+async function internalUrl(berth: import('../helpers/berth.js').Berth): Promise<string | undefined> {
+  const logged = /upstream=(http:\/\/127\.0\.0\.1:\d+)/.exec(berth.output())?.[1]
+  if (logged) return logged
+  const { run } = await import('../helpers/procs.js')
+  const { stdout } = await run('ss', ['-Htlnp'])
+  for (const line of stdout.split('\n')) {
+    if (!line.includes(`pid=${berth.pid},`)) continue
+    const port = /127\.0\.0\.1:(\d+)\s/.exec(line)?.[1]
+    if (port && Number(port) !== berth.port) return `http://127.0.0.1:${port}`
+  }
+  return undefined
 }
 
 /** TCP sockets of a process by state (ESTAB, CLOSE-WAIT …), from `ss -tanp`. */
