@@ -15,12 +15,11 @@ import { MAIN } from '../helpers/berth.js'
 import { startS3, uniquePrefix } from '../helpers/ceph.js'
 import { startPebble } from '../helpers/pebble.js'
 import { freePort, makeTempDir, removeDir, startDaemon, waitFor, type Daemon } from '../helpers/procs.js'
+import { forward, stopAfterAll } from '../helpers/scale-out.js'
 
 const test = anyTest as TestFn
-const started: (() => Promise<unknown>)[] = []
-test.after.always(async () => {
-  for (const stop of started.reverse()) await stop().catch(() => {})
-})
+/** Stops whatever did start, newest first, also when the test failed halfway. */
+const started = stopAfterAll(test)
 
 /** The serial number of the certificate served on `port` (for `localhost`), once it chains to `ca`. */
 function servedSerial(port: number, ca: string): Promise<string> {
@@ -66,16 +65,7 @@ async function startBalancer(port: number, targets: number[], answers: { instanc
       })()
       return
     }
-    const target = targets[next++ % targets.length] as number
-    const upstream = http.request({ host: '127.0.0.1', port: target, method: req.method, path: req.url, headers: req.headers }, response => {
-      res.writeHead(response.statusCode ?? 502, response.headers)
-      response.pipe(res)
-    })
-    upstream.on('error', () => {
-      if (!res.headersSent) res.writeHead(502)
-      res.end()
-    })
-    req.pipe(upstream)
+    forward(req, res, { host: '127.0.0.1', port: targets[next++ % targets.length] as number })
   })
   await new Promise<void>(resolve => server.listen(port, '127.0.0.1', resolve))
   return server

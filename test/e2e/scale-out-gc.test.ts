@@ -10,60 +10,30 @@
  * - `serve --gc-interval` runs on S3 (not "ignored"), each tick on whichever instance holds the
  *   lock in the bucket, without taking anything a push needs.
  */
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import anyTest, { type ExecutionContext, type TestFn } from 'ava'
+import anyTest, { type TestFn } from 'ava'
 import { MAIN, REPO_ROOT, startBerth, type Berth } from '../helpers/berth.js'
 import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
 import { request } from '../helpers/http.js'
-import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
+import { OciLayout } from '../helpers/images.js'
 import { makeTempDir, removeDir, run } from '../helpers/procs.js'
-import { copy, type RegistryAccess } from '../helpers/skopeo.js'
+import { plainHttp, pullChecker, s3StorageArgs, startBalancer, stopAfterAll, type Balancer } from '../helpers/scale-out.js'
+import { copy } from '../helpers/skopeo.js'
 import { S3Driver } from '../../src/storage/driver/s3.js'
 import { GC_LOCK_PATH } from '../../src/storage/gc-lock.js'
 
 const test = anyTest as TestFn
-const plainHttp: RegistryAccess = { tlsVerify: false }
-const cleanups: (() => Promise<unknown>)[] = []
-let ctx: { s3: S3Server; work: string; storageArgs: string[]; berths: Berth[]; balancer: { url: string; hostPort: string; close(): Promise<void> }; source: OciLayout } | undefined
-
-/** Round-robin per request, as in scale-out.test.ts: the requests of one push land on both instances. */
-async function startBalancer(targets: readonly Berth[]) {
-  const agent = new http.Agent({ keepAlive: true })
-  let next = 0
-  const server = http.createServer((req, res) => {
-    const target = new URL((targets[next++ % targets.length] as Berth).url)
-    const upstream = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, response => {
-      res.writeHead(response.statusCode ?? 502, response.headers)
-      response.pipe(res)
-    })
-    upstream.on('error', () => {
-      if (!res.headersSent) res.writeHead(502)
-      res.end()
-    })
-    req.pipe(upstream)
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    hostPort: `127.0.0.1:${port}`,
-    close: async () => {
-      server.closeAllConnections()
-      await new Promise(resolve => server.close(resolve))
-      agent.destroy()
-    },
-  }
-}
+/** Stops whatever did start, newest first, also when the setup failed halfway. */
+const cleanups = stopAfterAll(test)
+let ctx: { s3: S3Server; work: string; storageArgs: string[]; berths: Berth[]; balancer: Balancer; source: OciLayout } | undefined
 
 test.before(async () => {
   const s3 = await startS3()
   cleanups.push(() => s3.stop())
   const work = await makeTempDir('scale-out-gc')
   cleanups.push(() => removeDir(work))
-  const storageArgs = ['--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', uniquePrefix('scale-out-gc')]
+  const storageArgs = s3StorageArgs(s3, uniquePrefix('scale-out-gc'))
   const berths = await Promise.all(
     [0, 1].map(async i => {
       const berth = await startBerth({ datadir: path.join(work, `datadir-${i}`), args: [...storageArgs, '--gc-interval', '1s'], env: s3.env, timeoutMs: 90_000 })
@@ -74,10 +44,6 @@ test.before(async () => {
   const balancer = await startBalancer(berths)
   cleanups.push(() => balancer.close())
   ctx = { s3, work, storageArgs, berths, balancer, source: await OciLayout.create(path.join(work, 'source')) }
-})
-
-test.after.always(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
 })
 
 function env() {
@@ -93,13 +59,7 @@ async function berthCli(args: readonly string[]) {
   return run(process.execPath, ['--import', 'tsx', MAIN, ...args, ...storageArgs], { cwd: REPO_ROOT, env: { ...cleanEnv, ...s3.env }, timeoutMs: 120_000, allowFailure: true })
 }
 
-let outs = 0
-async function pullAndCheck(t: ExecutionContext, reference: string, image: BuiltImage): Promise<void> {
-  const out = await OciLayout.create(path.join(env().work, `out-${++outs}`))
-  await copy(reference, out.ref('pulled'), { src: plainHttp })
-  t.true((await out.readBlob(image.manifest.digest)).equals(image.manifestBytes), `${reference}: manifest bytes identical`)
-  for (const blob of image.blobs) t.is(await fileDigest(out.blobPath(blob.digest)), blob.digest, `${reference}: blob ${blob.digest} intact`)
-}
+const pullAndCheck = pullChecker(() => env().work)
 
 interface UsageJson {
   blobs: number

@@ -9,10 +9,11 @@ import anyTest, { type TestFn } from 'ava'
 import { ListObjectsV2Command } from '@aws-sdk/client-s3'
 import { startBerth, type Berth } from '../helpers/berth.js'
 import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
-import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
+import { OciLayout } from '../helpers/images.js'
 import { freePort, makeTempDir, probeStatus, removeDir, startDaemon, waitFor, type Daemon } from '../helpers/procs.js'
 import { DOCKER_REGISTRY } from '../helpers/registry2.js'
-import { copy, inspectRaw, type RegistryAccess } from '../helpers/skopeo.js'
+import { plainHttp, pullChecker, stopAfterAll } from '../helpers/scale-out.js'
+import { copy, inspectRaw } from '../helpers/skopeo.js'
 import { S3Driver } from '../../src/storage/driver/s3.js'
 
 interface Context {
@@ -26,7 +27,9 @@ interface Context {
 
 const test = anyTest as TestFn
 let ctx: Context | undefined
-const plainHttp: RegistryAccess = { tlsVerify: false }
+
+/** Stops whatever did start, newest first (the servers, then the S3 cluster, then the folder), also when the setup failed halfway. */
+const started = stopAfterAll(test)
 
 async function startRegistry2OnS3(s3: S3Server, prefix: string, work: string): Promise<{ daemon: Daemon; hostPort: string }> {
   const port = await freePort()
@@ -60,9 +63,6 @@ async function startRegistry2OnS3(s3: S3Server, prefix: string, work: string): P
   return { daemon, hostPort: `127.0.0.1:${port}` }
 }
 
-/** Stops whatever did start, also when the setup failed halfway. */
-const started: (() => Promise<unknown>)[] = []
-
 test.before(async () => {
   const s3 = await startS3()
   started.push(() => s3.stop())
@@ -84,23 +84,12 @@ test.before(async () => {
   ctx = { s3, work, prefix, berth, registry2, source }
 })
 
-test.after.always(async () => {
-  // Newest first: the servers, then the S3 cluster, then the folder.
-  for (const stop of started.reverse()) await stop().catch(() => {})
-})
-
 function env(): Context {
   if (ctx === undefined) throw new Error('setup failed')
   return ctx
 }
 
-let outs = 0
-async function pullAndCheck(t: import('ava').ExecutionContext, reference: string, image: BuiltImage): Promise<void> {
-  const out = await OciLayout.create(path.join(env().work, `out-${++outs}`))
-  await copy(reference, out.ref('pulled'), { src: plainHttp })
-  t.true((await out.readBlob(image.manifest.digest)).equals(image.manifestBytes), 'manifest bytes identical')
-  for (const blob of image.blobs) t.is(await fileDigest(out.blobPath(blob.digest)), blob.digest, `blob ${blob.digest} intact`)
-}
+const pullAndCheck = pullChecker(() => env().work)
 
 test.serial('an image pushed to registry:2 on S3 is served by Berth from the same bucket', async t => {
   const { registry2, berth, source, s3, prefix } = env()

@@ -12,70 +12,16 @@
  * - with --s3-redirect, layer downloads go straight to S3 through a presigned URL.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import anyTest, { type TestFn } from 'ava'
 import { startBerth, type Berth } from '../helpers/berth.js'
 import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
 import { startDockerd, type Dockerd } from '../helpers/dockerd.js'
 import { request } from '../helpers/http.js'
-import { fileDigest, OciLayout, type BuiltImage } from '../helpers/images.js'
+import { OciLayout } from '../helpers/images.js'
 import { makeTempDir, removeDir } from '../helpers/procs.js'
-import { copy, inspectRaw, type RegistryAccess } from '../helpers/skopeo.js'
-
-interface Hit {
-  readonly instance: number
-  readonly method: string
-  readonly path: string
-  readonly status: number
-}
-
-interface Balancer {
-  readonly url: string
-  readonly hostPort: string
-  readonly hits: Hit[]
-  close(): Promise<void>
-}
-
-/**
- * The balancer: a few lines of Node. Each request (not each connection) goes to the next
- * instance in turn; bodies stream both ways. What went where is recorded for the assertions.
- */
-async function startBalancer(targets: readonly Berth[]): Promise<Balancer> {
-  const agent = new http.Agent({ keepAlive: true })
-  const hits: Hit[] = []
-  let next = 0
-  const server = http.createServer((req, res) => {
-    const instance = next++ % targets.length
-    const target = new URL((targets[instance] as Berth).url)
-    const upstream = http.request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent },
-      response => {
-        hits.push({ instance, method: req.method ?? '', path: (req.url ?? '').split('?')[0] ?? '', status: response.statusCode ?? 0 })
-        res.writeHead(response.statusCode ?? 502, response.headers)
-        response.pipe(res)
-      },
-    )
-    upstream.on('error', () => {
-      if (!res.headersSent) res.writeHead(502)
-      res.end()
-    })
-    req.pipe(upstream)
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    hostPort: `127.0.0.1:${port}`,
-    hits,
-    close: async () => {
-      server.closeAllConnections()
-      await new Promise(resolve => server.close(resolve))
-      agent.destroy()
-    },
-  }
-}
+import { plainHttp, pullChecker, s3StorageArgs, startBalancer, stopAfterAll, type Balancer } from '../helpers/scale-out.js'
+import { copy, inspectRaw } from '../helpers/skopeo.js'
 
 interface Context {
   s3: S3Server
@@ -90,10 +36,9 @@ interface Context {
 
 const test = anyTest as TestFn
 let ctx: Context | undefined
-const plainHttp: RegistryAccess = { tlsVerify: false }
 
-/** Stops whatever did start, also when the setup failed halfway. */
-const started: (() => Promise<unknown>)[] = []
+/** Stops whatever did start, also when the setup failed halfway: newest first (balancer, instances, then the S3 cluster and the folder). */
+const started = stopAfterAll(test)
 
 test.before(async () => {
   const dockerdStarting = startDockerd().then(d => {
@@ -106,7 +51,7 @@ test.before(async () => {
   const work = await makeTempDir('scale-out')
   started.push(() => removeDir(work))
   const prefix = uniquePrefix('scale-out')
-  const args = ['--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', prefix]
+  const args = s3StorageArgs(s3, prefix)
   // Each instance has its own datadir (nothing is stored there with S3): only the bucket is shared.
   const all = (await Promise.all(
     [0, 1, 2].map(async i => {
@@ -123,23 +68,12 @@ test.before(async () => {
   ctx = { s3, work, berths, balancer, source, dockerd: await dockerdStarting, redirecting }
 })
 
-test.after.always(async () => {
-  // Newest first: balancer, instances, then the S3 cluster and the folder.
-  for (const stop of started.reverse()) await stop().catch(() => {})
-})
-
 function env(): Context {
   if (ctx === undefined) throw new Error('setup failed')
   return ctx
 }
 
-let outs = 0
-async function pullAndCheck(t: import('ava').ExecutionContext, reference: string, image: BuiltImage): Promise<void> {
-  const out = await OciLayout.create(path.join(env().work, `out-${++outs}`))
-  await copy(reference, out.ref('pulled'), { src: plainHttp })
-  t.true((await out.readBlob(image.manifest.digest)).equals(image.manifestBytes), 'manifest bytes identical')
-  for (const blob of image.blobs) t.is(await fileDigest(out.blobPath(blob.digest)), blob.digest, `blob ${blob.digest} intact`)
-}
+const pullAndCheck = pullChecker(() => env().work)
 
 test.serial('skopeo pushes and pulls through a round-robin balancer; both instances took part in the uploads', async t => {
   const { balancer, source } = env()
