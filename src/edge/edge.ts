@@ -16,6 +16,7 @@ import { HtpasswdAccessController } from './auth/basic-auth.js'
 import type { LoginThrottleOptions } from './auth/throttle.js'
 import { STREAM_HIGH_WATER_MARK, UpstreamProxy } from './proxy.js'
 import type { ForwardResult } from './proxy.js'
+import { dispatchInProcess, type InProcessEngine } from './in-process.js'
 import { createRedirectHandler } from './redirect.js'
 import { closeAfterResponse, countHeaderLines, sendError } from './responses.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './tls/certificate-source.js'
@@ -59,6 +60,12 @@ export interface EdgeOptions {
   clientCaPath?: string
   /** Where requests go. `secret` is sent as the `x-berth-internal` header. */
   upstream: { url: string; secret?: string }
+  /**
+   * The built-in engine's request listener, when the upstream is Berth's own engine in this process:
+   * requests are then handed to it directly instead of over the loopback hop (in-process.ts says why
+   * and what stays the same). `upstream` still names the engine's internal listener.
+   */
+  engine?: InProcessEngine
   /** Socket inactivity limit on both sides, default 15 min (no total request timeout: uploads take long). */
   idleTimeoutMs?: number
   /** Time a client has to send its complete request headers (slowloris), default 60 s like nginx. */
@@ -203,7 +210,9 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       // one only when its response gets the socket, else a client pipelining many GETs and reading
       // slowly holds an upstream exchange and its buffers per queued request (slowhttptest slow read).
       if (!(await attached(req, res))) return
-      await proxy.forward({ req, res, proto: secure ? 'https' : 'http', maxBodyBytes, responseHeaders, result: outcome })
+      const context = { req, res, proto: secure ? ('https' as const) : ('http' as const), maxBodyBytes, responseHeaders, result: outcome }
+      if (options.engine !== undefined) await dispatchInProcess(options.engine, context)
+      else await proxy.forward(context)
     }
     const listener = (expectsContinue: boolean) => (req: IncomingMessage, res: ServerResponse) => {
       handle(req, res, expectsContinue).catch((error: unknown) => {
@@ -232,7 +241,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       const server = track(http.createServer(serverOptions(headersTimeoutMs), listener(false)))
       await listen(server, options.localPort ?? 5000, options.host)
       urls.local = urlOf('http', server)
-      logger.info('listening (local mode, plain HTTP)', { url: urls.local, upstream: options.upstream.url })
+      logger.info('listening (local mode, plain HTTP)', { url: urls.local, upstream: options.engine ? 'in-process' : options.upstream.url })
     } else {
       const provider = options.certificate as CertificateProvider
       let httpsServer: https.Server | undefined
@@ -301,7 +310,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       track(server)
       await listen(server, options.httpsPort ?? 443, options.host)
       urls.https = urlOf('https', server)
-      logger.info('listening', { https: urls.https, http: urls.http, upstream: options.upstream.url, domains: options.domains.join(',') })
+      logger.info('listening', { https: urls.https, http: urls.http, upstream: options.engine ? 'in-process' : options.upstream.url, domains: options.domains.join(',') })
     }
 
     let closing: Promise<void> | undefined

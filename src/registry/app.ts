@@ -122,6 +122,9 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
         code: (cause as { code?: unknown }).code === undefined ? undefined : String((cause as { code?: unknown }).code),
       })
     }
+    // Already answered in full (the edge's 413 when a chunked body crossed the limit, in process):
+    // the failure is the body's, and destroying now could cut that answer before the client reads it.
+    if (response.writableEnded && !response.destroyed) return
     if (response.headersSent || response.destroyed) {
       // Mid-body failure (or the client left): the only honest signal left is to cut the connection.
       response.destroy()
