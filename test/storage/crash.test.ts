@@ -4,44 +4,13 @@
  *   manifest or tag: every link points at stored bytes whose hash is their name.
  * - Streaming a large layer does not grow the process's memory with the layer's size.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readFile, stat } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
-import { fileURLToPath } from 'node:url'
 import test from 'ava'
+import { checkStore, kill9, startChild, type Child } from '../helpers/engine-crash.js'
 import { request } from '../helpers/http.js'
 import { OCI_MANIFEST, putManifest, sha256, tempRoot } from '../registry/fixtures.js'
-
-const SERVER = fileURLToPath(new URL('./fixtures/engine-server.ts', import.meta.url))
-
-interface Child {
-  process: ChildProcess
-  url: string
-}
-
-async function startChild(root: string): Promise<Child> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, root], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', chunk => {
-      out += String(chunk)
-      const match = /port=(\d+)/.exec(out)
-      if (match) resolve(Number(match[1]))
-    })
-    child.once('exit', code => reject(new Error(`engine exited early (${code})`)))
-  })
-  return { process: child, url: `http://127.0.0.1:${port}` }
-}
-
-function kill9(child: Child): Promise<void> {
-  return new Promise(resolve => {
-    if (child.process.exitCode !== null || child.process.signalCode !== null) return resolve()
-    child.process.once('exit', () => resolve())
-    child.process.kill('SIGKILL')
-  })
-}
 
 /** One push of an image: layers by chunked PATCH, config, manifest by tag. Errors (the kill) are swallowed. */
 async function pushImage(url: string, name: string, tag: string): Promise<void> {
@@ -78,31 +47,6 @@ async function pushImage(url: string, name: string, tag: string): Promise<void> 
   }
 }
 
-async function listFiles(dir: string): Promise<string[]> {
-  const out: string[] = []
-  const walk = async (d: string): Promise<void> => {
-    let entries
-    try {
-      entries = await readdir(d, { withFileTypes: true })
-    } catch {
-      return
-    }
-    for (const entry of entries) {
-      const full = join(d, entry.name)
-      if (entry.isDirectory()) await walk(full)
-      else out.push(full)
-    }
-  }
-  await walk(dir)
-  return out
-}
-
-async function hashFile(path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of (await import('node:fs')).createReadStream(path)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
-}
-
 test('kill -9 during concurrent pushes leaves no half-visible blob, manifest or tag', async t => {
   t.timeout(170_000)
   const root = await tempRoot(t)
@@ -119,31 +63,12 @@ test('kill -9 during concurrent pushes leaves no half-visible blob, manifest or 
     await Promise.all(pushes)
   }
 
-  const v2 = join(root, 'docker/registry/v2')
-  const all = await listFiles(v2)
-  const visible = all.filter(path => !path.split('/').at(-1)!.startsWith('.'))
-  let blobs = 0
-  let links = 0
-  for (const path of visible) {
-    const rel = path.slice(v2.length + 1)
-    if (rel.startsWith('blobs/')) {
-      // blobs/sha256/<xx>/<hex>/data: the bytes must hash to the name.
-      const hex = rel.split('/')[3]!
-      t.is(await hashFile(path), hex, `${rel} content does not match its digest`)
-      blobs++
-      continue
-    }
-    if (rel.includes('/_uploads/')) continue // upload state may be partial by design
-    t.true(rel.endsWith('/link'), `unexpected file ${rel}`)
-    const target = (await readFile(path, 'utf8')).trim()
-    t.regex(target, /^sha256:[a-f0-9]{64}$/, rel)
-    const hex = target.slice('sha256:'.length)
-    const blob = join(v2, 'blobs/sha256', hex.slice(0, 2), hex, 'data')
-    t.truthy(await stat(blob).catch(() => undefined), `${rel} points at a missing blob`)
-    links++
-  }
-  t.log(`${blobs} blobs, ${links} links checked, ${all.length - visible.length} hidden temp files`)
-  t.true(blobs > 0)
+  // The store's invariants (blob bytes hash to their name, every link points at a stored blob,
+  // every tag at a complete revision): the checker test/hardening/crash.test.ts uses too.
+  const store = await checkStore(root, new Map())
+  t.log(`${store.blobs} blobs, ${store.links} links, ${store.tags} tags checked`)
+  t.deepEqual(store.problems, [], 'the store holds nothing half-visible')
+  t.true(store.blobs > 0)
 
   // A fresh process serves every tag that exists, with the right digest.
   const child = await startChild(root)
