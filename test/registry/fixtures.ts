@@ -33,15 +33,9 @@ async function testDriver(t: ExecutionContext): Promise<StorageDriver> {
   const kind = process.env['BERTH_TEST_DRIVER']
   if (kind === 'filesystem') return new FilesystemDriver(await tempRoot(t))
   if (kind === 's3') {
-    const { S3Driver } = await import('../../src/storage/driver/s3.js')
-    const s3 = await (s3Server ??= startS3())
-    return new S3Driver({
-      endpoint: s3.endpoint,
-      region: s3.region,
-      bucket: s3.bucket,
-      prefix: uniquePrefix('registry'),
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    })
+    // Loaded on first use: the other drivers' runs need no S3 client.
+    const { s3DriverFor } = await import('../helpers/s3.js')
+    return s3DriverFor(await (s3Server ??= startS3()), uniquePrefix('registry'))
   }
   return new InMemoryDriver()
 }

@@ -5,18 +5,12 @@
  */
 import test from 'ava'
 import { CertStoreNotFoundError } from '../../../src/edge/tls/cert-store.js'
-import { S3Driver } from '../../../src/storage/driver/s3.js'
+import type { S3Driver } from '../../../src/storage/driver/s3.js'
 import { DriverCertStore } from '../../../src/storage/driver/s3-cert-store.js'
-import { startS3, uniquePrefix, type S3Server } from '../../helpers/ceph.js'
+import { uniquePrefix } from '../../helpers/ceph.js'
+import { s3DriverFor as driverFor, s3ForFile } from '../../helpers/s3.js'
 
-const started = startS3()
-test.after.always(async () => {
-  await (await started.catch(() => undefined))?.stop()
-})
-
-function driverFor(s3: S3Server, prefix: string): S3Driver {
-  return new S3Driver({ endpoint: s3.endpoint, bucket: s3.bucket, prefix, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } })
-}
+const started = s3ForFile(test)
 
 function storeFor(driver: S3Driver, options: { lockStaleMs?: number } = {}): DriverCertStore {
   return new DriverCertStore(driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }), lockPollMs: 50, lockHeartbeatMs: 200, ...options })

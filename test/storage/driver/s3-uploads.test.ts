@@ -6,26 +6,18 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import test from 'ava'
-import { S3Driver } from '../../../src/storage/driver/s3.js'
+import type { S3Driver } from '../../../src/storage/driver/s3.js'
 import { createRegistryStore } from '../../../src/storage/registry-store.js'
 import { DigestMismatchError } from '../../../src/storage/errors.js'
 import { parseDigest } from '../../../src/storage/digest.js'
 import { uploadDataPath } from '../../../src/storage/paths.js'
-import { startS3, uniquePrefix, type S3Server } from '../../helpers/ceph.js'
+import { uniquePrefix, type S3Server } from '../../helpers/ceph.js'
+import { s3DriverFor, s3ForFile } from '../../helpers/s3.js'
 
-const started = startS3()
-test.after.always(async () => {
-  await (await started.catch(() => undefined))?.stop()
-})
+const started = s3ForFile(test)
 
 function driverFor(s3: S3Server, prefix: string): S3Driver {
-  return new S3Driver({
-    endpoint: s3.endpoint,
-    bucket: s3.bucket,
-    prefix,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    partSize: 5 * 1024 * 1024,
-  })
+  return s3DriverFor(s3, prefix, { partSize: 5 * 1024 * 1024 })
 }
 
 function digestOf(...parts: Buffer[]) {

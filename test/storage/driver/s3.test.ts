@@ -9,26 +9,17 @@ import anyTest, { type TestFn } from 'ava'
 import { ListObjectsV2Command, GetObjectCommand, PutObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
 import { S3Driver, MIN_PART_SIZE } from '../../../src/storage/driver/s3.js'
 import { PathNotFoundError, StorageDriverError } from '../../../src/storage/driver/storage-driver.js'
-import { startS3, uniquePrefix, type S3Server } from '../../helpers/ceph.js'
+import { uniquePrefix, type S3Server } from '../../helpers/ceph.js'
+import { s3DriverFor, s3ForFile } from '../../helpers/s3.js'
 import { storageDriverSuite } from '../../suites/storage-driver.js'
 
 const test = anyTest as TestFn<{ driver: S3Driver }>
 
 let server: S3Server | undefined
-const started = startS3()
-test.after.always(async () => {
-  await (await started.catch(() => undefined))?.stop()
-})
+const started = s3ForFile(test)
 
 function driverFor(s3: S3Server, prefix = uniquePrefix('suite'), partSize?: number): S3Driver {
-  return new S3Driver({
-    endpoint: s3.endpoint,
-    region: s3.region,
-    bucket: s3.bucket,
-    prefix,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    ...(partSize !== undefined ? { partSize } : {}),
-  })
+  return s3DriverFor(s3, prefix, partSize !== undefined ? { partSize } : {})
 }
 
 async function s3(): Promise<S3Server> {
