@@ -156,6 +156,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       const started = process.hrtime.bigint()
       let user: string | undefined
       const outcome: ForwardResult = { received: 0, sent: 0 }
+      // Read now: by the time the response closes, Node may have detached the socket (req.socket null).
+      const remote = req.socket?.remoteAddress
       res.once('close', () => {
         const path = (req.url ?? '').split('?')[0]
         logger.info('request', {
@@ -166,7 +168,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
           received: outcome.received ?? 0,
           ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6),
           user: user ?? '-',
-          remote: req.socket.remoteAddress,
+          remote,
           aborted: res.writableFinished ? undefined : true,
           error: outcome.error,
         })
