@@ -244,8 +244,11 @@ export async function checkHtpasswdFile(config: Pick<Config, 'htpasswd' | 'isHtp
   return results
 }
 
-/** Private keys Berth keeps under certs/ (ACME, self-signed): each should be 0600. */
-export async function findKeyFiles(folder: string, depth = 5): Promise<string[]> {
+/**
+ * The files under `folder` (at most `depth` levels of folders deep) whose name `matches`; a folder
+ * that cannot be read counts as empty (doctor reports what it finds, it does not fail on a search).
+ */
+async function findFiles(folder: string, matches: (name: string) => boolean, depth: number): Promise<string[]> {
   if (depth === 0) return []
   let entries
   try {
@@ -256,28 +259,20 @@ export async function findKeyFiles(folder: string, depth = 5): Promise<string[]>
   const found: string[] = []
   for (const entry of entries) {
     const path = join(folder, entry.name)
-    if (entry.isDirectory()) found.push(...(await findKeyFiles(path, depth - 1)))
-    else if (entry.isFile() && /\.(key|pem)$/.test(entry.name) && /key/.test(entry.name)) found.push(path)
+    if (entry.isDirectory()) found.push(...(await findFiles(path, matches, depth - 1)))
+    else if (entry.isFile() && matches(entry.name)) found.push(path)
   }
   return found
 }
 
+/** Private keys Berth keeps under certs/ (ACME, self-signed): each should be 0600. */
+export function findKeyFiles(folder: string, depth = 5): Promise<string[]> {
+  return findFiles(folder, name => /\.(key|pem)$/.test(name) && /key/.test(name), depth)
+}
+
 /** Certificates Berth stored itself (ACME `*.crt` under certificates/, the self-signed server.crt). */
-export async function findStoredCertificates(folder: string, depth = 5): Promise<string[]> {
-  if (depth === 0) return []
-  let entries
-  try {
-    entries = await readdir(folder, { withFileTypes: true })
-  } catch {
-    return []
-  }
-  const found: string[] = []
-  for (const entry of entries) {
-    const path = join(folder, entry.name)
-    if (entry.isDirectory()) found.push(...(await findStoredCertificates(path, depth - 1)))
-    else if (entry.isFile() && entry.name.endsWith('.crt') && entry.name !== 'ca.crt') found.push(path)
-  }
-  return found
+export function findStoredCertificates(folder: string, depth = 5): Promise<string[]> {
+  return findFiles(folder, name => name.endsWith('.crt') && name !== 'ca.crt', depth)
 }
 
 /** The data folder: writable, and room for at least one maximum-size upload. */
