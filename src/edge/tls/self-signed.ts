@@ -46,14 +46,24 @@ function serialNumber(): string {
   return '01' + randomBytes(15).toString('hex')
 }
 
+/**
+ * An unsigned certificate for `publicKey` with a fresh serial, valid from a day ago (a client
+ * whose clock is a little behind still accepts it) for `days` days. The caller sets names,
+ * extensions and signs.
+ */
+function newCertificate(publicKey: forge.pki.PublicKey, days: number): forge.pki.Certificate {
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = publicKey
+  cert.serialNumber = serialNumber()
+  cert.validity.notBefore = new Date(Date.now() - DAY)
+  cert.validity.notAfter = new Date(Date.now() + days * DAY)
+  return cert
+}
+
 /** Makes a self-signed CA certificate (10 years by default). */
 export async function createCertificateAuthority(options: { commonName?: string; days?: number } = {}): Promise<PemPair> {
   const key = await newRsaKey()
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = key.forgePublic
-  cert.serialNumber = serialNumber()
-  cert.validity.notBefore = new Date(Date.now() - DAY)
-  cert.validity.notAfter = new Date(Date.now() + (options.days ?? 3650) * DAY)
+  const cert = newCertificate(key.forgePublic, options.days ?? 3650)
   const subject = [{ name: 'commonName', value: options.commonName ?? 'Berth local CA' }, { name: 'organizationName', value: 'Berth' }]
   cert.setSubject(subject)
   cert.setIssuer(subject)
@@ -75,11 +85,7 @@ export async function issueCertificate(ca: PemPair, options: { names: readonly s
   const caCert = forge.pki.certificateFromPem(ca.cert)
   const caKey = forge.pki.privateKeyFromPem(ca.key)
   const key = await newRsaKey()
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = key.forgePublic
-  cert.serialNumber = serialNumber()
-  cert.validity.notBefore = new Date(Date.now() - DAY)
-  cert.validity.notAfter = new Date(Date.now() + (options.days ?? 825) * DAY)
+  const cert = newCertificate(key.forgePublic, options.days ?? 825)
   cert.setSubject([{ name: 'commonName', value: options.names[0] ?? 'berth' }])
   cert.setIssuer(caCert.subject.attributes)
   const altNames = options.names.map(name => (isIP(name) ? { type: 7, ip: name } : { type: 2, value: name }))
