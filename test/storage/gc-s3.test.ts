@@ -15,32 +15,21 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import anyTest, { type ExecutionContext, type TestFn } from 'ava'
-import { S3Driver } from '../../src/storage/driver/s3.js'
+import type { S3Driver } from '../../src/storage/driver/s3.js'
 import { PathNotFoundError, type StorageDriver } from '../../src/storage/driver/storage-driver.js'
 import { collectGarbage, GcBusyError } from '../../src/storage/gc.js'
 import { GC_LOCK_PATH } from '../../src/storage/gc-lock.js'
 import { guardForGc, intentPath } from '../../src/storage/gc-guard.js'
 import { blobDataPath } from '../../src/storage/paths.js'
 import { diskUsage } from '../../src/storage/usage.js'
-import { startS3, uniquePrefix, type S3Server } from '../helpers/ceph.js'
+import { uniquePrefix } from '../helpers/ceph.js'
 import { request } from '../helpers/http.js'
+import { s3DriverFor as driverFor, s3ForFile } from '../helpers/s3.js'
 import { imageManifest, OCI_INDEX, OCI_MANIFEST, pushBlob, putManifest, sha256, startApp, type Running } from '../registry/fixtures.js'
+import { assertPulls, deleteManifest, pushRetrying } from './gc-clients.js'
 
 const test = anyTest as TestFn
-const started = startS3()
-test.after.always(async () => {
-  await (await started.catch(() => undefined))?.stop()
-})
-
-function driverFor(s3: S3Server, prefix: string): S3Driver {
-  return new S3Driver({
-    endpoint: s3.endpoint,
-    region: s3.region,
-    bucket: s3.bucket,
-    prefix,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-  })
-}
+const started = s3ForFile(test)
 
 /** A prefix, a collector's driver on it, and `instances` registry engines each on its own driver. */
 async function setup(t: ExecutionContext, instances = 1): Promise<{ prefix: string; gcDriver: S3Driver; apps: Running[] }> {
@@ -64,22 +53,6 @@ async function exists(driver: StorageDriver, path: string): Promise<boolean> {
       throw error
     },
   )
-}
-
-async function deleteManifest(running: Running, name: string, reference: string): Promise<void> {
-  const response = await request(running.server, `/v2/${name}/manifests/${reference}`, { method: 'DELETE' })
-  if (response.status !== 202) throw new Error(`DELETE ${reference}: ${response.status}`)
-}
-
-async function assertPulls(t: ExecutionContext, running: Running, name: string, reference: string): Promise<void> {
-  const manifest = await request(running.server, `/v2/${name}/manifests/${reference}`, { headers: { Accept: `${OCI_MANIFEST}, ${OCI_INDEX}` } })
-  t.is(manifest.status, 200, `${name}:${reference} manifest`)
-  const body = JSON.parse(manifest.body.toString('utf8'))
-  for (const descriptor of [body.config, ...body.layers]) {
-    const blob = await request(running.server, `/v2/${name}/blobs/${descriptor.digest}`)
-    t.is(blob.status, 200, `${name} blob ${descriptor.digest}`)
-    t.is(sha256(blob.body), descriptor.digest)
-  }
 }
 
 test('GC on S3 frees exactly the unreferenced blobs; a dry run lists the same; tagged images pull byte-identical', async t => {
@@ -276,33 +249,9 @@ test('GC from one instance while two others push, several rounds: nothing refere
   /** Requests alternate between the two instances, as behind a round-robin balancer. */
   const next = () => apps[turn++ % apps.length]!.server
 
-  /** A client's push: HEAD each blob, mount or upload the missing ones, PUT the manifest; retried on MANIFEST_BLOB_UNKNOWN. */
+  /** A client's push (gc-clients.ts): retried on MANIFEST_BLOB_UNKNOWN as docker does, up to 6 times. */
   const push = async (name: string, tag: string, layers: Buffer[]) => {
-    for (let attempt = 0; attempt < 6; attempt++) {
-      for (const blob of [config, base, ...layers]) {
-        const head = await request(next(), `/v2/${name}/blobs/${sha256(blob)}`, { method: 'HEAD' })
-        if (head.status !== 200) {
-          const mount = await request(next(), `/v2/${name}/blobs/uploads/?mount=${sha256(blob)}`, { method: 'POST' })
-          if (mount.status !== 201) {
-            if (mount.status === 202) await request(next(), String(mount.headers.location), { method: 'DELETE' })
-            await pushBlob(next(), name, blob)
-          }
-        }
-      }
-      const manifest = Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: OCI_MANIFEST,
-          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
-          layers: [base, ...layers].map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
-        }),
-      )
-      const put = await putManifest(next(), name, tag, manifest, OCI_MANIFEST)
-      if (put.status === 201) return
-      if (put.json?.errors?.[0]?.code !== 'MANIFEST_BLOB_UNKNOWN') throw new Error(`PUT ${put.status} ${put.body.toString()}`)
-      retries++
-    }
-    throw new Error('push kept failing')
+    retries += await pushRetrying(next, name, tag, config, [base, ...layers], 6)
   }
 
   const rounds = 6

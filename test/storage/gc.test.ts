@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { readdir, rename, stat, utimes, writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import test, { type ExecutionContext } from 'ava'
+import test from 'ava'
 import { collectGarbage, GcBusyError, acquireGcLock } from '../../src/storage/gc.js'
 import type { StorageDriver } from '../../src/storage/driver/storage-driver.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
@@ -25,6 +25,7 @@ import {
   type PushedImage,
   type Running,
 } from '../registry/fixtures.js'
+import { assertPulls, deleteManifest, pushRetrying } from './gc-clients.js'
 
 const HOUR = 3600_000
 
@@ -57,27 +58,6 @@ async function pushImage(running: Running, name: string, tag: string, layers = 2
   const put = await putManifest(running.server, name, tag, image.manifest, OCI_MANIFEST)
   if (put.status !== 201) throw new Error(`manifest PUT ${put.status} ${put.body.toString()}`)
   return image
-}
-
-/** Pulls `name:reference` like a client and checks every byte against its digest. */
-async function assertPulls(t: ExecutionContext, running: Running, name: string, reference: string): Promise<void> {
-  const manifest = await request(running.server, `/v2/${name}/manifests/${reference}`, { headers: { Accept: `${OCI_MANIFEST}, ${OCI_INDEX}` } })
-  t.is(manifest.status, 200, `${name}:${reference} manifest`)
-  const body = JSON.parse(manifest.body.toString('utf8'))
-  if (Array.isArray(body.manifests)) {
-    for (const child of body.manifests) await assertPulls(t, running, name, child.digest)
-    return
-  }
-  for (const descriptor of [body.config, ...body.layers]) {
-    const blob = await request(running.server, `/v2/${name}/blobs/${descriptor.digest}`)
-    t.is(blob.status, 200, `${name} blob ${descriptor.digest}`)
-    t.is(sha256(blob.body), descriptor.digest)
-  }
-}
-
-async function deleteManifest(running: Running, name: string, reference: string): Promise<void> {
-  const response = await request(running.server, `/v2/${name}/manifests/${reference}`, { method: 'DELETE' })
-  if (response.status !== 202) throw new Error(`DELETE ${reference}: ${response.status}`)
 }
 
 test('GC frees exactly the unreferenced blobs; a dry run lists the same and deletes nothing; tagged images pull byte-identical', async t => {
@@ -271,34 +251,9 @@ test('GC racing pushes of the same and other layers, many rounds: nothing refere
   let restored = 0
   let gcRuns = 0
 
-  /** A client's push: HEAD each blob, upload the missing ones, PUT the manifest; retried on MANIFEST_BLOB_UNKNOWN as docker does. */
+  /** A client's push (gc-clients.ts): retried on MANIFEST_BLOB_UNKNOWN as docker does, up to 5 times. */
   const push = async (name: string, tag: string, layers: Buffer[]) => {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      for (const blob of [config, base, ...layers]) {
-        const head = await request(running.server, `/v2/${name}/blobs/${sha256(blob)}`, { method: 'HEAD' })
-        if (head.status !== 200) {
-          // Try a cross-repository mount first, as clients do for a blob they pushed elsewhere.
-          const mount = await request(running.server, `/v2/${name}/blobs/uploads/?mount=${sha256(blob)}`, { method: 'POST' })
-          if (mount.status !== 201) {
-            if (mount.status === 202) await request(running.server, String(mount.headers.location), { method: 'DELETE' })
-            await pushBlob(running.server, name, blob)
-          }
-        }
-      }
-      const manifest = Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: OCI_MANIFEST,
-          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
-          layers: [base, ...layers].map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
-        }),
-      )
-      const put = await putManifest(running.server, name, tag, manifest, OCI_MANIFEST)
-      if (put.status === 201) return
-      if (put.json?.errors?.[0]?.code !== 'MANIFEST_BLOB_UNKNOWN') throw new Error(`PUT ${put.status} ${put.body.toString()}`)
-      retries++
-    }
-    throw new Error('push kept failing')
+    retries += await pushRetrying(() => running.server, name, tag, config, [base, ...layers], 5)
   }
 
   const rounds = 30
