@@ -27,6 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { FilesystemDriver } from './driver/filesystem.js'
 import { PathNotFoundError, StorageDriverError, type StorageDriver } from './driver/storage-driver.js'
 import { GC_STATE_ROOT } from './gc-guard.js'
+import { ignoreMissing, parseLockRecord, type LockRecord } from './lock-record.js'
 
 export const GC_LOCK_PATH = `${GC_STATE_ROOT}/lock`
 
@@ -50,14 +51,6 @@ export interface GcLock {
   /** Re-reads the lock; false when it is no longer ours. Always true on the filesystem. */
   stillHeld(): Promise<boolean>
   release(): Promise<void>
-}
-
-interface LockRecord {
-  nonce: string
-  host: string
-  pid: number
-  created: number
-  updated: number
 }
 
 const inProcess = new Set<unknown>()
@@ -148,13 +141,8 @@ async function readRecord(driver: StorageDriver): Promise<{ record: LockRecord |
     if (error instanceof PathNotFoundError) return undefined
     throw error
   }
-  try {
-    const parsed = JSON.parse(raw) as Partial<LockRecord>
-    if (typeof parsed.nonce === 'string' && typeof parsed.updated === 'number') return { record: parsed as LockRecord, raw }
-  } catch {
-    // corrupt: judged by the object's time
-  }
-  return { record: undefined, raw }
+  // A corrupt record (undefined) is judged by the object's time.
+  return { record: parseLockRecord(raw), raw }
 }
 
 async function takeStoreLock(driver: StorageDriver, options: GcLockOptions): Promise<GcLock> {
@@ -222,8 +210,4 @@ async function takeStoreLock(driver: StorageDriver, options: GcLockOptions): Pro
       if ((await readRecord(driver).catch(() => undefined))?.record?.nonce === nonce) await driver.delete(GC_LOCK_PATH).catch(ignoreMissing)
     },
   }
-}
-
-function ignoreMissing(error: unknown): void {
-  if (!(error instanceof PathNotFoundError)) throw error
 }

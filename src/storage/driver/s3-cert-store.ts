@@ -17,6 +17,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
+import { ignoreMissing, parseLockRecord, type LockRecord } from '../lock-record.js'
 import { PathNotFoundError, StorageDriverError, type StorageDriver } from './storage-driver.js'
 
 export const CERT_STORE_ROOT = '/berth/certs'
@@ -27,14 +28,6 @@ export interface DriverCertStoreOptions {
   lockHeartbeatMs?: number
   lockStaleMs?: number
   lockPollMs?: number
-}
-
-interface LockRecord {
-  nonce: string
-  host: string
-  pid: number
-  created: number
-  updated: number
 }
 
 export class DriverCertStore {
@@ -119,14 +112,8 @@ export class DriverCertStore {
   async #read(path: string): Promise<{ record: LockRecord | undefined; modTime: Date } | 'missing'> {
     try {
       const [content, info] = await Promise.all([this.#driver.getContent(path), this.#driver.stat(path)])
-      let record: LockRecord | undefined
-      try {
-        const parsed = JSON.parse(content.toString('utf8')) as Partial<LockRecord>
-        if (typeof parsed.nonce === 'string' && typeof parsed.updated === 'number') record = parsed as LockRecord
-      } catch {
-        // corrupt: judged by the object's time below
-      }
-      return { record, modTime: info.modTime }
+      // A corrupt record (undefined) is judged by the object's time.
+      return { record: parseLockRecord(content.toString('utf8')), modTime: info.modTime }
     } catch (error) {
       if (error instanceof PathNotFoundError) return 'missing'
       throw error
@@ -163,10 +150,6 @@ export class DriverCertStore {
       if (current !== 'missing' && current.record?.nonce === nonce) await this.#driver.delete(path).catch(ignoreMissing)
     }
   }
-}
-
-function ignoreMissing(error: unknown): void {
-  if (!(error instanceof PathNotFoundError)) throw error
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
