@@ -30,6 +30,18 @@ export async function assertPulls(t: ExecutionContext, running: Running, name: s
   }
 }
 
+/** The OCI image manifest of `config` and `layers` (gzip layer media type), as a client builds it. */
+export function ociManifest(config: Buffer, layers: readonly Buffer[]): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
+      layers: layers.map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
+    }),
+  )
+}
+
 /**
  * A client's push: HEAD each blob, try a cross-repository mount for a missing one (as clients do
  * for a blob they pushed elsewhere), upload it if that is refused, then PUT the manifest; on
@@ -50,14 +62,7 @@ export async function pushRetrying(server: () => Server, name: string, tag: stri
         }
       }
     }
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
-        layers: layers.map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
-      }),
-    )
+    const manifest = ociManifest(config, layers)
     const put = await putManifest(server(), name, tag, manifest, OCI_MANIFEST)
     if (put.status === 201) return retries
     if (put.json?.errors?.[0]?.code !== 'MANIFEST_BLOB_UNKNOWN') throw new Error(`PUT ${put.status} ${put.body.toString()}`)

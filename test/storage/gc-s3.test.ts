@@ -26,7 +26,7 @@ import { uniquePrefix } from '../helpers/ceph.js'
 import { request } from '../helpers/http.js'
 import { s3DriverFor as driverFor, s3ForFile } from '../helpers/s3.js'
 import { imageManifest, OCI_INDEX, OCI_MANIFEST, pushBlob, putManifest, sha256, startApp, type Running } from '../registry/fixtures.js'
-import { assertPulls, deleteManifest, pushRetrying } from './gc-clients.js'
+import { assertPulls, deleteManifest, ociManifest, pushRetrying } from './gc-clients.js'
 
 const test = anyTest as TestFn
 const started = s3ForFile(test)
@@ -327,14 +327,7 @@ test('deleted tag → GC on S3 → re-push of identical bytes → pull byte-iden
         uploads++
       }
     }
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
-        layers: layers.map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
-      }),
-    )
+    const manifest = ociManifest(config, layers)
     t.is((await putManifest(via.server, 'app', 'v1', manifest, OCI_MANIFEST)).status, 201)
     return manifest
   }

@@ -25,7 +25,7 @@ import {
   type PushedImage,
   type Running,
 } from '../registry/fixtures.js'
-import { assertPulls, deleteManifest, pushRetrying } from './gc-clients.js'
+import { assertPulls, deleteManifest, ociManifest, pushRetrying } from './gc-clients.js'
 
 const HOUR = 3600_000
 
@@ -165,14 +165,7 @@ test('deleted tag → GC → skopeo-like re-push of identical bytes → pull byt
       const head = await request(running.server, `/v2/app/blobs/${sha256(blob)}`, { method: 'HEAD' })
       if (head.status !== 200) await pushBlob(running.server, 'app', blob)
     }
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.byteLength },
-        layers: layers.map(l => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.byteLength })),
-      }),
-    )
+    const manifest = ociManifest(config, layers)
     const put = await putManifest(running.server, 'app', 'v1', manifest, OCI_MANIFEST)
     t.is(put.status, 201)
     return manifest
