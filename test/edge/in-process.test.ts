@@ -1,0 +1,273 @@
+/**
+ * The edge handing requests to Berth's own engine in this process (`startEdge({ engine })`, as
+ * server.ts wires it): the edge's duties must hold without the loopback proxy in between — the body
+ * limit (Content-Length and chunked), the internal-secret header (a client cannot forge it), the
+ * X-Forwarded-* headers the engine sees, a client abort mid-upload, and HSTS on HTTPS.
+ */
+import test from 'ava'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import type { IncomingHttpHeaders } from 'node:http'
+import http from 'node:http'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { startEdge } from '../../src/edge/edge.js'
+import type { Edge } from '../../src/edge/edge.js'
+import { hashPassword } from '../../src/edge/auth/htpasswd.js'
+import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
+import { silentLogger } from '../../src/log.js'
+import { createRegistryApp } from '../../src/registry/app.js'
+import type { RegistryApp } from '../../src/registry/app.js'
+import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
+import { createTestPki } from '../helpers/tls.js'
+import { curl } from './curl.js'
+
+const CREDS = 'ci:ci-password'
+const LIMIT = 1024 * 1024
+const SECRET = randomBytes(32).toString('base64url')
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+const sha256 = (bytes: Uint8Array) => 'sha256:' + createHash('sha256').update(bytes).digest('hex')
+
+let root: string
+let app: RegistryApp
+let edge: Edge
+let base: string
+/** Headers of the requests the engine was handed, in order (the engine's own view). */
+const seen: IncomingHttpHeaders[] = []
+
+test.before(async () => {
+  root = await mkdtemp(path.join(tmpdir(), 'berth-edge-inprocess-'))
+  app = createRegistryApp({ driver: new FilesystemDriver(path.join(root, 'data')), internalSecret: SECRET })
+  const htpasswd = path.join(root, 'htpasswd')
+  await writeFile(htpasswd, `ci:${hashPassword('ci-password', 5)}\n`)
+  edge = await startEdge({
+    mode: 'local',
+    host: '127.0.0.1',
+    localPort: 0,
+    domains: [],
+    htpasswdPath: htpasswd,
+    maxBodyBytes: LIMIT,
+    logger: silentLogger,
+    // `upstream` is only a label here; every request goes to `engine`.
+    upstream: { url: 'http://127.0.0.1:9', secret: SECRET },
+    engine: {
+      secret: SECRET,
+      handle: (req, res) => {
+        seen.push({ ...req.headers })
+        app.handle(req, res)
+      },
+    },
+  })
+  base = edge.urls.local!
+})
+
+test.after.always(async () => {
+  await edge?.close()
+  await app?.close()
+  if (root) await rm(root, { recursive: true, force: true })
+})
+
+async function startUpload(repo: string): Promise<string> {
+  const started = await curl(['-u', CREDS, '-X', 'POST', `${base}/v2/${repo}/blobs/uploads/`])
+  if (started.status !== 202) throw new Error(`upload start: ${started.status} ${started.body}`)
+  const location = started.headers.location!
+  return location.startsWith('/') ? `${base}${location}` : location
+}
+
+/** The upload's size as its status (GET on the location) reports it; -1 if it does not answer 204. */
+async function uploadedBytes(location: string): Promise<number> {
+  const status = await curl(['-u', CREDS, location])
+  if (status.status !== 204) return -1
+  const range = /^0-(\d+)$/.exec(status.headers.range ?? '')
+  // `0-0` means empty (distribution's quirk); these tests never hold a 1-byte upload.
+  return range && range[1] !== '0' ? Number(range[1]) + 1 : 0
+}
+
+/** GETs a blob, hashing it as it streams (never held whole). */
+function readBlob(url: string): Promise<{ status: number; digest: string; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent: false, headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64') } }, response => {
+        const hash = createHash('sha256')
+        let bytes = 0
+        response.on('data', (chunk: Buffer) => {
+          bytes += chunk.length
+          hash.update(chunk)
+        })
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, digest: 'sha256:' + hash.digest('hex'), bytes }))
+        response.on('error', reject)
+      })
+      .on('error', reject)
+  })
+}
+
+async function patch(location: string, body: Buffer): Promise<number> {
+  const result = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '--data-binary', '@-', location], body)
+  return result.status
+}
+
+test.serial('a chunked PATCH past the limit gets 413 (OCI JSON); the upload keeps exactly its earlier bytes and completes with them', async t => {
+  const location = await startUpload('limit/chunked')
+  const first = randomBytes(300 * 1024)
+  t.is(await patch(location, first), 202)
+  t.is(await uploadedBytes(location), first.length)
+
+  const tooBig = randomBytes(3 * LIMIT)
+  const refused = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location], tooBig)
+  t.is(refused.status, 413)
+  t.regex(refused.headers['content-type'] ?? '', /application\/json/)
+  t.is(JSON.parse(refused.body).errors[0].code, 'SIZE_INVALID')
+
+  // The engine cuts the refused chunk back asynchronously after its read fails; give it a moment.
+  let kept = -2
+  for (let i = 0; i < 20; i++) {
+    kept = await uploadedBytes(location)
+    if (kept === first.length) break
+    await sleep(50)
+  }
+  t.is(kept, first.length, `the upload holds ${kept} bytes, it held ${first.length} before the refused PATCH`)
+
+  const digest = sha256(first)
+  const put = await curl(['-u', CREDS, '-X', 'PUT', `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`])
+  t.is(put.status, 201, put.body)
+  t.is(put.headers['docker-content-digest'], digest)
+  const blob = await readBlob(`${base}/v2/limit/chunked/blobs/${digest}`)
+  t.is(blob.status, 200)
+  t.is(blob.digest, digest)
+  t.is(blob.bytes, first.length)
+  t.is(await curl(['-u', CREDS, '-I', `${base}/v2/limit/chunked/blobs/${sha256(tooBig)}`]).then(r => r.status), 404)
+})
+
+test.serial('a Content-Length over the limit gets 413 before any body is read or the engine is called', async t => {
+  const location = await startUpload('limit/declared')
+  const before = seen.length
+  // A raw request that declares a large body and sends none: the answer must come without it.
+  const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const target = new URL(location)
+    const request = http.request({
+      host: target.hostname,
+      port: target.port,
+      path: target.pathname,
+      method: 'PATCH',
+      agent: false,
+      headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'content-length': String(LIMIT + 1) },
+    })
+    const timer = setTimeout(() => reject(new Error('no answer without the body')), 5000)
+    request.on('response', response => {
+      let body = ''
+      response.setEncoding('utf8')
+      response.on('data', chunk => (body += chunk))
+      response.on('end', () => {
+        clearTimeout(timer)
+        resolve({ status: response.statusCode ?? 0, body })
+      })
+    })
+    request.on('error', error => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    request.flushHeaders()
+  })
+  t.is(answer.status, 413)
+  t.is(JSON.parse(answer.body).errors[0].code, 'SIZE_INVALID')
+  t.is(seen.length, before, 'the engine was not handed the request')
+  t.is(await uploadedBytes(location), 0)
+})
+
+test.serial('a forged x-berth-internal header does not get past authentication, and the engine sees the edge secret, not the forged one', async t => {
+  const before = seen.length
+  const forged = await curl(['-H', `x-berth-internal: ${SECRET}`, `${base}/v2/`])
+  t.is(forged.status, 401)
+  t.truthy(forged.headers['www-authenticate'])
+  const forgedCatalog = await curl(['-H', 'x-berth-internal: guess', `${base}/v2/_catalog`])
+  t.is(forgedCatalog.status, 401)
+  t.is(seen.length, before, 'unauthenticated requests never reach the engine')
+
+  const authed = await curl(['-u', CREDS, '-H', 'x-berth-internal: guess', `${base}/v2/`])
+  t.is(authed.status, 200)
+  t.is(seen.at(-1)?.['x-berth-internal'], SECRET, 'the client value was replaced by the edge secret')
+})
+
+test.serial('the engine sees the edge\'s X-Forwarded-Proto/Host and the real client address, not forged ones', async t => {
+  const result = await curl(['-u', CREDS, '-H', 'X-Forwarded-Proto: https', '-H', 'X-Forwarded-Host: evil.example', '-H', 'X-Real-IP: 203.0.113.9', '-H', 'X-Forwarded-For: 203.0.113.9', `${base}/v2/`])
+  t.is(result.status, 200)
+  const headers = seen.at(-1)!
+  const host = new URL(base).host
+  t.is(headers['x-forwarded-proto'], 'http', 'the edge is plain HTTP in local mode')
+  t.is(headers['x-forwarded-host'], host)
+  t.is(headers['x-real-ip'], '127.0.0.1')
+  // Like nginx's $proxy_add_x_forwarded_for: the client's list is kept, the real peer appended last.
+  t.is(headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1')
+  // And what a client sees of it: upload Locations stay relative, whatever was forged.
+  const started = await curl(['-u', CREDS, '-X', 'POST', '-H', 'X-Forwarded-Host: evil.example', '-H', 'X-Forwarded-Proto: https', `${base}/v2/fwd/blobs/uploads/`])
+  t.is(started.status, 202)
+  t.regex(started.headers.location ?? '', /^\/v2\/fwd\/blobs\/uploads\//)
+})
+
+test.serial('a client that aborts mid-PATCH: the server keeps serving and the upload keeps its earlier bytes and completes', async t => {
+  const location = await startUpload('abort/one')
+  const first = randomBytes(100 * 1024)
+  t.is(await patch(location, first), 202)
+  const target = new URL(location)
+  const request = http.request({
+    host: target.hostname,
+    port: target.port,
+    path: target.pathname,
+    method: 'PATCH',
+    agent: false,
+    headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+  })
+  request.on('error', () => {})
+  request.write(randomBytes(256 * 1024))
+  await sleep(300)
+  request.destroy()
+
+  // The session must return to its earlier size (the engine cuts back the unfinished chunk).
+  let kept = -2
+  for (let i = 0; i < 40; i++) {
+    kept = await uploadedBytes(location)
+    if (kept === first.length) break
+    await sleep(50)
+  }
+  t.is(kept, first.length, `after the abort the upload holds ${kept} bytes; it held ${first.length} before`)
+  t.is((await curl(['-u', CREDS, `${base}/v2/`])).status, 200, 'the server keeps serving')
+
+  const second = randomBytes(50 * 1024)
+  t.is(await patch(location, second), 202, 'the upload is resumable')
+  const whole = Buffer.concat([first, second])
+  const put = await curl(['-u', CREDS, '-X', 'PUT', `${location}?digest=${sha256(whole)}`])
+  t.is(put.status, 201, put.body)
+})
+
+test.serial('HTTPS served in process carries HSTS, on engine answers and on the edge\'s own 401/413', async t => {
+  const pki = await createTestPki(path.join(root, 'pki'))
+  const secure = await startEdge({
+    mode: 'https',
+    host: '127.0.0.1',
+    httpPort: 0,
+    httpsPort: 0,
+    domains: ['localhost'],
+    certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath, pollMs: 100, logger: silentLogger }),
+    htpasswdPath: path.join(root, 'htpasswd'),
+    maxBodyBytes: LIMIT,
+    logger: silentLogger,
+    upstream: { url: 'http://127.0.0.1:9', secret: SECRET },
+    engine: { secret: SECRET, handle: app.handle },
+  })
+  t.teardown(() => secure.close())
+  const url = secure.urls.https!
+  const engineAnswer = await curl(['--cacert', pki.caPath, '-u', CREDS, `${url}/v2/`])
+  t.is(engineAnswer.status, 200)
+  t.is(engineAnswer.headers['strict-transport-security'], 'max-age=31536000')
+  const missing = await curl(['--cacert', pki.caPath, '-u', CREDS, `${url}/v2/hsts/blobs/${sha256(Buffer.from('x'))}`])
+  t.is(missing.status, 404)
+  t.is(missing.headers['strict-transport-security'], 'max-age=31536000')
+  const unauthorized = await curl(['--cacert', pki.caPath, `${url}/v2/`])
+  t.is(unauthorized.status, 401)
+  t.is(unauthorized.headers['strict-transport-security'], 'max-age=31536000')
+  const started = await curl(['--cacert', pki.caPath, '-u', CREDS, '-X', 'POST', `${url}/v2/hsts/blobs/uploads/`])
+  t.is(started.status, 202)
+  const tooBig = await curl(['--cacert', pki.caPath, '-u', CREDS, '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}${started.headers.location}`], randomBytes(2 * LIMIT))
+  t.is(tooBig.status, 413)
+  t.is(tooBig.headers['strict-transport-security'], 'max-age=31536000')
+})
