@@ -25,9 +25,9 @@ import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { FilesystemDriver } from './driver/filesystem.js'
-import { PathNotFoundError, StorageDriverError, type StorageDriver } from './driver/storage-driver.js'
+import { ignoreMissing, PathNotFoundError, StorageDriverError, type StorageDriver } from './driver/storage-driver.js'
 import { GC_STATE_ROOT } from './gc-guard.js'
-import { ignoreMissing, parseLockRecord, type LockRecord } from './lock-record.js'
+import { parseLockRecord, type LockRecord } from './lock-record.js'
 
 export const GC_LOCK_PATH = `${GC_STATE_ROOT}/lock`
 

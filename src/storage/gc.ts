@@ -42,7 +42,7 @@
 import { rmdir } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
-import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { ignoreMissing, PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
 import { FilesystemDriver } from './driver/filesystem.js'
 import { blobDataPath, layerLinkPath, manifestRevisionsPath, referrersPath, repositoryPath, tagsPath } from './paths.js'
 import {
@@ -468,10 +468,6 @@ class GarbageCollection {
     if (!(this.#driver instanceof FilesystemDriver)) return
     await rmdir(join(this.#driver.root, path)).catch(() => {})
   }
-}
-
-function ignoreMissing(error: unknown): void {
-  if (!(error instanceof PathNotFoundError)) throw error
 }
 
 async function forEachConcurrently<T>(items: readonly T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {

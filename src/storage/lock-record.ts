@@ -5,8 +5,6 @@
  * (`host`, `pid`, since `created`), whose it is (`nonce`, compared before a holder rewrites or
  * deletes it) and when its holder last proved alive (`updated`, epoch ms; staleness is judged on it).
  */
-import { PathNotFoundError } from './driver/storage-driver.js'
-
 export interface LockRecord {
   nonce: string
   host: string
@@ -24,9 +22,4 @@ export function parseLockRecord(raw: string): LockRecord | undefined {
     // not JSON: corrupt
   }
   return undefined
-}
-
-/** For `.catch`: a lock object already gone is what deleting it wanted; anything else is rethrown. */
-export function ignoreMissing(error: unknown): void {
-  if (!(error instanceof PathNotFoundError)) throw error
 }

@@ -17,8 +17,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
-import { ignoreMissing, parseLockRecord, type LockRecord } from '../lock-record.js'
-import { PathNotFoundError, StorageDriverError, type StorageDriver } from './storage-driver.js'
+import { parseLockRecord, type LockRecord } from '../lock-record.js'
+import { ignoreMissing, PathNotFoundError, StorageDriverError, type StorageDriver } from './storage-driver.js'
 
 export const CERT_STORE_ROOT = '/berth/certs'
 

@@ -106,6 +106,11 @@ export class PathNotFoundError extends StorageDriverError {
   }
 }
 
+/** For `.catch` on a delete or move: a path already gone is what the caller wanted; anything else is rethrown. */
+export function ignoreMissing(error: unknown): void {
+  if (!(error instanceof PathNotFoundError)) throw error
+}
+
 export class InvalidPathError extends StorageDriverError {
   constructor(readonly path: string) {
     super('INVALID_PATH', `invalid path: ${JSON.stringify(path)}`)
