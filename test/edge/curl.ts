@@ -44,3 +44,20 @@ export function curl(args: readonly string[], input?: Buffer | string): Promise<
     if (input !== undefined) child.stdin?.end(input)
   })
 }
+
+/** Starts an upload in `repository` with basic auth; resolves with its absolute location. */
+export async function startUpload(base: string, creds: string, repository: string): Promise<string> {
+  const started = await curl(['-u', creds, '-X', 'POST', `${base}/v2/${repository}/blobs/uploads/`])
+  if (started.status !== 202) throw new Error(`upload start: ${started.status} ${started.body}`)
+  const location = started.headers.location!
+  return location.startsWith('/') ? `${base}${location}` : location
+}
+
+/** The upload's size as its status (GET on the location) reports it; -1 if it does not answer 204. */
+export async function uploadedBytes(creds: string, location: string): Promise<number> {
+  const status = await curl(['-u', creds, location])
+  if (status.status !== 204) return -1
+  const range = /^0-(\d+)$/.exec(status.headers.range ?? '')
+  // `0-0` is distribution's (and Berth's) way to say "empty"; these tests never hold a 1-byte upload.
+  return range && range[1] !== '0' ? Number(range[1]) + 1 : 0
+}

@@ -17,7 +17,7 @@ import type { RegistryApp } from '../../src/registry/app.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { OciLayout } from '../helpers/images.js'
 import { copy, inspect } from '../helpers/skopeo.js'
-import { curl } from './curl.js'
+import { curl, startUpload, uploadedBytes } from './curl.js'
 
 const CREDS = 'ci:ci-password'
 const LIMIT = 1024 * 1024
@@ -62,35 +62,22 @@ test.serial('the engine refuses requests that did not come through the edge', as
   t.is((await curl(['-u', CREDS, `${base}/v2/`])).status, 200)
 })
 
-async function startUpload(): Promise<string> {
-  const started = await curl(['-u', CREDS, '-X', 'POST', `${base}/v2/cut/blobs/uploads/`])
-  if (started.status !== 202) throw new Error(`upload start: ${started.status} ${started.body}`)
-  const location = started.headers.location!
-  return location.startsWith('/') ? `${base}${location}` : location
-}
 
-async function uploadedBytes(location: string): Promise<number> {
-  const status = await curl(['-u', CREDS, location])
-  if (status.status !== 204) return -1
-  const range = /^0-(\d+)$/.exec(status.headers.range ?? '')
-  // `0-0` is distribution's (and Berth's) way to say "empty"; a real 1-byte upload cannot happen here.
-  return range && range[1] !== '0' ? Number(range[1]) + 1 : 0
-}
 
 test.serial('a chunked PATCH cut off by the body limit gets 413 and leaves nothing in the upload', async t => {
-  const location = await startUpload()
+  const location = await startUpload(base, CREDS, 'cut')
   const body = randomBytes(3 * LIMIT)
   const result = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location], body)
   t.is(result.status, 413)
   await sleep(200)
-  const kept = await uploadedBytes(location)
+  const kept = await uploadedBytes(CREDS, location)
   t.true(kept <= 0, `the upload holds ${kept} bytes after the cut`)
   const digest = 'sha256:' + createHash('sha256').update(body).digest('hex')
   t.is((await curl(['-u', CREDS, '-I', `${base}/v2/cut/blobs/${digest}`])).status, 404, 'no blob was committed')
 })
 
 test.serial('a client that disconnects mid-PATCH leaves nothing in the upload and no socket to the engine', async t => {
-  const location = await startUpload()
+  const location = await startUpload(base, CREDS, 'cut')
   const count = () => new Promise<number>(resolve => engineServer.getConnections((_error, n) => resolve(n)))
   const before = await count()
   const target = new URL(location)
@@ -110,7 +97,7 @@ test.serial('a client that disconnects mid-PATCH leaves nothing in the upload an
   t.true(after <= before)
   const busy = await curl(['-u', CREDS, location])
   t.is(busy.status, 204, 'the upload session itself still answers')
-  t.true((await uploadedBytes(location)) <= 0, 'no partial chunk was kept')
+  t.true((await uploadedBytes(CREDS, location)) <= 0, 'no partial chunk was kept')
 })
 
 test.serial('skopeo pushes through the edge to the engine with credentials (local mode, plain HTTP)', async t => {

@@ -20,7 +20,7 @@ import { createRegistryApp } from '../../src/registry/app.js'
 import type { RegistryApp } from '../../src/registry/app.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { createTestPki } from '../helpers/tls.js'
-import { curl } from './curl.js'
+import { curl, startUpload, uploadedBytes } from './curl.js'
 
 const CREDS = 'ci:ci-password'
 // Above the filesystem driver's 1 MiB write buffer, so a refused or aborted chunk has really reached
@@ -69,21 +69,7 @@ test.after.always(async () => {
   if (root) await rm(root, { recursive: true, force: true })
 })
 
-async function startUpload(repo: string): Promise<string> {
-  const started = await curl(['-u', CREDS, '-X', 'POST', `${base}/v2/${repo}/blobs/uploads/`])
-  if (started.status !== 202) throw new Error(`upload start: ${started.status} ${started.body}`)
-  const location = started.headers.location!
-  return location.startsWith('/') ? `${base}${location}` : location
-}
 
-/** The upload's size as its status (GET on the location) reports it; -1 if it does not answer 204. */
-async function uploadedBytes(location: string): Promise<number> {
-  const status = await curl(['-u', CREDS, location])
-  if (status.status !== 204) return -1
-  const range = /^0-(\d+)$/.exec(status.headers.range ?? '')
-  // `0-0` means empty (distribution's quirk); these tests never hold a 1-byte upload.
-  return range && range[1] !== '0' ? Number(range[1]) + 1 : 0
-}
 
 /** GETs a blob, hashing it as it streams (never held whole). */
 function readBlob(url: string): Promise<{ status: number; digest: string; bytes: number }> {
@@ -109,10 +95,10 @@ async function patch(location: string, body: Buffer): Promise<number> {
 }
 
 test.serial('a chunked PATCH past the limit gets 413 (OCI JSON); the upload keeps exactly its earlier bytes and completes with them', async t => {
-  const location = await startUpload('limit/chunked')
+  const location = await startUpload(base, CREDS, 'limit/chunked')
   const first = randomBytes(300 * 1024)
   t.is(await patch(location, first), 202)
-  t.is(await uploadedBytes(location), first.length)
+  t.is(await uploadedBytes(CREDS, location), first.length)
 
   const tooBig = randomBytes(3 * LIMIT)
   const refused = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location], tooBig)
@@ -123,7 +109,7 @@ test.serial('a chunked PATCH past the limit gets 413 (OCI JSON); the upload keep
   // The engine cuts the refused chunk back asynchronously after its read fails; give it a moment.
   let kept = -2
   for (let i = 0; i < 20; i++) {
-    kept = await uploadedBytes(location)
+    kept = await uploadedBytes(CREDS, location)
     if (kept === first.length) break
     await sleep(50)
   }
@@ -141,7 +127,7 @@ test.serial('a chunked PATCH past the limit gets 413 (OCI JSON); the upload keep
 })
 
 test.serial('a Content-Length over the limit gets 413 before any body is read or the engine is called', async t => {
-  const location = await startUpload('limit/declared')
+  const location = await startUpload(base, CREDS, 'limit/declared')
   const before = seen.length
   // A raw request that declares a large body and sends none: the answer must come without it.
   const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -173,7 +159,7 @@ test.serial('a Content-Length over the limit gets 413 before any body is read or
   t.is(answer.status, 413)
   t.is(JSON.parse(answer.body).errors[0].code, 'SIZE_INVALID')
   t.is(seen.length, before, 'the engine was not handed the request')
-  t.is(await uploadedBytes(location), 0)
+  t.is(await uploadedBytes(CREDS, location), 0)
 })
 
 test.serial('a forged x-berth-internal header does not get past authentication, and the engine sees the edge secret, not the forged one', async t => {
@@ -207,7 +193,7 @@ test.serial('the engine sees the edge\'s X-Forwarded-Proto/Host and the real cli
 })
 
 test.serial('a client that aborts mid-PATCH: the server keeps serving and the upload keeps its earlier bytes and completes', async t => {
-  const location = await startUpload('abort/one')
+  const location = await startUpload(base, CREDS, 'abort/one')
   const first = randomBytes(100 * 1024)
   t.is(await patch(location, first), 202)
   const target = new URL(location)
@@ -224,7 +210,7 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
   await sleep(300)
   // The status of an upload with a chunk in flight shows the bytes written so far (as registry:2
   // does); more than before proves the abort below has written bytes to cut back.
-  const during = await uploadedBytes(location)
+  const during = await uploadedBytes(CREDS, location)
   t.true(during > first.length, `during the chunk the upload holds ${during} bytes`)
   request.destroy()
 
@@ -232,7 +218,7 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
   let kept = -2
   const sizes: number[] = []
   for (let i = 0; i < 40; i++) {
-    kept = await uploadedBytes(location)
+    kept = await uploadedBytes(CREDS, location)
     sizes.push(kept)
     if (kept === first.length) break
     await sleep(50)
@@ -317,12 +303,12 @@ test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut
     // …and then nothing: the edge's idle timeout closes the connection.
   })
   await sleep(200)
-  const during = await uploadedBytes(location)
+  const during = await uploadedBytes(CREDS, location)
   t.true(during > first.length, `during the stalled chunk the upload holds ${during} bytes`)
   await closed
   const sizes: number[] = []
   for (let i = 0; i < 40; i++) {
-    sizes.push(await uploadedBytes(location))
+    sizes.push(await uploadedBytes(CREDS, location))
     if (sizes.at(-1) === first.length) break
     await sleep(50)
   }
