@@ -18,8 +18,9 @@ export async function promptHidden(io: CliIo, question: string): Promise<string>
   if (!stdin.isTTY || stdin.setRawMode === undefined) {
     throw new CliError('no terminal to ask for the password; pipe it in with --password-stdin', 2)
   }
-  io.stderr.write(question)
+  // Echo off before the question shows: whatever is typed once it is visible is never echoed.
   stdin.setRawMode(true)
+  io.stderr.write(question)
   stdin.resume()
   try {
     return await new Promise<string>((resolve, reject) => {

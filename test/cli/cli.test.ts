@@ -2,6 +2,7 @@
  * The `berth` command as users run it: a child process of src/main.ts, checked by exit code and by
  * what it prints. Apache's own `htpasswd -vb` judges the hashes.
  */
+import { spawn } from 'node:child_process'
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -139,14 +140,28 @@ test('htpasswd add on a terminal prompts twice without echo (a pty made by scrip
   const dir = await tempDir(t)
   const file = join(dir, 'htpasswd')
   const command = `${process.execPath} --import tsx ${MAIN} htpasswd add alice --file ${file}`
-  // script(1) runs the command on a pseudo-terminal and forwards our stdin to it; the pauses let
-  // each prompt appear before its answer is typed.
-  const typed = `sleep 3; printf 'tty-secret\\r'; sleep 1; printf 'tty-secret\\r'; sleep 3`
-  const result = await run('sh', ['-c', `(${typed}) | script -qec '${command}' /dev/null`], { allowFailure: true, timeoutMs: 60_000 })
-  t.regex(result.stdout, /New password for alice: /)
-  t.regex(result.stdout, /Re-type new password: /)
-  t.regex(result.stdout, /added user alice/)
-  t.false(result.stdout.includes('tty-secret'), 'the password is never echoed')
+  // script(1) runs the command on a pseudo-terminal and forwards our stdin to it. Each answer is
+  // typed only once its prompt is on the terminal, as a person would, however slow the start is.
+  const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+  let output = ''
+  let answered = 0
+  child.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8')
+    const prompts = (output.match(/New password for alice: |Re-type new password: /g) ?? []).length
+    while (answered < prompts) {
+      answered += 1
+      child.stdin.write('tty-secret\r')
+    }
+  })
+  const exitCode = await new Promise<number | null>(resolve => child.on('close', resolve))
+  clearTimeout(killer)
+  child.stdin.destroy()
+  t.is(exitCode, 0, output)
+  t.regex(output, /New password for alice: /)
+  t.regex(output, /Re-type new password: /)
+  t.regex(output, /added user alice/)
+  t.false(output.includes('tty-secret'), 'the password is never echoed')
   t.is((await run('htpasswd', ['-vb', file, 'alice', 'tty-secret'], { allowFailure: true })).exitCode, 0)
 })
 
