@@ -15,6 +15,7 @@ import { ariCertId, ariCertIdFrom, parseRenewalInfo, parseRetryAfter, renewalInf
 import { assertAcmeOptions, AcmeError, resolveAcmeDirectory } from '../../src/edge/tls/acme-options.js'
 import { FileCertStore, CertStoreNotFoundError, issuerKey, certKeys } from '../../src/edge/tls/cert-store.js'
 import { AcmeCertificateProvider } from '../../src/edge/tls/acme-provider.js'
+import { withDeadline } from '../helpers/procs.js'
 
 const run = promisify(execFile)
 const DAY = 86_400_000
@@ -216,22 +217,26 @@ test('lock: one holder at a time, across store instances (as across processes)',
 
 test('lock: a lock left by a crashed process is taken over once stale; a live one is kept fresh by its heartbeat', async (t) => {
   const root = join(await tempDir(), 'certs')
-  const store = new FileCertStore(root, { lockPollMs: 20, lockStaleMs: 1_000, lockHeartbeatMs: 50 })
+  // Stale means "not updated for lockStaleMs": a lock last updated 10 minutes ago is stale already, so it
+  // is taken over on the first look instead of after watching it for another lockStaleMs (60 s here).
+  const store = new FileCertStore(root, { lockPollMs: 20, lockStaleMs: 60_000, lockHeartbeatMs: 50 })
   await store.init()
   const lockPath = join(root, 'locks', 'issue_cert_y.lock')
-  await store.store('locks/issue_cert_y.lock', JSON.stringify({ pid: 999999, host: 'gone', nonce: 'dead', created: Date.now() - 60_000, updated: Date.now() - 60_000 }))
-  const started = Date.now()
-  const unlock = await store.lock('issue_cert_y')
-  t.true(Date.now() - started < 1_000, 'a stale lock is taken over at once')
+  await store.store('locks/issue_cert_y.lock', JSON.stringify({ pid: 999999, host: 'gone', nonce: 'dead', created: Date.now() - 600_000, updated: Date.now() - 600_000 }))
+  const unlock = await withDeadline(store.lock('issue_cert_y'), 20_000, 'a stale lock was not taken over at once (it waited for lockStaleMs)')
   // While held, the heartbeat keeps it fresh, so another waiter does not steal it.
-  const other = new FileCertStore(root, { lockPollMs: 20, lockStaleMs: 1_000 })
+  const staleMs = 2_000
+  const other = new FileCertStore(root, { lockPollMs: 20, lockStaleMs: staleMs })
   let stolen = false
   const waiting = other.lock('issue_cert_y').then((u) => {
     stolen = true
     return u
   })
-  await new Promise((r) => setTimeout(r, 1_500))
+  // Well past the point where a lock without a heartbeat would be stale to `other`.
+  await new Promise((r) => setTimeout(r, staleMs * 1.5))
   t.false(stolen, 'a live lock is not taken over')
+  const held = JSON.parse(await readFile(lockPath, 'utf8')) as { updated: number; created: number }
+  t.true(held.updated > held.created, 'the heartbeat updated the lock')
   await unlock()
   await (await waiting)()
   // An unreadable lock file is judged by its mtime.

@@ -259,6 +259,22 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
+/**
+ * Resolves as `promise` does, or rejects with `message` after `timeoutMs`. For an event that must come
+ * but has no upper bound of its own: give it a deadline many times what it needs on a quiet machine.
+ */
+export async function withDeadline<T>(promise: Promise<T>, timeoutMs: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${message} (no result after ${timeoutMs} ms)`)), timeoutMs)
+  })
+  try {
+    return await Promise.race([promise, deadline])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** A port that was free a moment ago on `host`. Small race by nature; prefer port 0 where the server reports its port. */
 export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
