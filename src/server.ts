@@ -21,16 +21,12 @@ import { ConfigError } from './config/errors.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
-import { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { CertStoreNotFoundError, type CertStore } from './edge/tls/cert-store.js'
-import { AcmeError } from './edge/tls/acme-options.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
-import { SelfSignedCertificateProvider } from './edge/tls/self-signed.js'
 import type { Logger } from './log.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
 import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
-import { S3Driver } from './storage/driver/s3.js'
 import { DriverCertStore } from './storage/driver/s3-cert-store.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
@@ -75,6 +71,7 @@ export class ListenError extends Error {
 export async function openStorage(config: Config): Promise<{ driver: StorageDriver; shown: string }> {
   const choice = config.storage
   if (choice.kind === 's3') {
+    const { S3Driver } = await import('./storage/driver/s3.js')
     const driver = new S3Driver({
       bucket: choice.bucket,
       prefix: choice.prefix,
@@ -104,7 +101,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore =
-    opened !== undefined && opened.driver instanceof S3Driver
+    opened !== undefined && config.storage.kind === 's3'
       ? new DriverCertStore(opened.driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }) })
       : undefined
   const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
@@ -227,6 +224,7 @@ async function certificateFor(
       }
     case 'self-signed': {
       await prepareFolder(config.certs, 'certs', config.certs)
+      const { SelfSignedCertificateProvider } = await import('./edge/tls/self-signed.js')
       const provider = new SelfSignedCertificateProvider({ certsDir: config.certs, names: config.domains, logger })
       const host = (config.domains[0] ?? 'localhost') + (config.httpsPort === 443 ? '' : `:${config.httpsPort}`)
       return { provider, source: `self-signed (local CA ${provider.caPath})`, hints: [provider.dockerHint(host)] }
@@ -239,13 +237,14 @@ async function certificateFor(
 }
 
 /** Automatic HTTPS: the provider orders in the background and answers HTTP-01 on the HTTP port. */
-function acmeProvider(
+async function acmeProvider(
   config: Config,
   choice: Extract<Config['certificate'], { kind: 'acme' }>,
   logger: Logger,
   sharedCertStore?: CertStore,
-): { provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[] } {
-  let provider: AcmeCertificateProvider
+): Promise<{ provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[] }> {
+  const [{ AcmeCertificateProvider }, { AcmeError }] = await Promise.all([import('./edge/tls/acme-provider.js'), import('./edge/tls/acme-options.js')])
+  let provider: InstanceType<typeof AcmeCertificateProvider>
   try {
     provider = new AcmeCertificateProvider({
       domains: config.domains,
