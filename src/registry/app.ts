@@ -12,6 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { silentLogger, type Logger } from '../log.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
+import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { RegistryError, toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
@@ -36,7 +37,12 @@ export interface RegistryAppOptions {
    * `uploadpurging` defaults: 168 h and 24 h, which are ours too). `false` turns it off.
    */
   uploadPurging?: { maxAgeMs: number; intervalMs: number } | false
+  /** Bounds of the in-process cache of manifest bytes by digest (storage/manifest-cache.ts). */
+  manifestCache?: ManifestCacheOptions
 }
+
+/** The query of every request without one (most): shared, so handlers only read it. */
+const NO_QUERY: URLSearchParams = new URLSearchParams()
 
 export const DEFAULT_UPLOAD_PURGING = { maxAgeMs: 168 * 3600_000, intervalMs: 24 * 3600_000 }
 
@@ -55,7 +61,7 @@ function secretDigest(value: string): Buffer {
 
 export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   const logger = options.logger ?? silentLogger
-  const store = createRegistryStore(options.driver)
+  const store = createRegistryStore(options.driver, options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   // Compare fixed-length digests so the comparison time tells nothing about the secret's length.
   const expectedSecret = options.internalSecret === undefined ? undefined : secretDigest(options.internalSecret)
@@ -93,7 +99,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
       const rawUrl = request.url ?? '/'
       const queryAt = rawUrl.indexOf('?')
       const path = queryAt === -1 ? rawUrl : rawUrl.slice(0, queryAt)
-      const query = new URLSearchParams(queryAt === -1 ? '' : rawUrl.slice(queryAt + 1))
+      const query = queryAt === -1 ? NO_QUERY : new URLSearchParams(rawUrl.slice(queryAt + 1))
       const match = matchRoute(registryRoutes, path)
       if (!match) throw new RegistryError('NOT_FOUND', undefined, { message: `no route for ${request.method} ${path.slice(0, 200)}` })
       const method = request.method ?? 'GET'
@@ -156,6 +162,9 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
 /** How many header lines named `name` (lower case) the request had, duplicates included. */
 export function countHeaderLines(rawHeaders: readonly string[], name: string): number {
   let count = 0
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) count++
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const header = rawHeaders[i]!
+    if (header.length === name.length && header.toLowerCase() === name) count++
+  }
   return count
 }

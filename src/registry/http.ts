@@ -27,16 +27,18 @@ export function mediaTypeOf(value: string | undefined): string | undefined {
   return type === '' ? undefined : type
 }
 
-/** Every media type listed in the request's Accept headers (several headers or comma lists). */
+/**
+ * Every media type listed in the request's Accept headers (several headers or comma lists).
+ * Node joins repeated Accept lines with ", " in `headers` (RFC 9110 §5.3 allows exactly that), so
+ * this reads the one string instead of building `headersDistinct` on every manifest request.
+ */
 export function acceptedTypes(request: IncomingMessage): string[] | undefined {
-  const raw = request.headersDistinct['accept']
-  if (raw === undefined || raw.length === 0) return undefined
+  const raw = request.headers['accept']
+  if (raw === undefined) return undefined
   const types: string[] = []
-  for (const header of raw) {
-    for (const item of header.split(',')) {
-      const type = mediaTypeOf(item)
-      if (type !== undefined) types.push(type)
-    }
+  for (const item of raw.split(',')) {
+    const type = mediaTypeOf(item)
+    if (type !== undefined) types.push(type)
   }
   return types.length === 0 ? undefined : types
 }

@@ -11,7 +11,9 @@ import type { BlobStore } from './blob-store.js'
 import { digestOf, isDigest, parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError, DigestMismatchError, ManifestBlobUnknownError, ManifestUnknownError } from './errors.js'
 import { parseManifest, storedMediaType, type ParsedManifest } from './manifest.js'
+import { ManifestCache } from './manifest-cache.js'
 import { manifestRevisionLinkPath } from './paths.js'
+import { ReadBatcher } from './read-batcher.js'
 import { assertTag } from './reference.js'
 import type { ReferrerStore } from './referrer-store.js'
 import type { TagStore } from './tag-store.js'
@@ -35,11 +37,15 @@ export function isDigestReference(reference: string): boolean {
 }
 
 export class ManifestStore {
+  readonly #resolving = new ReadBatcher<Digest>()
+
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
     private readonly tags: TagStore,
     private readonly referrers: ReferrerStore,
+    /** Bytes by digest only (immutable); whether a manifest exists is always read from the store. */
+    readonly cache: ManifestCache = new ManifestCache(),
   ) {}
 
   /**
@@ -65,6 +71,7 @@ export class ManifestStore {
       await this.referrers.add(name, subject, digest)
     }
     if (expected === undefined) await this.tags.tag(name, reference, digest)
+    this.cache.set(digest.value, { content, mediaType: storedMediaType(content) })
     const result: { digest: string; mediaType: string; subject?: string } = { digest: digest.value, mediaType: manifest.mediaType }
     if (subject !== undefined) result.subject = subject.value
     return result
@@ -106,16 +113,33 @@ export class ManifestStore {
     }
   }
 
-  /** The digest a reference names in `name`. Throws ManifestUnknownError. */
+  /**
+   * The digest a reference names in `name`, read from the store (the tag's link, then the
+   * revision link) by a read that started after this call: concurrent calls for one reference
+   * share reads only that way (read-batcher.ts). Throws ManifestUnknownError.
+   */
   async resolve(name: string, reference: string): Promise<Digest> {
-    const digest = isDigestReference(reference) ? parseDigest(reference) : await this.tags.resolve(name, (assertTag(reference), reference))
+    if (isDigestReference(reference)) parseDigest(reference)
+    else assertTag(reference)
+    return this.#resolving.run(`${name} ${reference}`, () => this.#resolveNow(name, reference))
+  }
+
+  async #resolveNow(name: string, reference: string): Promise<Digest> {
+    const digest = isDigestReference(reference) ? parseDigest(reference) : await this.tags.resolve(name, reference)
     if (!(await this.hasRevision(name, digest))) throw new ManifestUnknownError(reference)
     return digest
   }
 
-  /** The stored bytes and their media type. Throws ManifestUnknownError. */
+  /**
+   * The stored bytes and their media type. Throws ManifestUnknownError.
+   * Existence is read from the store every time (the tag's link, then the revision link), so a
+   * manifest deleted or a tag moved by anyone, this process or another, shows at once; only the
+   * bytes of a digest may come from the cache. The returned content is shared: do not modify it.
+   */
   async get(name: string, reference: string): Promise<StoredManifest> {
     const digest = await this.resolve(name, reference)
+    const cached = this.cache.get(digest.value)
+    if (cached !== undefined) return { digest: digest.value, mediaType: cached.mediaType, content: cached.content }
     let content: Buffer
     try {
       content = await this.blobs.getContent(digest)
@@ -123,7 +147,9 @@ export class ManifestStore {
       if (error instanceof BlobUnknownError) throw new ManifestUnknownError(reference)
       throw error
     }
-    return { digest: digest.value, mediaType: storedMediaType(content), content }
+    const mediaType = storedMediaType(content)
+    this.cache.set(digest.value, { content, mediaType })
+    return { digest: digest.value, mediaType, content }
   }
 
   /**

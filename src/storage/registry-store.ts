@@ -15,13 +15,15 @@
  * - `_referrers` is an index that may dangle (registry:2 never updates it); readers check the
  *   revision link. `_uploads/<id>` is state that `UploadStore.purge` removes by age.
  * - Nothing here caches storage state across requests except upload hash states, which are
- *   checked against the bytes on disk before use, so another process (registry:2, GC) may
- *   change the tree underneath.
+ *   checked against the bytes on disk before use, and manifest bytes by digest (content
+ *   addressed, so never stale; manifest-cache.ts), so another process (registry:2, GC, another
+ *   instance on the bucket) may change the tree underneath: tags and links are read every time.
  */
 import type { StorageDriver } from './driver/storage-driver.js'
 import { BlobStore } from './blob-store.js'
 import { Catalog } from './catalog.js'
 import { guardForGc } from './gc-guard.js'
+import { ManifestCache, type ManifestCacheOptions } from './manifest-cache.js'
 import { ManifestStore } from './manifest-store.js'
 import { ReferrerStore } from './referrer-store.js'
 import { TagStore } from './tag-store.js'
@@ -37,7 +39,12 @@ export interface RegistryStore {
   readonly catalog: Catalog
 }
 
-export function createRegistryStore(unguarded: StorageDriver): RegistryStore {
+export interface RegistryStoreOptions {
+  /** Bounds of the in-process cache of manifest bytes (default 4 MiB, manifests up to 256 KiB). */
+  manifestCache?: ManifestCacheOptions
+}
+
+export function createRegistryStore(unguarded: StorageDriver, options: RegistryStoreOptions = {}): RegistryStore {
   // On S3 every touch and link write follows the writers' half of GC's delete-intent rule (gc-guard.ts).
   const driver = guardForGc(unguarded)
   const blobs = new BlobStore(driver)
@@ -47,7 +54,7 @@ export function createRegistryStore(unguarded: StorageDriver): RegistryStore {
     driver,
     blobs,
     uploads: new UploadStore(driver, blobs),
-    manifests: new ManifestStore(driver, blobs, tags, referrers),
+    manifests: new ManifestStore(driver, blobs, tags, referrers, new ManifestCache(options.manifestCache)),
     tags,
     referrers,
     catalog: new Catalog(driver),

@@ -64,20 +64,19 @@ export const getManifest: Handler = async context => {
   const name = repositoryName(params)
   const ref = reference(params)
   const manifest = await negotiate(context, name, ref, await store.manifests.get(name, ref))
-  const headers = {
-    'Content-Type': manifest.mediaType,
-    'Docker-Content-Digest': manifest.digest,
-    ETag: `"${manifest.digest}"`,
-    'Content-Length': manifest.content.byteLength,
-  }
+  const etag = `"${manifest.digest}"`
   const ifNoneMatch = request.headers['if-none-match']
-  if (ifNoneMatch !== undefined && ifNoneMatch.split(',').some(tag => tag.trim() === `"${manifest.digest}"` || tag.trim() === '*')) {
-    const { 'Content-Length': _omitted, ...rest } = headers
-    response.writeHead(304, rest)
+  if (ifNoneMatch !== undefined && ifNoneMatch.split(',').some(tag => tag.trim() === etag || tag.trim() === '*')) {
+    response.writeHead(304, { 'Content-Type': manifest.mediaType, 'Docker-Content-Digest': manifest.digest, ETag: etag })
     response.end()
     return
   }
-  response.writeHead(200, headers)
+  response.writeHead(200, {
+    'Content-Type': manifest.mediaType,
+    'Docker-Content-Digest': manifest.digest,
+    ETag: etag,
+    'Content-Length': manifest.content.byteLength,
+  })
   response.end(request.method === 'HEAD' ? undefined : manifest.content)
 }
 
