@@ -8,7 +8,7 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process'
 import { mkdtemp, writeFile, readFile, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { get, createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
@@ -97,8 +97,17 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
     child = started
     started.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
     started.stderr?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk))
-    const deadline = Date.now() + 10_000
-    while (!/Listening on: /.test(output.split('Starting Pebble').pop() ?? '')) {
+    // Pebble logs "Listening on" just before it binds: wait for the log line, then for the ports to accept.
+    const deadline = Date.now() + 60_000
+    const accepting = (port: number) =>
+      new Promise<boolean>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.destroy()
+          resolve(true)
+        })
+        socket.on('error', () => resolve(false))
+      })
+    while (!/Listening on: /.test(output.split('Starting Pebble').pop() ?? '') || !(await accepting(listenPort)) || !(await accepting(managementPort))) {
       if (started.exitCode !== null) throw new Error(`pebble exited: ${output}`)
       if (Date.now() > deadline) throw new Error(`pebble did not start: ${output}`)
       await new Promise((r) => setTimeout(r, 50))
