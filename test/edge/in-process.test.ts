@@ -21,13 +21,13 @@ import type { RegistryApp } from '../../src/registry/app.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { createTestPki } from '../helpers/tls.js'
 import { curl, startUpload, uploadedBytes } from './curl.js'
+import { waitFor, withDeadline } from '../helpers/procs.js'
 
 const CREDS = 'ci:ci-password'
 // Above the filesystem driver's 1 MiB write buffer, so a refused or aborted chunk has really reached
 // the disk and must be cut back (with a smaller limit it would only be dropped from memory).
 const LIMIT = 4 * 1024 * 1024
 const SECRET = randomBytes(32).toString('base64url')
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 const sha256 = (bytes: Uint8Array) => 'sha256:' + createHash('sha256').update(bytes).digest('hex')
 
 let root: string
@@ -89,6 +89,16 @@ function readBlob(url: string): Promise<{ status: number; digest: string; bytes:
   })
 }
 
+/** Polls the upload's size until it is `expected` (30 s deadline); every size seen, the last one last. */
+async function sizesUntil(location: string, expected: number): Promise<number[]> {
+  const sizes: number[] = []
+  await waitFor(`the upload to hold ${expected} bytes`, async () => {
+    sizes.push(await uploadedBytes(CREDS, location))
+    return sizes.at(-1) === expected
+  }, { intervalMs: 50 }).catch(() => {})
+  return sizes
+}
+
 async function patch(location: string, body: Buffer): Promise<number> {
   const result = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '--data-binary', '@-', location], body)
   return result.status
@@ -106,13 +116,8 @@ test.serial('a chunked PATCH past the limit gets 413 (OCI JSON); the upload keep
   t.regex(refused.headers['content-type'] ?? '', /application\/json/)
   t.is(JSON.parse(refused.body).errors[0].code, 'SIZE_INVALID')
 
-  // The engine cuts the refused chunk back asynchronously after its read fails; give it a moment.
-  let kept = -2
-  for (let i = 0; i < 20; i++) {
-    kept = await uploadedBytes(CREDS, location)
-    if (kept === first.length) break
-    await sleep(50)
-  }
+  // The engine cuts the refused chunk back asynchronously after its read fails.
+  const kept = (await sizesUntil(location, first.length)).at(-1)
   t.is(kept, first.length, `the upload holds ${kept} bytes, it held ${first.length} before the refused PATCH`)
 
   const digest = sha256(first)
@@ -140,7 +145,7 @@ test.serial('a Content-Length over the limit gets 413 before any body is read or
       agent: false,
       headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'content-length': String(LIMIT + 1) },
     })
-    const timer = setTimeout(() => reject(new Error('no answer without the body')), 5000)
+    const timer = setTimeout(() => reject(new Error('no answer without the body')), 30_000)
     request.on('response', response => {
       let body = ''
       response.setEncoding('utf8')
@@ -207,22 +212,18 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
   })
   request.on('error', () => {})
   request.write(randomBytes(3 * 1024 * 1024))
-  await sleep(300)
   // The status of an upload with a chunk in flight shows the bytes written so far (as registry:2
   // does); more than before proves the abort below has written bytes to cut back.
-  const during = await uploadedBytes(CREDS, location)
+  const during = await waitFor('bytes of the chunk in flight to reach the upload', async () => {
+    const bytes = await uploadedBytes(CREDS, location)
+    return bytes > first.length && bytes
+  }, { intervalMs: 20 }).catch(() => first.length)
   t.true(during > first.length, `during the chunk the upload holds ${during} bytes`)
   request.destroy()
 
   // The session must return to its earlier size (the engine cuts back the unfinished chunk).
-  let kept = -2
-  const sizes: number[] = []
-  for (let i = 0; i < 40; i++) {
-    kept = await uploadedBytes(CREDS, location)
-    sizes.push(kept)
-    if (kept === first.length) break
-    await sleep(50)
-  }
+  const sizes = await sizesUntil(location, first.length)
+  const kept = sizes.at(-1)
   t.log(`upload sizes seen after the abort: ${sizes.join(', ')}`)
   t.is(kept, first.length, `after the abort the upload holds ${kept} bytes; it held ${first.length} before`)
   t.is((await curl(['-u', CREDS, `${base}/v2/`])).status, 200, 'the server keeps serving')
@@ -275,7 +276,8 @@ test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut
     domains: [],
     htpasswdPath: path.join(root, 'htpasswd'),
     maxBodyBytes: LIMIT,
-    idleTimeoutMs: 500,
+    // Long enough that the status check below sees the stalled chunk's bytes before the cut, even on a loaded machine.
+    idleTimeoutMs: 3000,
     logger: silentLogger,
     upstream: { url: 'http://127.0.0.1:9', secret: SECRET },
     engine: { secret: SECRET, handle: app.handle },
@@ -302,16 +304,13 @@ test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut
     request.write(randomBytes(3 * 1024 * 1024))
     // …and then nothing: the edge's idle timeout closes the connection.
   })
-  await sleep(200)
-  const during = await uploadedBytes(CREDS, location)
+  const during = await waitFor('bytes of the stalled chunk to reach the upload', async () => {
+    const bytes = await uploadedBytes(CREDS, location)
+    return bytes > first.length && bytes
+  }, { intervalMs: 20 }).catch(() => first.length)
   t.true(during > first.length, `during the stalled chunk the upload holds ${during} bytes`)
-  await closed
-  const sizes: number[] = []
-  for (let i = 0; i < 40; i++) {
-    sizes.push(await uploadedBytes(CREDS, location))
-    if (sizes.at(-1) === first.length) break
-    await sleep(50)
-  }
+  await withDeadline(closed, 30_000, 'the idle timeout did not close the stalled PATCH')
+  const sizes = await sizesUntil(location, first.length)
   t.log(`upload sizes seen after the idle timeout: ${sizes.join(', ')}`)
   t.is(sizes.at(-1), first.length, `upload sizes seen after the timeout: ${sizes.join(', ')}; it held ${first.length} before`)
   const put = await curl(['-u', CREDS, '-X', 'PUT', `${location}?digest=${sha256(first)}`])
