@@ -1,5 +1,7 @@
 /** `GET|HEAD|DELETE /v2/<name>/blobs/<digest>` (end-2, end-10). */
-import { pipeline } from 'node:stream/promises'
+import type { ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { parseRangeHeader } from '../http.js'
 import type { Handler } from '../routes.js'
 import { pathDigest, repositoryName } from './params.js'
@@ -59,7 +61,50 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
   }
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
-  await pipeline(source, response)
+  await send(source, response)
+}
+
+/**
+ * Streams `source` to the client with backpressure (as stream.pipeline did), and hands each chunk
+ * back to its reader once the socket has taken its bytes, when the reader can reuse it (the
+ * filesystem driver's FileRangeReader): a download then cycles through a few read buffers instead
+ * of leaving one dead buffer per chunk for the garbage collector.
+ */
+async function send(source: Readable, response: ServerResponse): Promise<void> {
+  const recycle = (source as { recycle?: (chunk: Uint8Array) => void }).recycle?.bind(source)
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      // The callback runs when the socket's write completed (or failed): only then are the bytes
+      // no longer needed. On failure the chunk is left to the garbage collector.
+      const written = response.write(chunk, recycle === undefined ? undefined : (error?: Error | null) => (error ? undefined : recycle(chunk)))
+      if (!written) await drained(response)
+    }
+    response.end()
+    await finished(response)
+  } finally {
+    source.destroy()
+  }
+}
+
+/** Resolves when `response` can take more bytes; rejects when the connection closes first. */
+function drained(response: ServerResponse): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const premature = (): void => {
+      cleanup()
+      reject(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+    }
+    const onDrain = (): void => {
+      cleanup()
+      resolve()
+    }
+    const cleanup = (): void => {
+      response.off('drain', onDrain)
+      response.off('close', premature)
+    }
+    if (response.destroyed) return premature()
+    response.on('drain', onDrain)
+    response.on('close', premature)
+  })
 }
 
 export const deleteBlob: Handler = async ({ response, params, store }) => {

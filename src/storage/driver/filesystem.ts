@@ -27,7 +27,11 @@ import {
 
 /** Writes are gathered up to this size before one `writev`, so a 64 KiB socket chunk is not a syscall. */
 const WRITE_BUFFER_BYTES = 1024 * 1024
-const READ_CHUNK_BYTES = 512 * 1024
+/** One read(2) per chunk of a blob read. */
+export const READ_CHUNK_BYTES = 256 * 1024
+/** Read buffers handed back by `FileRangeReader.recycle` and kept for the next reads (at most 16 MiB). */
+const READ_POOL_MAX = 64
+const readPool: Buffer[] = []
 
 function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : undefined
@@ -158,6 +162,81 @@ class FilesystemFileWriter implements FileWriter {
   }
 }
 
+/**
+ * Streams bytes [start, end) of an open file in READ_CHUNK_BYTES chunks, closing it at the end or
+ * on destroy. Chunks are read into buffers from a shared pool; a consumer that knows when it is
+ * done with a chunk (the blob GET handler, once the socket has taken its bytes) hands it back with
+ * `recycle`, and the next read reuses it. Without that, every chunk was a fresh 512 KiB allocation
+ * that lived until V8's next garbage collection, which for external memory comes only after about
+ * 64 MiB of it: one 1 GiB download kept 30–40 MiB of dead buffers, each paged in anew. A consumer
+ * that never recycles (hashing an upload, a proxy) just lets its chunks be collected as before.
+ */
+export class FileRangeReader extends Readable {
+  readonly #handle: FileHandle
+  #position: number
+  readonly #end: number
+  /** Pool buffers whose bytes were pushed and not yet handed back. */
+  readonly #lent = new Map<ArrayBufferLike, Buffer>()
+
+  constructor(handle: FileHandle, start: number, end: number) {
+    // Read ahead by one chunk: the next read(2) runs while the consumer writes the current one.
+    super({ highWaterMark: 1 })
+    this.#handle = handle
+    this.#position = start
+    this.#end = end
+  }
+
+  override _read(): void {
+    const remaining = this.#end - this.#position
+    if (remaining <= 0) {
+      this.push(null)
+      return
+    }
+    const buffer = readPool.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK_BYTES)
+    this.#handle.read(buffer, 0, Math.min(remaining, READ_CHUNK_BYTES), this.#position).then(
+      ({ bytesRead }) => {
+        if (this.destroyed || bytesRead === 0) {
+          giveBack(buffer)
+          // A file shorter than its size said: end here, as fs.ReadStream does.
+          if (!this.destroyed) this.push(null)
+          return
+        }
+        this.#position += bytesRead
+        this.#lent.set(buffer.buffer, buffer)
+        this.push(buffer.subarray(0, bytesRead))
+      },
+      (error: unknown) => {
+        giveBack(buffer)
+        this.destroy(error as Error)
+      },
+    )
+  }
+
+  /**
+   * Hands back a chunk this reader produced, for the next reads to reuse. Call it only when
+   * nothing refers to the chunk's bytes any more (its socket write completed); anything else is
+   * ignored.
+   */
+  recycle(chunk: Uint8Array): void {
+    const buffer = this.#lent.get(chunk.buffer)
+    if (buffer === undefined) return
+    this.#lent.delete(chunk.buffer)
+    giveBack(buffer)
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // Chunks still lent may come back after this (their writes complete later): recycle takes them.
+    this.#handle.close().then(
+      () => callback(error),
+      (closeError: unknown) => callback(error ?? (closeError as Error)),
+    )
+  }
+}
+
+function giveBack(buffer: Buffer): void {
+  if (buffer.byteLength === READ_CHUNK_BYTES && readPool.length < READ_POOL_MAX) readPool.push(buffer)
+}
+
 export class FilesystemDriver implements StorageDriver {
   readonly name = 'filesystem'
 
@@ -214,7 +293,7 @@ export class FilesystemDriver implements StorageDriver {
         await handle.close()
         return Readable.from([])
       }
-      return handle.createReadStream({ start: offset, end: end - 1, highWaterMark: READ_CHUNK_BYTES, autoClose: true })
+      return new FileRangeReader(handle, offset, end)
     } catch (error) {
       await handle.close().catch(() => {})
       throw this.#wrap(path, error)

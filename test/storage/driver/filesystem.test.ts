@@ -1,8 +1,9 @@
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { FilesystemDriver } from '../../../src/storage/driver/filesystem.js'
+import { FileRangeReader, FilesystemDriver, READ_CHUNK_BYTES } from '../../../src/storage/driver/filesystem.js'
 import { InvalidPathError, PathNotFoundError } from '../../../src/storage/driver/storage-driver.js'
 import { storageDriverSuite } from '../../suites/storage-driver.js'
 
@@ -50,4 +51,35 @@ test('filesystem: reading a directory as content is PathNotFoundError', async t 
   await driver.putContent('/d/f', Buffer.from('x'))
   await t.throwsAsync(driver.getContent('/d'), { instanceOf: PathNotFoundError })
   await t.throwsAsync(driver.reader('/d'), { instanceOf: PathNotFoundError })
+})
+
+test('filesystem: read buffers handed back with recycle are reused by the next reads, and concurrent readers never see each other\'s bytes', async t => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  const driver = new FilesystemDriver(root)
+  // Two files of different bytes, several chunks each plus a partial last chunk, read at once.
+  const files = [randomBytes(5 * READ_CHUNK_BYTES + 123), randomBytes(3 * READ_CHUNK_BYTES + 7)]
+  await Promise.all(files.map((bytes, i) => driver.putContent(`/f${i}`, bytes)))
+  const seen = new Set<ArrayBufferLike>()
+  let reused = 0
+  const readRecycling = async (path: string, offset: number): Promise<Buffer> => {
+    const reader = (await driver.reader(path, offset)) as FileRangeReader
+    const parts: Buffer[] = []
+    for await (const chunk of reader as AsyncIterable<Buffer>) {
+      if (seen.has(chunk.buffer)) reused++
+      seen.add(chunk.buffer)
+      parts.push(Buffer.from(chunk)) // a copy: the chunk's buffer goes back to the pool now
+      reader.recycle(chunk)
+      reader.recycle(chunk) // twice: ignored, the buffer must not enter the pool twice
+    }
+    return Buffer.concat(parts)
+  }
+  for (let round = 0; round < 3; round++) {
+    const [a, b] = await Promise.all([readRecycling('/f0', 0), readRecycling('/f1', 1000)])
+    t.true(a.equals(files[0]!), `round ${round}: file 0 bytes differ`)
+    t.true(b.equals(files[1]!.subarray(1000)), `round ${round}: file 1 bytes differ`)
+  }
+  // 3 rounds × 10 chunks, from a handful of buffers (one chunk read ahead per reader, two readers).
+  t.true(reused >= 20, `only ${reused} chunks reused a buffer`)
+  t.true(seen.size <= 8, `${seen.size} distinct buffers for 30 chunks`)
 })
