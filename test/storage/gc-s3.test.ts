@@ -23,6 +23,7 @@ import { guardForGc, intentPath } from '../../src/storage/gc-guard.js'
 import { blobDataPath } from '../../src/storage/paths.js'
 import { diskUsage } from '../../src/storage/usage.js'
 import { uniquePrefix } from '../helpers/ceph.js'
+import { waitFor } from '../helpers/procs.js'
 import { request } from '../helpers/http.js'
 import { s3DriverFor as driverFor, s3ForFile } from '../helpers/s3.js'
 import { imageManifest, OCI_INDEX, OCI_MANIFEST, pushBlob, putManifest, sha256, startApp, type Running } from '../registry/fixtures.js'
@@ -43,6 +44,11 @@ async function setup(t: ExecutionContext, instances = 1): Promise<{ prefix: stri
 /** Waits until the store's clock (one-second LastModified) has moved past everything written so far. */
 async function pastSecond(): Promise<void> {
   await sleep(1100)
+}
+
+/** Waits (30 s deadline) until `path`'s modification time has moved past `before`: a touch has landed. */
+async function touchLanded(driver: StorageDriver, path: string, before: number): Promise<void> {
+  await waitFor(`the touch of ${path} to land`, async () => (await driver.stat(path)).modTime.getTime() > before, { intervalMs: 50 })
 }
 
 async function exists(driver: StorageDriver, path: string): Promise<boolean> {
@@ -131,8 +137,10 @@ test('delete intents: a touch just before the last look keeps the blob; a touch 
   let earlyTouch: Promise<void> | undefined
   const first = await collectGarbage(
     hooked(gcDriver, early, 'intent', async () => {
+      const before = (await gcDriver.stat(early)).modTime.getTime()
       earlyTouch = writer.touch(early)
-      await sleep(400) // the writer's touch lands, then it finds the intent and waits
+      // The writer's touch lands (then it finds the intent and waits).
+      await touchLanded(gcDriver, early, before)
     }),
     { gracePeriodMs: 0 },
   )
@@ -150,6 +158,7 @@ test('delete intents: a touch just before the last look keeps the blob; a touch 
   let touchSettled = 0
   const second = await collectGarbage(
     hooked(gcDriver, early, 'delete', async () => {
+      const before = (await gcDriver.stat(early)).modTime.getTime()
       lateTouch = writer.touch(early).then(
         () => {
           touchSettled = performance.now()
@@ -160,7 +169,7 @@ test('delete intents: a touch just before the last look keeps the blob; a touch 
           return error
         },
       )
-      await sleep(400)
+      await touchLanded(gcDriver, early, before)
       deleteSent = performance.now()
     }),
     { gracePeriodMs: 0 },

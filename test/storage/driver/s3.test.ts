@@ -12,6 +12,7 @@ import { PathNotFoundError, StorageDriverError } from '../../../src/storage/driv
 import { uniquePrefix, type S3Server } from '../../helpers/ceph.js'
 import { s3DriverFor, s3ForFile } from '../../helpers/s3.js'
 import { storageDriverSuite } from '../../suites/storage-driver.js'
+import { waitFor } from '../../helpers/procs.js'
 
 const test = anyTest as TestFn<{ driver: S3Driver }>
 
@@ -206,7 +207,7 @@ test('s3: abortIncompleteWrites discards multipart uploads a killed process left
   // ... and the process dies here: no close, no cancel.
   const listUploads = async () =>
     (await driver.client.send(new ListMultipartUploadsCommand({ Bucket: driver.bucket, Prefix: `${driver.prefix}/` }))).Uploads ?? []
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await waitFor('the multipart upload to be listed', async () => (await listUploads()).length > 0)
   t.is((await listUploads()).length, 1)
   t.is(await driver.abortIncompleteWrites(new Date(Date.now() - 3600_000)), 0, 'a recent one is kept')
   t.is(await driver.abortIncompleteWrites(new Date(Date.now() + 60_000)), 1)
