@@ -94,7 +94,7 @@ test('clients vanishing mid-upload and mid-download leak no sockets or files', a
       }),
     )
   }
-  const settled = await settle(async () => (await fdCounts(pid)).total <= before.total + 2, 15_000)
+  const settled = await settle(async () => (await fdCounts(pid)).total <= before.total + 2, 60_000)
   const after = await steadyFds(pid)
   const rssAfter = await rssKiB(pid)
   t.log(`${rounds} vanished clients: fds ${before.total} → ${after.total} (sockets ${before.sockets} → ${after.sockets}, files ${before.files} → ${after.files}); RSS ${Math.round(rssBefore.rss / 1024)} → ${Math.round(rssAfter.rss / 1024)} MiB`)
@@ -130,7 +130,8 @@ test('thousands of idle connections are held and released; others keep being ser
       ),
     )
   }
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  // 'connect' fires once the kernel has the connection; wait (not a fixed second) until the server holds them.
+  await settle(async () => (await fdCounts(pid)).sockets >= before.sockets + count * 0.9, 60_000)
   const during = await fdCounts(pid)
   const rssDuring = await rssKiB(pid)
   // Others are served while the idle ones are held.
@@ -142,7 +143,7 @@ test('thousands of idle connections are held and released; others keep being ser
   }
   const ms = (Date.now() - started) / 20
   for (const socket of sockets) socket.destroy()
-  const settled = await settle(async () => (await fdCounts(pid)).total <= before.total + 2, 15_000)
+  const settled = await settle(async () => (await fdCounts(pid)).total <= before.total + 2, 60_000)
   const after = await steadyFds(pid)
   t.log(`${count} idle connections: fds ${before.total} → ${during.total} → ${after.total}; RSS ${Math.round(rssBefore.rss / 1024)} → ${Math.round(rssDuring.rss / 1024)} MiB (${((rssDuring.rss - rssBefore.rss) / count).toFixed(1)} KiB per connection); a manifest GET meanwhile took ${ms.toFixed(1)} ms`)
   t.true(during.sockets >= before.sockets + count * 0.9, `the server did not hold the connections (${during.sockets})`)
@@ -207,7 +208,7 @@ test('the engine restarting under the edge: 502 JSON meanwhile, full service aft
   t.is(sha256((await request(berth.url, '/v2/restart/test/manifests/v2')).body), second.digest)
   // The edge keeps up to 32 idle keep-alive connections to its upstream: those are not leaks. A leak
   // is a socket in CLOSE-WAIT (the engine died, the edge never closed its end) or fds beyond the pool.
-  const settled = await settle(async () => (await socketStates(pid))['CLOSE-WAIT'] === undefined, 15_000)
+  const settled = await settle(async () => (await socketStates(pid))['CLOSE-WAIT'] === undefined, 60_000)
   const after = await steadyFds(pid)
   const states = await socketStates(pid)
   t.log(`${restarts} engine kills under 4 pullers: answers ${JSON.stringify(Object.fromEntries(statuses))}; edge fds ${before.total} → ${after.total}, sockets ${JSON.stringify(states)}`)

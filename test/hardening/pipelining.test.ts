@@ -13,6 +13,7 @@ import test from 'ava'
 import { createRegistryApp } from '../../src/registry/app.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
 import { pushBlob } from './common.js'
+import { waitFor } from '../helpers/procs.js'
 
 class CountingDriver extends InMemoryDriver {
   opened = 0
@@ -39,6 +40,8 @@ test('50 pipelined blob GETs from a client that does not read open one blob at a
   await new Promise(resolve => socket.once('connect', resolve))
   socket.pause() // never read: the first response fills the socket buffers and stays there
   socket.write(`GET /v2/pipe/line/blobs/${digest} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(50))
+  // Once the first is being served, give the server a second to (wrongly) open more.
+  await waitFor('the first blob to be opened', async () => driver.opened >= 1, { intervalMs: 20 })
   await new Promise(resolve => setTimeout(resolve, 1000))
   t.log(`blob streams opened for 50 pipelined GETs, none read: ${driver.opened}`)
   t.true(driver.opened <= 2, `${driver.opened} blobs opened at once`)
@@ -66,6 +69,7 @@ test('the edge forwards a pipelined request only when its response gets the conn
   await new Promise(resolve => socket.once('connect', resolve))
   socket.pause()
   socket.write('GET /v2/x/blobs/sha256:0 HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(50))
+  await waitFor('the first request to be forwarded', async () => received >= 1, { intervalMs: 20 })
   await new Promise(resolve => setTimeout(resolve, 1000))
   t.log(`upstream requests for 50 pipelined GETs, none read: ${received}`)
   t.true(received <= 5, `${received} forwarded at once`) // the first answers fit in socket buffers
