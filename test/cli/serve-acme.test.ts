@@ -56,7 +56,7 @@ test('berth serve --acme gets a certificate from an ACME CA and serves it', asyn
     ],
     { env: { NODE_EXTRA_CA_CERTS: directoryCa }, onOutput: text => (output += text) },
   )
-  await waitFor('start-up summary', async () => output.includes('Berth registry is running'), { timeoutMs: 30_000, daemon: berth })
+  await waitFor('start-up summary', async () => output.includes('Berth registry is running'), { timeoutMs: 90_000, daemon: berth })
   t.regex(output, /certificate +ACME https:\/\/127\.0\.0\.1:\d+\/dir/)
   t.regex(output, new RegExp(`log in|push +docker tag <image> localhost:${httpsPort}/<name>`))
 

@@ -112,7 +112,7 @@ test('--allow-anonymous (or BERTH_ALLOW_ANONYMOUS) starts open, warns, and turns
   t.is(await getV2(server.url, pki.ca.cert), 200)
 
   await writeFile(join(datadir, 'htpasswd'), `alice:${hashPassword('wonderland', 5)}\n`)
-  await waitFor('auth to switch on', async () => (await getV2(server.url, pki.ca.cert)) === 401, { timeoutMs: 15_000 })
+  await waitFor('auth to switch on', async () => (await getV2(server.url, pki.ca.cert)) === 401, { timeoutMs: 60_000 })
   t.is(await getV2(server.url, pki.ca.cert, 'alice:wonderland'), 200)
 })
 

@@ -39,7 +39,7 @@ test('serve --upstream fronts a registry:2 with TLS and basic auth, starting no 
     ],
     { onOutput: text => (output += text) },
   )
-  await waitFor('berth to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 30_000, daemon: berth })
+  await waitFor('berth to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 90_000, daemon: berth })
   t.regex(output, new RegExp(`storing +nothing here: fronting ${registry.url.replace(/\./g, '\\.')}`))
   t.regex(output, /users +.*htpasswd \(1 user\)/)
 

@@ -35,7 +35,7 @@ test('SIGTERM lets a streaming upload finish, then exits 0', async t => {
   berth = startDaemon('berth-shutdown', process.execPath, ['--import', 'tsx', MAIN, 'serve', '--local', '--host', '127.0.0.1', '--port', String(port), '--datadir', path.join(work, 'datadir')], {
     onOutput: text => (output += text),
   })
-  await waitFor('berth to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 30_000, daemon: berth })
+  await waitFor('berth to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 90_000, daemon: berth })
 
   const started = await send(port, 'POST', '/v2/shutdown/test/blobs/uploads/')
   t.is(started.status, 202)

@@ -60,7 +60,7 @@ test('the single binary runs alone: htpasswd, HTTPS with a local CA, skopeo push
     ['serve', '--self-signed', '--domain', 'localhost', '--host', '127.0.0.1', '--https-port', String(httpsPort), '--http-port', String(httpPort)],
     { cwd: home, env: bare, onOutput: text => (output += text) },
   )
-  await waitFor('the binary to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 30_000, daemon })
+  await waitFor('the binary to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 90_000, daemon })
   t.regex(output, new RegExp(`listening +https://127\\.0\\.0\\.1:${httpsPort} \\(HTTPS\\)`))
   t.regex(output, /storing +.*srv\/datadir\/data/)
   t.regex(output, /users +.*srv\/datadir\/htpasswd \(1 user\)/)

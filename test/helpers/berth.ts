@@ -79,6 +79,19 @@ export async function hasMain(): Promise<boolean> {
 
 /** Starts `berth serve` as a child process and waits until `/v2/` answers (200, or 401 with auth). */
 export async function startBerth(options: BerthOptions): Promise<Berth> {
+  // A port from freePort() can be taken by someone else before Berth binds it (another test's
+  // server, an outgoing connection): then Berth exits saying so, and we try again on other ports.
+  const ownPorts = options.https ? options.https.httpsPort === undefined || options.https.httpPort === undefined : options.port === undefined
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startBerthOnce(options)
+    } catch (error) {
+      if (!ownPorts || attempt >= 3 || !(error instanceof Error) || !/is already in use by another program/.test(error.message)) throw error
+    }
+  }
+}
+
+async function startBerthOnce(options: BerthOptions): Promise<Berth> {
   const host = options.host ?? '127.0.0.1'
   const args = ['--import', 'tsx', MAIN, 'serve', '--host', host, '--datadir', options.datadir]
   let port: number
@@ -118,7 +131,7 @@ export async function startBerth(options: BerthOptions): Promise<Berth> {
     await waitFor(`berth on ${url}`, async () => {
       const status = await probeStatus(`${url}/v2/`)
       return status === 200 || status === 401
-    }, { daemon, timeoutMs: options.timeoutMs ?? 30_000 })
+    }, { daemon, timeoutMs: options.timeoutMs ?? 90_000 })
   } catch (error) {
     await stop()
     throw error

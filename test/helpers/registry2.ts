@@ -76,7 +76,7 @@ export async function startRegistry2(options: Registry2Options): Promise<Registr
     await waitFor(`docker-registry on ${url}`, async () => {
       const status = await probeStatus(`${url}/v2/`)
       return status === 200 || status === 401
-    }, { daemon, timeoutMs: 20_000 })
+    }, { daemon, timeoutMs: 60_000 })
   } catch (error) {
     await stop()
     throw error
