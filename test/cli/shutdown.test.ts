@@ -41,22 +41,29 @@ test('SIGTERM lets a streaming upload finish, then exits 0', async t => {
   t.is(started.status, 202)
   const location = String(started.headers.location)
 
-  // A chunk that streams for ~1.5 s; SIGTERM arrives after the first piece.
+  // A chunk that streams for ~1.5 s; SIGTERM arrives once the server is receiving it (its status
+  // shows the chunk's first bytes: the first piece is larger than the store's 1 MiB write buffer), not
+  // after a fixed time: a request the server has not read yet is an idle connection to a server that
+  // is shutting down.
+  const FIRST = 2 * 1024 * 1024
   let sentSignal = false
+  const receiving = async () => {
+    const status = await send(port, 'GET', location)
+    return /^0-[1-9]\d*$/.test(String(status.headers.range))
+  }
   const patch = send(port, 'PATCH', location, request => {
-    let pieces = 0
-    const timer = setInterval(() => {
-      request.write(Buffer.alloc(64 * 1024, pieces))
-      pieces++
-      if (pieces === 2 && !sentSignal) {
-        sentSignal = true
-        berth!.child.kill('SIGTERM')
+    void (async () => {
+      for (let pieces = 0; pieces < 15; pieces++) {
+        request.write(Buffer.alloc(pieces === 0 ? FIRST : 64 * 1024, pieces))
+        if (pieces === 0) {
+          await waitFor('the server to be receiving the chunk', receiving, { intervalMs: 20, daemon: berth })
+          sentSignal = true
+          berth!.child.kill('SIGTERM')
+        }
+        await new Promise(resolve => setTimeout(resolve, 100))
       }
-      if (pieces === 15) {
-        clearInterval(timer)
-        request.end()
-      }
-    }, 100)
+      request.end()
+    })().catch(error => request.destroy(error as Error))
   })
   const result = await patch.catch((error: Error) => {
     t.log(output)
@@ -64,7 +71,7 @@ test('SIGTERM lets a streaming upload finish, then exits 0', async t => {
   })
   t.true(sentSignal)
   t.is(result.status, 202, 'the upload chunk in flight was accepted completely')
-  t.is(result.headers.range, `0-${15 * 64 * 1024 - 1}`)
+  t.is(result.headers.range, `0-${FIRST + 14 * 64 * 1024 - 1}`)
   const exit = await berth.exited
   t.is(exit.code, 0)
   t.regex(output, /shutting down/)
