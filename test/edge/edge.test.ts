@@ -215,7 +215,8 @@ test('local mode without an htpasswd file is open; creating the file turns auth 
   const dir = await mkdtemp(path.join(root, 'later-'))
   const file = path.join(dir, 'htpasswd')
   const upstream = await startUpstream()
-  const later = await startEdge({ mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url } })
+  const laterLogs: string[] = []
+  const later = await startEdge({ mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url }, logger: createLogger({ level: 'debug', write: line => laterLogs.push(line) }) })
   t.teardown(async () => {
     await later.close()
     await upstream.close()
@@ -226,7 +227,7 @@ test('local mode without an htpasswd file is open; creating the file turns auth 
     const { status } = await curl([`${later.urls.local!}/v2/`])
     return status !== 200 && status
   })
-  t.is(status, 401)
+  t.is(status, 401, laterLogs.join('\n'))
   t.is((await curl(['-u', `alice:${PASSWORD}`, `${later.urls.local!}/v2/`])).status, 200)
   t.is((await curl([`${edge.urls.local!}/v2/`])).status, 200)
 })
