@@ -20,6 +20,8 @@ interface Batch<T> {
 interface KeyState<T> {
   /** Callers that arrived while a read was in flight: served by the next read. */
   next: Batch<T> | undefined
+  /** Starts `next` on its own if the read in flight takes too long. */
+  timer: NodeJS.Timeout | undefined
 }
 
 function newBatch<T>(read: () => Promise<T>): Batch<T> {
@@ -30,8 +32,18 @@ function newBatch<T>(read: () => Promise<T>): Batch<T> {
   return { read, promise, settle }
 }
 
+/** How long waiting callers wait for a slow read in flight before they get a read of their own (default 1 s). */
+export const DEFAULT_MAX_WAIT_MS = 1000
+
 export class ReadBatcher<T> {
   readonly #keys = new Map<string, KeyState<T>>()
+
+  /**
+   * @param maxWaitMs a read that hangs (a store request that never answers) must not hold up every
+   *   later request for its key: after this long, the callers waiting behind it get a read of their
+   *   own, which started after they called like any other.
+   */
+  constructor(private readonly maxWaitMs = DEFAULT_MAX_WAIT_MS) {}
 
   /** Keys with a read in flight (for tests). */
   get inFlight(): number {
@@ -45,15 +57,20 @@ export class ReadBatcher<T> {
   run(key: string, read: () => Promise<T>): Promise<T> {
     const state = this.#keys.get(key)
     if (state !== undefined) {
-      state.next ??= newBatch(read)
+      if (state.next === undefined) {
+        state.next = newBatch(read)
+        state.timer = setTimeout(() => this.#detach(key, state), this.maxWaitMs)
+        state.timer.unref()
+      }
       return state.next.promise
     }
     const batch = newBatch(read)
-    this.#start(key, { next: undefined }, batch)
+    this.#start(key, batch)
     return batch.promise
   }
 
-  #start(key: string, state: KeyState<T>, batch: Batch<T>): void {
+  #start(key: string, batch: Batch<T>): void {
+    const state: KeyState<T> = { next: undefined, timer: undefined }
     this.#keys.set(key, state)
     let running: Promise<T>
     try {
@@ -67,10 +84,21 @@ export class ReadBatcher<T> {
     )
   }
 
-  #finish(key: string, state: KeyState<T>, batch: Batch<T>, outcome: PromiseSettledResult<T>): void {
+  /** The read in flight is slow: the waiting batch starts its own; the slow one, when done, serves only its callers. */
+  #detach(key: string, state: KeyState<T>): void {
     const next = state.next
-    if (next === undefined) this.#keys.delete(key)
-    else this.#start(key, { next: undefined }, next)
+    state.next = undefined
+    state.timer = undefined
+    if (next !== undefined && this.#keys.get(key) === state) this.#start(key, next)
+  }
+
+  #finish(key: string, state: KeyState<T>, batch: Batch<T>, outcome: PromiseSettledResult<T>): void {
+    if (state.timer !== undefined) clearTimeout(state.timer)
+    if (this.#keys.get(key) === state) {
+      const next = state.next
+      if (next === undefined) this.#keys.delete(key)
+      else this.#start(key, next)
+    }
     batch.settle(outcome)
   }
 }

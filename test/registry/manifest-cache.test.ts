@@ -241,3 +241,17 @@ test('ReadBatcher: a caller never gets a read that started before it called', as
   t.is(await batcher.run('y', async () => 7), 7)
   t.is(batcher.inFlight, 0)
 })
+
+test('ReadBatcher: callers waiting behind a read that hangs get a read of their own after maxWaitMs', async t => {
+  const batcher = new ReadBatcher<string>(50)
+  let calls = 0
+  const read = () => (++calls === 1 ? new Promise<string>(() => {}) : Promise.resolve(`read ${calls}`))
+  void batcher.run('k', read) // hangs forever
+  const started = Date.now()
+  const [second, third] = await Promise.all([batcher.run('k', read), batcher.run('k', read)])
+  t.is(second, 'read 2')
+  t.is(third, 'read 2', 'the waiting callers still share one read')
+  t.true(Date.now() - started >= 45)
+  t.is(await batcher.run('k', read), 'read 3', 'later callers are not held up by the hung read')
+  t.is(batcher.inFlight, 0)
+})
