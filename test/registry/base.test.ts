@@ -3,6 +3,7 @@ import { INTERNAL_SECRET_HEADER } from '../../src/registry/app.js'
 import { OCI_ERRORS } from '../../src/registry/errors.js'
 import { request } from '../helpers/http.js'
 import { waitFor } from '../helpers/procs.js'
+import { uploadStartedAtPath } from '../../src/storage/paths.js'
 import { errorCode, startApp } from './fixtures.js'
 
 test('GET /v2/ answers 200 with the API version header', async t => {
@@ -96,11 +97,16 @@ test('the server keeps serving after a malformed request line', async t => {
 })
 
 test('abandoned uploads are purged on a timer; the timer stops on close', async t => {
-  const { server, app } = await startApp(t, { uploadPurging: { maxAgeMs: 0, intervalMs: 200 } })
+  // An hour's age limit and an upload made to look two hours old, rather than a limit of 0: with 0 a
+  // tick (every 200 ms) could purge the upload before a loaded machine even checked that it exists.
+  const { server, app, driver } = await startApp(t, { uploadPurging: { maxAgeMs: 3600_000, intervalMs: 200 } })
   const start = await request(server, '/v2/old/blobs/uploads/', { method: 'POST' })
   const location = String(start.headers.location)
   t.is((await request(server, location)).status, 204)
-  // The first tick (200 ms) purges it; a loaded machine may run the timer late, so wait for it.
+  const id = String(start.headers['docker-upload-uuid'])
+  await new Promise(resolve => setTimeout(resolve, 500)) // a few ticks: a young upload is kept
+  t.is((await request(server, location)).status, 204)
+  await driver.putContent(uploadStartedAtPath('old', id), Buffer.from(new Date(Date.now() - 7200_000).toISOString().replace(/\.\d{3}Z$/, 'Z')))
   await waitFor('the purge timer to remove the upload', async () => (await request(server, location)).status === 404)
   t.is((await request(server, location)).status, 404)
   await app.close()
