@@ -2,10 +2,12 @@
  * Shares store reads between concurrent requests for the same thing without making any of them
  * staler than a read of its own.
  *
- * The rule: a caller only ever gets the result of a read that *started after it called*. While a
- * read for a key is in flight, new callers do not join it (it may have read the store before
- * their request arrived, e.g. before a DELETE they just saw answered); they wait for the next
- * read, which starts as soon as the current one settles and serves all of them. So for every
+ * The rule: a caller only ever gets the result of a read that *started after it called*. A read
+ * starts on the turn of the event loop after its first caller's, so the requests for the same key
+ * that one turn delivers (several connections' requests, parsed in one go) share it. While a read
+ * for a key is in flight, new callers do not join it (it may have read the store before their
+ * request arrived, e.g. before a DELETE they just saw answered); they wait for the next read,
+ * which starts as soon as the current one settles and serves all of them. So for every
  * caller the answer reflects the store at some moment between its call and its result, exactly
  * as if it had read alone, and a hot key costs one read per round trip instead of one per
  * request. Nothing is kept once the reads settle: this is not a cache.
@@ -64,8 +66,15 @@ export class ReadBatcher<T> {
       }
       return state.next.promise
     }
+    // Nothing in flight: start on the next turn of the event loop, so requests for the same key
+    // that this turn delivers (other connections' requests, read in one go) share the read.
     const batch = newBatch(read)
-    this.#start(key, batch)
+    const pending: KeyState<T> = { next: batch, timer: undefined }
+    this.#keys.set(key, pending)
+    setImmediate(() => {
+      pending.next = undefined
+      this.#start(key, batch)
+    })
     return batch.promise
   }
 

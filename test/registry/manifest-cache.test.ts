@@ -214,24 +214,28 @@ test('ManifestCache: least recently used goes first, large entries are not kept,
   t.is(off.size, 0)
 })
 
+const nextTurn = () => new Promise<void>(resolve => setImmediate(resolve))
+
 test('ReadBatcher: a caller never gets a read that started before it called', async t => {
   const batcher = new ReadBatcher<number>()
   const started: Array<(value: number) => void> = []
   const read = () => new Promise<number>(resolve => started.push(resolve))
   const first = batcher.run('k', read)
+  const sameTurn = batcher.run('k', read) // the read has not started yet: sharing it is as fresh as its own
+  t.is(started.length, 0, 'a read starts on the next turn of the event loop')
+  await nextTurn()
   t.is(started.length, 1)
   // Arrive while the first read is in flight: must wait for a read of their own time.
   const second = batcher.run('k', read)
   const third = batcher.run('k', read)
+  await nextTurn()
   t.is(started.length, 1, 'no second read while one is in flight')
   started[0]!(1)
-  t.is(await first, 1)
-  await Promise.resolve()
+  t.deepEqual(await Promise.all([first, sameTurn]), [1, 1])
   t.is(started.length, 2, 'the next read starts when the first settles')
   const fourth = batcher.run('k', read) // arrives during the second read: waits for a third
   started[1]!(2)
   t.deepEqual(await Promise.all([second, third]), [2, 2])
-  await Promise.resolve()
   t.is(started.length, 3)
   started[2]!(3)
   t.is(await fourth, 3)
@@ -247,6 +251,7 @@ test('ReadBatcher: callers waiting behind a read that hangs get a read of their 
   let calls = 0
   const read = () => (++calls === 1 ? new Promise<string>(() => {}) : Promise.resolve(`read ${calls}`))
   void batcher.run('k', read) // hangs forever
+  await nextTurn()
   const started = Date.now()
   const [second, third] = await Promise.all([batcher.run('k', read), batcher.run('k', read)])
   t.is(second, 'read 2')
