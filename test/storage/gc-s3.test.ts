@@ -244,6 +244,8 @@ function slowSweep(inner: S3Driver, ms: number): StorageDriver {
   })
 }
 
+const GRACE_MS = 5000
+
 test('GC from one instance while two others push, several rounds: nothing referenced is lost', async t => {
   const { gcDriver: plainGcDriver, apps } = await setup(t, 2)
   const gcDriver = slowSweep(plainGcDriver, 60)
@@ -270,9 +272,12 @@ test('GC from one instance while two others push, several rounds: nothing refere
     await push('old', 'gone', reused)
     const old = await request(next(), '/v2/old/manifests/gone', { headers: { Accept: OCI_MANIFEST } })
     await deleteManifest(apps[0]!, 'old', sha256(old.body))
-    // A grace period of 1 s (not 0): a manifest PUT that touched its layers just before a run
-    // started must still find them (see the rule in gc-guard.ts). So the garbage waits 2 s.
-    await sleep(2100)
+    // A grace period (not 0): a manifest PUT that touched its layers just before a run started must
+    // still find them (see the rule in gc-guard.ts: a push's touch-to-commit must take less than the
+    // grace). 5 s, not 1 s: S3's one-second times can eat a second of it, and a loaded machine took
+    // more than the rest between a push's touch and its manifest (one refused push). So the garbage
+    // waits the grace and a second.
+    await sleep(GRACE_MS + 1100)
     const fresh = randomBytes(7000)
     const name = `r${round % 3}`
     const tag = `t${round}`
@@ -293,7 +298,7 @@ test('GC from one instance while two others push, several rounds: nothing refere
       let runs = 0
       while (pushing || runs === 0) {
         const report = await collectGarbage(gcDriver, {
-          gracePeriodMs: 1000,
+          gracePeriodMs: GRACE_MS,
           deleteUntagged: round % 2 === 0,
           beforeSweep: async phase => {
             if (phase === 'blobs') void startPushes().catch(() => {})
