@@ -115,3 +115,45 @@ test.serial('regression: 300 uploads in progress at once (slow PATCH bodies) and
   }
   t.log(`10 manifest GETs beside 300 slow uploads and 100 early-answered slow POSTs: ${((Date.now() - started) / 10).toFixed(0)} ms each`)
 })
+
+test.serial('downloads that stop reading hold a bounded amount of memory each (backpressure reaches the blob reads)', async t => {
+  // Each client asks for a 16 MiB layer and never reads: the socket fills, the response stops
+  // taking bytes, and the blob read must stop too. Measured with the engine's read chunk of 256 KiB
+  // (one being sent, one read ahead) and a 64 KiB socket buffer: about 0.6 MiB per connection;
+  // with the 1 MiB socket buffer and an fs.ReadStream per download it was 1.5 MiB.
+  t.timeout(120_000)
+  const net = await import('node:net')
+  const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir') })
+  t.teardown(() => berth.stop())
+  const layer = randomBytes(16 * 1024 * 1024)
+  const image = await pushImage(berth.url, 'slow/big', 'v1', [layer])
+  const sockets: import('node:net').Socket[] = []
+  t.teardown(() => sockets.forEach(socket => socket.destroy()))
+  // A warm-up round, so what is measured is per-connection memory, not the first use of the path.
+  const hold = async (count: number): Promise<void> => {
+    await Promise.all(
+      Array.from({ length: count }, () => new Promise<void>(resolve => {
+        const socket = net.connect({ host: '127.0.0.1', port: berth.port }, () => {
+          socket.write(`GET /v2/slow/big/blobs/${image.layers[0]} HTTP/1.1\r\nHost: x\r\n\r\n`)
+          resolve()
+        })
+        socket.pause()
+        socket.on('error', () => resolve())
+        sockets.push(socket)
+      })),
+    )
+    await new Promise(resolve => setTimeout(resolve, 2000)) // until every response is stuck
+  }
+  await hold(10)
+  const before = (await rssKiB(berth.pid!)).rss
+  const COUNT = 100
+  await hold(COUNT)
+  const after = (await rssKiB(berth.pid!)).rss
+  const perConnection = (after - before) / COUNT
+  // Meanwhile a normal client is served in full.
+  const blob = await requestFrom(berth.url, `/v2/slow/big/blobs/${image.layers[0]}`, { timeoutMs: 10_000 })
+  t.log(`${COUNT} downloads of a 16 MiB layer that do not read: RSS ${Math.round(before / 1024)} → ${Math.round(after / 1024)} MiB, ${Math.round(perConnection)} KiB per connection`)
+  t.is(blob.status, 200)
+  t.is(sha256(blob.body), image.layers[0]!)
+  t.true(perConnection < 1024, `${Math.round(perConnection)} KiB held per stalled download`)
+})

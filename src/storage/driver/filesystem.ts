@@ -25,9 +25,16 @@ import {
   type StorageDriver,
 } from './storage-driver.js'
 
-/** Writes are gathered up to this size before one `writev`, so a 64 KiB socket chunk is not a syscall. */
-const WRITE_BUFFER_BYTES = 1024 * 1024
-/** One read(2) per chunk of a blob read. */
+/**
+ * Writes are gathered up to this size before one `writev`, so a 16–64 KiB socket chunk is not a
+ * syscall. Every upload in flight holds up to this much (it was 1 MiB: 50 concurrent uploads held
+ * 50 MiB, and more of a PUT's CPU time: see STREAM_HIGH_WATER_MARK in edge/proxy.ts).
+ */
+const WRITE_BUFFER_BYTES = 256 * 1024
+/**
+ * One read(2) per chunk of a blob read. A download holds two (one being sent, one read ahead so
+ * the next read overlaps the TLS write); 128 KiB chunks measured slower GETs at the same CPU time.
+ */
 export const READ_CHUNK_BYTES = 256 * 1024
 /** Read buffers handed back by `FileRangeReader.recycle` and kept for the next reads (at most 16 MiB). */
 const READ_POOL_MAX = 64

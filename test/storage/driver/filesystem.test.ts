@@ -53,7 +53,8 @@ test('filesystem: reading a directory as content is PathNotFoundError', async t 
   await t.throwsAsync(driver.reader('/d'), { instanceOf: PathNotFoundError })
 })
 
-test('filesystem: read buffers handed back with recycle are reused by the next reads, and concurrent readers never see each other\'s bytes', async t => {
+test.serial('filesystem: read buffers handed back with recycle are reused by the next reads, and concurrent readers never see each other\'s bytes', async t => {
+  // Serial: the pool is shared by the process, and the suite's other readers take from it.
   const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
   t.teardown(() => rm(root, { recursive: true, force: true }))
   const driver = new FilesystemDriver(root)
