@@ -38,6 +38,8 @@ test('serve --gc-interval frees an old unreferenced blob while serving; tagged i
     timeoutMs: 60_000,
     intervalMs: 250,
   })
+  // The run logs when it is done, which can reach us (through the child's stdout) after its delete did.
+  await waitFor('the GC run to log that it is done', async () => /garbage collection done/.test(berth.output()), { intervalMs: 100 })
   t.regex(berth.output(), /garbage collection done/)
   t.is((await request(berth.url, `/v2/app/blobs/${recentDigest}`, { method: 'HEAD' })).status, 200, 'a recent blob stays')
   const manifest = await request(berth.url, '/v2/app/manifests/v1', { headers: { Accept: OCI_MANIFEST } })
