@@ -132,6 +132,9 @@ async function startBerthOnce(options: BerthOptions): Promise<Berth> {
       const status = await probeStatus(`${url}/v2/`)
       return status === 200 || status === 401
     }, { daemon, timeoutMs: options.timeoutMs ?? 90_000 })
+    // The start-up summary is written once the server listens, so /v2/ can answer before it reaches
+    // us: tests read it from output() right after this returns.
+    await waitFor('the start-up summary', async () => /Berth registry is running[\s\S]*\n {2}pull /.test(daemon.output()), { daemon, timeoutMs: 30_000, intervalMs: 20 })
   } catch (error) {
     await stop()
     throw error
