@@ -42,7 +42,7 @@ test('SIGTERM lets a streaming upload finish, then exits 0', async t => {
   const location = String(started.headers.location)
 
   // A chunk that streams for ~1.5 s; SIGTERM arrives once the server is receiving it (its status
-  // shows the chunk's first bytes: the first piece is larger than the store's 1 MiB write buffer), not
+  // shows the chunk's first bytes: the first piece is larger than the store's write buffer), not
   // after a fixed time: a request the server has not read yet is an idle connection to a server that
   // is shutting down.
   const FIRST = 2 * 1024 * 1024
