@@ -24,6 +24,7 @@ import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './
 import { CertStoreNotFoundError, type CertStore } from './edge/tls/cert-store.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
+import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
 import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
@@ -162,6 +163,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   options.htpasswdPath = config.htpasswd
   if (config.clientCa !== undefined) options.clientCaPath = config.clientCa
 
+  // Memory: a small V8 young generation (process-memory.ts says why and how).
+  const uncapYoungGeneration = capYoungGeneration()
   let edge: Edge
   try {
     if (provider !== undefined) await provider.start().catch((error: unknown) => {
@@ -173,6 +176,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (options.domains.length === 0) options.domains = [...(provider?.current()?.names ?? [])]
     edge = await startEdge(options)
   } catch (error) {
+    uncapYoungGeneration()
     await provider?.stop().catch(() => {})
     await gcSchedule?.stop()
     if (engine !== undefined) await closeHttpServer(engine.server, 0)
@@ -199,6 +203,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           await closeHttpServer(engine.server, 0)
           await Promise.race([engine.app.close(), delay(1000)])
         }
+        uncapYoungGeneration()
       })()
       return closing
     },
