@@ -24,7 +24,7 @@ import { curl, startUpload, uploadedBytes } from './curl.js'
 import { waitFor, withDeadline } from '../helpers/procs.js'
 
 const CREDS = 'ci:ci-password'
-// Above the filesystem driver's 1 MiB write buffer, so a refused or aborted chunk has really reached
+// Above the filesystem driver's write buffer (256 KiB), so a refused or aborted chunk has really reached
 // the disk and must be cut back (with a smaller limit it would only be dropped from memory).
 const LIMIT = 4 * 1024 * 1024
 const SECRET = randomBytes(32).toString('base64url')
