@@ -55,6 +55,9 @@ export interface UpstreamTarget {
  * also took less CPU with it and a 256 KiB write buffer (3.3 s against 5.0 s, medians of 6 on a
  * busy machine: the bytes are hashed and written while still in cache); GET did not change.
  */
+/** How a kept-alive socket the upstream closed under a reused request fails. */
+const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
+
 export const STREAM_HIGH_WATER_MARK = 64 * 1024
 
 export class BodyTooLargeError extends Error {
@@ -165,19 +168,27 @@ export class UpstreamProxy {
       const chunked = /\bchunked\b/i.test(req.headers['transfer-encoding'] ?? '')
       if (chunked) headers['transfer-encoding'] = 'chunked'
 
-      const upstream = this.transport.request({
-        agent: this.agent,
-        host: this.base.host,
-        port: this.base.port,
-        socketPath: this.base.socketPath,
-        method: req.method,
-        path: this.base.prefix + (req.url ?? '/'),
-        headers,
-        setHost: false,
-        // Larger socket buffers: fewer, bigger reads and TLS records on multi-GB blobs.
-        highWaterMark: STREAM_HIGH_WATER_MARK,
-      } as http.RequestOptions)
-      upstream.setTimeout(this.idleTimeoutMs, () => upstream.destroy(new Error('upstream idle timeout')))
+      // A request without a body is sent again, once, when it failed on a kept-alive connection the
+      // upstream closed as it was being reused (its keep-alive timeout racing our request): the
+      // upstream never saw it, and nginx retries the same way (proxy_next_upstream error).
+      const bodyless = !chunked && (req.headers['content-length'] === undefined || req.headers['content-length'] === '0')
+      const open = (): http.ClientRequest => {
+        const request = this.transport.request({
+          agent: this.agent,
+          host: this.base.host,
+          port: this.base.port,
+          socketPath: this.base.socketPath,
+          method: req.method,
+          path: this.base.prefix + (req.url ?? '/'),
+          headers,
+          setHost: false,
+          // Larger socket buffers: fewer, bigger reads and TLS records on multi-GB blobs.
+          highWaterMark: STREAM_HIGH_WATER_MARK,
+        } as http.RequestOptions)
+        request.setTimeout(this.idleTimeoutMs, () => request.destroy(new Error('upstream idle timeout')))
+        return request
+      }
+      let upstream = open()
 
       // The client went away (mid-upload or mid-download): stop the upstream exchange too.
       res.once('close', () => {
@@ -189,8 +200,18 @@ export class UpstreamProxy {
 
       let failed = false
       let responded = false
+      let retried = false
       const fail = (error: Error): void => {
         if (failed) return
+        if (!responded && !retried && bodyless && upstream.reusedSocket && !res.destroyed && STALE_SOCKET_CODES.has((error as NodeJS.ErrnoException).code ?? '')) {
+          retried = true
+          req.unpipe(upstream)
+          this.logger.debug('upstream closed a kept-alive connection as it was reused; sending again', { method: req.method, code: (error as NodeJS.ErrnoException).code })
+          upstream = open()
+          attach(upstream)
+          upstream.end()
+          return
+        }
         failed = true
         req.unpipe(upstream)
         if (responded && !(error instanceof BodyTooLargeError)) {
@@ -220,35 +241,41 @@ export class UpstreamProxy {
         done(`upstream: ${error.message}`)
       }
 
-      upstream.on('error', fail)
-      upstream.on('response', response => {
-        responded = true
-        const out: OutgoingHttpHeaders = {}
-        for (const [name, value] of Object.entries(response.headers)) {
-          if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value
-        }
-        if (out[API_VERSION_HEADER] === undefined && response.statusCode === 401) out[API_VERSION_HEADER] = API_VERSION
-        Object.assign(out, context.responseHeaders)
-        // An answer before the whole body arrived (an error from the upstream): this connection
-        // cannot be reused with an unread body on it.
-        if (!req.complete) closeAfterResponse(req, res)
-        res.writeHead(response.statusCode ?? 502, response.statusMessage, out)
-        response.on('data', (chunk: Buffer) => (result.sent += chunk.length))
-        pipeline(response, res, error => {
-          if (error) {
-            upstream.destroy()
-            res.destroy()
-            done(res.writableFinished ? undefined : `response: ${error.message}`)
-            return
-          }
-          // Answered before the whole body came (e.g. 202 to a POST whose body still trickles): the
-          // upstream connection still waits for the rest of a body that will never be sent, so it
-          // can never be reused. Without this it held one of the agent's sockets until the idle
-          // timeout (15 min), and a slow-body client could take them all (test/hardening/slow-clients).
-          if (!req.complete) upstream.destroy()
-          done()
+      const attach = (request: http.ClientRequest): void => {
+        // Errors of a request given up for a retry are not this exchange's any more.
+        request.on('error', error => {
+          if (request === upstream) fail(error)
         })
-      })
+        request.on('response', response => {
+          responded = true
+          const out: OutgoingHttpHeaders = {}
+          for (const [name, value] of Object.entries(response.headers)) {
+            if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value
+          }
+          if (out[API_VERSION_HEADER] === undefined && response.statusCode === 401) out[API_VERSION_HEADER] = API_VERSION
+          Object.assign(out, context.responseHeaders)
+          // An answer before the whole body arrived (an error from the upstream): this connection
+          // cannot be reused with an unread body on it.
+          if (!req.complete) closeAfterResponse(req, res)
+          res.writeHead(response.statusCode ?? 502, response.statusMessage, out)
+          response.on('data', (chunk: Buffer) => (result.sent += chunk.length))
+          pipeline(response, res, error => {
+            if (error) {
+              upstream.destroy()
+              res.destroy()
+              done(res.writableFinished ? undefined : `response: ${error.message}`)
+              return
+            }
+            // Answered before the whole body came (e.g. 202 to a POST whose body still trickles): the
+            // upstream connection still waits for the rest of a body that will never be sent, so it
+            // can never be reused. Without this it held one of the agent's sockets until the idle
+            // timeout (15 min), and a slow-body client could take them all (test/hardening/slow-clients).
+            if (!req.complete) upstream.destroy()
+            done()
+          })
+        })
+      }
+      attach(upstream)
 
       // Count before piping so the chunk that crosses the limit is never forwarded.
       req.on('data', (chunk: Buffer) => {

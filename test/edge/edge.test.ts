@@ -282,6 +282,38 @@ test('a down upstream gives 502 with an OCI JSON body, and the edge keeps servin
   }
 })
 
+test('an upstream closing a kept-alive connection as it is reused: a GET is sent again on a new one, a body upload gets 502', async t => {
+  // Each connection answers its first request (keep-alive) and is dropped when a second one comes:
+  // the race with an upstream's keep-alive timeout, made certain.
+  const requests: string[] = []
+  const server = net.createServer(socket => {
+    let answered = false
+    socket.on('data', data => {
+      requests.push(data.toString('latin1').split(' ', 2).join(' '))
+      if (answered) return socket.destroy()
+      answered = true
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}')
+    })
+    socket.on('error', () => {})
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  const edge = await startEdge({ mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], upstream: { url: `http://127.0.0.1:${port}` }, logger: createLogger({ level: 'error', write: () => {} }) })
+  t.teardown(async () => {
+    await edge.close()
+    server.close()
+  })
+  const url = `${edge.urls.local!}/v2/`
+  t.is((await curl([url])).status, 200)
+  const again = await curl([url])
+  t.is(again.status, 200, 'the GET was sent again on a fresh connection')
+  t.deepEqual(requests, ['GET /v2/', 'GET /v2/', 'GET /v2/'], 'once, dropped on the reused connection, once more')
+  // A request with a body is not replayed (its bytes are gone): the client gets the 502 and retries.
+  const upload = await curl(['-X', 'PATCH', '--data-binary', 'abc', url])
+  t.is(upload.status, 502)
+  t.is(JSON.parse(upload.body).errors[0].code, 'UNAVAILABLE')
+})
+
 function rawRequest(url: string, options: http.RequestOptions): http.ClientRequest {
   const target = new URL(url)
   return (target.protocol === 'https:' ? https : http).request({ host: target.hostname, port: target.port, ca: pki.ca.cert, servername: 'localhost', agent: false, ...options })
