@@ -41,6 +41,13 @@ import {
  * 50 MiB, and more of a PUT's CPU time: see STREAM_HIGH_WATER_MARK in edge/proxy.ts).
  */
 const WRITE_BUFFER_BYTES = 256 * 1024
+
+/**
+ * A large upload starts an fdatasync in the background after every this many bytes: the disk
+ * flushes while more bytes arrive, instead of all at once in commit's fsync (0.6 s of a 2.3 s
+ * 1 GiB PUT here), and the page cache never holds more than this much of one upload unflushed.
+ */
+const SYNC_EVERY_BYTES = 64 * 1024 * 1024
 /**
  * One read(2) per chunk of a blob read. A download holds two (one being sent, one read ahead so
  * the next read overlaps the TLS write); 128 KiB chunks measured slower GETs at the same CPU time.
@@ -86,6 +93,11 @@ class FilesystemFileWriter implements FileWriter {
   #pending: Buffer[] = []
   #pendingBytes = 0
   #done = false
+  /** The writev in progress: the next buffer fills while it runs, so receiving, hashing and the disk overlap. */
+  #inflight: Promise<void> | undefined
+  /** A background fdatasync started every SYNC_EVERY_BYTES, so commit's fsync finds little left to flush. */
+  #syncing: Promise<void> | undefined
+  #unsynced = 0
 
   constructor(
     private readonly handle: FileHandle,
@@ -109,7 +121,37 @@ class FilesystemFileWriter implements FileWriter {
     this.#pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
     this.#pendingBytes += chunk.byteLength
     this.#size += chunk.byteLength
-    if (this.#pendingBytes >= WRITE_BUFFER_BYTES) await this.#flush()
+    if (this.#pendingBytes >= WRITE_BUFFER_BYTES) {
+      // At most one write in flight and one buffer filling: memory stays at two buffers per writer,
+      // and a failed write is thrown here (or by commit/close) before any later byte is written.
+      await this.#settle()
+      const flushing = this.#flush()
+      this.#inflight = flushing
+      flushing.catch(() => {}) // rethrown by #settle, never unhandled
+      this.#unsynced += WRITE_BUFFER_BYTES
+      if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === undefined) {
+        this.#unsynced = 0
+        const syncing = flushing.then(() => this.handle.datasync())
+        this.#syncing = syncing
+        syncing.then(
+          () => {
+            if (this.#syncing === syncing) this.#syncing = undefined
+          },
+          () => {}, // kept in #syncing: commit rethrows it
+        )
+      }
+    }
+  }
+
+  /** Waits for the write in flight; rethrows its error. */
+  async #settle(): Promise<void> {
+    const inflight = this.#inflight
+    if (inflight === undefined) return
+    try {
+      await inflight
+    } finally {
+      if (this.#inflight === inflight) this.#inflight = undefined
+    }
   }
 
   async #flush(): Promise<void> {
@@ -139,7 +181,9 @@ class FilesystemFileWriter implements FileWriter {
     this.#assertOpen()
     this.#done = true
     try {
+      await this.#settle()
       await this.#flush()
+      await this.#syncing
       await this.handle.sync()
     } finally {
       await this.handle.close()
@@ -156,6 +200,8 @@ class FilesystemFileWriter implements FileWriter {
     this.#pending = []
     this.#pendingBytes = 0
     try {
+      await this.#settle().catch(() => {}) // a write still landing would undo the truncate
+      await this.#syncing?.catch(() => {})
       if (this.targetPath === undefined && !this.created) await this.handle.truncate(this.initialSize)
     } finally {
       await this.handle.close()
@@ -168,7 +214,9 @@ class FilesystemFileWriter implements FileWriter {
     if (this.targetPath !== undefined) return this.cancel()
     this.#done = true
     try {
+      await this.#settle()
       await this.#flush()
+      await this.#syncing?.catch(() => {}) // close promises no durability; only let it finish
     } finally {
       await this.handle.close()
     }
