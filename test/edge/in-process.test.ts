@@ -37,6 +37,19 @@ let base: string
 /** Headers of the requests the engine was handed, in order (the engine's own view). */
 const seen: IncomingHttpHeaders[] = []
 
+
+/** A PATCH of an upload through a raw request, for tests that control how (or whether) the body is sent. */
+function rawPatch(target: URL, headers: Record<string, string>): http.ClientRequest {
+  return http.request({
+    host: target.hostname,
+    port: target.port,
+    path: target.pathname,
+    method: 'PATCH',
+    agent: false,
+    headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', ...headers },
+  })
+}
+
 test.before(async () => {
   root = await mkdtemp(path.join(tmpdir(), 'berth-edge-inprocess-'))
   app = createRegistryApp({ driver: new FilesystemDriver(path.join(root, 'data')), internalSecret: SECRET })
@@ -137,14 +150,7 @@ test.serial('a Content-Length over the limit gets 413 before any body is read or
   // A raw request that declares a large body and sends none: the answer must come without it.
   const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
     const target = new URL(location)
-    const request = http.request({
-      host: target.hostname,
-      port: target.port,
-      path: target.pathname,
-      method: 'PATCH',
-      agent: false,
-      headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'content-length': String(LIMIT + 1) },
-    })
+    const request = rawPatch(target, { 'content-length': String(LIMIT + 1) })
     const timer = setTimeout(() => reject(new Error('no answer without the body')), 30_000)
     request.on('response', response => {
       let body = ''
@@ -202,14 +208,7 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
   const first = randomBytes(100 * 1024)
   t.is(await patch(location, first), 202)
   const target = new URL(location)
-  const request = http.request({
-    host: target.hostname,
-    port: target.port,
-    path: target.pathname,
-    method: 'PATCH',
-    agent: false,
-    headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
-  })
+  const request = rawPatch(target, { 'transfer-encoding': 'chunked' })
   request.on('error', () => {})
   request.write(randomBytes(3 * 1024 * 1024))
   // The status of an upload with a chunk in flight shows the bytes written so far (as registry:2
@@ -291,14 +290,7 @@ test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut
   t.is(await patch(location, first), 202)
   const target = new URL(location)
   const closed = new Promise<void>(resolve => {
-    const request = http.request({
-      host: target.hostname,
-      port: target.port,
-      path: target.pathname,
-      method: 'PATCH',
-      agent: false,
-      headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
-    })
+    const request = rawPatch(target, { 'transfer-encoding': 'chunked' })
     request.on('error', () => resolve())
     request.on('close', () => resolve())
     request.write(randomBytes(3 * 1024 * 1024))
