@@ -69,15 +69,25 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
  * back to its reader once the socket has taken its bytes, when the reader can reuse it (the
  * filesystem driver's FileRangeReader): a download then cycles through a few read buffers instead
  * of leaving one dead buffer per chunk for the garbage collector.
+ *
+ * A reader with a settable `chunkBytes` starts at its smallest chunk, and each next read may be a
+ * quarter of what the client has taken so far (256 KiB once it has 1 MiB): a client that stops
+ * reading holds two chunks of about a quarter of what it took, not two of 256 KiB. The kernel's
+ * send buffer fills first, so a slow reader on the internet stops at 16 KiB chunks.
  */
 async function send(source: Readable, response: ServerResponse): Promise<void> {
-  const recycle = (source as { recycle?: (chunk: Uint8Array) => void }).recycle?.bind(source)
+  const reader = source as Readable & { recycle?: (chunk: Uint8Array) => void; chunkBytes?: number }
+  const adaptive = typeof reader.chunkBytes === 'number'
+  if (adaptive) reader.chunkBytes = 0
+  let taken = 0
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
-      // The callback runs when the socket's write completed (or failed): only then are the bytes
-      // no longer needed. On failure the chunk is left to the garbage collector.
-      const written = response.write(chunk, recycle === undefined ? undefined : (error?: Error | null) => (error ? undefined : recycle(chunk)))
-      if (!written) await drained(response)
+      // One chunk at a time in the socket's queue (the stream's 64 KiB high-water mark would let
+      // four 16 KiB chunks wait there): the next is written once this one is in the kernel.
+      await written(response, chunk)
+      taken += chunk.byteLength
+      if (adaptive) reader.chunkBytes = taken / 4
+      reader.recycle?.(chunk) // the socket no longer needs its bytes
     }
     response.end()
     await finished(response)
@@ -86,24 +96,23 @@ async function send(source: Readable, response: ServerResponse): Promise<void> {
   }
 }
 
-/** Resolves when `response` can take more bytes; rejects when the connection closes first. */
-function drained(response: ServerResponse): Promise<void> {
+/**
+ * Writes `chunk` and resolves when the socket has handed all of it to the kernel; rejects when the
+ * write fails or the connection closes first (the chunk is then left to the garbage collector).
+ */
+function written(response: ServerResponse, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const premature = (): void => {
-      cleanup()
+      response.off('close', premature)
       reject(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
     }
-    const onDrain = (): void => {
-      cleanup()
-      resolve()
-    }
-    const cleanup = (): void => {
-      response.off('drain', onDrain)
-      response.off('close', premature)
-    }
     if (response.destroyed) return premature()
-    response.on('drain', onDrain)
     response.on('close', premature)
+    response.write(chunk, error => {
+      response.off('close', premature)
+      if (error) reject(error)
+      else resolve()
+    })
   })
 }
 

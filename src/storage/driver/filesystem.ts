@@ -49,13 +49,34 @@ const WRITE_BUFFER_BYTES = 256 * 1024
  */
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024
 /**
- * One read(2) per chunk of a blob read. A download holds two (one being sent, one read ahead so
- * the next read overlaps the TLS write); 128 KiB chunks measured slower GETs at the same CPU time.
+ * One read(2) per chunk of a blob read, at most. A download holds two (one being sent, one read
+ * ahead so the next read overlaps the TLS write); 128 KiB chunks measured slower GETs at the same
+ * CPU time.
  */
 export const READ_CHUNK_BYTES = 256 * 1024
-/** Read buffers handed back by `FileRangeReader.recycle` and kept for the next reads (at most 16 MiB). */
-const READ_POOL_MAX = 64
-const readPool: Buffer[] = []
+/**
+ * The smallest chunk. A download starts with it and grows to READ_CHUNK_BYTES as the client takes
+ * bytes (see `FileRangeReader.chunkBytes`): a client that stops reading early holds two small
+ * chunks, not two 256 KiB ones. 3,000 slow readers (slowhttptest's slow read on 512 KiB layers)
+ * held 1.4 GB with 256 KiB from the first byte.
+ */
+export const MIN_READ_CHUNK_BYTES = 16 * 1024
+/**
+ * Read buffers handed back by `FileRangeReader.recycle`, kept for the next reads: one pool per
+ * chunk size (powers of two), at most 16 MiB of 256 KiB buffers and 2 MiB of each smaller size.
+ */
+const readPools = new Map<number, Buffer[]>()
+
+function poolLimit(size: number): number {
+  return size === READ_CHUNK_BYTES ? 64 : (2 * 1024 * 1024) / size
+}
+
+/** The largest power of two between MIN_READ_CHUNK_BYTES and READ_CHUNK_BYTES that is <= `bytes`. */
+function chunkSizeFor(bytes: number): number {
+  let size = MIN_READ_CHUNK_BYTES
+  while (size * 2 <= Math.min(bytes, READ_CHUNK_BYTES)) size *= 2
+  return size
+}
 
 function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : undefined
@@ -228,8 +249,8 @@ class FilesystemFileWriter implements FileWriter {
 }
 
 /**
- * Streams bytes [start, end) of an open file in READ_CHUNK_BYTES chunks, closing it at the end or
- * on destroy. Chunks are read into buffers from a shared pool; a consumer that knows when it is
+ * Streams bytes [start, end) of an open file in chunks of `chunkBytes`, closing it at the end or
+ * on destroy. Chunks are read into buffers from shared pools; a consumer that knows when it is
  * done with a chunk (the blob GET handler, once the socket has taken its bytes) hands it back with
  * `recycle`, and the next read reuses it. Without that, every chunk was a fresh 512 KiB allocation
  * that lived until V8's next garbage collection, which for external memory comes only after about
@@ -242,6 +263,7 @@ export class FileRangeReader extends Readable {
   readonly #end: number
   /** Pool buffers whose bytes were pushed and not yet handed back. */
   readonly #lent = new Map<ArrayBufferLike, Buffer>()
+  #chunkBytes = READ_CHUNK_BYTES
 
   constructor(handle: FileHandle, start: number, end: number) {
     // Read ahead by one chunk: the next read(2) runs while the consumer writes the current one.
@@ -251,14 +273,28 @@ export class FileRangeReader extends Readable {
     this.#end = end
   }
 
+  /**
+   * Size of the next reads: READ_CHUNK_BYTES unless set, rounded down to a power of two between
+   * MIN_READ_CHUNK_BYTES and READ_CHUNK_BYTES. A consumer that sees how fast its client takes the
+   * bytes (the blob GET handler) starts small and grows it.
+   */
+  get chunkBytes(): number {
+    return this.#chunkBytes
+  }
+
+  set chunkBytes(bytes: number) {
+    this.#chunkBytes = chunkSizeFor(bytes)
+  }
+
   override _read(): void {
     const remaining = this.#end - this.#position
     if (remaining <= 0) {
       this.push(null)
       return
     }
-    const buffer = readPool.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK_BYTES)
-    this.#handle.read(buffer, 0, Math.min(remaining, READ_CHUNK_BYTES), this.#position).then(
+    const size = this.#chunkBytes
+    const buffer = readPools.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size)
+    this.#handle.read(buffer, 0, Math.min(remaining, size), this.#position).then(
       ({ bytesRead }) => {
         if (this.destroyed || bytesRead === 0) {
           giveBack(buffer)
@@ -299,7 +335,11 @@ export class FileRangeReader extends Readable {
 }
 
 function giveBack(buffer: Buffer): void {
-  if (buffer.byteLength === READ_CHUNK_BYTES && readPool.length < READ_POOL_MAX) readPool.push(buffer)
+  const size = buffer.byteLength
+  if (size !== chunkSizeFor(size)) return
+  let pool = readPools.get(size)
+  if (pool === undefined) readPools.set(size, (pool = []))
+  if (pool.length < poolLimit(size)) pool.push(buffer)
 }
 
 export class FilesystemDriver implements StorageDriver {
