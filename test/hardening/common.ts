@@ -9,7 +9,7 @@ import { readdir, readlink } from 'node:fs/promises'
 import { readFile } from 'node:fs/promises'
 import type { ExecutionContext } from 'ava'
 import { request, type HttpResponse, type RequestOptions } from '../helpers/http.js'
-import { makeTempDir, removeDir } from '../helpers/procs.js'
+import { makeTempDir, removeDir, run } from '../helpers/procs.js'
 
 export const FULL = process.env['BERTH_HARDENING'] === 'full'
 
@@ -43,6 +43,30 @@ export async function fdCounts(pid: number): Promise<{ total: number; sockets: n
 export async function rssKiB(pid: number): Promise<{ rss: number; peak: number }> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8')
   return { rss: Number(/VmRSS:\s+(\d+)/.exec(text)?.[1] ?? 0), peak: Number(/VmHWM:\s+(\d+)/.exec(text)?.[1] ?? 0) }
+}
+
+/**
+ * A loopback address whose route has an Ethernet MTU (1500: 1448-byte TCP segments), for the
+ * tests of slow readers, or undefined when the route cannot be made (it needs root).
+ *
+ * Over 127.0.0.1 segments are 64 KiB, and Linux sizes a connection's send buffer from that: each
+ * reader that stops has 1.5 MB of its download queued in the kernel (3.8 MB of kernel memory, `ss
+ * -tm`), and about 600 of them reach the kernel's limit for all of TCP (`tcp_mem`, 2.2 GiB here),
+ * after which it resets connections that retransmit, other clients' too (`dmesg`: "TCP: out of
+ * memory"; nstat's TCPAbortOnMemory), whatever the server does. A reader on the internet gets
+ * Ethernet-sized segments and about 30 KB queued in the kernel; this route gives the same here.
+ */
+export async function ethernetLoopback(t: ExecutionContext): Promise<string | undefined> {
+  const address = '127.0.0.2'
+  try {
+    await run('ip', ['route', 'replace', 'local', `${address}/32`, 'dev', 'lo', 'table', 'local', 'scope', 'host', 'src', '127.0.0.1', 'mtu', 'lock', '1500', 'advmss', '1460'])
+  } catch {
+    return undefined
+  }
+  t.teardown(async () => {
+    await run('ip', ['route', 'del', 'local', `${address}/32`, 'table', 'local']).catch(() => {})
+  })
+  return address
 }
 
 /** Polls until `probe` is true or `ms` passed; returns the last value. */
