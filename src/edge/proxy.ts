@@ -46,6 +46,9 @@ export interface UpstreamTarget {
   secret?: string
 }
 
+/** How a kept-alive socket the upstream closed under a reused request fails. */
+const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
+
 /**
  * Stream buffer limit of every client connection (socket, request, response) and of the proxy's
  * upstream requests: how much a connection may queue before its peer is paused. It was 1 MiB, which
@@ -55,9 +58,6 @@ export interface UpstreamTarget {
  * also took less CPU with it and a 256 KiB write buffer (3.3 s against 5.0 s, medians of 6 on a
  * busy machine: the bytes are hashed and written while still in cache); GET did not change.
  */
-/** How a kept-alive socket the upstream closed under a reused request fails. */
-const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
-
 export const STREAM_HIGH_WATER_MARK = 64 * 1024
 
 export class BodyTooLargeError extends Error {

@@ -14,7 +14,8 @@ import test from 'ava'
 import { run } from '../helpers/procs.js'
 import { join } from 'node:path'
 import { startBerth } from '../helpers/berth.js'
-import { ethernetLoopback, pushImage, requestFrom, rssKiB, sha256, size, tempDir } from './common.js'
+import { readdir } from 'node:fs/promises'
+import { ethernetLoopback, pushImage, requestFrom, rssKiB, settle, sha256, size, tempDir } from './common.js'
 
 const CONNECTIONS = size(400, 3000)
 const SECONDS = size(8, 60)
@@ -32,12 +33,20 @@ for (const [name, flags] of Object.entries(ATTACKS)) {
     // Over an Ethernet-sized route, as an attacker on the internet: see ethernetLoopback.
     const host = await ethernetLoopback(t)
     if (host === undefined) t.log('no Ethernet-sized loopback route (needs root): attacking over 127.0.0.1, where the kernel queues far more per connection')
-    const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir'), host })
+    const datadir = join(await tempDir(t), 'datadir')
+    const berth = await startBerth({ datadir, host })
     t.teardown(() => berth.stop())
     const image = await pushImage(berth.url, 'slow/victim', 'v1', [randomBytes(512 * 1024)])
     const rssBefore = (await rssKiB(berth.pid!)).rss
-    // Slow read needs a large answer to read slowly: the layer; the others target the upload route.
-    const target = name === 'slow read' || name === 'range attack' ? `/v2/slow/victim/blobs/${image.layers[0]}` : '/v2/slow/victim/blobs/uploads/'
+    // Slow read needs a large answer to read slowly: the layer. Slow body needs a request whose
+    // body is read: a single-POST upload (?digest=), which streams to an upload file (a plain POST
+    // is answered at once and its connection closed). Slowloris needs nothing but its headers.
+    const uploads = join(datadir, 'data/docker/registry/v2/repositories/slow/victim/_uploads')
+    const target = {
+      'slow read': `/v2/slow/victim/blobs/${image.layers[0]}`,
+      'range attack': `/v2/slow/victim/blobs/${image.layers[0]}`,
+      'slow body': `/v2/slow/victim/blobs/uploads/?digest=sha256:${'0'.repeat(64)}`,
+    }[name] ?? '/v2/slow/victim/blobs/uploads/'
     let attacking = true
     const attack = run(
       'slowhttptest',
@@ -77,6 +86,12 @@ for (const [name, flags] of Object.entries(ATTACKS)) {
     t.true(latencies.length > 5)
     t.true((latencies[latencies.length >> 1] ?? 0) < 1000, 'median pull over 1 s under attack')
     t.false(verdicts.some(v => v.toUpperCase() === 'NO'), 'slowhttptest found the service unavailable')
+    if (name === 'slow body') {
+      t.true(connected >= CONNECTIONS / 2, `only ${connected} slow uploads were held`)
+      // Each cut upload is cancelled: no upload folder is left behind.
+      const left = async () => (await readdir(uploads).catch(() => [])).length
+      t.true(await settle(async () => (await left()) === 0, 30_000), `${await left()} upload folders left after the attack`)
+    }
     if (name === 'slow read' && host !== undefined) {
       // Each reader has stopped with about 30 KB queued in the kernel; a download then holds two
       // 16 KiB read chunks. Measured 60-70 KiB per connection in all (sockets, parser, response),
