@@ -17,6 +17,40 @@ export class TagStore {
    * Throws RepositoryUnknownError when the repository has no `_manifests`.
    */
   async list(name: string): Promise<string[]> {
+    const candidates = await this.#candidates(name)
+    const present = await Promise.all(candidates.map(tag => this.#hasCurrentLink(name, tag)))
+    return candidates.filter((_, i) => present[i])
+  }
+
+  /**
+   * One page of `list(name)`: at most `limit` tags strictly after `last` (which need not be a
+   * tag), and whether more follow. The folder is listed once, but only the `current/link`s the
+   * page needs are checked (in order, `PAGE_STAT_BATCH` at a time), so paging through a
+   * repository with many tags costs one listing plus one stat per returned tag per page, not a
+   * stat of every tag per page. Throws RepositoryUnknownError like `list`.
+   */
+  async page(name: string, last: string | undefined, limit: number): Promise<{ tags: string[]; more: boolean }> {
+    const all = await this.#candidates(name)
+    if (limit <= 0) return { tags: [], more: false }
+    const after = last === undefined || last === '' ? all : all.slice(firstAfter(all, last))
+    const tags: string[] = []
+    let next = 0
+    while (next < after.length) {
+      // Check no more than the page still needs, plus the one that tells whether more follow.
+      const batch = after.slice(next, next + Math.min(PAGE_STAT_BATCH, limit + 1 - tags.length))
+      next += batch.length
+      const present = await Promise.all(batch.map(tag => this.#hasCurrentLink(name, tag)))
+      for (const [j, tag] of batch.entries()) {
+        if (!present[j]) continue
+        if (tags.length === limit) return { tags, more: true }
+        tags.push(tag)
+      }
+    }
+    return { tags, more: false }
+  }
+
+  /** Names of the tag folders that are valid tags, sorted; not yet checked for a `current/link`. */
+  async #candidates(name: string): Promise<string[]> {
     let entries: string[]
     try {
       entries = await this.driver.list(tagsPath(name))
@@ -30,19 +64,20 @@ export class TagStore {
       }
       return []
     }
-    const candidates = entries.map(entry => entry.slice(entry.lastIndexOf('/') + 1)).filter(isTag)
-    const present = await Promise.all(
-      candidates.map(tag =>
-        this.driver.stat(tagCurrentLinkPath(name, tag)).then(
-          () => true,
-          error => {
-            if (error instanceof PathNotFoundError) return false
-            throw error
-          },
-        ),
-      ),
+    return entries
+      .map(entry => entry.slice(entry.lastIndexOf('/') + 1))
+      .filter(isTag)
+      .sort(compareTags)
+  }
+
+  #hasCurrentLink(name: string, tag: string): Promise<boolean> {
+    return this.driver.stat(tagCurrentLinkPath(name, tag)).then(
+      () => true,
+      error => {
+        if (error instanceof PathNotFoundError) return false
+        throw error
+      },
     )
-    return candidates.filter((_, i) => present[i]).sort(compareTags)
   }
 
   /** The digest `tag` points to. Throws ManifestUnknownError. */
@@ -105,6 +140,21 @@ export class TagStore {
     )
     return removed.sort(compareTags)
   }
+}
+
+/** How many `current/link`s one page of tags checks at once. */
+const PAGE_STAT_BATCH = 32
+
+/** Index of the first entry of sorted `items` that sorts after `last` (binary search). */
+function firstAfter(items: readonly string[], last: string): number {
+  let low = 0
+  let high = items.length
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    if (compareTags(items[middle] as string, last) <= 0) low = middle + 1
+    else high = middle
+  }
+  return low
 }
 
 /** Lexical order by code unit, which for the tag grammar's ASCII is byte order (what Go sorts by). */

@@ -1,6 +1,20 @@
+import type { AddressInfo } from 'node:net'
 import test from 'ava'
+import { TAGS_MAX_ENTRIES } from '../../src/registry/handlers/tags.js'
+import { tagIndexLinkPath } from '../../src/storage/paths.js'
 import { request } from '../helpers/http.js'
-import { errorCode, imageManifest, OCI_MANIFEST, putManifest, startApp } from './fixtures.js'
+import { listTags } from '../helpers/skopeo.js'
+import { errorCode, imageManifest, OCI_MANIFEST, pushBlob, putManifest, sha256, startApp } from './fixtures.js'
+
+/** Runs `task` over `items`, `width` at a time. */
+async function inParallel<T>(items: readonly T[], width: number, task: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < items.length) await task(items[next++] as T)
+    }),
+  )
+}
 
 async function tagged(t: Parameters<typeof startApp>[0], name: string, tags: string[]) {
   const running = await startApp(t)
@@ -46,11 +60,53 @@ test('n=0 gives an empty list and no Link', async t => {
 
 test('a bad n is 400', async t => {
   const { server } = await tagged(t, 'app', ['a'])
-  for (const n of ['-1', 'abc', '1.5']) {
+  for (const n of ['-1', 'abc', '1.5', '1e3', '0x10']) {
     const list = await request(server, `/v2/app/tags/list?n=${n}`)
     t.is(list.status, 400, n)
     t.is(errorCode(list), 'PAGINATION_NUMBER_INVALID')
   }
+})
+
+test('a tag folder without a current link (a crash leftover) is skipped and the page still fills', async t => {
+  const running = await tagged(t, 'app', ['a', 'b', 'c', 'd'])
+  const digest = sha256('left by a crash')
+  await running.driver.putContent(tagIndexLinkPath('app', 'bb', digest), Buffer.from(digest))
+  const first = await request(running.server, '/v2/app/tags/list?n=3')
+  t.deepEqual(first.json.tags, ['a', 'b', 'c'])
+  t.is(first.headers.link, '</v2/app/tags/list?n=3&last=c>; rel="next"')
+  const second = await request(running.server, '/v2/app/tags/list?n=2&last=b')
+  t.deepEqual(second.json.tags, ['c', 'd'])
+  t.is(second.headers.link, undefined)
+})
+
+test(`tags/list answers at most ${TAGS_MAX_ENTRIES} tags (n above it or no n) with a Link, and skopeo list-tags still gets every tag`, async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'big')
+  const count = TAGS_MAX_ENTRIES + 205
+  const all = Array.from({ length: count }, (_, i) => `t${String(i).padStart(4, '0')}`)
+  await inParallel(all, 16, async tag => {
+    const put = await putManifest(server, 'big', tag, image.manifest, OCI_MANIFEST)
+    if (put.status !== 201) throw new Error(`PUT ${tag}: ${put.status}`)
+  })
+  const firstLink = `</v2/big/tags/list?n=${TAGS_MAX_ENTRIES}&last=${all[TAGS_MAX_ENTRIES - 1]}>; rel="next"`
+  for (const query of ['', `?n=${TAGS_MAX_ENTRIES + 1}`, '?n=1000000000', `?n=${'9'.repeat(40)}`]) {
+    const page = await request(server, `/v2/big/tags/list${query}`)
+    t.is(page.status, 200, query)
+    t.deepEqual(page.json.tags, all.slice(0, TAGS_MAX_ENTRIES), query)
+    t.is(page.headers.link, firstLink, query)
+  }
+  // The Link leads to the rest, and the last page has none.
+  const next = await request(server, String(/^<([^>]+)>/.exec(firstLink)?.[1]))
+  t.deepEqual(next.json.tags, all.slice(TAGS_MAX_ENTRIES))
+  t.is(next.headers.link, undefined)
+  // n at the cap is honoured exactly; n below it pages as asked.
+  t.is((await request(server, `/v2/big/tags/list?n=${TAGS_MAX_ENTRIES}`)).json.tags.length, TAGS_MAX_ENTRIES)
+  const small = await request(server, `/v2/big/tags/list?n=7&last=${all[1100]}`)
+  t.deepEqual(small.json.tags, all.slice(1101, 1108))
+  t.is(small.headers.link, `</v2/big/tags/list?n=7&last=${all[1107]}>; rel="next"`)
+  // A real client that pages by the Link header (skopeo asks without n).
+  const { port } = server.address() as AddressInfo
+  t.deepEqual(await listTags(`docker://127.0.0.1:${port}/big`, { tlsVerify: false }), all)
 })
 
 test('tags/list of an unknown repository is 404 NAME_UNKNOWN', async t => {
@@ -76,6 +132,42 @@ test('_catalog lists repositories (nested too) sorted, with n/last/Link', async 
   t.is(page.headers.link, '</v2/_catalog?n=2&last=a%2Fb>; rel="next"')
   const next = await request(server, '/v2/_catalog?n=2&last=a%2Fb')
   t.deepEqual(next.json.repositories, ['a/b/c', 'library/alpine'])
+})
+
+test('_catalog answers 100 repositories without n and at most 1000 for any larger n, with a Link to the rest', async t => {
+  const { server } = await startApp(t)
+  // 1,010 repositories, each with one manifest (an artifact whose config and layer are the empty
+  // blob, mounted from a first repository): what makes a folder a repository for the catalog.
+  const empty = await pushBlob(server, 'base', '{}')
+  const body = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      artifactType: 'application/vnd.example.test',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: empty, size: 2 },
+      layers: [{ mediaType: 'application/vnd.oci.empty.v1+json', digest: empty, size: 2 }],
+    }),
+  )
+  const names = Array.from({ length: 1010 }, (_, i) => `r${String(i).padStart(4, '0')}`)
+  await inParallel(names, 16, async name => {
+    const mount = await request(server, `/v2/${name}/blobs/uploads/?mount=${empty}&from=base`, { method: 'POST' })
+    if (mount.status !== 201) throw new Error(`mount into ${name}: ${mount.status}`)
+    const put = await putManifest(server, name, 'v1', body, OCI_MANIFEST)
+    if (put.status !== 201) throw new Error(`PUT ${name}: ${put.status}`)
+  })
+  const everything = names // 'base' has a blob but no manifest, so it is not listed
+  const byDefault = await request(server, '/v2/_catalog')
+  t.deepEqual(byDefault.json.repositories, everything.slice(0, 100))
+  t.is(byDefault.headers.link, `</v2/_catalog?n=100&last=${everything[99]}>; rel="next"`)
+  for (const n of ['1001', '1000000000']) {
+    const capped = await request(server, `/v2/_catalog?n=${n}`)
+    t.is(capped.status, 200, n)
+    t.deepEqual(capped.json.repositories, everything.slice(0, 1000), n)
+    t.is(capped.headers.link, `</v2/_catalog?n=1000&last=${everything[999]}>; rel="next"`, n)
+  }
+  const rest = await request(server, `/v2/_catalog?n=1000&last=${everything[999]}`)
+  t.deepEqual(rest.json.repositories, everything.slice(1000))
+  t.is(rest.headers.link, undefined)
 })
 
 test('_catalog of an empty registry is an empty list', async t => {

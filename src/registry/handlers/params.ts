@@ -20,10 +20,13 @@ export function reference(params: RouteParams): string {
   return value
 }
 
-/** A non-negative integer query parameter, or undefined when absent. */
+/**
+ * The `n` query parameter: a non-negative integer of any size (callers cap it), or undefined when
+ * absent. Anything else is 400 PAGINATION_NUMBER_INVALID.
+ */
 export function pageSize(query: URLSearchParams): number | undefined {
   const raw = query.get('n')
   if (raw === null || raw === '') return undefined
-  if (!/^[0-9]{1,9}$/.test(raw)) throw new RegistryError('PAGINATION_NUMBER_INVALID', { n: raw.slice(0, 50) })
+  if (!/^[0-9]+$/.test(raw)) throw new RegistryError('PAGINATION_NUMBER_INVALID', { n: raw.slice(0, 50) })
   return Number(raw)
 }

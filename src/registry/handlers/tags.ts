@@ -1,42 +1,55 @@
-/** `GET /v2/<name>/tags/list[?n=&last=]` (end-8a/8b) and `GET /v2/_catalog` (Docker extra). */
+/**
+ * `GET /v2/<name>/tags/list[?n=&last=]` (end-8a/8b) and `GET /v2/_catalog` (Docker extra).
+ *
+ * Both answer at most `MAX_PAGE_ENTRIES` names per response. A larger `n`, or (for tags) no `n`,
+ * gets that many and a `Link: <...>; rel="next"` to the rest: distribution-spec "Listing Tags"
+ * lets a registry return fewer than `n` when it sends a Link, and every client that lists (skopeo
+ * list-tags, go-containerregistry's `crane ls` and `crane catalog`, oras, regclient) follows it.
+ * distribution 3.x answers a catalog `n` above `catalog.maxentries` (1000) with 400
+ * PAGINATION_NUMBER_INVALID instead, and puts no bound on tags at all; capping keeps a client that
+ * asks for a bigger page (go-containerregistry has sent `n=10000`) working instead of failing it.
+ */
 import { sendJson } from '../http.js'
 import type { Handler } from '../routes.js'
 import { pageSize, repositoryName } from './params.js'
 
-/** distribution's defaults for the catalog: 100 entries unless `n` asks for up to 1000. */
+/** The most names one response holds (distribution's default `catalog.maxentries`). */
+export const MAX_PAGE_ENTRIES = 1000
+/** distribution's default catalog page when `n` is not given. */
 export const CATALOG_DEFAULT_ENTRIES = 100
-export const CATALOG_MAX_ENTRIES = 1000
+export const CATALOG_MAX_ENTRIES = MAX_PAGE_ENTRIES
+export const TAGS_MAX_ENTRIES = MAX_PAGE_ENTRIES
 
 /**
  * One page of a sorted list: entries strictly after `last`, at most `n`. The `Link` header
  * (RFC 8288) is sent only when more entries follow; `n=0` gives an empty page and no Link.
  */
-function page(all: readonly string[], n: number | undefined, last: string | null): { items: string[]; more: boolean } {
+function page(all: readonly string[], n: number, last: string | null): { items: string[]; more: boolean } {
   const after = last === null || last === '' ? all : all.filter(item => item > last)
-  if (n === undefined) return { items: [...after], more: false }
   return { items: after.slice(0, n), more: n > 0 && after.length > n }
+}
+
+function nextLink(path: string, n: number, lastItem: string): string {
+  return `<${path}?n=${n}&last=${encodeURIComponent(lastItem)}>; rel="next"`
 }
 
 export const listTags: Handler = async ({ response, params, query, store }) => {
   const name = repositoryName(params)
-  const n = pageSize(query)
-  const tags = await store.tags.list(name)
-  const { items, more } = page(tags, n, query.get('last'))
+  const n = Math.min(pageSize(query) ?? TAGS_MAX_ENTRIES, TAGS_MAX_ENTRIES)
+  const last = query.get('last') ?? undefined
+  const { tags, more } = await store.tags.page(name, last, n)
   const headers: Record<string, string> = {}
-  const lastItem = items.at(-1)
-  if (more && lastItem !== undefined && n !== undefined) {
-    headers['Link'] = `</v2/${name}/tags/list?n=${n}&last=${encodeURIComponent(lastItem)}>; rel="next"`
-  }
-  sendJson(response, 200, { name, tags: items }, headers)
+  const lastItem = tags.at(-1)
+  if (more && lastItem !== undefined) headers['Link'] = nextLink(`/v2/${name}/tags/list`, n, lastItem)
+  sendJson(response, 200, { name, tags }, headers)
 }
 
 export const listCatalog: Handler = async ({ response, query, store }) => {
-  const requested = pageSize(query)
-  const n = Math.min(requested ?? CATALOG_DEFAULT_ENTRIES, CATALOG_MAX_ENTRIES)
+  const n = Math.min(pageSize(query) ?? CATALOG_DEFAULT_ENTRIES, CATALOG_MAX_ENTRIES)
   const repositories = await store.catalog.list()
   const { items, more } = page(repositories, n, query.get('last'))
   const headers: Record<string, string> = {}
   const lastItem = items.at(-1)
-  if (more && lastItem !== undefined) headers['Link'] = `</v2/_catalog?n=${n}&last=${encodeURIComponent(lastItem)}>; rel="next"`
+  if (more && lastItem !== undefined) headers['Link'] = nextLink('/v2/_catalog', n, lastItem)
   sendJson(response, 200, { repositories: items }, headers)
 }
