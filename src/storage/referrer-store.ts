@@ -11,6 +11,26 @@ import { BlobUnknownError } from './errors.js'
 import { isIndexType, parseManifest, storedMediaType, type Descriptor } from './manifest.js'
 import { manifestRevisionLinkPath, referrerLinkPath, referrersPath, tagCurrentLinkPath } from './paths.js'
 
+export interface ReferrerPageOptions {
+  /** Only referrers with this artifact type. */
+  artifactType?: string
+  /** Only referrers whose digest sorts after this one (the previous page's last). */
+  last?: string
+  /** At most this many descriptors. */
+  maxEntries: number
+  /** At most this many bytes of descriptor JSON (one descriptor always fits). */
+  maxBytes: number
+}
+
+export interface ReferrerPage {
+  descriptors: Descriptor[]
+  /** Another matching referrer follows this page. */
+  more: boolean
+}
+
+/** How many referring manifests one page reads at once. */
+const PAGE_READ_BATCH = 16
+
 export class ReferrerStore {
   constructor(
     private readonly driver: StorageDriver,
@@ -36,6 +56,54 @@ export class ReferrerStore {
    * subject: the answer is then an empty list.
    */
   async list(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
+    const options: ReferrerPageOptions = { maxEntries: Infinity, maxBytes: Infinity }
+    if (artifactType !== undefined) options.artifactType = artifactType
+    return (await this.page(name, subject, options)).descriptors
+  }
+
+  /**
+   * One page of `list`: the referrers whose digest sorts after `last` (when given) and that pass
+   * the `artifactType` filter, in digest order, at most `maxEntries` of them and at most
+   * `maxBytes` of JSON (but always at least one, so paging always moves on); `more` tells whether
+   * another matching referrer follows. Only the manifests up to the end of the page (plus the
+   * one that tells `more`) are read, `PAGE_READ_BATCH` at a time.
+   */
+  async page(name: string, subject: Digest, options: ReferrerPageOptions): Promise<ReferrerPage> {
+    const { artifactType, last, maxEntries, maxBytes } = options
+    const linked = await this.#linkedDigests(name, subject)
+    // Upgrade rule of the spec: manifests listed under the tag-schema fallback tag `<alg>-<hex>`
+    // (pushed by clients before this registry had the API) are referrers too. A linked referrer
+    // is described from its own manifest; the fallback descriptor stands in when that is gone.
+    const fallback = new Map((await this.#fromFallbackTag(name, subject)).map(d => [d.digest, d]))
+    const candidates = [...new Set([...linked.keys(), ...fallback.keys()])]
+      .filter(digest => last === undefined || digest > last)
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    const descriptors: Descriptor[] = []
+    let bytes = 0
+    for (let next = 0; next < candidates.length; ) {
+      const batch = candidates.slice(next, next + PAGE_READ_BATCH)
+      next += batch.length
+      const described = await Promise.all(
+        batch.map(async value => {
+          const digest = linked.get(value)
+          return (digest === undefined ? undefined : await this.#describe(name, digest)) ?? fallback.get(value)
+        }),
+      )
+      for (const descriptor of described) {
+        if (descriptor === undefined) continue
+        if (artifactType !== undefined && descriptor.artifactType !== artifactType) continue
+        // The descriptor's share of the index JSON: itself and the comma before it.
+        const size = Buffer.byteLength(JSON.stringify(descriptor)) + 1
+        if (descriptors.length >= maxEntries || (descriptors.length > 0 && bytes + size > maxBytes)) return { descriptors, more: true }
+        descriptors.push(descriptor)
+        bytes += size
+      }
+    }
+    return { descriptors, more: false }
+  }
+
+  /** The digests linked under `_referrers/<subject>/`, by value. */
+  async #linkedDigests(name: string, subject: Digest): Promise<Map<string, Digest>> {
     const digests = new Map<string, Digest>()
     for (const algorithmDir of await this.#listOrEmpty(referrersPath(name, subject))) {
       for (const hexDir of await this.#listOrEmpty(algorithmDir)) {
@@ -49,16 +117,7 @@ export class ReferrerStore {
         }
       }
     }
-    const descriptors = (await Promise.all([...digests.values()].map(digest => this.#describe(name, digest)))).filter(
-      (d): d is Descriptor => d !== undefined,
-    )
-    // Upgrade rule of the spec: manifests listed under the tag-schema fallback tag `<alg>-<hex>`
-    // (pushed by clients before this registry had the API) are referrers too.
-    for (const extra of await this.#fromFallbackTag(name, subject)) {
-      if (!descriptors.some(d => d.digest === extra.digest)) descriptors.push(extra)
-    }
-    descriptors.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0))
-    return artifactType === undefined ? descriptors : descriptors.filter(d => d.artifactType === artifactType)
+    return digests
   }
 
   async #listOrEmpty(path: string): Promise<string[]> {
