@@ -113,6 +113,36 @@ test('PUT may carry the last chunk', async t => {
   t.deepEqual((await request(server, `/v2/repo/blobs/${sha256(blob)}`)).body, blob)
 })
 
+test('chunks of any size are taken, so POST advertises no OCI-Chunk-Min-Length', async t => {
+  const { server } = await startApp(t)
+  // 1- and 3-byte chunks, then one that takes the upload past 5 MiB (S3's smallest multipart
+  // part: below it the S3 driver resends the bytes, above it copies them server-side), then
+  // tiny ones again, and a 2-byte last chunk on the PUT.
+  const sizes = [1, 3, 5 * 1024 * 1024 + 100, 1, 7]
+  const blob = randomBytes(sizes.reduce((a, b) => a + b, 0) + 2)
+  const { response, location } = await startUpload(server)
+  t.is(response.status, 202)
+  t.is(response.headers['oci-chunk-min-length'], undefined)
+  let offset = 0
+  for (const size of sizes) {
+    const patch = await request(server, location, {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${offset}-${offset + size - 1}` },
+      body: blob.subarray(offset, offset + size),
+    })
+    t.is(patch.status, 202, `chunk of ${size}`)
+    offset += size
+    t.is(patch.headers.range, `0-${offset - 1}`)
+  }
+  const put = await request(server, `${location}?digest=${sha256(blob)}`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${offset}-${offset + 1}` },
+    body: blob.subarray(offset),
+  })
+  t.is(put.status, 201)
+  t.deepEqual((await request(server, `/v2/repo/blobs/${sha256(blob)}`)).body, blob)
+})
+
 test('an out-of-order chunk is 416 and leaves the upload as it was', async t => {
   const { server } = await startApp(t)
   const blob = randomBytes(2000)

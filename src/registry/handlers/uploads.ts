@@ -2,6 +2,12 @@
  * Blob uploads (end-4a/4b, end-5, end-6, end-11, end-13 and cancel): POST starts (or mounts, or
  * takes a whole blob with `?digest=`), PATCH appends a streamed chunk, PUT finishes, GET reports
  * progress, DELETE cancels. `Location` is always relative, so no proxy can rewrite it wrongly.
+ *
+ * No `OCI-Chunk-Min-Length` on the POST: distribution-spec v1.1 has a registry send it when it
+ * has a minimum chunk size (and may answer a smaller chunk with 416). Berth has none: every
+ * driver appends a chunk of any size (the S3 driver resends an upload under 5 MiB and copies a
+ * larger one server-side before the new part), so the header would only make clients that honour
+ * it (the conformance suite, regclient, oci-client) buffer bigger chunks for no limit of ours.
  */
 import type { IncomingMessage } from 'node:http'
 import { parseDigest } from '../../storage/digest.js'
