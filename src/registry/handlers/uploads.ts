@@ -7,7 +7,8 @@
  * has a minimum chunk size (and may answer a smaller chunk with 416). Berth has none: every
  * driver appends a chunk of any size (the S3 driver resends an upload under 5 MiB and copies a
  * larger one server-side before the new part), so the header would only make clients that honour
- * it (the conformance suite, regclient, oci-client) buffer bigger chunks for no limit of ours.
+ * it (the OCI conformance suite; client libraries that take max(their chunk, the minimum)) buffer
+ * bigger chunks for no limit of ours.
  */
 import type { IncomingMessage } from 'node:http'
 import { parseDigest } from '../../storage/digest.js'
