@@ -3,8 +3,8 @@
  *
  * Both answer at most `MAX_PAGE_ENTRIES` names per response. A larger `n`, or (for tags) no `n`,
  * gets that many and a `Link: <...>; rel="next"` to the rest: distribution-spec "Listing Tags"
- * lets a registry return fewer than `n` when it sends a Link, and every client that lists (skopeo
- * list-tags, go-containerregistry's `crane ls` and `crane catalog`, oras, regclient) follows it.
+ * lets a registry return fewer than `n` when it sends a Link, and listing clients follow it
+ * (skopeo list-tags, tested; go-containerregistry's tag listing behind `crane ls`, from its source).
  * distribution 3.x answers a catalog `n` above `catalog.maxentries` (1000) with 400
  * PAGINATION_NUMBER_INVALID instead, and puts no bound on tags at all; capping keeps a client that
  * asks for a bigger page (go-containerregistry has sent `n=10000`) working instead of failing it.
