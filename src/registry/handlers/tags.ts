@@ -1,13 +1,17 @@
 /**
  * `GET /v2/<name>/tags/list[?n=&last=]` (end-8a/8b) and `GET /v2/_catalog` (Docker extra).
  *
- * Both answer at most `MAX_PAGE_ENTRIES` names per response. A larger `n`, or (for tags) no `n`,
- * gets that many and a `Link: <...>; rel="next"` to the rest: distribution-spec "Listing Tags"
+ * A client that asks for a page (`n`) gets at most `MAX_PAGE_ENTRIES` names per response: a larger
+ * `n` gets that many and a `Link: <...>; rel="next"` to the rest. distribution-spec "Listing Tags"
  * lets a registry return fewer than `n` when it sends a Link, and listing clients follow it
  * (skopeo list-tags, tested; go-containerregistry's tag listing behind `crane ls`, from its source).
  * distribution 3.x answers a catalog `n` above `catalog.maxentries` (1000) with 400
- * PAGINATION_NUMBER_INVALID instead, and puts no bound on tags at all; capping keeps a client that
- * asks for a bigger page (go-containerregistry has sent `n=10000`) working instead of failing it.
+ * PAGINATION_NUMBER_INVALID instead; capping keeps a client that asks for a bigger page
+ * (go-containerregistry has sent `n=10000`) working instead of failing it.
+ *
+ * `tags/list` without `n` lists every tag, as registry:2 does: scripts written against it (`curl
+ * .../tags/list | jq`) do not follow Links, and a repository with a tag per CI build passes 1,000
+ * tags soon. The catalog without `n` gives distribution's default page of 100, with a Link.
  */
 import { sendJson } from '../http.js'
 import type { Handler } from '../routes.js'
@@ -35,7 +39,8 @@ function nextLink(path: string, n: number, lastItem: string): string {
 
 export const listTags: Handler = async ({ response, params, query, store }) => {
   const name = repositoryName(params)
-  const n = Math.min(pageSize(query) ?? TAGS_MAX_ENTRIES, TAGS_MAX_ENTRIES)
+  const asked = pageSize(query)
+  const n = asked === undefined ? Number.MAX_SAFE_INTEGER : Math.min(asked, TAGS_MAX_ENTRIES)
   const last = query.get('last') ?? undefined
   const { tags, more } = await store.tags.page(name, last, n)
   const headers: Record<string, string> = {}
