@@ -5,15 +5,8 @@ import { errorCode, imageManifest, OCI_INDEX, OCI_MANIFEST, pushBlob, putManifes
 
 const EMPTY_CONFIG = 'application/vnd.oci.empty.v1+json'
 
-/** Pushes an artifact manifest (empty config) whose subject is `subject`. */
-async function pushArtifact(
-  server: Parameters<typeof request>[0],
-  name: string,
-  subject: { digest: string; size: number },
-  artifactType: string,
-  annotations?: Record<string, string>,
-) {
-  const empty = await pushBlob(server, name, '{}')
+/** The bytes of an artifact manifest whose config and layer are the empty blob `empty`. */
+function artifactManifest(empty: string, subject: { digest: string; size: number }, artifactType: string, annotations?: Record<string, string>): Buffer {
   const body: Record<string, unknown> = {
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
@@ -23,7 +16,19 @@ async function pushArtifact(
     subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.size },
   }
   if (annotations) body['annotations'] = annotations
-  const manifest = Buffer.from(JSON.stringify(body))
+  return Buffer.from(JSON.stringify(body))
+}
+
+/** Pushes an artifact manifest (empty config) whose subject is `subject`. */
+async function pushArtifact(
+  server: Parameters<typeof request>[0],
+  name: string,
+  subject: { digest: string; size: number },
+  artifactType: string,
+  annotations?: Record<string, string>,
+) {
+  const empty = await pushBlob(server, name, '{}')
+  const manifest = artifactManifest(empty, subject, artifactType, annotations)
   const put = await putManifest(server, name, sha256(manifest), manifest, OCI_MANIFEST)
   return { put, manifest, digest: sha256(manifest) }
 }
@@ -157,17 +162,7 @@ async function pushManyArtifacts(
     16,
     async i => {
       const { artifactType, annotations } = describe(i)
-      const manifest = Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: OCI_MANIFEST,
-          artifactType,
-          config: { mediaType: EMPTY_CONFIG, digest: empty, size: 2 },
-          layers: [{ mediaType: EMPTY_CONFIG, digest: empty, size: 2 }],
-          subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.size },
-          annotations,
-        }),
-      )
+      const manifest = artifactManifest(empty, subject, artifactType, annotations)
       const put = await putManifest(server, name, sha256(manifest), manifest, OCI_MANIFEST)
       if (put.status !== 201) throw new Error(`PUT referrer ${i}: ${put.status} ${put.body.toString()}`)
       digests.push(sha256(manifest))
