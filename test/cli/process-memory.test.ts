@@ -1,7 +1,7 @@
 /**
  * The young-generation cap `berth serve` sets on its own process (src/process-memory.ts): with it,
- * V8's new space stops growing at the cap under a busy allocation pattern that grows it to 32 MiB
- * without. Each case runs in a fresh node process, since the setting is per process.
+ * V8's new space stops growing at the cap (or one step past it) under a busy allocation pattern that
+ * grows it to 32 MiB without. Each case runs in a fresh node process, since the setting is per process.
  */
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -38,6 +38,9 @@ test('serve keeps V8\'s new space at its cap; without the cap the same allocatio
   const [capped, uncapped] = await Promise.all([peakNewSpace(true), peakNewSpace(false)])
   const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(0)
   t.log(`peak new space: ${mib(capped)} MiB with the ${mib(YOUNG_GENERATION_CAP_BYTES)} MiB cap, ${mib(uncapped)} MiB without`)
-  t.true(uncapped > YOUNG_GENERATION_CAP_BYTES, 'the allocation pattern does not grow the new space: the test proves nothing')
-  t.true(capped <= YOUNG_GENERATION_CAP_BYTES, `new space grew to ${mib(capped)} MiB`)
+  // The cap is applied after each garbage collection, when V8 reports it, so the space may grow one
+  // step (x2) past it first (src/process-memory.ts): 1 run in 8 did with 3 busy loops on 2 cores.
+  const oneStepPast = 2 * YOUNG_GENERATION_CAP_BYTES
+  t.true(uncapped > oneStepPast, 'the allocation pattern does not grow the new space past one step: the test proves nothing')
+  t.true(capped <= oneStepPast, `new space grew to ${mib(capped)} MiB`)
 })
