@@ -207,8 +207,12 @@ async function main(): Promise<void> {
     }
     if (flags.storage !== 'filesystem' && flags.storage !== 's3') throw new Error(`--storage ${flags.storage}: filesystem or s3`)
     if (flags.storage === 's3') {
-      progress('starting Ceph RGW (bluestore) for --storage s3')
-      s3 = await startS3({ store: 'bluestore' })
+      // A round holds both stacks' pushes of the big image and blob, with registry:2's upload
+      // copies beside them, before the purge: 4 GiB filled up with 1 GiB sizes (the OSD aborted on
+      // ENOSPC and the RGW hung). The bluestore file is sparse.
+      const blockGb = Math.max(4, Math.ceil((12 * (sizes.huge || sizes.big)) / 1024 ** 3))
+      progress(`starting Ceph RGW (bluestore, ${blockGb} GiB) for --storage s3`)
+      s3 = await startS3({ store: 'bluestore', blockGb })
     }
     const targetFor = (name: StackName): S3Target | undefined =>
       s3 === undefined ? undefined : { endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, prefix: `bench-${name}` }

@@ -105,8 +105,11 @@ function installExitHook(): void {
   }
 }
 
-/** Starts a fresh single-node Ceph RGW (or connects to BERTH_TEST_S3_ENV). */
-export async function startS3(options: { store?: 'memstore' | 'bluestore' } = {}): Promise<S3Server> {
+/**
+ * Starts a fresh single-node Ceph RGW (or connects to BERTH_TEST_S3_ENV). `blockGb` (default 4)
+ * sizes its store: the OSD aborts on ENOSPC, after which every request to the RGW hangs.
+ */
+export async function startS3(options: { store?: 'memstore' | 'bluestore'; blockGb?: number } = {}): Promise<S3Server> {
   const external = process.env['BERTH_TEST_S3_ENV']
   if (external) return toServer(parseEnv(await readFile(external, 'utf8')), undefined, async () => {})
   installExitHook()
@@ -122,7 +125,7 @@ export async function startS3(options: { store?: 'memstore' | 'bluestore' } = {}
     })())
   try {
     const result = await run('bash', [CEPH_UP, dir], {
-      env: { CEPH_PORT_BASE: String(base), S3_PORT: String(s3), CEPH_STORE: options.store ?? 'memstore', CEPH_BLOCK_GB: '4' },
+      env: { CEPH_PORT_BASE: String(base), S3_PORT: String(s3), CEPH_STORE: options.store ?? 'memstore', CEPH_BLOCK_GB: String(options.blockGb ?? 4) },
       timeoutMs: 120_000,
     })
     return toServer(parseEnv(result.stdout), dir, stop)
