@@ -87,6 +87,14 @@ export interface S3DriverOptions {
    * writer holds at most two parts (one filling, one in flight), so this bounds memory per upload.
    */
   partSize?: number
+  /**
+   * How long one request may wait for the store to start answering (connecting, sending and
+   * the response headers; a download's body may then take as long as it needs). Default 120 s.
+   * Without it a store that accepts a request and never answers (a Ceph RGW whose OSD died on a
+   * full disk did) holds the request and its client forever; with it the SDK retries (3 attempts
+   * in all) and the client then gets an error.
+   */
+  requestTimeoutMs?: number
   /** A ready client (tests); the connection options above are then ignored. */
   client?: S3Client
   /**
@@ -100,11 +108,15 @@ export interface S3DriverOptions {
 /** How long a presigned URL works: distribution's 20 minutes, long enough to start a big download. */
 const REDIRECT_EXPIRY_SECONDS = 20 * 60
 
+/** See S3DriverOptions.requestTimeoutMs. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000
+
 /** The client settings real S3 servers need (see the module comment). */
 export function createS3Client(options: S3DriverOptions): S3Client {
   // The SDK warns on Node 20 that *future* releases need Node 22; we pin this release on purpose
   // (package.json), so the warning would only alarm operators. An explicit setting wins.
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
+  const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
   const client = new S3Client({
     region: options.region ?? process.env['AWS_REGION'] ?? process.env['AWS_DEFAULT_REGION'] ?? 'us-east-1',
     ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
@@ -114,6 +126,12 @@ export function createS3Client(options: S3DriverOptions): S3Client {
     // which Ceph RGW (411) and Swift (501) refuse.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: {
+      connectionTimeout: Math.min(10_000, requestTimeoutMs),
+      requestTimeout: requestTimeoutMs,
+      // Without it the SDK only logs a warning when requestTimeout passes, and goes on waiting.
+      throwOnRequestTimeout: true,
+    },
   })
   client.middlewareStack.add(
     (next, context) => async args => {

@@ -1,0 +1,40 @@
+/**
+ * An S3 store that accepts requests and never answers (a Ceph RGW whose OSD died on a full disk
+ * did exactly this in the benchmark) fails the driver's calls after `requestTimeoutMs` and the
+ * SDK's retries, instead of holding them, and the registry clients behind them, forever.
+ */
+import { once } from 'node:events'
+import net, { type AddressInfo } from 'node:net'
+import test from 'ava'
+import { S3Driver } from '../../../src/storage/driver/s3.js'
+import { StorageDriverError } from '../../../src/storage/driver/storage-driver.js'
+
+test('a store that never answers: each call fails after the request timeout and 3 attempts, and says why', async t => {
+  const sockets = new Set<net.Socket>()
+  let requests = 0
+  const silent = net.createServer(socket => {
+    sockets.add(socket)
+    socket.on('data', chunk => {
+      if (chunk.toString('latin1').match(/^(GET|PUT|HEAD|POST|DELETE) /)) requests++
+    })
+    socket.on('error', () => {})
+  })
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy()
+    silent.close()
+  })
+  const { port } = silent.address() as AddressInfo
+  const driver = new S3Driver({
+    endpoint: `http://127.0.0.1:${port}`,
+    bucket: 'b',
+    credentials: { accessKeyId: 'k', secretAccessKey: 's' },
+    requestTimeoutMs: 500,
+  })
+  const error = await t.throwsAsync(driver.getContent('/docker/registry/v2/repositories/a/_layers/x'))
+  t.true(error instanceof StorageDriverError, `${error?.name}: ${error?.message}`)
+  t.regex(String(error?.message), /time/i, 'the error says it timed out')
+  t.is(requests, 3, 'the SDK tried 3 times, each on a connection that had not answered')
+  await t.throwsAsync(driver.putContent('/docker/registry/v2/repositories/a/_uploads/u/startedat', Buffer.from('x')))
+})
