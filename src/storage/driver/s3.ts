@@ -596,6 +596,31 @@ export function multipartEtag(parts: readonly CompletedPart[]): string | undefin
 }
 
 /**
+ * Part buffers whose upload completed, for the next parts to reuse: without it every 8 MiB part
+ * was a fresh allocation that lived until V8's next full collection, which external memory
+ * triggers only after about 64 MiB of it, so a push held several dead parts at once. At most
+ * PART_POOL_MAX are kept, and the pool empties once no part has been taken for PART_POOL_IDLE_MS.
+ */
+const PART_POOL_MAX = 4
+const PART_POOL_IDLE_MS = 30_000
+const partPool: Buffer[] = []
+let partPoolTimer: NodeJS.Timeout | undefined
+
+function takePart(size: number): Buffer {
+  const index = partPool.findIndex(buffer => buffer.byteLength === size)
+  return index === -1 ? Buffer.allocUnsafe(size) : (partPool.splice(index, 1)[0] as Buffer)
+}
+
+function givePart(buffer: Buffer): void {
+  if (partPool.length < PART_POOL_MAX) partPool.push(buffer)
+  partPoolTimer?.refresh()
+  partPoolTimer ??= setTimeout(() => {
+    partPool.length = 0
+    partPoolTimer = undefined
+  }, PART_POOL_IDLE_MS).unref()
+}
+
+/**
  * See the module comment. `existing` is the object an append writer continues (size and ETag at
  * open); a replace writer starts empty.
  */
@@ -639,7 +664,7 @@ class S3FileWriter implements FileWriter {
     // no concatenation when the part is sent.
     let offset = 0
     while (offset < chunk.byteLength) {
-      this.#part ??= Buffer.allocUnsafe(this.driver.partSize)
+      this.#part ??= takePart(this.driver.partSize)
       const n = Math.min(chunk.byteLength - offset, this.#part.byteLength - this.#buffered)
       this.#part.set(chunk.subarray(offset, offset + n), this.#buffered)
       this.#buffered += n
@@ -682,7 +707,7 @@ class S3FileWriter implements FileWriter {
       const bytes = out.Body === undefined ? Buffer.alloc(0) : Buffer.from(await out.Body.transformToByteArray())
       if (bytes.byteLength !== this.existing.size) throw new StorageDriverError('IO_ERROR', `${this.driver.name}: ${this.path} changed while appending`)
       // Nothing is buffered yet (this runs before the first byte is taken), and partSize > 5 MiB > bytes.
-      this.#part ??= Buffer.allocUnsafe(this.driver.partSize)
+      this.#part ??= takePart(this.driver.partSize)
       this.#part.set(bytes, 0)
       this.#buffered = bytes.byteLength
     } catch (error) {
@@ -709,7 +734,8 @@ class S3FileWriter implements FileWriter {
   async #flushPart(): Promise<void> {
     await this.#startMultipart()
     await this.#inFlight
-    const body = (this.#part ?? Buffer.alloc(0)).subarray(0, this.#buffered)
+    const part = this.#part ?? Buffer.alloc(0)
+    const body = part.subarray(0, this.#buffered)
     this.#part = undefined
     this.#buffered = 0
     const partNumber = this.#parts.length + 1
@@ -721,6 +747,8 @@ class S3FileWriter implements FileWriter {
       .send(new UploadPartCommand({ Bucket: this.driver.bucket, Key: this.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength }))
       .then(out => {
         slot.ETag = out.ETag
+        // The SDK resolves once the body is written and answered: nothing refers to the bytes now.
+        if (part.byteLength === this.driver.partSize) givePart(part)
       })
     // Keep a handled copy so an early failure is not an unhandled rejection; the next flush or finish rethrows it.
     this.#inFlight = sending.catch(error => {
