@@ -12,6 +12,7 @@ import zlib from 'node:zlib'
 import { parseAb, parseWrk } from './clients.js'
 import { writeImageLayout, writeRandomBlob } from './content.js'
 import { evaluate, markdownTable, table } from './report.js'
+import { CommandError, redactArgs } from './util.js'
 
 const wrkOutput = `Running 5s test @ https://127.0.0.1:40000/v2/
   2 threads and 16 connections
@@ -88,4 +89,14 @@ test('generated layers are valid tar+gzip and their digests and diff_ids are exa
   t.is(index.manifests[0]!.digest, image.manifest.digest)
   const raw = await writeRandomBlob(path.join(dir, 'raw'), 1000)
   t.is(sha(await readFile(path.join(dir, 'raw'))), raw.digest)
+})
+
+test('a failed client command is reported without its credentials', t => {
+  const args = ['copy', '--src-creds', 'bench:s3cret-pw', 'docker://x', '-u', 'bench:s3cret-pw', '--user', 'a:b2']
+  const error = new CommandError('skopeo', args, { code: 1, signal: null, stdout: '', stderr: 'boom', seconds: 0 })
+  t.false(error.message.includes('s3cret-pw'))
+  t.false(error.message.includes('a:b2'))
+  t.true(error.message.includes('--src-creds *** docker://x -u *** --user ***'))
+  t.deepEqual(redactArgs(['-o', 'out', 'url']), ['-o', 'out', 'url'])
+  t.deepEqual(redactArgs(['-H', 'Authorization: Basic YmVuY2g6cw==', '-A', 'bench:pw']), ['-H', 'Authorization: ***', '-A', '***'])
 })

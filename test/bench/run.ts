@@ -168,11 +168,16 @@ async function main(): Promise<void> {
     if (!flags.keep) await rm(work, { recursive: true, force: true })
   }
   let interrupted = false
-  process.once('SIGINT', () => {
-    interrupted = true
-    progress('interrupted: stopping the stacks')
-    void cleanup().finally(() => process.exit(130))
-  })
+  // Ctrl-C, kill and a closed terminal all stop the stacks (nginx, registry:2, Berth, Ceph) first:
+  // with SIGINT alone, a plain `kill` left them running.
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+    process.once(signal, () => {
+      if (interrupted) return
+      interrupted = true
+      progress(`interrupted (${signal}): stopping the stacks`)
+      void cleanup().finally(() => process.exit(code))
+    })
+  }
 
   try {
     const pki = await makePki(path.join(work, 'pki'))

@@ -16,11 +16,22 @@ export interface RunResult {
   seconds: number
 }
 
+/** Options whose value is a `user:password` pair (curl, skopeo, ab -A): never printed. */
+const CREDENTIAL_OPTIONS = new Set(['-u', '--user', '-A', '--creds', '--src-creds', '--dest-creds'])
+
+/** `args` as printed in errors and logs, with credentials and Authorization headers replaced by `***`. */
+export function redactArgs(args: readonly string[]): string[] {
+  return args.map((arg, i) => {
+    if (i > 0 && CREDENTIAL_OPTIONS.has(args[i - 1] as string)) return '***'
+    return /^authorization:/i.test(arg) ? 'Authorization: ***' : arg
+  })
+}
+
 export class CommandError extends Error {
   readonly result: RunResult
   constructor(command: string, args: readonly string[], result: RunResult) {
     const tail = (result.stderr || result.stdout).trim().split('\n').slice(-8).join('\n')
-    super(`${command} ${args.join(' ')} exited with ${result.code ?? result.signal}:\n${tail}`)
+    super(`${command} ${redactArgs(args).join(' ')} exited with ${result.code ?? result.signal}:\n${tail}`)
     this.name = 'CommandError'
     this.result = result
   }
