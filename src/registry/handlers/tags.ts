@@ -40,9 +40,11 @@ function nextLink(path: string, n: number, lastItem: string): string {
 export const listTags: Handler = async ({ response, params, query, store }) => {
   const name = repositoryName(params)
   const asked = pageSize(query)
-  const n = asked === undefined ? Number.MAX_SAFE_INTEGER : Math.min(asked, TAGS_MAX_ENTRIES)
-  const last = query.get('last') ?? undefined
-  const { tags, more } = await store.tags.page(name, last, n)
+  const last = query.get('last')
+  // Without n: the whole list, every tag's link checked at once (a page checks them in batches).
+  if (asked === undefined) return sendJson(response, 200, { name, tags: page(await store.tags.list(name), Infinity, last).items })
+  const n = Math.min(asked, TAGS_MAX_ENTRIES)
+  const { tags, more } = await store.tags.page(name, last ?? undefined, n)
   const headers: Record<string, string> = {}
   const lastItem = tags.at(-1)
   if (more && lastItem !== undefined) headers['Link'] = nextLink(`/v2/${name}/tags/list`, n, lastItem)
