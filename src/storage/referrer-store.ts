@@ -51,20 +51,10 @@ export class ReferrerStore {
   }
 
   /**
-   * Descriptors of the manifests in `name` that refer to `subject`, sorted by digest, optionally
-   * only those whose artifact type is `artifactType`. Never throws for an unknown repository or
-   * subject: the answer is then an empty list.
-   */
-  async list(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
-    const options: ReferrerPageOptions = { maxEntries: Infinity, maxBytes: Infinity }
-    if (artifactType !== undefined) options.artifactType = artifactType
-    return (await this.page(name, subject, options)).descriptors
-  }
-
-  /**
-   * One page of `list`: the referrers whose digest sorts after `last` (when given) and that pass
-   * the `artifactType` filter, in digest order, at most `maxEntries` of them and at most
-   * `maxBytes` of JSON (but always at least one, so paging always moves on); `more` tells whether
+   * One page of the manifests in `name` that refer to `subject`: those whose digest sorts after
+   * `last` (when given) and that pass the `artifactType` filter, in digest order, at most
+   * `maxEntries` of them and at most `maxBytes` of JSON (but always at least one, so paging
+   * always moves on); never throws for an unknown repository or subject. `more` tells whether
    * another matching referrer follows. Only the manifests up to the end of the page (plus the
    * one that tells `more`) are read, `PAGE_READ_BATCH` at a time.
    */
