@@ -227,7 +227,9 @@ test('manifest JSON: arbitrary and mutated manifests get 201 or a 4xx; anything 
           if (target[key] === null || typeof target[key] !== 'object') target[key] = {}
           target = target[key]
         }
-        target[keys.at(-1)!] = value
+        // A copy: fc.constantFrom hands out the same object every time, so setting `config` to {} and then
+        // `config.size` to {} would make that object contain itself (and leak into later runs).
+        target[keys.at(-1)!] = structuredClone(value)
       }
       return Buffer.from(JSON.stringify(copy))
     }) },
