@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
+import { responseTurn } from '../response-turn.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
 import type { LoginThrottleOptions } from './auth/throttle.js'
 import { STREAM_HIGH_WATER_MARK, UpstreamProxy } from './proxy.js'
@@ -211,7 +212,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       // Node runs every pipelined request of a connection at once and queues the responses: forward
       // one only when its response gets the socket, else a client pipelining many GETs and reading
       // slowly holds an upstream exchange and its buffers per queued request (slowhttptest slow read).
-      if (!(await attached(req, res))) return
+      if (!(await responseTurn(req, res))) return
       const context = { req, res, proto: secure ? ('https' as const) : ('http' as const), maxBodyBytes, responseHeaders, result: outcome }
       if (options.engine !== undefined) await dispatchInProcess(options.engine, context)
       else await proxy.forward(context)
@@ -324,23 +325,4 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     await cleanup()
     throw error
   }
-}
-
-/**
- * Resolves true once `res` owns the connection (at once unless it is a queued pipelined response),
- * false if the connection closes first (then nothing is left to answer).
- */
-function attached(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-  if (res.socket !== null) return Promise.resolve(true)
-  const connection = req.socket
-  if (res.destroyed || connection.destroyed) return Promise.resolve(false)
-  return new Promise(resolve => {
-    const done = (): void => {
-      res.off('socket', done)
-      connection.off('close', done)
-      resolve(res.socket !== null && !connection.destroyed)
-    }
-    res.once('socket', done)
-    connection.once('close', done)
-  })
 }

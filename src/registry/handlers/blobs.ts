@@ -2,6 +2,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
+import { responseTurn } from '../../response-turn.js'
 import { parseRangeHeader } from '../http.js'
 import type { Handler } from '../routes.js'
 import { pathDigest, repositoryName } from './params.js'
@@ -45,20 +46,7 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
   // A pipelined request's response waits in Node's queue until the ones before it are sent; opening
   // the blob only when it gets the socket keeps a client that pipelines many GETs and reads slowly
   // from holding a read-ahead buffer per queued request (test/hardening/slow-clients, slow read).
-  if (response.socket === null) {
-    const connection = request.socket
-    if (response.destroyed || connection.destroyed) return
-    await new Promise<void>(resolve => {
-      const done = (): void => {
-        response.off('socket', done)
-        connection.off('close', done)
-        resolve()
-      }
-      response.once('socket', done)
-      connection.once('close', done)
-    })
-    if (response.socket === null || connection.destroyed) return // the client left first
-  }
+  if (!(await responseTurn(request, response))) return // the client left first
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
   await send(source, response)
