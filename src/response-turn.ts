@@ -24,24 +24,27 @@ export function responseTurn(request: IncomingMessage, response: ServerResponse)
   if (response.socket !== null) return Promise.resolve(true)
   const connection = request.socket
   if (response.destroyed || connection.destroyed) return Promise.resolve(false)
-  let waiters = waitersByConnection.get(connection)
-  if (waiters === undefined) {
-    const created = new Set<() => void>()
-    waiters = created
-    waitersByConnection.set(connection, created)
-    connection.once('close', () => {
-      waitersByConnection.delete(connection)
-      for (const done of created) done()
-    })
-  }
-  const connectionWaiters = waiters
+  const waiters = waitersOf(connection)
   return new Promise(resolve => {
     const done = (): void => {
       response.off('socket', done)
-      connectionWaiters.delete(done)
+      waiters.delete(done)
       resolve(response.socket !== null && !connection.destroyed)
     }
     response.once('socket', done)
-    connectionWaiters.add(done)
+    waiters.add(done)
   })
+}
+
+/** The waiters of `connection`, created with the one 'close' listener that resolves them all. */
+function waitersOf(connection: Socket): Set<() => void> {
+  const known = waitersByConnection.get(connection)
+  if (known !== undefined) return known
+  const waiters = new Set<() => void>()
+  waitersByConnection.set(connection, waiters)
+  connection.once('close', () => {
+    waitersByConnection.delete(connection)
+    for (const done of waiters) done()
+  })
+  return waiters
 }
