@@ -1,22 +1,18 @@
 /**
  * The composition root: the one place that turns a Config into running parts.
  *
- *   config ─► FilesystemDriver(<datadir>/data) or S3Driver(bucket) ─► registry engine on 127.0.0.1:<random>,
- *             requiring a per-process secret header ─► edge (TLS/HTTP, auth, body limit, proxy)
+ *   config ─► FilesystemDriver(<datadir>/data) or S3Driver(bucket) ─► registry engine (a handler)
+ *          ─► edge: doors (HTTPS + port 80, or local; the internal door) → the chain of steps → engine
+ *          ─► scheduler: upload purging, garbage collection
  *
- * The edge calls the built-in engine's listener in process (no loopback hop, edge/in-process.ts);
- * the internal listener still runs.
- *
- * With `upstream` set no engine is started: the edge fronts that registry instead.
+ * The edge calls the engine's handler in this process. With `upstream` set no engine is started:
+ * the chain's innermost handler is the streaming proxy to that registry instead.
  * Each layer gets a plain options object; nothing else reads the Config.
  */
-import { randomBytes } from 'node:crypto'
 import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, mkdir, readFile, stat } from 'node:fs/promises'
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { noUsersMessage, type Config } from './config/config.js'
+import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
 import { ConfigError } from './config/errors.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
@@ -27,7 +23,9 @@ import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
-import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
+import { gcJob } from './storage/gc-schedule.js'
+import { startScheduler, type Job } from './scheduler.js'
+import { Drain } from './edge/steps/drain.js'
 import { DriverCertStore } from './storage/driver/s3-cert-store.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
@@ -36,7 +34,7 @@ export interface RunningServer {
   readonly urls: Edge['urls']
   /** Where images are stored, or undefined with `upstream`. */
   readonly storage: string | undefined
-  /** The internal engine address (loopback), or the upstream URL. */
+  /** 'in-process' for the built-in engine, or the upstream URL. */
   readonly upstream: string
   /** The certificate served at start, if any yet (ACME may still be ordering). */
   readonly certificate: TlsCertificate | undefined
@@ -96,7 +94,6 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // Users first: a refused start (HTTPS without a login) creates nothing and listens on nothing.
   const auth = await checkHtpasswd(config, logger)
   const opened = config.upstream === undefined ? await openStorage(config) : undefined
-  const storage = opened?.shown
   if (config.clientCa !== undefined) await mustRead(config.clientCa, '--client-ca')
 
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
@@ -106,62 +103,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ? new DriverCertStore(opened.driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }) })
       : undefined
   const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
-
-  let engine: { app: RegistryApp; server: HttpServer; url: string; drain: Drain; handle: (request: IncomingMessage, response: ServerResponse) => void } | undefined
-  let gcSchedule: GcSchedule | undefined
-  let upstream: { url: string; secret?: string }
-  if (opened === undefined) {
-    upstream = { url: config.upstream ?? '' }
-  } else {
-    // The engine trusts only requests that carry this secret, which only the edge knows: another
-    // process on this machine that finds the loopback port still cannot skip authentication.
-    const secret = randomBytes(32).toString('base64url')
-    const app = createRegistryApp({ driver: opened.driver, logger, internalSecret: secret })
-    const drain = new Drain()
-    const handle = (request: IncomingMessage, response: ServerResponse): void => {
-      if (drain.isDraining) return drain.refuse(response)
-      drain.track(response)
-      app.handle(request, response)
-    }
-    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, handle)
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(0, '127.0.0.1', () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-    engine = { app, server, url, drain, handle }
-    upstream = { url, secret }
-    if (config.gcIntervalMs !== undefined) {
-      // Any storage: on S3 the run takes the lock in the bucket, so of several instances with
-      // --gc-interval one collects at a time and the others skip that tick (storage/gc-lock.ts).
-      gcSchedule = startGcSchedule({ driver: opened.driver, intervalMs: config.gcIntervalMs, logger })
-    }
-  }
-
-  const options: EdgeOptions = {
-    mode: config.mode,
-    localPort: config.port,
-    httpPort: config.httpPort,
-    httpsPort: config.httpsPort,
-    domains: [...config.domains],
-    upstream,
-    // The edge hands requests for the built-in engine straight to its listener, in this process:
-    // the loopback hop cost a third to a half of blob throughput (edge/in-process.ts). The internal
-    // listener above stays (the design's boundary, and what `upstream` names in logs and tools).
-    ...(engine !== undefined ? { engine: { handle: engine.handle, secret: upstream.secret } } : {}),
-    realm: config.realm,
-    maxBodyBytes: config.maxBody,
-    logger,
-  }
-  if (config.host !== undefined) options.host = config.host
-  if (provider !== undefined) options.certificate = provider
-  if (challenges !== undefined) options.challenges = challenges
-  // Always passed: the edge turns basic auth on when the file exists and watches it for changes.
-  options.htpasswdPath = config.htpasswd
-  if (config.clientCa !== undefined) options.clientCaPath = config.clientCa
+  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, uploadPurging: false })
+  const scheduler = startScheduler(app === undefined || opened === undefined ? [] : backgroundJobs(config, opened.driver, app, logger), logger)
+  const drain = new Drain()
 
   // Memory: a small V8 young generation (process-memory.ts says why and how).
   const uncapYoungGeneration = capYoungGeneration()
@@ -172,22 +116,20 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       if (config.certificate.kind !== 'files') throw error
       throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
     })
-    // Without --domain, the names on the certificate are the names port 80 redirects for.
-    if (options.domains.length === 0) options.domains = [...(provider?.current()?.names ?? [])]
-    edge = await startEdge(options)
+    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, logger }))
   } catch (error) {
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
-    await gcSchedule?.stop()
-    if (engine !== undefined) await closeHttpServer(engine.server, 0)
+    await scheduler.stop()
+    await app?.close()
     throw explainStartError(error, config)
   }
 
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
-    storage,
-    upstream: upstream.url,
+    storage: opened?.shown,
+    upstream: config.upstream ?? 'in-process',
     certificate: provider?.current(),
     certificateSource: source,
     hints,
@@ -195,19 +137,62 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     close(graceMs = 10_000) {
       closing ??= (async () => {
         // Requests in flight (a layer upload) get up to graceMs to finish; new ones get 503 meanwhile.
-        if (engine !== undefined) await engine.drain.start(graceMs)
+        await drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
         await provider?.stop().catch(() => {})
-        await gcSchedule?.stop()
-        if (engine !== undefined) {
-          await closeHttpServer(engine.server, 0)
-          await Promise.race([engine.app.close(), delay(1000)])
-        }
+        await scheduler.stop()
+        if (app !== undefined) await Promise.race([app.close(), delay(1000)])
         uncapYoungGeneration()
       })()
       return closing
     },
   }
+}
+
+/** The edge's options from the config: doors, limits, and the engine (or the upstream) innermost. */
+function edgeOptions(
+  config: Config,
+  parts: { app: RegistryApp | undefined; drain: Drain; provider: CertificateProvider | undefined; challenges: ChallengeResponder | undefined; logger: Logger },
+): EdgeOptions {
+  const { app, provider } = parts
+  return {
+    mode: config.mode,
+    ...(config.host !== undefined ? { host: config.host } : {}),
+    localPort: config.port,
+    httpPort: config.httpPort,
+    httpsPort: config.httpsPort,
+    // Without --domain, the names on the certificate are the names port 80 redirects for.
+    domains: config.domains.length > 0 ? [...config.domains] : [...(provider?.current()?.names ?? [])],
+    ...(app !== undefined ? { engine: app.serve } : { upstream: { url: config.upstream ?? '' } }),
+    ...(config.internalListen !== undefined ? { internalListen: config.internalListen } : {}),
+    innerSteps: [parts.drain.step],
+    realm: config.realm,
+    maxBodyBytes: config.maxBody,
+    idleTimeoutMs: config.idleTimeoutMs,
+    headersTimeoutMs: DEFAULTS.headersTimeout,
+    ...(provider !== undefined ? { certificate: provider } : {}),
+    ...(parts.challenges !== undefined ? { challenges: parts.challenges } : {}),
+    // Always passed: the edge turns basic auth on when the file exists and watches it for changes.
+    htpasswdPath: config.htpasswd,
+    ...(config.clientCa !== undefined ? { clientCaPath: config.clientCa } : {}),
+    logger: parts.logger,
+  }
+}
+
+/** Upload purging always; garbage collection with --gc-interval (on S3 the run takes the lock in the bucket, so one instance collects at a time). */
+function backgroundJobs(config: Config, driver: StorageDriver, app: RegistryApp, logger: Logger): Job[] {
+  const jobs: Job[] = [
+    {
+      name: 'upload purge',
+      intervalMs: DEFAULTS.uploadPurgeInterval,
+      async run() {
+        const count = await app.store.uploads.purge(new Date(Date.now() - config.uploadMaxAgeMs))
+        if (count > 0) logger.info('purged abandoned uploads', { count })
+      },
+    },
+  ]
+  if (config.gcIntervalMs !== undefined) jobs.push(gcJob({ driver, intervalMs: config.gcIntervalMs, logger }))
+  return jobs
 }
 
 async function certificateFor(
@@ -368,59 +353,6 @@ function realExecPath(): string {
     return realpathSync(process.execPath) // start-up error path only, never a request path
   } catch {
     return process.execPath
-  }
-}
-
-async function closeHttpServer(server: HttpServer, graceMs: number): Promise<void> {
-  const closed = new Promise<void>(resolve => server.close(() => resolve()))
-  server.closeIdleConnections()
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs)
-  await closed
-  clearTimeout(timer)
-}
-
-/**
- * Shutdown bookkeeping of the engine's listener: counts responses in flight and, once draining,
- * answers new requests with 503 so clients retry elsewhere or later while uploads finish.
- */
-const RELAY_SETTLE_MS = 300
-
-class Drain {
-  private active = 0
-  private draining = false
-  private onIdle: (() => void) | undefined
-
-  get isDraining(): boolean {
-    return this.draining
-  }
-
-  track(response: ServerResponse): void {
-    this.active++
-    response.once('close', () => {
-      this.active--
-      if (this.active === 0) this.onIdle?.()
-    })
-  }
-
-  refuse(response: ServerResponse): void {
-    response.writeHead(503, {
-      'content-type': 'application/json',
-      'docker-distribution-api-version': 'registry/2.0',
-      'retry-after': '10',
-      connection: 'close',
-    })
-    response.end(JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'the registry is shutting down', detail: null }] }))
-  }
-
-  /**
-   * Resolves when nothing is in flight any more, or after graceMs. The engine's last response is
-   * then still on its way through the edge's proxy to the client, so it gets a moment to get there.
-   */
-  async start(graceMs: number): Promise<void> {
-    this.draining = true
-    if (this.active === 0) return
-    await Promise.race([new Promise<void>(resolve => (this.onIdle = resolve)), delay(graceMs)])
-    await delay(RELAY_SETTLE_MS)
   }
 }
 

@@ -7,19 +7,9 @@ import { resolve } from 'node:path'
 import type { LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
-import { ACME_DIRECTORIES } from './values.js'
+import { DEFAULTS } from './settings.js'
 
-export const DEFAULTS = {
-  port: 5000,
-  datadir: './datadir',
-  httpsPort: 443,
-  httpPort: 80,
-  realm: 'Berth Registry',
-  maxBody: 5 * 1024 ** 3,
-  acmeDirectory: ACME_DIRECTORIES.letsencrypt,
-  certs: './certs',
-  logLevel: 'info' as LogLevel,
-} as const
+export { DEFAULTS }
 
 /** Where images are stored. */
 export type StorageChoice =
@@ -82,6 +72,12 @@ export interface Config {
   readonly logLevel: LogLevel
   /** Garbage collection inside serve every this many ms (storage/gc-schedule.ts); undefined: off. */
   readonly gcIntervalMs: number | undefined
+  /** The internal door (`host:port` on loopback, or `unix:/path`); undefined: off. */
+  readonly internalListen: string | undefined
+  /** Socket inactivity limit of every connection. */
+  readonly idleTimeoutMs: number
+  /** Abandoned uploads older than this are purged. */
+  readonly uploadMaxAgeMs: number
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -221,6 +217,9 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     upstream: values.upstream,
     logLevel: values.logLevel ?? DEFAULTS.logLevel,
     gcIntervalMs: values.gcInterval !== undefined && values.gcInterval > 0 ? values.gcInterval : undefined,
+    internalListen: values.internalListen,
+    idleTimeoutMs: values.idleTimeout ?? DEFAULTS.idleTimeout,
+    uploadMaxAgeMs: values.uploadMaxAge ?? DEFAULTS.uploadMaxAge,
     configFile,
     warnings,
   }

@@ -5,6 +5,7 @@
  */
 import type { LogLevel } from '../log.js'
 import {
+  ACME_DIRECTORIES,
   parseAcmeDirectory,
   parseBoolean,
   parseDomains,
@@ -16,7 +17,32 @@ import {
   parseSize,
   parseString,
   parseUpstream,
+  InvalidValue,
 } from './values.js'
+
+/**
+ * The defaults, in one place: config.ts applies them, the table below shows them in `--help`, and
+ * no other layer has its own (each layer takes the resolved values as options).
+ */
+export const DEFAULTS = {
+  port: 5000,
+  datadir: './datadir',
+  httpsPort: 443,
+  httpPort: 80,
+  realm: 'Berth Registry',
+  /** The seed's `client_max_body_size 5G`. */
+  maxBody: 5 * 1024 ** 3,
+  acmeDirectory: ACME_DIRECTORIES.letsencrypt,
+  certs: './certs',
+  logLevel: 'info' as LogLevel,
+  /** The seed recipe's proxy_read_timeout 900. */
+  idleTimeout: 15 * 60_000,
+  /** Time a client has to send complete request headers (nginx's client_header_timeout). */
+  headersTimeout: 60_000,
+  /** registry:2's `uploadpurging` age and interval. */
+  uploadMaxAge: 168 * 3600_000,
+  uploadPurgeInterval: 24 * 3600_000,
+} as const
 
 /** Settings as parsed, before defaults and cross-checks (see config.ts for the resolved Config). */
 export interface SettingValues {
@@ -51,6 +77,9 @@ export interface SettingValues {
   s3Prefix: string
   s3Redirect: boolean
   gcInterval: number
+  internalListen: string
+  idleTimeout: number
+  uploadMaxAge: number
 }
 
 export type SettingKey = keyof SettingValues
@@ -80,6 +109,16 @@ function setting<K extends SettingKey>(definition: Setting<K>): Setting<K> {
 }
 
 const pathValue = (raw: unknown): string => parseString(raw)
+
+/** The internal door: loopback `host:port`, a bare port (127.0.0.1), or `unix:/path`. */
+const parseListen = (raw: unknown): string => {
+  const value = parseString(raw)
+  if (value.startsWith('unix:/')) return value
+  const match = /^(?:\[([0-9a-fA-F:]+)\]|([0-9.]+|localhost)):(\d{1,5})$|^(\d{1,5})$/.exec(value)
+  const host = match?.[1] ?? match?.[2] ?? '127.0.0.1'
+  if (!match || !/^(127\.|::1$|localhost$)/.test(host)) throw new InvalidValue('a loopback address:port (127.0.0.1:5001, [::1]:5001) or unix:/path')
+  return value
+}
 
 /** An S3 endpoint: http(s) URL, no credentials in it (they come from the AWS variables). */
 const parseEndpoint = (raw: unknown): string => parseUpstream(raw)
@@ -143,6 +182,12 @@ export const SETTINGS = [
     description: 'folder inside the bucket, like registry:2\'s s3 rootdirectory (its data there is served as is)' }),
   setting({ key: 'gcInterval', flag: 'gc-interval', argument: '<duration>', env: 'BERTH_GC_INTERVAL', parse: parseDuration, defaultText: 'off',
     description: 'collect garbage this often while serving (e.g. 24h): frees blobs no manifest references, untouched for 1 h; same as berth gc' }),
+  setting({ key: 'internalListen', flag: 'internal-listen', argument: '<address>', env: 'BERTH_INTERNAL_LISTEN', parse: parseListen, defaultText: 'off',
+    description: 'also serve the registry API without TLS on this loopback address or unix socket (127.0.0.1:5001, unix:/run/berth.sock), with the same logins, for tools and sidecars on this machine' }),
+  setting({ key: 'idleTimeout', flag: 'idle-timeout', argument: '<duration>', env: 'BERTH_IDLE_TIMEOUT', parse: parseDuration, defaultText: '15m',
+    description: 'close a connection when nothing moves on it this long (no limit on a whole upload)' }),
+  setting({ key: 'uploadMaxAge', flag: 'upload-max-age', argument: '<duration>', env: 'BERTH_UPLOAD_MAX_AGE', parse: parseDuration, defaultText: '168h',
+    description: 'abandoned uploads older than this are deleted (checked daily), as registry:2 uploadpurging' }),
   setting({ key: 's3Redirect', flag: 's3-redirect', env: 'BERTH_S3_REDIRECT', parse: parseBoolean,
     description: 'answer layer downloads with a redirect to a presigned S3 URL (clients must reach --s3-endpoint)' }),
   setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',

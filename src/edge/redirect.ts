@@ -4,8 +4,8 @@
  * Only configured names are redirected to; any other Host goes to the first configured name, as the
  * seed's nginx `return 301 https://$server_name$request_uri` does — never an open redirect.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
-import { closeAfterResponse } from './responses.js'
+import type { Exchange, Handler } from '../http/exchange.js'
+import { lingerAfterResponse } from '../http/respond.js'
 import type { ChallengeResponder } from './tls/certificate-source.js'
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
@@ -26,9 +26,9 @@ export function hostName(host: string | undefined): string {
   return colon >= 0 && trimmed.indexOf(':') === colon ? trimmed.slice(0, colon) : trimmed
 }
 
-export function createRedirectHandler(options: RedirectOptions): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRedirectHandler(options: RedirectOptions): Handler {
   const domains = options.domains.map(domain => domain.toLowerCase())
-  return (req, res) => {
+  return async ({ req, res }: Exchange) => {
     const target = req.url ?? '/'
     if (target.startsWith(CHALLENGE_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
       const token = target.slice(CHALLENGE_PREFIX.length).split('?')[0] ?? ''
@@ -39,7 +39,9 @@ export function createRedirectHandler(options: RedirectOptions): (req: IncomingM
     }
     const requested = hostName(req.headers.host)
     const name = domains.includes(requested) ? requested : domains[0]
-    closeAfterResponse(req, res)
+    // One answer per connection here; a body is drained first so the client reads the redirect.
+    if (!req.complete) lingerAfterResponse(req, res)
+    else res.shouldKeepAlive = false
     if (!name) {
       res.writeHead(404, { 'content-type': 'text/plain' })
       res.end('no HTTPS name configured\n')

@@ -1,7 +1,6 @@
 /**
- * The OCI error table (distribution-spec v1.1 "Error Codes", plus the few codes distribution adds
- * that docker clients know) and the one mapping from storage domain errors to it. Nothing else in
- * Berth picks an HTTP status for a registry error; `app.ts` is the one place that writes them.
+ * The one mapping from storage domain errors to the OCI error table (`http/errors.ts`). Handlers
+ * and stores throw; the engine maps what it catches here and writes it with `http/respond.ts`.
  */
 import {
   BlobUnknownError,
@@ -18,58 +17,14 @@ import {
   UploadSizeError,
   UploadUnknownError,
 } from '../storage/errors.js'
+import { RegistryError, toHttpError } from '../http/errors.js'
 
-export const OCI_ERRORS = {
-  BLOB_UNKNOWN: { status: 404, message: 'blob unknown to registry' },
-  BLOB_UPLOAD_INVALID: { status: 400, message: 'blob upload invalid' },
-  BLOB_UPLOAD_UNKNOWN: { status: 404, message: 'blob upload unknown to registry' },
-  DIGEST_INVALID: { status: 400, message: 'provided digest did not match uploaded content' },
-  MANIFEST_BLOB_UNKNOWN: { status: 400, message: 'manifest references a manifest or blob unknown to registry' },
-  MANIFEST_INVALID: { status: 400, message: 'manifest invalid' },
-  MANIFEST_UNKNOWN: { status: 404, message: 'manifest unknown to registry' },
-  NAME_INVALID: { status: 400, message: 'invalid repository name' },
-  NAME_UNKNOWN: { status: 404, message: 'repository name not known to registry' },
-  SIZE_INVALID: { status: 400, message: 'provided length did not match content length' },
-  UNAUTHORIZED: { status: 401, message: 'authentication required' },
-  DENIED: { status: 403, message: 'requested access to the resource is denied' },
-  UNSUPPORTED: { status: 405, message: 'the operation is unsupported' },
-  TOOMANYREQUESTS: { status: 429, message: 'too many requests' },
-  // Not in the OCI list; distribution sends them and docker understands them.
-  TAG_INVALID: { status: 400, message: 'manifest tag did not match URI' },
-  RANGE_INVALID: { status: 416, message: 'invalid content range' },
-  PAGINATION_NUMBER_INVALID: { status: 400, message: 'invalid number of results requested' },
-  NOT_FOUND: { status: 404, message: 'no such endpoint' },
-  UNKNOWN: { status: 500, message: 'unknown error' },
-} as const satisfies Record<string, { status: number; message: string }>
-
-export type OciErrorCode = keyof typeof OCI_ERRORS
-
-export class RegistryError extends Error {
-  override readonly name = 'RegistryError'
-  readonly status: number
-  /** Extra response headers (e.g. `Range` on a 416 so the client can resume). */
-  readonly headers: Record<string, string>
-
-  constructor(
-    readonly code: OciErrorCode,
-    readonly detail?: unknown,
-    options?: { cause?: unknown; status?: number; message?: string; headers?: Record<string, string> },
-  ) {
-    super(options?.message ?? OCI_ERRORS[code].message, options?.cause === undefined ? undefined : { cause: options.cause })
-    this.status = options?.status ?? OCI_ERRORS[code].status
-    this.headers = options?.headers ?? {}
-  }
-
-  toBody(): { errors: { code: string; message: string; detail?: unknown }[] } {
-    const error: { code: string; message: string; detail?: unknown } = { code: this.code, message: this.message }
-    if (this.detail !== undefined) error.detail = this.detail
-    return { errors: [error] }
-  }
-}
+export { RegistryError }
 
 /** Maps anything thrown below the HTTP layer to what the client sees. Unknown errors become 500 UNKNOWN without details. */
 export function toRegistryError(error: unknown): RegistryError {
-  if (error instanceof RegistryError) return error
+  const known = toHttpError(error)
+  if (known !== undefined) return known
   if (error instanceof NameInvalidError) return new RegistryError('NAME_INVALID', { name: error.repository.slice(0, 300) })
   if (error instanceof TagInvalidError) return new RegistryError('TAG_INVALID', { tag: error.tag.slice(0, 300) })
   if (error instanceof DigestInvalidError) return new RegistryError('DIGEST_INVALID', { digest: error.digest.slice(0, 300), reason: error.reason })

@@ -5,6 +5,8 @@
  * and the more specific routes come first (first match wins).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { Exchange } from '../http/exchange.js'
 import type { Logger } from '../log.js'
 import type { RegistryStore } from '../storage/registry-store.js'
 
@@ -16,8 +18,12 @@ export interface RouteParams {
 }
 
 export interface HandlerContext {
+  /** The whole exchange (its meter counts what a handler writes; see http/respond.ts). */
+  readonly exchange: Exchange
   readonly request: IncomingMessage
   readonly response: ServerResponse
+  /** The request body, counted against the body limit: read this, never `request`. */
+  readonly body: Readable
   readonly params: RouteParams
   readonly query: URLSearchParams
   readonly store: RegistryStore

@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { startEdge, type Edge } from '../../src/edge/edge.js'
+import { EDGE_DEFAULTS } from '../helpers/edge.js'
 import { createLogger, type Logger } from '../../src/log.js'
 import { AcmeCertificateProvider, type AcmeProviderOptions, type CertificateMeta } from '../../src/edge/tls/acme-provider.js'
 import { AcmeError } from '../../src/edge/tls/acme-options.js'
@@ -77,7 +78,7 @@ function providerOptions(certsDir: string, logger: Logger, extra: Partial<AcmePr
 }
 
 async function edgeWith(provider: AcmeCertificateProvider, logger: Logger): Promise<Edge> {
-  return startEdge({
+  return startEdge({ ...EDGE_DEFAULTS,
     mode: 'https',
     host: '127.0.0.1',
     httpPort,
@@ -443,7 +444,7 @@ test.serial('adding a --domain keeps serving the stored certificate until one wi
   const lines: string[] = []
   // The new name cannot be validated here (it does not resolve), so the new order fails and the old certificate stays.
   const widened = new AcmeCertificateProvider(providerOptions(certsDir, collectingLogger(lines), { domains: ['localhost', 'berth-nowhere.invalid'], retryDelaysMs: [60_000] }))
-  const edge2 = await startEdge({
+  const edge2 = await startEdge({ ...EDGE_DEFAULTS,
     mode: 'https', host: '127.0.0.1', httpPort, httpsPort: 0, domains: ['localhost', 'berth-nowhere.invalid'],
     certificate: widened, challenges: widened.challenges, upstream: { url: upstreamUrl }, logger: collectingLogger(lines),
   })
@@ -508,7 +509,7 @@ test.serial('external account binding (--acme-eab-kid/--acme-eab-hmac): refused 
 
   const lines: string[] = []
   const provider = new AcmeCertificateProvider(options(await tempCerts(), lines, { eab: { kid, hmacKey } }))
-  const edge = await startEdge({
+  const edge = await startEdge({ ...EDGE_DEFAULTS,
     mode: 'https', host: '127.0.0.1', httpPort: eabHttpPort, httpsPort: 0, domains: ['localhost'],
     certificate: provider, challenges: provider.challenges, upstream: { url: upstreamUrl }, logger: collectingLogger(lines),
   })

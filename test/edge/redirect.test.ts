@@ -2,6 +2,7 @@ import test from 'ava'
 import { fc, testProp } from '@fast-check/ava'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createRedirectHandler, hostName } from '../../src/edge/redirect.js'
+import { createExchange } from '../../src/http/exchange.js'
 
 /** Calls the handler with a minimal request/response pair and returns status and Location. */
 function redirect(domains: string[], host: string | undefined, url: string, method = 'GET', httpsPort = 443): { status: number; location?: string } {
@@ -18,8 +19,9 @@ function redirect(domains: string[], host: string | undefined, url: string, meth
     },
     end() {},
     once() {},
+    setHeader() {},
   } as unknown as ServerResponse
-  handler(req, res)
+  void handler(createExchange(req, res, 'http'))
   return { status, location }
 }
 

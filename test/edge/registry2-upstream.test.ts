@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { startEdge } from '../../src/edge/edge.js'
+import { EDGE_DEFAULTS } from '../helpers/edge.js'
 import type { Edge } from '../../src/edge/edge.js'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
@@ -47,7 +48,7 @@ test.before(async () => {
   const htpasswd = path.join(root, 'htpasswd')
   // Cost 10, like `berth htpasswd`: the credential cache is what keeps a push fast.
   await writeFile(htpasswd, `${USER}:${hashPassword(PASSWORD, 10)}\n`)
-  edge = await startEdge({
+  edge = await startEdge({ ...EDGE_DEFAULTS,
     mode: 'https',
     host: '127.0.0.1',
     httpPort: 0,

@@ -5,6 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startEdge } from '../../src/edge/edge.js'
+import { EDGE_DEFAULTS } from '../helpers/edge.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
 import { createTestPki } from '../helpers/tls.js'
 import { startUpstream } from './upstream-fixture.js'
@@ -13,7 +14,7 @@ test('sslscan: TLS 1.2 and 1.3 only, ECDHE with AEAD ciphers only, no compressio
   const dir = await mkdtemp(path.join(tmpdir(), 'berth-sslscan-'))
   const pki = await createTestPki(dir)
   const upstream = await startUpstream()
-  const edge = await startEdge({ mode: 'https', host: '127.0.0.1', httpPort: 0, httpsPort: 0, domains: ['localhost'], certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }), upstream: { url: upstream.url } })
+  const edge = await startEdge({ ...EDGE_DEFAULTS, mode: 'https', host: '127.0.0.1', httpPort: 0, httpsPort: 0, domains: ['localhost'], certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }), upstream: { url: upstream.url } })
   t.teardown(async () => {
     await edge.close()
     await upstream.close()

@@ -11,6 +11,8 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import test from 'ava'
 import { createRegistryApp } from '../../src/registry/app.js'
+import { startEdge } from '../../src/edge/edge.js'
+import { EDGE_DEFAULTS } from '../helpers/edge.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { basic, pushImage, rawExchange, startAuthBerth, statuses, tempDir } from './common.js'
 
@@ -66,19 +68,17 @@ test('CL/TE conflicts, duplicate lengths, obs-fold, bad framing and oversized he
   t.timeout(120_000)
   const { berth } = await startAuthBerth(t)
   await pushImage(berth.url, 'known/repo', 'v1', [Buffer.from('layer')], { authorization: basic('alice', 'secret') })
-  // The engine alone on the same data folder (what the edge talks to, minus the secret).
+  // The engine behind the chain without TLS and without logins (what the internal door serves).
   const dir = await tempDir(t)
   const app = createRegistryApp({ driver: new FilesystemDriver(join(dir, 'data')) })
-  const engine = createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, app.handle)
-  await new Promise<void>(resolve => engine.listen(0, '127.0.0.1', resolve))
+  const engine = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], engine: app.serve })
   t.teardown(async () => {
-    engine.closeAllConnections()
-    await new Promise(resolve => engine.close(resolve))
+    await engine.close()
     await app.close()
   })
   const targets: Target[] = [
     { name: 'edge', host: '127.0.0.1', port: berth.port },
-    { name: 'engine', host: '127.0.0.1', port: (engine.address() as AddressInfo).port },
+    { name: 'engine', host: '127.0.0.1', port: Number(new URL(engine.urls.local!).port) },
   ]
   const table: string[] = []
   const problems: string[] = []

@@ -1,7 +1,7 @@
 /** Property tests against the running app: hostile input is a 4xx with the spec's JSON, never a 500. */
 import test from 'ava'
 import fc from 'fast-check'
-import { parseRangeHeader } from '../../src/registry/http.js'
+import { parseRangeHeader } from '../../src/registry/headers.js'
 import { request } from '../helpers/http.js'
 import { pushBlob, startApp } from './fixtures.js'
 

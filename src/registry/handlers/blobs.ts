@@ -2,12 +2,13 @@
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { responseTurn } from '../../response-turn.js'
-import { parseRangeHeader } from '../http.js'
+import { responseTurn } from '../../http/response-turn.js'
+import { parseRangeHeader } from '../headers.js'
+import type { Meter } from '../../http/exchange.js'
 import type { Handler } from '../routes.js'
 import { pathDigest, repositoryName } from './params.js'
 
-export const getBlob: Handler = async ({ request, response, params, store }) => {
+export const getBlob: Handler = async ({ exchange, request, response, params, store }) => {
   const name = repositoryName(params)
   const digest = pathDigest(params)
   const blob = await store.blobs.stat(name, digest)
@@ -49,7 +50,7 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
   if (!(await responseTurn(request, response))) return // the client left first
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
-  await send(source, response)
+  await send(source, response, exchange.meter)
 }
 
 /**
@@ -63,7 +64,7 @@ export const getBlob: Handler = async ({ request, response, params, store }) => 
  * reading holds two chunks of about a quarter of what it took, not two of 256 KiB. The kernel's
  * send buffer fills first, so a slow reader on the internet stops at 16 KiB chunks.
  */
-async function send(source: Readable, response: ServerResponse): Promise<void> {
+async function send(source: Readable, response: ServerResponse, meter: Meter): Promise<void> {
   const reader = source as Readable & { recycle?: (chunk: Uint8Array) => void; chunkBytes?: number }
   const adaptive = typeof reader.chunkBytes === 'number'
   if (adaptive) reader.chunkBytes = 0
@@ -74,6 +75,7 @@ async function send(source: Readable, response: ServerResponse): Promise<void> {
       // four 16 KiB chunks wait there): the next is written once this one is in the kernel.
       await written(response, chunk)
       taken += chunk.byteLength
+      meter.sent += chunk.byteLength
       if (adaptive) reader.chunkBytes = taken / 4
       reader.recycle?.(chunk) // the socket no longer needs its bytes
     }

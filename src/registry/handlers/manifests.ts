@@ -1,15 +1,17 @@
 /** `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>` (end-3, end-7, end-9). */
 import type { IncomingMessage } from 'node:http'
+import type { Readable } from 'node:stream'
 import { ManifestTooLargeError, ManifestUnknownError } from '../../storage/errors.js'
 import { MEDIA_TYPES } from '../../storage/manifest.js'
 import { isDigestReference, type StoredManifest } from '../../storage/manifest-store.js'
 import { RegistryError } from '../errors.js'
-import { acceptedTypes, contentLength, mediaTypeOf, sendEmpty } from '../http.js'
+import { sendEmpty } from '../../http/respond.js'
+import { acceptedTypes, contentLength, mediaTypeOf } from '../headers.js'
 import type { Handler } from '../routes.js'
 import { reference, repositoryName } from './params.js'
 
 /** Reads a body of at most `limit` bytes; a larger one is refused as soon as it is known to be larger. */
-async function readLimited(request: IncomingMessage, limit: number): Promise<Buffer> {
+async function readLimited(request: IncomingMessage, body: Readable, limit: number): Promise<Buffer> {
   let declared: number | undefined
   try {
     declared = contentLength(request)
@@ -19,7 +21,7 @@ async function readLimited(request: IncomingMessage, limit: number): Promise<Buf
   if (declared !== undefined && declared > limit) throw new ManifestTooLargeError(limit)
   const chunks: Buffer[] = []
   let total = 0
-  for await (const chunk of request) {
+  for await (const chunk of body) {
     total += (chunk as Buffer).byteLength
     if (total > limit) throw new ManifestTooLargeError(limit)
     chunks.push(chunk as Buffer)
@@ -77,6 +79,7 @@ export const getManifest: Handler = async context => {
     ETag: etag,
     'Content-Length': manifest.content.byteLength,
   })
+  if (request.method !== 'HEAD') context.exchange.meter.sent += manifest.content.byteLength
   response.end(request.method === 'HEAD' ? undefined : manifest.content)
 }
 
@@ -84,7 +87,7 @@ export const putManifest: Handler = async context => {
   const { request, params, store, maxManifestBytes } = context
   const name = repositoryName(params)
   const ref = reference(params)
-  const body = await readLimited(request, maxManifestBytes)
+  const body = await readLimited(request, context.body, maxManifestBytes)
   const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']))
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${result.digest}`,

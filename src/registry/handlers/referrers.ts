@@ -12,14 +12,14 @@
  */
 import { MEDIA_TYPES } from '../../storage/manifest.js'
 import type { ReferrerPageOptions } from '../../storage/referrer-store.js'
-import { sendJson } from '../http.js'
+import { sendJson } from '../../http/respond.js'
 import type { Handler } from '../routes.js'
 import { pathDigest, repositoryName } from './params.js'
 
 export const REFERRERS_PAGE_ENTRIES = 1000
 export const REFERRERS_PAGE_BYTES = 1024 * 1024
 
-export const listReferrers: Handler = async ({ response, params, query, store }) => {
+export const listReferrers: Handler = async ({ exchange, params, query, store }) => {
   const name = repositoryName(params)
   const subject = pathDigest(params)
   const artifactType = query.get('artifactType') || undefined
@@ -36,5 +36,5 @@ export const listReferrers: Handler = async ({ response, params, query, store })
     if (artifactType !== undefined) next.set('artifactType', artifactType)
     headers['Link'] = `</v2/${name}/referrers/${subject.value}?${next.toString()}>; rel="next"`
   }
-  sendJson(response, 200, { schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests: descriptors }, headers)
+  sendJson(exchange, 200, { schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests: descriptors }, headers)
 }

@@ -13,7 +13,7 @@
  * .../tags/list | jq`) do not follow Links, and a repository with a tag per CI build passes 1,000
  * tags soon. The catalog without `n` gives distribution's default page of 100, with a Link.
  */
-import { sendJson } from '../http.js'
+import { sendJson } from '../../http/respond.js'
 import type { Handler } from '../routes.js'
 import { pageSize, repositoryName } from './params.js'
 
@@ -37,26 +37,26 @@ function nextLink(path: string, n: number, lastItem: string): string {
   return `<${path}?n=${n}&last=${encodeURIComponent(lastItem)}>; rel="next"`
 }
 
-export const listTags: Handler = async ({ response, params, query, store }) => {
+export const listTags: Handler = async ({ exchange, params, query, store }) => {
   const name = repositoryName(params)
   const asked = pageSize(query)
   const last = query.get('last')
   // Without n: the whole list, every tag's link checked at once (a page checks them in batches).
-  if (asked === undefined) return sendJson(response, 200, { name, tags: page(await store.tags.list(name), Infinity, last).items })
+  if (asked === undefined) return sendJson(exchange, 200, { name, tags: page(await store.tags.list(name), Infinity, last).items })
   const n = Math.min(asked, TAGS_MAX_ENTRIES)
   const { tags, more } = await store.tags.page(name, last ?? undefined, n)
   const headers: Record<string, string> = {}
   const lastItem = tags.at(-1)
   if (more && lastItem !== undefined) headers['Link'] = nextLink(`/v2/${name}/tags/list`, n, lastItem)
-  sendJson(response, 200, { name, tags }, headers)
+  sendJson(exchange, 200, { name, tags }, headers)
 }
 
-export const listCatalog: Handler = async ({ response, query, store }) => {
+export const listCatalog: Handler = async ({ exchange, query, store }) => {
   const n = Math.min(pageSize(query) ?? CATALOG_DEFAULT_ENTRIES, CATALOG_MAX_ENTRIES)
   const repositories = await store.catalog.list()
   const { items, more } = page(repositories, n, query.get('last'))
   const headers: Record<string, string> = {}
   const lastItem = items.at(-1)
   if (more && lastItem !== undefined) headers['Link'] = nextLink('/v2/_catalog', n, lastItem)
-  sendJson(response, 200, { repositories: items }, headers)
+  sendJson(exchange, 200, { repositories: items }, headers)
 }

@@ -16,7 +16,8 @@ import { UploadRangeError, UploadSizeError, UploadUnknownError } from '../../sto
 import type { ChunkOptions } from '../../storage/upload-store.js'
 import { assertRepositoryName } from '../../storage/reference.js'
 import { RegistryError } from '../errors.js'
-import { contentLength, sendEmpty } from '../http.js'
+import { sendEmpty } from '../../http/respond.js'
+import { contentLength } from '../headers.js'
 import type { Handler, HandlerContext } from '../routes.js'
 import { repositoryName } from './params.js'
 
@@ -107,7 +108,7 @@ export const startUpload: Handler = async context => {
     const length = requestLength(request)
     const id = await store.uploads.start(name)
     try {
-      const info = await store.uploads.complete(name, id, digest, request, length === undefined ? {} : { length })
+      const info = await store.uploads.complete(name, id, digest, context.body, length === undefined ? {} : { length })
       return blobCreated(context, name, info.digest)
     } catch (error) {
       await store.uploads.cancel(name, id).catch(() => {})
@@ -122,7 +123,7 @@ export const patchUpload: Handler = async context => {
   const name = repositoryName(context.params)
   const id = uploadId(context)
   const options = await chunkOptions(context.request, name, id, () => sizeOrZero(context, name, id))
-  const size = await context.store.uploads.append(name, id, context.request, options)
+  const size = await context.store.uploads.append(name, id, context.body, options)
   sendEmpty(context.response, 202, uploadHeaders(name, id, size))
 }
 
@@ -136,7 +137,7 @@ export const putUpload: Handler = async context => {
   const digest = parseDigest(digestParam)
   const body = hasBody(context.request)
   const options = body ? await chunkOptions(context.request, name, id, () => sizeOrZero(context, name, id)) : {}
-  const info = await context.store.uploads.complete(name, id, digest, body ? context.request : undefined, options)
+  const info = await context.store.uploads.complete(name, id, digest, body ? context.body : undefined, options)
   blobCreated(context, name, info.digest)
 }
 

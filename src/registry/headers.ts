@@ -1,24 +1,5 @@
-/** Small HTTP helpers shared by the handlers. */
-import type { IncomingMessage, ServerResponse } from 'node:http'
-
-export const API_VERSION_HEADER = 'Docker-Distribution-API-Version'
-export const API_VERSION = 'registry/2.0'
-
-export function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body)
-  response.writeHead(status, {
-    ...headers,
-    'Content-Type': headers['Content-Type'] ?? 'application/json',
-    'Content-Length': Buffer.byteLength(text),
-  })
-  response.end(text)
-}
-
-export function sendEmpty(response: ServerResponse, status: number, headers: Record<string, string | number> = {}): void {
-  // RFC 9110 §8.6: no Content-Length on a 204.
-  response.writeHead(status, status === 204 ? headers : { ...headers, 'Content-Length': 0 })
-  response.end()
-}
+/** Request headers the handlers read: media types, Accept lists, Content-Length and Range. */
+import type { IncomingMessage } from 'node:http'
 
 /** The media type of a Content-Type / Accept item, without parameters, lowercased. */
 export function mediaTypeOf(value: string | undefined): string | undefined {

@@ -1,0 +1,25 @@
+/**
+ * Authentication with the htpasswd users (Basic). A verified user is recorded on the exchange; no
+ * or wrong credentials get 401 with the Basic challenge, a throttled address 429. Without a
+ * controller (no htpasswd file) every request passes as anonymous.
+ */
+import type { Step } from '../../http/exchange.js'
+import { RegistryError } from '../../http/errors.js'
+import { sendError } from '../../http/respond.js'
+import type { HtpasswdAccessController } from '../auth/basic-auth.js'
+
+export function authenticate(auth: HtpasswdAccessController, realm: string): Step {
+  const challenge = `Basic realm="${realm.replace(/["\\]/g, '')}", charset="UTF-8"`
+  return async (exchange, next) => {
+    const decision = await auth.check(exchange.req.headers.authorization, exchange.req.socket?.remoteAddress ?? exchange.remote)
+    if (decision.kind === 'challenge') {
+      return sendError(exchange, new RegistryError('UNAUTHORIZED', null, { headers: { 'WWW-Authenticate': challenge } }))
+    }
+    if (decision.kind === 'throttled') {
+      const headers = { 'Retry-After': String(decision.retryAfterSeconds) }
+      return sendError(exchange, new RegistryError('TOOMANYREQUESTS', null, { message: 'too many failed logins from this address; retry later', headers }))
+    }
+    if (decision.kind === 'ok') exchange.user = decision.user
+    return next(exchange)
+  }
+}
