@@ -82,6 +82,8 @@ export interface Config {
   readonly logLevel: LogLevel
   /** Garbage collection inside serve every this many ms (storage/gc-schedule.ts); undefined: off. */
   readonly gcIntervalMs: number | undefined
+  /** Accept manifests whose layers or index children are not stored (registry app `allowSparseManifests`). */
+  readonly allowSparseManifests: boolean
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -221,6 +223,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     upstream: values.upstream,
     logLevel: values.logLevel ?? DEFAULTS.logLevel,
     gcIntervalMs: values.gcInterval !== undefined && values.gcInterval > 0 ? values.gcInterval : undefined,
+    allowSparseManifests: values.allowSparseManifests === true,
     configFile,
     warnings,
   }

@@ -51,6 +51,7 @@ export interface SettingValues {
   s3Prefix: string
   s3Redirect: boolean
   gcInterval: number
+  allowSparseManifests: boolean
 }
 
 export type SettingKey = keyof SettingValues
@@ -143,6 +144,8 @@ export const SETTINGS = [
     description: 'folder inside the bucket, like registry:2\'s s3 rootdirectory (its data there is served as is)' }),
   setting({ key: 'gcInterval', flag: 'gc-interval', argument: '<duration>', env: 'BERTH_GC_INTERVAL', parse: parseDuration, defaultText: 'off',
     description: 'collect garbage this often while serving (e.g. 24h): frees blobs no manifest references, untouched for 1 h; same as berth gc' }),
+  setting({ key: 'allowSparseManifests', flag: 'allow-sparse-manifests', env: 'BERTH_ALLOW_SPARSE_MANIFESTS', parse: parseBoolean,
+    description: 'accept image indexes whose child manifests, and manifests whose layers, are not stored here (partial copies of multi-platform images); pulls of the missing parts get 404' }),
   setting({ key: 's3Redirect', flag: 's3-redirect', env: 'BERTH_S3_REDIRECT', parse: parseBoolean,
     description: 'answer layer downloads with a redirect to a presigned S3 URL (clients must reach --s3-endpoint)' }),
   setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',

@@ -39,6 +39,11 @@ export interface RegistryAppOptions {
   uploadPurging?: { maxAgeMs: number; intervalMs: number } | false
   /** Bounds of the in-process cache of manifest bytes by digest (storage/manifest-cache.ts). */
   manifestCache?: ManifestCacheOptions
+  /**
+   * Accept image manifests whose layers, and indexes whose child manifests, are not stored
+   * (`--allow-sparse-manifests`); the config must still be. Default false: MANIFEST_BLOB_UNKNOWN.
+   */
+  allowSparseManifests?: boolean
 }
 
 /** The query of every request without one (most): shared, so handlers only read it. */
@@ -61,7 +66,10 @@ function secretDigest(value: string): Buffer {
 
 export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   const logger = options.logger ?? silentLogger
-  const store = createRegistryStore(options.driver, options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache })
+  const store = createRegistryStore(options.driver, {
+    ...(options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache }),
+    allowSparseManifests: options.allowSparseManifests ?? false,
+  })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   // Compare fixed-length digests so the comparison time tells nothing about the secret's length.
   const expectedSecret = options.internalSecret === undefined ? undefined : secretDigest(options.internalSecret)
