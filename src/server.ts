@@ -103,7 +103,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ? new DriverCertStore(opened.driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }) })
       : undefined
   const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
-  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, uploadPurging: false })
+  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, uploadPurging: false, allowSparseManifests: config.allowSparseManifests })
   const scheduler = startScheduler(app === undefined || opened === undefined ? [] : backgroundJobs(config, opened.driver, app, logger), logger)
   const drain = new Drain()
 

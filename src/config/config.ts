@@ -78,6 +78,8 @@ export interface Config {
   readonly idleTimeoutMs: number
   /** Abandoned uploads older than this are purged. */
   readonly uploadMaxAgeMs: number
+  /** Accept manifests whose layers or index children are not stored (registry app `allowSparseManifests`). */
+  readonly allowSparseManifests: boolean
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -220,6 +222,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     internalListen: values.internalListen,
     idleTimeoutMs: values.idleTimeout ?? DEFAULTS.idleTimeout,
     uploadMaxAgeMs: values.uploadMaxAge ?? DEFAULTS.uploadMaxAge,
+    allowSparseManifests: values.allowSparseManifests === true,
     configFile,
     warnings,
   }

@@ -80,6 +80,7 @@ export interface SettingValues {
   internalListen: string
   idleTimeout: number
   uploadMaxAge: number
+  allowSparseManifests: boolean
 }
 
 export type SettingKey = keyof SettingValues
@@ -188,6 +189,8 @@ export const SETTINGS = [
     description: 'close a connection when nothing moves on it this long (no limit on a whole upload)' }),
   setting({ key: 'uploadMaxAge', flag: 'upload-max-age', argument: '<duration>', env: 'BERTH_UPLOAD_MAX_AGE', parse: parseDuration, defaultText: '168h',
     description: 'abandoned uploads older than this are deleted (checked daily), as registry:2 uploadpurging' }),
+  setting({ key: 'allowSparseManifests', flag: 'allow-sparse-manifests', env: 'BERTH_ALLOW_SPARSE_MANIFESTS', parse: parseBoolean,
+    description: 'accept image indexes whose child manifests, and manifests whose layers, are not stored here (partial copies of multi-platform images); pulls of the missing parts get 404' }),
   setting({ key: 's3Redirect', flag: 's3-redirect', env: 'BERTH_S3_REDIRECT', parse: parseBoolean,
     description: 'answer layer downloads with a redirect to a presigned S3 URL (clients must reach --s3-endpoint)' }),
   setting({ key: 'logLevel', flag: 'log-level', argument: '<level>', env: 'BERTH_LOG_LEVEL', parse: parseEnum(['debug', 'info', 'warn', 'error'] as const), defaultText: 'info',

@@ -22,7 +22,8 @@ export function sendJson(reply: Reply, status: number, body: unknown, headers: R
   reply.res.end(text)
 }
 
-export function sendEmpty(response: ServerResponse, status: number, headers: Record<string, string | number> = {}): void {
+/** Sends a status with no body; a header given as an array is sent as one line per value. */
+export function sendEmpty(response: ServerResponse, status: number, headers: Record<string, string | number | string[]> = {}): void {
   // RFC 9110 §8.6: no Content-Length on a 204.
   response.writeHead(status, status === 204 ? headers : { ...headers, 'Content-Length': 0 })
   response.end()

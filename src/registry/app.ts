@@ -33,6 +33,11 @@ export interface RegistryAppOptions {
   uploadPurging?: { maxAgeMs: number; intervalMs: number } | false
   /** Bounds of the in-process cache of manifest bytes by digest (storage/manifest-cache.ts). */
   manifestCache?: ManifestCacheOptions
+  /**
+   * Accept image manifests whose layers, and indexes whose child manifests, are not stored
+   * (`--allow-sparse-manifests`); the config must still be. Default false: MANIFEST_BLOB_UNKNOWN.
+   */
+  allowSparseManifests?: boolean
 }
 
 export const DEFAULT_UPLOAD_PURGING = { maxAgeMs: 168 * 3600_000, intervalMs: 24 * 3600_000 }
@@ -50,7 +55,10 @@ export interface RegistryApp {
 
 export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   const logger = options.logger ?? silentLogger
-  const store = createRegistryStore(options.driver, options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache })
+  const store = createRegistryStore(options.driver, {
+    ...(options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache }),
+    allowSparseManifests: options.allowSparseManifests ?? false,
+  })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const inFlight = new Set<Promise<void>>()
   const purging = options.uploadPurging === undefined ? DEFAULT_UPLOAD_PURGING : options.uploadPurging

@@ -298,7 +298,10 @@ class GarbageCollection {
     for (let digest = work.pop(); digest !== undefined; digest = work.pop()) {
       if (repository.kept.has(digest)) continue
       if (!repository.revisions.has(digest)) {
-        if (digest !== root || repository.tagged.has(digest)) this.#warnings.push(`${repository.name}: ${digest} is named but not stored in the repository`)
+        // An index child that is not stored is absent, not damage: sparse indexes (partial copies,
+        // --allow-sparse-manifests) and registry:2's DELETE of a child both leave them. A tag
+        // naming a missing revision is worth a warning.
+        if (digest === root && repository.tagged.has(digest)) this.#warnings.push(`${repository.name}: ${digest} is tagged but not stored in the repository`)
         continue
       }
       repository.kept.add(digest)

@@ -10,7 +10,7 @@ import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.j
 import type { BlobStore } from './blob-store.js'
 import { digestOf, isDigest, parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError, DigestMismatchError, ManifestBlobUnknownError, ManifestUnknownError } from './errors.js'
-import { parseManifest, storedMediaType, type ParsedManifest } from './manifest.js'
+import { MAX_DESCRIPTORS, parseManifest, storedMediaType, type ParsedManifest } from './manifest.js'
 import { ManifestCache } from './manifest-cache.js'
 import { manifestRevisionLinkPath } from './paths.js'
 import { ReadBatcher } from './read-batcher.js'
@@ -29,6 +29,26 @@ export interface PutManifestResult {
   readonly mediaType: string
   /** The `subject` digest, when the manifest has one (the handler answers with `OCI-Subject`). */
   readonly subject?: string
+  /** The tags now pointing at the manifest from `PutManifestOptions.tags`, in the order given, once each. */
+  readonly tags: readonly string[]
+}
+
+export interface PutManifestOptions {
+  /**
+   * More tags to point at the manifest (the spec's `?tag=` on a push by digest). Every one is
+   * checked before anything is written: one invalid tag refuses the whole push with
+   * TagInvalidError. Written after the revision link, like the reference tag.
+   */
+  tags?: readonly string[]
+}
+
+export interface ManifestStoreOptions {
+  /**
+   * Accept manifests whose layers, or indexes whose child manifests, are not stored in the
+   * repository (the spec lets a registry do so; partial copies of multi-platform images need it).
+   * The config must still be stored. Off: such a push is ManifestBlobUnknownError.
+   */
+  allowSparse?: boolean
 }
 
 /** A reference is a digest when it has a colon (tags cannot), else a tag. */
@@ -36,8 +56,16 @@ export function isDigestReference(reference: string): boolean {
   return reference.includes(':')
 }
 
+/**
+ * How many existence checks of one manifest's references run at once. A push names each blob or
+ * child once after de-duplication, and a manifest has at most MAX_DESCRIPTORS of them; this keeps
+ * one large manifest from queueing thousands of storage calls ahead of other clients' requests.
+ */
+const REFERENCE_CHECKS_AT_ONCE = 8
+
 export class ManifestStore {
   readonly #resolving = new ReadBatcher<Digest>()
+  readonly #allowSparse: boolean
 
   constructor(
     private readonly driver: StorageDriver,
@@ -46,21 +74,28 @@ export class ManifestStore {
     private readonly referrers: ReferrerStore,
     /** Bytes by digest only (immutable); whether a manifest exists is always read from the store. */
     readonly cache: ManifestCache = new ManifestCache(),
-  ) {}
+    options: ManifestStoreOptions = {},
+  ) {
+    this.#allowSparse = options.allowSparse ?? false
+  }
 
   /**
    * Stores `content` byte for byte under `reference` (a tag or the manifest's own digest).
-   * Throws DigestInvalidError / TagInvalidError for a bad reference, DigestMismatchError when the
-   * body does not hash to the digest reference, ManifestInvalidError, ManifestBlobUnknownError
-   * when a config, layer or child manifest is not in the repository (a `subject` need not be).
+   * Throws DigestInvalidError / TagInvalidError for a bad reference or tag, DigestMismatchError
+   * when the body does not hash to the digest reference, ManifestInvalidError (also for more than
+   * MAX_DESCRIPTORS layers or children), ManifestBlobUnknownError when the config, a layer or a
+   * child manifest is not in the repository (layers and children may be absent with
+   * `allowSparse`; a `subject` need not be there ever).
    */
-  async put(name: string, reference: string, content: Buffer, contentType?: string): Promise<PutManifestResult> {
+  async put(name: string, reference: string, content: Buffer, contentType?: string, options: PutManifestOptions = {}): Promise<PutManifestResult> {
     let expected: Digest | undefined
     if (isDigestReference(reference)) expected = parseDigest(reference)
     else assertTag(reference)
+    const extraTags = [...new Set(options.tags ?? [])]
+    for (const tag of extraTags) assertTag(tag)
     const digest = digestOf(content, expected?.algorithm ?? 'sha256')
     if (expected !== undefined && expected.value !== digest.value) throw new DigestMismatchError(expected.value, digest.value)
-    const manifest = parseManifest(content, contentType)
+    const manifest = parseManifest(content, contentType, MAX_DESCRIPTORS)
     await this.#checkReferences(name, manifest)
 
     await this.blobs.putContent(digest, content)
@@ -71,36 +106,40 @@ export class ManifestStore {
       await this.referrers.add(name, subject, digest)
     }
     if (expected === undefined) await this.tags.tag(name, reference, digest)
-    this.cache.set(digest.value, { content, mediaType: storedMediaType(content) })
-    const result: { digest: string; mediaType: string; subject?: string } = { digest: digest.value, mediaType: manifest.mediaType }
+    for (const tag of extraTags) await this.tags.tag(name, tag, digest)
+    this.cache.set(digest.value, { content, mediaType: manifest.storedMediaType })
+    const result: { digest: string; mediaType: string; subject?: string; tags: string[] } = { digest: digest.value, mediaType: manifest.mediaType, tags: extraTags }
     if (subject !== undefined) result.subject = subject.value
     return result
   }
 
+  /**
+   * Touches every blob and child revision the manifest names, each once, a few at a time, and
+   * stops at the first one missing. Touch, not stat: a blob or child revision touched here is safe
+   * from a concurrent garbage collection run, and one it has already taken fails the touch
+   * (storage/gc.ts), which counts as missing.
+   */
   async #checkReferences(name: string, manifest: ParsedManifest): Promise<void> {
-    // Touch, not stat: a blob or child revision touched here is safe from a concurrent garbage
-    // collection run, and one it has already taken fails the touch (storage/gc.ts).
-    const checks: Promise<void>[] = manifest.blobs.map(async digest => {
-      if (!(await this.blobs.isLinked(name, digest)) || (await this.blobs.touch(digest)) === undefined) {
-        throw new ManifestBlobUnknownError(digest.value)
-      }
-    })
-    for (const child of manifest.manifests) {
-      checks.push(
-        (async () => {
-          const digest = parseDigest(child.digest)
-          try {
-            await this.driver.touch(manifestRevisionLinkPath(name, digest))
-          } catch (error) {
-            if (error instanceof PathNotFoundError) throw new ManifestBlobUnknownError(digest.value)
-            throw error
-          }
-        })(),
-      )
+    const config = manifest.config === undefined ? undefined : manifest.config.digest
+    const checks: (() => Promise<void>)[] = []
+    for (const digest of uniqueDigests(manifest.blobs)) {
+      const required = !this.#allowSparse || digest.value === config
+      checks.push(async () => {
+        if ((await this.blobs.isLinked(name, digest)) && (await this.blobs.touch(digest)) !== undefined) return
+        if (required) throw new ManifestBlobUnknownError(digest.value)
+      })
     }
-    const results = await Promise.allSettled(checks)
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-    if (failed) throw failed.reason
+    for (const digest of uniqueDigests(manifest.manifests.map(child => parseDigest(child.digest)))) {
+      checks.push(async () => {
+        try {
+          await this.driver.touch(manifestRevisionLinkPath(name, digest))
+        } catch (error) {
+          if (!(error instanceof PathNotFoundError)) throw error
+          if (!this.#allowSparse) throw new ManifestBlobUnknownError(digest.value)
+        }
+      })
+    }
+    await runBounded(checks, REFERENCE_CHECKS_AT_ONCE)
   }
 
   async hasRevision(name: string, digest: Digest): Promise<boolean> {
@@ -186,4 +225,32 @@ export class ManifestStore {
       throw error
     }
   }
+}
+
+/** Each digest once, in first-seen order. */
+function uniqueDigests(digests: readonly Digest[]): Digest[] {
+  const seen = new Map<string, Digest>()
+  for (const digest of digests) if (!seen.has(digest.value)) seen.set(digest.value, digest)
+  return [...seen.values()]
+}
+
+/**
+ * Runs `tasks` with at most `limit` in flight. After the first failure no new task starts; the
+ * ones in flight are awaited (nothing is left running), then that first failure is thrown.
+ */
+async function runBounded(tasks: readonly (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0
+  let failure: { error: unknown } | undefined
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < tasks.length) {
+      const task = tasks[next++]!
+      try {
+        await task()
+      } catch (error) {
+        failure ??= { error }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker))
+  if (failure !== undefined) throw failure.error
 }

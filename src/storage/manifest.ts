@@ -16,6 +16,15 @@ export const MEDIA_TYPES = {
 
 export type ManifestMediaType = (typeof MEDIA_TYPES)[keyof typeof MEDIA_TYPES]
 
+/**
+ * The most descriptors one manifest may list: `layers` of an image manifest, `manifests` of an
+ * index. Runnable images stop at 127 layers (overlayfs' mount limit in docker and containerd);
+ * what goes past that is artifacts that push one layer per file or per disk chunk (hundreds,
+ * rarely more than a thousand). Ten times that leaves room for them and still bounds what one
+ * PUT costs. More is MANIFEST_INVALID on push.
+ */
+export const MAX_DESCRIPTORS = 10_000
+
 const knownTypes = new Set<string>(Object.values(MEDIA_TYPES))
 const GENERIC_CONTENT_TYPES = new Set(['application/json', 'application/octet-stream', 'text/plain'])
 
@@ -39,6 +48,8 @@ export interface Descriptor {
 
 export interface ParsedManifest {
   mediaType: ManifestMediaType
+  /** What GET serves for these bytes: `storedMediaType(body)`, without parsing them again. */
+  storedMediaType: string
   /** Config and layers that must be stored in the repository (foreign layers with `urls` excluded). */
   blobs: Digest[]
   /** Child manifests of an index / manifest list. */
@@ -100,9 +111,11 @@ function sniff(json: Record<string, unknown>): string | undefined {
  * Parses a manifest body. `contentType` is the request's Content-Type without parameters; when
  * the body also names a `mediaType`, the two must agree (distribution-spec: the registry uses the
  * Content-Type, image-spec: `mediaType` SHOULD be set and then MUST match).
+ * `maxDescriptors` bounds `layers` or `manifests` (a push passes MAX_DESCRIPTORS; readers of
+ * stored manifests pass nothing, so what was accepted before stays readable).
  * Throws ManifestInvalidError.
  */
-export function parseManifest(body: Uint8Array, contentType?: string): ParsedManifest {
+export function parseManifest(body: Uint8Array, contentType?: string, maxDescriptors = Number.POSITIVE_INFINITY): ParsedManifest {
   let json: unknown
   try {
     json = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'))
@@ -124,7 +137,7 @@ export function parseManifest(body: Uint8Array, contentType?: string): ParsedMan
   if (type === undefined || !isManifestMediaType(type)) {
     throw new ManifestInvalidError(`unsupported manifest media type ${JSON.stringify(type ?? null)}`)
   }
-  const parsed: ParsedManifest = { mediaType: type, blobs: [], manifests: [] }
+  const parsed: ParsedManifest = { mediaType: type, storedMediaType: storedTypeOf(json), blobs: [], manifests: [] }
   const annotations = parseAnnotations(json['annotations'], '')
   if (annotations) parsed.annotations = annotations
   const artifactType = json['artifactType']
@@ -136,11 +149,13 @@ export function parseManifest(body: Uint8Array, contentType?: string): ParsedMan
 
   if (isIndexType(type)) {
     if (!Array.isArray(json['manifests'])) throw new ManifestInvalidError('manifests must be an array')
+    assertDescriptorCount(json['manifests'].length, maxDescriptors, 'manifests')
     parsed.manifests = json['manifests'].map((item, i) => parseDescriptor(item, `manifests[${i}]`))
     return parsed
   }
   parsed.config = parseDescriptor(json['config'], 'config')
   if (!Array.isArray(json['layers'])) throw new ManifestInvalidError('layers must be an array')
+  assertDescriptorCount(json['layers'].length, maxDescriptors, 'layers')
   const layers = json['layers'].map((item, i) => parseDescriptor(item, `layers[${i}]`))
   parsed.blobs.push(parseDigest(parsed.config.digest))
   for (const layer of layers) {
@@ -151,15 +166,21 @@ export function parseManifest(body: Uint8Array, contentType?: string): ParsedMan
   return parsed
 }
 
+function assertDescriptorCount(count: number, max: number, field: string): void {
+  if (count > max) throw new ManifestInvalidError(`${field} has ${count} entries; at most ${max} are accepted`)
+}
+
+function storedTypeOf(json: Record<string, unknown>): string {
+  if (typeof json['mediaType'] === 'string' && json['mediaType'] !== '') return json['mediaType']
+  if (json['schemaVersion'] === 1) return 'application/vnd.docker.distribution.manifest.v1+prettyjws'
+  return sniff(json) ?? MEDIA_TYPES.ociManifest
+}
+
 /** The media type to serve for stored bytes: their `mediaType`, else sniffed as distribution does. */
 export function storedMediaType(body: Uint8Array): string {
   try {
     const json: unknown = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'))
-    if (isObject(json)) {
-      if (typeof json['mediaType'] === 'string' && json['mediaType'] !== '') return json['mediaType']
-      if (json['schemaVersion'] === 1) return 'application/vnd.docker.distribution.manifest.v1+prettyjws'
-      return sniff(json) ?? MEDIA_TYPES.ociManifest
-    }
+    if (isObject(json)) return storedTypeOf(json)
   } catch {
     // fall through: not ours to judge here, the bytes are served as stored
   }

@@ -42,6 +42,8 @@ export interface RegistryStore {
 export interface RegistryStoreOptions {
   /** Bounds of the in-process cache of manifest bytes (default 4 MiB, manifests up to 256 KiB). */
   manifestCache?: ManifestCacheOptions
+  /** Accept manifests and indexes whose layers or children are not stored (ManifestStoreOptions). */
+  allowSparseManifests?: boolean
 }
 
 export function createRegistryStore(unguarded: StorageDriver, options: RegistryStoreOptions = {}): RegistryStore {
@@ -54,7 +56,9 @@ export function createRegistryStore(unguarded: StorageDriver, options: RegistryS
     driver,
     blobs,
     uploads: new UploadStore(driver, blobs),
-    manifests: new ManifestStore(driver, blobs, tags, referrers, new ManifestCache(options.manifestCache)),
+    manifests: new ManifestStore(driver, blobs, tags, referrers, new ManifestCache(options.manifestCache), {
+      allowSparse: options.allowSparseManifests ?? false,
+    }),
     tags,
     referrers,
     catalog: new Catalog(driver),

@@ -10,6 +10,8 @@ import type { Readable } from 'node:stream'
 export interface HttpResponse {
   status: number
   headers: IncomingHttpHeaders
+  /** Header names and values as received, repeated lines apart (Node joins some in `headers`). */
+  rawHeaders: string[]
   body: Buffer
   /** The body parsed as JSON (undefined when it is not JSON). */
   json: any
@@ -53,7 +55,7 @@ export function request(target: Server | string, path: string, options: RequestO
           } catch {
             json = undefined
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json })
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body, json })
         })
       },
     )

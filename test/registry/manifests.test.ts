@@ -289,3 +289,82 @@ test('a blob pushed as a manifest can be read through the blobs endpoint', async
   t.deepEqual((await request(server, `/v2/app/blobs/${image.digest}`)).body, image.manifest)
   t.is((await pushBlob(server, 'app', 'x')).startsWith('sha256:'), true)
 })
+
+test('GET and HEAD by a malformed tag are 404 MANIFEST_UNKNOWN (as registry:2); a PUT by it stays 400 TAG_INVALID', async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'a/b')
+  await putManifest(server, 'a/b', 'v1', image.manifest, OCI_MANIFEST)
+  for (const tag of ['.INVALID', '-dash', 'a'.repeat(129)]) {
+    const get = await request(server, `/v2/a/b/manifests/${tag}`)
+    t.is(get.status, 404, tag)
+    t.is(errorCode(get), 'MANIFEST_UNKNOWN', tag)
+    t.is((await request(server, `/v2/a/b/manifests/${tag}`, { method: 'HEAD' })).status, 404, tag)
+    const put = await putManifest(server, 'a/b', tag, image.manifest, OCI_MANIFEST)
+    t.is(put.status, 400, tag)
+    t.is(errorCode(put), 'TAG_INVALID', tag)
+  }
+})
+
+/** The values of every `OCI-Tag` line of a response, in order. */
+function ociTagLines(response: { rawHeaders: string[] }): string[] {
+  const values: string[] = []
+  for (let i = 0; i < response.rawHeaders.length; i += 2) {
+    if (response.rawHeaders[i]!.toLowerCase() === 'oci-tag') values.push(response.rawHeaders[i + 1]!)
+  }
+  return values
+}
+
+test('PUT by digest with ?tag= tags it in the same request: one OCI-Tag line per tag, each once (sha512 too)', async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'app')
+  const digest = sha512(image.manifest)
+  const put = await putManifest(server, 'app', `${digest}?tag=1.2.3&tag=latest&tag=1.2.3`, image.manifest, OCI_MANIFEST)
+  t.is(put.status, 201)
+  t.is(put.headers['docker-content-digest'], digest)
+  t.deepEqual(ociTagLines(put), ['1.2.3', 'latest'])
+  t.deepEqual((await request(server, '/v2/app/tags/list')).json, { name: 'app', tags: ['1.2.3', 'latest'] })
+  for (const tag of ['1.2.3', 'latest']) {
+    const get = await request(server, `/v2/app/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } })
+    t.is(get.status, 200)
+    t.is(get.headers['docker-content-digest'], digest)
+    t.deepEqual(get.body, image.manifest)
+  }
+  // Without tag parameters: no OCI-Tag at all.
+  const plain = await putManifest(server, 'app', image.digest, image.manifest, OCI_MANIFEST)
+  t.is(plain.status, 201)
+  t.deepEqual(ociTagLines(plain), [])
+})
+
+test('an invalid ?tag= refuses the whole push with 400 TAG_INVALID and stores nothing', async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'app')
+  const put = await putManifest(server, 'app', `${image.digest}?tag=good&tag=.bad`, image.manifest, OCI_MANIFEST)
+  t.is(put.status, 400)
+  t.is(errorCode(put), 'TAG_INVALID')
+  t.is((await request(server, `/v2/app/manifests/${image.digest}`)).status, 404)
+  t.is((await request(server, '/v2/app/manifests/good')).status, 404)
+  const empty = await putManifest(server, 'app', `${image.digest}?tag=`, image.manifest, OCI_MANIFEST)
+  t.is(errorCode(empty), 'TAG_INVALID')
+})
+
+test('?tag= on a PUT by tag is ignored: no OCI-Tag header, no extra tag', async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'app')
+  const put = await putManifest(server, 'app', 'v1?tag=other', image.manifest, OCI_MANIFEST)
+  t.is(put.status, 201)
+  t.deepEqual(ociTagLines(put), [])
+  t.deepEqual((await request(server, '/v2/app/tags/list')).json, { name: 'app', tags: ['v1'] })
+})
+
+test('up to 100 ?tag= parameters are applied; more is 414 and stores nothing', async t => {
+  const { server } = await startApp(t)
+  const image = await imageManifest(server, 'app')
+  const tags = Array.from({ length: 101 }, (_, i) => `t${i}`)
+  const over = await putManifest(server, 'app', `${image.digest}?${tags.map(tag => `tag=${tag}`).join('&')}`, image.manifest, OCI_MANIFEST)
+  t.is(over.status, 414)
+  t.is((await request(server, `/v2/app/manifests/${image.digest}`)).status, 404)
+  const at = await putManifest(server, 'app', `${image.digest}?${tags.slice(0, 100).map(tag => `tag=${tag}`).join('&')}`, image.manifest, OCI_MANIFEST)
+  t.is(at.status, 201)
+  t.is(ociTagLines(at).length, 100)
+  t.is((await request(server, '/v2/app/tags/list')).json.tags.length, 100)
+})

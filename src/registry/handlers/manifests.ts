@@ -2,6 +2,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import { ManifestTooLargeError, ManifestUnknownError } from '../../storage/errors.js'
+import { isTag } from '../../storage/reference.js'
 import { MEDIA_TYPES } from '../../storage/manifest.js'
 import { isDigestReference, type StoredManifest } from '../../storage/manifest-store.js'
 import { RegistryError } from '../errors.js'
@@ -61,10 +62,20 @@ async function negotiate(
   return manifest
 }
 
+/**
+ * Most `?tag=` parameters one push by digest may carry. The spec (distribution-spec main, "Pushing
+ * manifests with tags") asks for at least 10 and allows 414 above a registry's limit; 100 tags of
+ * the longest form (128 characters) already come near the request-line size Node accepts.
+ */
+export const MAX_TAGS_PER_PUSH = 100
+
 export const getManifest: Handler = async context => {
   const { request, response, params, store } = context
   const name = repositoryName(params)
   const ref = reference(params)
+  // A string that cannot be a tag names no manifest: 404, as registry:2 answers and the OCI
+  // conformance suite expects for a nonexistent manifest (a PUT by it stays 400 TAG_INVALID).
+  if (!isDigestReference(ref) && !isTag(ref)) throw new ManifestUnknownError(ref)
   const manifest = await negotiate(context, name, ref, await store.manifests.get(name, ref))
   const etag = `"${manifest.digest}"`
   const ifNoneMatch = request.headers['if-none-match']
@@ -83,17 +94,37 @@ export const getManifest: Handler = async context => {
   response.end(request.method === 'HEAD' ? undefined : manifest.content)
 }
 
+/**
+ * The `tag` query parameters of a push by digest, each once (distribution-spec main: a registry
+ * that supports them answers with one `OCI-Tag` header per tag applied). A push by tag ignores
+ * them and sends no `OCI-Tag`, which tells the client none were applied. Over MAX_TAGS_PER_PUSH
+ * is 414; an invalid one refuses the whole push (400 TAG_INVALID) before anything is stored.
+ */
+function tagParameters(query: URLSearchParams, ref: string): string[] {
+  if (!isDigestReference(ref)) return []
+  const tags = [...new Set(query.getAll('tag'))]
+  if (tags.length > MAX_TAGS_PER_PUSH) {
+    throw new RegistryError('TAG_INVALID', { tags: tags.length, limit: MAX_TAGS_PER_PUSH }, {
+      status: 414,
+      message: `more than ${MAX_TAGS_PER_PUSH} tag parameters; push the rest in another request`,
+    })
+  }
+  return tags
+}
+
 export const putManifest: Handler = async context => {
-  const { request, params, store, maxManifestBytes } = context
+  const { request, params, query, store, maxManifestBytes } = context
   const name = repositoryName(params)
   const ref = reference(params)
+  const tags = tagParameters(query, ref)
   const body = await readLimited(request, context.body, maxManifestBytes)
-  const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']))
-  const headers: Record<string, string> = {
+  const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']), { tags })
+  const headers: Record<string, string | string[]> = {
     Location: `/v2/${name}/manifests/${result.digest}`,
     'Docker-Content-Digest': result.digest,
   }
   if (result.subject !== undefined) headers['OCI-Subject'] = result.subject
+  if (result.tags.length > 0) headers['OCI-Tag'] = [...result.tags]
   sendEmpty(context.response, 201, headers)
 }
 
