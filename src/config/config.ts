@@ -128,7 +128,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
   }
   if (mode === 'https' && sources.length === 0 && !options.allowNoCertificate) {
     throw new ConfigError(
-      'berth serve needs a certificate: --tls-cert/--tls-key, --acme (with --domain), or --self-signed; or use --local for plain HTTP on :5000',
+      'HTTPS mode needs a certificate: --tls-cert/--tls-key, --acme (with --domain), or --self-signed; or use --local for plain HTTP on :5000',
     )
   }
 
