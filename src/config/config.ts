@@ -4,6 +4,7 @@
  * Only `cli/` and `server.ts` read it; each layer gets a plain options object built from it.
  */
 import { resolve } from 'node:path'
+import { addUserCommand } from '../container.js'
 import type { LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
@@ -235,7 +236,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
 export function noUsersMessage(config: Pick<Config, 'htpasswd' | 'upstream'>, reason: 'no-file' | 'empty'): string {
   const what = reason === 'no-file' ? 'no users' : `no users in ${config.htpasswd}`
   const when = config.upstream !== undefined ? `, e.g. when ${config.upstream} checks logins itself` : ''
-  return `${what}: HTTPS mode needs a login. Add one with: berth htpasswd add <user> --file ${config.htpasswd} (or pass --allow-anonymous to serve without one${when})`
+  return `${what}: HTTPS mode needs a login. Add one with: ${addUserCommand(config.htpasswd)} (or pass --allow-anonymous to serve without one${when})`
 }
 
 function toFlag(key: string): string {
