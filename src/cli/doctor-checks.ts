@@ -12,7 +12,10 @@ import { createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { dirname, join } from 'node:path'
 import { noUsersMessage, type Config } from '../config/config.js'
+import { addUserCommand, ownershipFix } from '../container.js'
 import { HtpasswdError, parseHtpasswd } from '../edge/auth/htpasswd.js'
+import { daysLeft, inspectClientCa } from '../edge/tls/certificate-checks.js'
+import { renewalDecision } from '../edge/tls/renewal.js'
 
 export type Status = 'ok' | 'warn' | 'fail'
 
@@ -24,7 +27,6 @@ export interface CheckResult {
   readonly fix?: string
 }
 
-const DAY = 24 * 60 * 60 * 1000
 
 /** The ports `serve` would bind, with the flag that sets each. */
 export function portsOf(config: Config): { port: number; label: string }[] {
@@ -122,8 +124,49 @@ export async function checkDomain(domain: string): Promise<CheckResult> {
   }
 }
 
+/** Who renews a certificate: nobody here (the user's files), Berth's ACME client, or its local CA. */
+export type CertificateManager = 'user' | 'acme' | 'self-signed'
+
+/** Below this many days a certificate nobody here renews is a warning: time to renew it by hand or by certbot. */
+export const EXPIRY_WARNING_DAYS = 30
+
+/**
+ * The expiry line of a certificate. Files the user brings warn below EXPIRY_WARNING_DAYS; a
+ * certificate Berth renews says when it will (ACME: renewal.ts's policy, without the CA's ARI
+ * window, which can move it) and warns only when that time has passed.
+ */
+export function checkExpiry(subject: string, lifetime: { notBefore: Date; notAfter: Date }, managedBy: CertificateManager, now = Date.now()): CheckResult {
+  const until = lifetime.notAfter.toISOString().slice(0, 10)
+  const days = daysLeft(lifetime.notAfter, now)
+  if (lifetime.notAfter.getTime() <= now) {
+    const fix = managedBy === 'user' ? 'renew it (or use --acme to let Berth renew)' : 'berth serve renews it at start; if it is running, its log says why it could not'
+    return { status: 'fail', subject, message: `expired on ${until}`, fix }
+  }
+  const valid = `valid until ${until} (${days} days)`
+  if (managedBy === 'acme') {
+    const renewal = renewalDecision(lifetime, now)
+    const at = renewal.at.toISOString().slice(0, 10)
+    if (!renewal.due) return { status: 'ok', subject, message: `${valid}; ACME renews it around ${at} (a third of its lifetime before expiry; the CA's renewal window can move it)` }
+    return { status: 'warn', subject, message: `${valid}; ACME renewal was due on ${at}`, fix: 'berth serve renews it at start and retries in the background; if it is running, its log says why the CA refused' }
+  }
+  if (managedBy === 'self-signed') {
+    if (days >= EXPIRY_WARNING_DAYS) return { status: 'ok', subject, message: `${valid}; berth serve re-issues it from the local CA at start once fewer than ${EXPIRY_WARNING_DAYS} days are left` }
+    return { status: 'warn', subject, message: `expires in ${days} days (${until})`, fix: 'restart berth serve: it re-issues the certificate from the local CA at start' }
+  }
+  if (days < EXPIRY_WARNING_DAYS) {
+    return { status: 'warn', subject, message: `expires in ${days} days (${until})`, fix: 'renew it soon (certbot renew); berth serve picks up the renewed file by itself' }
+  }
+  return { status: 'ok', subject, message: valid }
+}
+
 /** A certificate chain file: readable, unexpired, key matches, intermediates present, names cover the domains. */
-export async function checkCertificateFiles(certPath: string, keyPath: string | undefined, domains: readonly string[]): Promise<CheckResult[]> {
+export async function checkCertificateFiles(
+  certPath: string,
+  keyPath: string | undefined,
+  domains: readonly string[],
+  managedBy: CertificateManager = 'user',
+  now = Date.now(),
+): Promise<CheckResult[]> {
   const subject = `certificate ${certPath}`
   let pem: string
   try {
@@ -141,15 +184,7 @@ export async function checkCertificateFiles(certPath: string, keyPath: string | 
   }
   const results: CheckResult[] = []
   const leaf = chain[0] as X509Certificate
-  const notAfter = new Date(leaf.validTo)
-  const left = notAfter.getTime() - Date.now()
-  if (left <= 0) {
-    results.push({ status: 'fail', subject, message: `expired on ${notAfter.toISOString().slice(0, 10)}`, fix: 'renew it (or use --acme to let Berth renew)' })
-  } else if (left < 14 * DAY) {
-    results.push({ status: 'warn', subject, message: `expires in ${Math.floor(left / DAY)} days (${notAfter.toISOString().slice(0, 10)})`, fix: 'renew it soon' })
-  } else {
-    results.push({ status: 'ok', subject, message: `valid until ${notAfter.toISOString().slice(0, 10)} (${Math.floor(left / DAY)} days)` })
-  }
+  results.push(checkExpiry(subject, { notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo) }, managedBy, now))
   for (let index = 0; index + 1 < chain.length; index++) {
     const child = chain[index] as X509Certificate
     const parent = chain[index + 1] as X509Certificate
@@ -179,6 +214,26 @@ export async function checkCertificateFiles(certPath: string, keyPath: string | 
     }
   }
   return results
+}
+
+/** The `--client-ca` file: exists, holds a CA certificate that parses, not expired (the rules: inspectClientCa). */
+export async function checkClientCaFile(file: string, now = Date.now()): Promise<CheckResult[]> {
+  const subject = `client CA ${file}`
+  let pem: string
+  try {
+    pem = await readFile(file, 'utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    return [{ status: 'fail', subject, message: code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? 'error'})`, fix: 'give --client-ca the PEM file of the CA that signs your clients\' certificates' }]
+  }
+  const { subjects, problems } = inspectClientCa(pem, now)
+  if (problems.length === 0) return [{ status: 'ok', subject, message: `clients must present a certificate signed by ${subjects.join(', ')}` }]
+  return problems.map(problem => ({
+    status: problem.severity,
+    subject,
+    message: problem.message,
+    fix: problem.severity === 'fail' ? 'give --client-ca the PEM file of the CA that signs your clients\' certificates (berth serve refuses this one)' : 'replace the CA before it expires, and issue new client certificates from it',
+  }))
 }
 
 /** Private keys and the htpasswd file should be readable by their owner only. */
@@ -221,7 +276,7 @@ export async function checkHtpasswdFile(config: Pick<Config, 'htpasswd' | 'isHtp
     if (code === 'ENOENT') {
       if (mode === 'local' && !isExplicit) return [{ status: 'ok', subject, message: 'no file: local mode runs without login' }]
       if (mustHaveUsers) return [noLogin('no-file')]
-      return [{ status: isExplicit ? 'fail' : 'warn', subject, message: 'no file: anyone who reaches the registry can push', fix: `berth htpasswd add <user> --file ${file}` }]
+      return [{ status: isExplicit ? 'fail' : 'warn', subject, message: 'no file: anyone who reaches the registry can push', fix: addUserCommand(file) }]
     }
     return [{ status: 'fail', subject, message: `cannot read it (${code ?? 'error'})` }]
   }
@@ -232,7 +287,7 @@ export async function checkHtpasswdFile(config: Pick<Config, 'htpasswd' | 'isHtp
       users.size === 0 && mustHaveUsers
         ? noLogin('empty')
         : users.size === 0
-        ? { status: 'warn', subject, message: 'no users: every login is refused', fix: `berth htpasswd add <user> --file ${file}` }
+        ? { status: 'warn', subject, message: 'no users: every login is refused', fix: addUserCommand(file) }
         : { status: 'ok', subject, message: `${users.size} user${users.size === 1 ? '' : 's'}, bcrypt` },
     )
   } catch (error) {
@@ -291,7 +346,7 @@ export async function checkDatadir(datadir: string, maxBody: number): Promise<Ch
       status: 'fail',
       subject,
       message: `${existing} is not writable by uid ${process.getuid?.() ?? '?'} (owned by uid ${info.uid})`,
-      fix: `sudo chown -R ${process.getuid?.() ?? 1000} ${existing}`,
+      fix: ownershipFix(existing),
     })
   }
   const fs = await statfs(existing)

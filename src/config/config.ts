@@ -4,6 +4,7 @@
  * Only `cli/` and `server.ts` read it; each layer gets a plain options object built from it.
  */
 import { resolve } from 'node:path'
+import { addUserCommand } from '../container.js'
 import type { LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
@@ -126,7 +127,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
   }
   if (mode === 'https' && sources.length === 0 && !options.allowNoCertificate) {
     throw new ConfigError(
-      'berth serve needs a certificate: --tls-cert/--tls-key, --acme (with --domain), or --self-signed; or use --local for plain HTTP on :5000',
+      'HTTPS mode needs a certificate: --tls-cert/--tls-key, --acme (with --domain), or --self-signed; or use --local for plain HTTP on :5000',
     )
   }
 
@@ -237,7 +238,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
 export function noUsersMessage(config: Pick<Config, 'htpasswd' | 'upstream'>, reason: 'no-file' | 'empty'): string {
   const what = reason === 'no-file' ? 'no users' : `no users in ${config.htpasswd}`
   const when = config.upstream !== undefined ? `, e.g. when ${config.upstream} checks logins itself` : ''
-  return `${what}: HTTPS mode needs a login. Add one with: berth htpasswd add <user> --file ${config.htpasswd} (or pass --allow-anonymous to serve without one${when})`
+  return `${what}: HTTPS mode needs a login. Add one with: ${addUserCommand(config.htpasswd)} (or pass --allow-anonymous to serve without one${when})`
 }
 
 function toFlag(key: string): string {

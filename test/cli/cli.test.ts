@@ -53,7 +53,7 @@ test('berth serve --help documents every flag with its BERTH_* variable', async 
 test('serve without a certificate source: exit 2, one line with the fix, no stack trace', async t => {
   const result = await berth(['serve'], { env: { BERTH_DATADIR: undefined } })
   t.is(result.exitCode, 2)
-  assertOneLineError(t, result.stderr, /^berth: berth serve needs a certificate: .*or use --local/)
+  assertOneLineError(t, result.stderr, /^berth: HTTPS mode needs a certificate: .*or use --local/)
 })
 
 test('a wrong BERTH_* value: exit 2 naming the variable and what is accepted', async t => {

@@ -95,7 +95,12 @@ if (process.getuid?.() !== 0) {
   process.exit(1)
 }
 
-console.log(`ensure-packages: installing ${missing.join(' ')}`)
+console.log(
+  `ensure-packages: installing ${missing.length} Debian packages as root with apt-get, plus their dependencies ` +
+    `(about 190 on a fresh machine, ~16 min with the first test run), because the tests drive real clients and ` +
+    `servers and this may start services such as docker and nginx: ${missing.join(' ')} ` +
+    `(BERTH_SKIP_PACKAGES=1 skips this; see README)`,
+)
 const result = spawnSync('sh', ['-c', install], {
   stdio: 'inherit',
   env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },

@@ -101,3 +101,29 @@ test('CLI: berth gc --dry-run lists and sums, berth gc deletes, berth du prints 
   t.is(await runCli(['node', 'berth', 'du', '--datadir', join(cwd, 'nope')], missing.io), 2)
   t.regex(missing.err(), /no registry data at/)
 })
+
+test('CLI: berth gc says why it freed nothing: untagged manifests (rerun with --delete-untagged), blobs within the grace period', async t => {
+  const running = await startFilesystemApp(t)
+  const image = await imageManifest(running.server, 'app', { layers: 2 })
+  t.is((await putManifest(running.server, 'app', 'v1', image.manifest, OCI_MANIFEST)).status, 201)
+  t.is((await request(running.server, '/v2/app/manifests/v1', { method: 'DELETE' })).status, 202)
+  await pushBlob(running.server, 'app', randomBytes(1024))
+  const datadir = join(running.root!, '..')
+  const cwd = join(datadir, '..')
+  const imageBytes = image.manifest.byteLength + image.config.size + image.layers.reduce((sum, layer) => sum + layer.size, 0)
+
+  const young = captureIo(cwd)
+  t.is(await runCli(['node', 'berth', 'gc', '--datadir', datadir], young.io), 0)
+  t.regex(young.out(), /^nothing freed yet: 1 unreferenced blob is younger than the 1h grace period .*: a run 1h after the last push frees it$/m)
+
+  t.is(await runCli(['node', 'berth', 'gc', '--datadir', datadir, '--grace', '0'], captureIo(cwd).io), 0)
+  const untagged = captureIo(cwd)
+  t.is(await runCli(['node', 'berth', 'gc', '--datadir', datadir, '--grace', '0'], untagged.io), 0)
+  t.regex(untagged.out(), new RegExp(`^nothing freed: 1 untagged manifest \\(${formatBytes(imageBytes).replace('.', '\\.')}\\) holds the space: rerun with --delete-untagged$`, 'm'))
+  t.notRegex(untagged.out(), /younger than/)
+
+  const deleted = captureIo(cwd)
+  t.is(await runCli(['node', 'berth', 'gc', '--datadir', datadir, '--grace', '0', '--delete-untagged'], deleted.io), 0)
+  t.regex(deleted.out(), new RegExp(`^deleted 4 blobs \\(${formatBytes(imageBytes).replace('.', '\\.')}\\), 1 manifest`, 'm'))
+  t.notRegex(deleted.out(), /nothing/)
+})

@@ -3,11 +3,13 @@
  * free disk — with the same flags, environment and config file as `serve`, and prints what to fix.
  * Exit code 0 when nothing failed (warnings allowed), 1 otherwise.
  */
+import { sep } from 'node:path'
 import { Command } from 'commander'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
 import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
 import {
   checkCertificateFiles,
+  checkClientCaFile,
   checkDatadir,
   checkDomain,
   checkHtpasswdFile,
@@ -50,13 +52,16 @@ export function doctorCommand(io: CliIo): Command {
     if (config.certificate.kind === 'acme' || config.certificate.kind === 'self-signed') {
       for (const file of await findStoredCertificates(config.certs)) {
         const keyFile = file.replace(/\.crt$/, '.key')
-        results.push(...(await checkCertificateFiles(file, keyFile, config.certificate.kind === 'acme' ? config.domains : [])))
+        // The self-signed provider keeps its certificate under local-ca/; anything else here is ACME's.
+        const managedBy = file.split(sep).includes('local-ca') ? 'self-signed' : 'acme'
+        results.push(...(await checkCertificateFiles(file, keyFile, managedBy === 'acme' ? config.domains : [], managedBy)))
       }
       for (const file of await findKeyFiles(config.certs)) {
         const result = await checkPrivateFile(file, 'key')
         if (result) results.push(result)
       }
     }
+    if (config.clientCa !== undefined) results.push(...(await checkClientCaFile(config.clientCa)))
     results.push(...(await checkHtpasswdFile(config)))
     if (config.upstream === undefined) results.push(...(await checkDatadir(config.datadir, config.maxBody)))
     else results.push({ status: 'ok', subject: 'storage', message: `none here: fronting ${config.upstream}` })

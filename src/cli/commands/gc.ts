@@ -173,6 +173,11 @@ export function gcCommand(io: CliIo): Command {
       return
     }
     io.stdout.write(describe(report, uploads, options.grace))
+    if (report.blobs.length === 0 && !(options.deleteUntagged ?? false)) {
+      // Read-only and lock-free: what --delete-untagged would free, to say why this run freed nothing.
+      const untagged = await collectGarbage(driver, { dryRun: true, deleteUntagged: true, keepReferrers: options.keepReferrers, gracePeriodMs: options.grace })
+      io.stdout.write(whyNothingFreed(report, untagged, options.grace))
+    }
   })
   return command
 }
@@ -222,4 +227,27 @@ export function describe(report: GcReport, uploads: PurgeUploadsReport | undefin
   )
   lines.push(`took ${((report.finishedAt.getTime() - report.startedAt.getTime()) / 1000).toFixed(1)} s`)
   return lines.join('\n') + '\n'
+}
+
+/**
+ * The lines that say what holds the space when a run freed no blob: manifests no tag reaches
+ * (`untagged`: a dry run of the same store with deleteUntagged), and unreferenced blobs younger
+ * than the grace period. Empty when neither holds anything.
+ */
+export function whyNothingFreed(report: GcReport, untagged: GcReport, graceMs: number): string {
+  const lines: string[] = []
+  const nothing = report.dryRun ? 'nothing would be freed' : 'nothing freed'
+  if (untagged.manifests.length > 0) {
+    lines.push(
+      `${nothing}: ${plural(untagged.manifests.length, 'untagged manifest')} (${formatBytes(untagged.bytesFreed)}) ${untagged.manifests.length === 1 ? 'holds' : 'hold'} the space: ` +
+        `rerun with --delete-untagged${report.dryRun ? ' (with --dry-run first to see them)' : ''}`,
+    )
+  }
+  if (report.blobsRecent > 0) {
+    lines.push(
+      `${nothing} yet: ${plural(report.blobsRecent, 'unreferenced blob')} ${report.blobsRecent === 1 ? 'is' : 'are'} younger than the ` +
+        `${formatDuration(graceMs)} grace period (pushes upload layers before their manifest): a run ${formatDuration(graceMs)} after the last push frees ${report.blobsRecent === 1 ? 'it' : 'them'}`,
+    )
+  }
+  return lines.length === 0 ? '' : lines.join('\n') + '\n'
 }

@@ -13,6 +13,7 @@ import { resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import { formatHtpasswdLine, DEFAULT_BCRYPT_COST } from '../../edge/auth/htpasswd.js'
 import { DEFAULTS } from '../../config/config.js'
+import { isInContainer, ownershipFix } from '../../container.js'
 import { CliError } from '../errors.js'
 import type { CliIo } from '../io.js'
 import { entriesOf, hashKind, readHtpasswdLines, removeUser, upsertLine, writeHtpasswdAtomically } from '../htpasswd-file.js'
@@ -62,7 +63,8 @@ function makeLine(user: string, password: string, cost: number): string {
 function describeWriteError(error: unknown, file: string): CliError {
   const code = (error as NodeJS.ErrnoException).code
   if (code === 'EACCES' || code === 'EPERM') {
-    return new CliError(`cannot write ${file}: permission denied (run as the user that owns it, or with sudo)`, 1, { cause: error })
+    const fix = isInContainer() ? ownershipFix(file) : 'run as the user that owns it, or with sudo'
+    return new CliError(`cannot write ${file}: permission denied (${fix})`, 1, { cause: error })
   }
   return new CliError(`cannot write ${file}: ${(error as Error).message}`, 1, { cause: error })
 }

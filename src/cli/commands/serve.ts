@@ -3,10 +3,13 @@
  * every flag has its `BERTH_*` variable and config-file key. Prints where it listens, where it
  * stores, which certificate it serves and how to log in; stops gracefully on SIGINT/SIGTERM.
  */
+import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import type { Config } from '../../config/config.js'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
 import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
+import { addUserCommand } from '../../container.js'
+import { inspectClientCa, warnIfDomainsUncovered } from '../../edge/tls/certificate-checks.js'
 import { createLogger, type Logger } from '../../log.js'
 import type { RunningServer } from '../../server.js'
 import { CliError } from '../errors.js'
@@ -50,6 +53,7 @@ export function serveCommand(io: CliIo): Command {
     const config = await loadConfig({ flags, env: io.env, cwd: io.cwd, ...(configFile !== undefined ? { configFile } : {}) })
     const logger = createLogger({ level: config.logLevel, write: line => io.stderr.write(line + '\n') })
     for (const warning of config.warnings) logger.warn(warning)
+    const clientCas = config.clientCa !== undefined ? await checkClientCa(config.clientCa, logger) : undefined
     // Loaded here, not at the top: `berth htpasswd`/`doctor`/`--help` need none of the server's code.
     const { ListenError, startServer } = await import('../../server.js')
     let server: RunningServer
@@ -59,14 +63,43 @@ export function serveCommand(io: CliIo): Command {
       if (error instanceof ListenError) throw new CliError(error.message, 1, { cause: error })
       throw error
     }
-    io.stdout.write(summary(config, server))
+    warnIfDomainsUncovered(server.certificate, config.domains, logger)
+    io.stdout.write(summary(config, server, { env: io.env, ...(clientCas !== undefined ? { clientCas } : {}) }))
     await waitForSignal(server, logger)
   })
   return command
 }
 
+/**
+ * Refuses a `--client-ca` file TLS could not use (exit 2: every client would get 400) and logs
+ * what only may hurt (an expiring CA). Resolves with the subjects of the CAs clients must use.
+ */
+export async function checkClientCa(file: string, logger: Pick<Logger, 'warn'>, now = Date.now()): Promise<string[]> {
+  let pem: string
+  try {
+    pem = await readFile(file, 'utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (error as Error).message
+    throw new CliError(`--client-ca ${file}: ${reason}`, 2, { cause: error })
+  }
+  const { subjects, problems } = inspectClientCa(pem, now)
+  const failure = problems.find(problem => problem.severity === 'fail')
+  if (failure !== undefined) throw new CliError(`--client-ca ${file}: ${failure.message}; give the PEM file of the CA that signs your clients' certificates`, 2)
+  for (const problem of problems) logger.warn(`--client-ca ${file}: ${problem.message}`)
+  return subjects
+}
+
+export interface SummaryContext {
+  /** The environment berth runs in (hints differ inside its container image). */
+  readonly env?: NodeJS.ProcessEnv
+  /** Subjects of the `--client-ca` CAs, when client certificates are required. */
+  readonly clientCas?: readonly string[]
+}
+
 /** What a person needs after start: where to reach it, where data lives, how to log in and push. */
-export function summary(config: Config, server: RunningServer): string {
+export function summary(config: Config, server: RunningServer, context: SummaryContext = {}): string {
+  const env = context.env ?? process.env
   const lines: string[] = []
   const add = (label: string, text: string) => lines.push(`  ${label.padEnd(12)}${text}`)
   lines.push('Berth registry is running')
@@ -84,11 +117,15 @@ export function summary(config: Config, server: RunningServer): string {
   if (server.auth) {
     add('users', `${server.auth.file} (${server.auth.users} user${server.auth.users === 1 ? '' : 's'})`)
   } else if (config.mode === 'local') {
-    add('users', `none: no login needed (to require one: berth htpasswd add <user> --file ${config.htpasswd})`)
+    add('users', `none: no login needed (to require one: ${addUserCommand(config.htpasswd, env)})`)
   } else {
-    add('users', `NONE: anyone who reaches this port can push and pull. Add a user: berth htpasswd add <user> --file ${config.htpasswd}`)
+    add('users', `NONE: anyone who reaches this port can push and pull. Add a user: ${addUserCommand(config.htpasswd, env)}`)
   }
   const host = registryHost(config, server)
+  if (config.clientCa !== undefined) {
+    const signers = context.clientCas !== undefined && context.clientCas.length > 0 ? ` signed by ${context.clientCas.join(', ')}` : ''
+    add('clients', `must present a certificate${signers} (--client-ca ${config.clientCa}); docker: /etc/docker/certs.d/${host}/client.cert and client.key`)
+  }
   if (server.auth) add('log in', `docker login ${host}`)
   add('push', `docker tag <image> ${host}/<name> && docker push ${host}/<name>`)
   add('pull', `docker pull ${host}/<name>`)

@@ -20,6 +20,7 @@ import { promisify } from 'node:util'
 import forge from 'node-forge'
 import type { Logger } from '../../log.js'
 import { silentLogger } from '../../log.js'
+import { hostPath } from '../../container.js'
 import { toTlsCertificate } from './certificate-info.js'
 import type { CertificateProvider, TlsCertificate } from './certificate-source.js'
 
@@ -162,7 +163,7 @@ export class SelfSignedCertificateProvider implements CertificateProvider {
 
   /** The line the CLI prints for docker users of `host` (`name` or `name:port`). */
   dockerHint(host: string): string {
-    return `self-signed TLS: docker clients must trust the local CA: copy ${this.caPath} to /etc/docker/certs.d/${host}/ca.crt on each client machine`
+    return `self-signed TLS: docker clients must trust the local CA: copy ${hostPath(this.caPath)} to /etc/docker/certs.d/${host}/ca.crt on each client machine`
   }
 
   /** Loads or makes the CA and server certificate. @throws when the folder cannot be written or the CA files are corrupt. */
