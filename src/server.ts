@@ -21,14 +21,13 @@ import { ConfigError } from './config/errors.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
-import { CertStoreNotFoundError, type CertStore } from './edge/tls/cert-store.js'
+import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cert-store.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
 import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
-import { DriverCertStore } from './storage/driver/s3-cert-store.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
 export interface RunningServer {
@@ -103,7 +102,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore =
     opened !== undefined && config.storage.kind === 's3'
-      ? new DriverCertStore(opened.driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }) })
+      ? new DriverCertStore(opened.driver, CERT_STORE_ROOT)
       : undefined
   const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
 
