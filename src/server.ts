@@ -12,10 +12,9 @@
  */
 import { randomBytes } from 'node:crypto'
 import { constants as fsConstants, realpathSync } from 'node:fs'
-import { access, mkdir, readFile, stat } from 'node:fs/promises'
+import { access, readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
 import { noUsersMessage, type Config } from './config/config.js'
 import { ConfigError } from './config/errors.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
@@ -26,7 +25,7 @@ import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
-import { FilesystemDriver } from './storage/driver/filesystem.js'
+import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageOpenError } from './storage/open-storage.js'
 import { startGcSchedule, type GcSchedule } from './storage/gc-schedule.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
@@ -69,26 +68,7 @@ export class ListenError extends Error {
  * at the first push). Resolves with the driver and how to show where images go.
  */
 export async function openStorage(config: Config): Promise<{ driver: StorageDriver; shown: string }> {
-  const choice = config.storage
-  if (choice.kind === 's3') {
-    const { S3Driver } = await import('./storage/driver/s3.js')
-    const driver = new S3Driver({
-      bucket: choice.bucket,
-      prefix: choice.prefix,
-      redirect: choice.redirect,
-      ...(choice.endpoint !== undefined ? { endpoint: choice.endpoint } : {}),
-      ...(choice.region !== undefined ? { region: choice.region } : {}),
-    })
-    try {
-      await driver.check()
-    } catch (error) {
-      throw new ConfigError(`--storage s3: ${(error as Error).message}`, { cause: error })
-    }
-    return { driver, shown: `s3://${choice.bucket}/${choice.prefix}${choice.endpoint !== undefined ? ` at ${choice.endpoint}` : ''}` }
-  }
-  const root = join(config.datadir, 'data')
-  await prepareFolder(root, 'datadir', config.datadir)
-  return { driver: new FilesystemDriver(root), shown: root }
+  return asConfigError(openStore({ storage: config.storage, datadir: config.datadir, create: true }))
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -311,26 +291,13 @@ async function mustRead(file: string, setting: string): Promise<void> {
 
 /** Creates the folder if needed and checks that this user can write to it, naming the fix if not. */
 async function prepareFolder(folder: string, setting: string, shown: string): Promise<void> {
-  try {
-    await mkdir(folder, { recursive: true })
-    await access(folder, fsConstants.W_OK | fsConstants.X_OK)
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-      const owner = await stat(shown).then(
-        info => ` (owned by uid ${info.uid}, berth runs as uid ${process.getuid?.() ?? '?'})`,
-        () => '',
-      )
-      const uid = process.getuid?.() ?? 1000
-      const gid = process.getgid?.() ?? 1000
-      // In the image (Dockerfile sets BERTH_IN_CONTAINER) the folder is a bind mount: the fix is on the host.
-      const fix = process.env.BERTH_IN_CONTAINER
-        ? `on the host, run: sudo chown -R ${uid}:${gid} datadir certs (the folders mounted into the container)`
-        : `fix the owner, e.g. sudo chown -R ${uid}:${gid} ${shown}`
-      throw new ConfigError(`--${setting} ${shown} is not writable${owner}; ${fix}`, { cause: error })
-    }
-    throw new ConfigError(`--${setting} ${shown}: ${(error as Error).message}`, { cause: error })
-  }
+  return asConfigError(prepareStoreFolder(folder, setting, shown))
+}
+
+function asConfigError<T>(promise: Promise<T>): Promise<T> {
+  return promise.catch((error: unknown) => {
+    throw error instanceof StorageOpenError ? new ConfigError(error.message, { cause: error }) : error
+  })
 }
 
 /** Turns listen errors into one line that says what to do. */
