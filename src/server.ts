@@ -17,6 +17,7 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from 'node:net'
 import { noUsersMessage, type Config } from './config/config.js'
 import { ConfigError } from './config/errors.js'
+import { UPLOAD_PURGING } from './config/settings.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
@@ -95,7 +96,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // The engine trusts only requests that carry this secret, which only the edge knows: another
     // process on this machine that finds the loopback port still cannot skip authentication.
     const secret = randomBytes(32).toString('base64url')
-    const app = createRegistryApp({ driver: opened.driver, logger, internalSecret: secret })
+    const app = createRegistryApp({ driver: opened.driver, logger, internalSecret: secret, uploadPurging: UPLOAD_PURGING })
     const drain = new Drain()
     const handle = (request: IncomingMessage, response: ServerResponse): void => {
       if (drain.isDraining) return drain.refuse(response)

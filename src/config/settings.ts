@@ -18,6 +18,12 @@ import {
   parseUpstream,
 } from './values.js'
 
+/**
+ * Background jobs of `berth serve`, and `berth gc --upload-max-age`: registry:2's `uploadpurging`
+ * defaults (age 168 h, checked every 24 h).
+ */
+export const UPLOAD_PURGING = { maxAgeMs: 168 * 3_600_000, intervalMs: 24 * 3_600_000 } as const
+
 /** Settings as parsed, before defaults and cross-checks (see config.ts for the resolved Config). */
 export interface SettingValues {
   local: boolean

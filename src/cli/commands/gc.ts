@@ -8,10 +8,10 @@
 import { resolve } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
-import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
+import { SETTINGS, UPLOAD_PURGING, type Setting, type SettingKey } from '../../config/settings.js'
 import type { StorageDriver } from '../../storage/driver/storage-driver.js'
 import { collectGarbage, DEFAULT_GC_GRACE_MS, GcBusyError, type GcProgress, type GcReport } from '../../storage/gc.js'
-import { DEFAULT_UPLOAD_MAX_AGE_MS, purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
+import { purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
 import { openStorage, StorageOpenError } from '../../storage/open-storage.js'
 import { createRegistryStore } from '../../storage/registry-store.js'
 import { formatBytes } from '../../storage/usage.js'
@@ -113,7 +113,7 @@ export function gcCommand(io: CliIo): Command {
     .addOption(
       new Option('--upload-max-age <duration>', 'purge unfinished uploads started longer ago than this ("off": keep them)')
         .argParser((value: string) => (value === 'off' ? false : parseDuration(value)))
-        .default(DEFAULT_UPLOAD_MAX_AGE_MS, formatDuration(DEFAULT_UPLOAD_MAX_AGE_MS)),
+        .default(UPLOAD_PURGING.maxAgeMs, formatDuration(UPLOAD_PURGING.maxAgeMs)),
     )
     .addOption(
       new Option('--wait <duration>', 'when another run holds the store (e.g. a serving instance\'s --gc-interval), wait this long for it instead of failing at once (e.g. 5m)')
