@@ -1,55 +1,34 @@
 /**
- * The one home of Berth's background jobs (upload purging, garbage collection), started by the
- * composition root. Each job runs on its own timer, never overlaps itself, and is aborted between two
- * steps of its work when the scheduler stops. Timers never keep the process alive.
+ * A background job run every `intervalMs` (upload purging, garbage collection). A run never
+ * overlaps the previous one: a tick while one is in progress is skipped, and so is `runNow`.
+ * `stop` clears the timer, aborts the signal the job was given and resolves when the run in
+ * progress has ended. The timer never keeps the process alive. The job handles its own errors.
  */
-import type { Logger } from './log.js'
-
-export interface Job {
-  readonly name: string
-  readonly intervalMs: number
-  /** One run. A rejection is logged, and the job runs again at its next tick. */
-  run(signal: AbortSignal): Promise<void>
-}
-
-export interface Scheduler {
-  /** Runs `name` now unless it is running; resolves when that run is over. */
-  runNow(name: string): Promise<void>
-  /** Stops every timer and aborts the runs in progress; resolves when they have stopped. */
+export interface PeriodicJob<T> {
+  /** Runs once now unless a run is in progress or the job stopped; resolves with its result, or undefined when skipped. */
+  runNow(): Promise<T | undefined>
   stop(): Promise<void>
 }
 
-export function startScheduler(jobs: readonly Job[], logger: Logger): Scheduler {
+export function every<T>(intervalMs: number, job: (signal: AbortSignal) => Promise<T | undefined>): PeriodicJob<T> {
+  if (!Number.isFinite(intervalMs) || intervalMs <= 0) throw new RangeError('an interval must be a positive number of milliseconds')
   const abort = new AbortController()
-  const running = new Map<string, Promise<void>>()
-  const runNow = (job: Job): Promise<void> => {
-    const current = running.get(job.name)
-    if (current !== undefined || abort.signal.aborted) return current ?? Promise.resolve()
-    const run = job
-      .run(abort.signal)
-      .catch((error: unknown) => {
-        if (!abort.signal.aborted) logger.error(`${job.name} failed`, { error: error instanceof Error ? error.message : String(error) })
-      })
-      .finally(() => running.delete(job.name))
-    running.set(job.name, run)
-    return run
+  let running: Promise<T | undefined> | undefined
+  const runNow = (): Promise<T | undefined> => {
+    if (running !== undefined || abort.signal.aborted) return Promise.resolve(undefined)
+    running = job(abort.signal).finally(() => {
+      running = undefined
+    })
+    return running
   }
-  const timers = jobs.map(job => {
-    if (!Number.isFinite(job.intervalMs) || job.intervalMs <= 0) throw new RangeError(`${job.name}: the interval must be a positive number of milliseconds`)
-    const timer = setInterval(() => void runNow(job), job.intervalMs)
-    timer.unref()
-    return timer
-  })
+  const timer = setInterval(() => void runNow(), intervalMs)
+  timer.unref()
   return {
-    runNow(name) {
-      const job = jobs.find(candidate => candidate.name === name)
-      if (job === undefined) throw new RangeError(`no job named ${name}`)
-      return runNow(job)
-    },
+    runNow,
     async stop() {
-      for (const timer of timers) clearInterval(timer)
+      clearInterval(timer)
       abort.abort(new Error('server shutting down'))
-      await Promise.allSettled([...running.values()])
+      await running
     },
   }
 }

@@ -13,20 +13,24 @@ import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, mkdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
+import { hostPath } from './container.js'
+import { warnIfDomainsUncovered } from './edge/tls/certificate-checks.js'
 import { ConfigError } from './config/errors.js'
+import { UPLOAD_PURGING } from './config/settings.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
-import { CertStoreNotFoundError, type CertStore } from './edge/tls/cert-store.js'
+import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cert-store.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { FilesystemDriver } from './storage/driver/filesystem.js'
-import { gcJob } from './storage/gc-schedule.js'
-import { startScheduler, type Job } from './scheduler.js'
+import { runGc } from './storage/gc-schedule.js'
+import { every, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
-import { DriverCertStore } from './storage/driver/s3-cert-store.js'
+import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageOpenError } from './storage/open-storage.js'
+import { purgeAbandonedUploads } from './storage/purge-uploads.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
 export interface RunningServer {
@@ -68,26 +72,7 @@ export class ListenError extends Error {
  * at the first push). Resolves with the driver and how to show where images go.
  */
 export async function openStorage(config: Config): Promise<{ driver: StorageDriver; shown: string }> {
-  const choice = config.storage
-  if (choice.kind === 's3') {
-    const { S3Driver } = await import('./storage/driver/s3.js')
-    const driver = new S3Driver({
-      bucket: choice.bucket,
-      prefix: choice.prefix,
-      redirect: choice.redirect,
-      ...(choice.endpoint !== undefined ? { endpoint: choice.endpoint } : {}),
-      ...(choice.region !== undefined ? { region: choice.region } : {}),
-    })
-    try {
-      await driver.check()
-    } catch (error) {
-      throw new ConfigError(`--storage s3: ${(error as Error).message}`, { cause: error })
-    }
-    return { driver, shown: `s3://${choice.bucket}/${choice.prefix}${choice.endpoint !== undefined ? ` at ${choice.endpoint}` : ''}` }
-  }
-  const root = join(config.datadir, 'data')
-  await prepareFolder(root, 'datadir', config.datadir)
-  return { driver: new FilesystemDriver(root), shown: root }
+  return asConfigError(openStore({ storage: config.storage, datadir: config.datadir, create: true }))
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -100,11 +85,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore =
     opened !== undefined && config.storage.kind === 's3'
-      ? new DriverCertStore(opened.driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }) })
+      ? new DriverCertStore(opened.driver, CERT_STORE_ROOT)
       : undefined
   const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
-  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, uploadPurging: false, allowSparseManifests: config.allowSparseManifests })
-  const scheduler = startScheduler(app === undefined || opened === undefined ? [] : backgroundJobs(config, opened.driver, app, logger), logger)
+  provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
+  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
+  const jobs = app === undefined || opened === undefined ? [] : backgroundJobs(config, opened.driver, app, logger)
   const drain = new Drain()
 
   // Memory: a small V8 young generation (process-memory.ts says why and how).
@@ -120,7 +106,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   } catch (error) {
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
-    await scheduler.stop()
+    await Promise.all(jobs.map(job => job.stop()))
     await app?.close()
     throw explainStartError(error, config)
   }
@@ -140,7 +126,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         await drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
         await provider?.stop().catch(() => {})
-        await scheduler.stop()
+        await Promise.all(jobs.map(job => job.stop()))
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
         uncapYoungGeneration()
       })()
@@ -179,19 +165,13 @@ function edgeOptions(
   }
 }
 
-/** Upload purging always; garbage collection with --gc-interval (on S3 the run takes the lock in the bucket, so one instance collects at a time). */
-function backgroundJobs(config: Config, driver: StorageDriver, app: RegistryApp, logger: Logger): Job[] {
-  const jobs: Job[] = [
-    {
-      name: 'upload purge',
-      intervalMs: DEFAULTS.uploadPurgeInterval,
-      async run() {
-        const count = await app.store.uploads.purge(new Date(Date.now() - config.uploadMaxAgeMs))
-        if (count > 0) logger.info('purged abandoned uploads', { count })
-      },
-    },
-  ]
-  if (config.gcIntervalMs !== undefined) jobs.push(gcJob({ driver, intervalMs: config.gcIntervalMs, logger }))
+/**
+ * The background jobs, all started here: upload purging always, garbage collection with
+ * --gc-interval (on S3 a run takes the lock in the bucket, so one instance collects at a time).
+ */
+function backgroundJobs(config: Config, driver: StorageDriver, app: RegistryApp, logger: Logger): PeriodicJob<unknown>[] {
+  const jobs: PeriodicJob<unknown>[] = [every(UPLOAD_PURGING.intervalMs, () => purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger))]
+  if (config.gcIntervalMs !== undefined) jobs.push(every(config.gcIntervalMs, signal => runGc(driver, logger, signal)))
   return jobs
 }
 
@@ -217,7 +197,7 @@ async function certificateFor(
       const { SelfSignedCertificateProvider } = await import('./edge/tls/self-signed.js')
       const provider = new SelfSignedCertificateProvider({ certsDir: config.certs, names: config.domains, logger })
       const host = (config.domains[0] ?? 'localhost') + (config.httpsPort === 443 ? '' : `:${config.httpsPort}`)
-      return { provider, source: `self-signed (local CA ${provider.caPath})`, hints: [provider.dockerHint(host)] }
+      return { provider, source: `self-signed (local CA ${hostPath(provider.caPath)})`, hints: [provider.dockerHint(host)] }
     }
     case 'acme': {
       await prepareFolder(config.certs, 'certs', config.certs)
@@ -297,26 +277,13 @@ async function mustRead(file: string, setting: string): Promise<void> {
 
 /** Creates the folder if needed and checks that this user can write to it, naming the fix if not. */
 async function prepareFolder(folder: string, setting: string, shown: string): Promise<void> {
-  try {
-    await mkdir(folder, { recursive: true })
-    await access(folder, fsConstants.W_OK | fsConstants.X_OK)
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-      const owner = await stat(shown).then(
-        info => ` (owned by uid ${info.uid}, berth runs as uid ${process.getuid?.() ?? '?'})`,
-        () => '',
-      )
-      const uid = process.getuid?.() ?? 1000
-      const gid = process.getgid?.() ?? 1000
-      // In the image (Dockerfile sets BERTH_IN_CONTAINER) the folder is a bind mount: the fix is on the host.
-      const fix = process.env.BERTH_IN_CONTAINER
-        ? `on the host, run: sudo chown -R ${uid}:${gid} datadir certs (the folders mounted into the container)`
-        : `fix the owner, e.g. sudo chown -R ${uid}:${gid} ${shown}`
-      throw new ConfigError(`--${setting} ${shown} is not writable${owner}; ${fix}`, { cause: error })
-    }
-    throw new ConfigError(`--${setting} ${shown}: ${(error as Error).message}`, { cause: error })
-  }
+  return asConfigError(prepareStoreFolder(folder, setting, shown))
+}
+
+function asConfigError<T>(promise: Promise<T>): Promise<T> {
+  return promise.catch((error: unknown) => {
+    throw error instanceof StorageOpenError ? new ConfigError(error.message, { cause: error }) : error
+  })
 }
 
 /** Turns listen errors into one line that says what to do. */

@@ -44,6 +44,9 @@ export const DEFAULTS = {
   uploadPurgeInterval: 24 * 3600_000,
 } as const
 
+/** Upload purging of `berth serve` and `berth gc`, from the defaults above. */
+export const UPLOAD_PURGING = { maxAgeMs: DEFAULTS.uploadMaxAge, intervalMs: DEFAULTS.uploadPurgeInterval } as const
+
 /** Settings as parsed, before defaults and cross-checks (see config.ts for the resolved Config). */
 export interface SettingValues {
   local: boolean

@@ -11,8 +11,10 @@ import { createExchange, type Exchange } from '../http/exchange.js'
 import { RegistryError } from '../http/errors.js'
 import { sendError } from '../http/respond.js'
 import { silentLogger, type Logger } from '../log.js'
+import { every } from '../scheduler.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
 import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
+import { purgeAbandonedUploads } from '../storage/purge-uploads.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
@@ -27,8 +29,8 @@ export interface RegistryAppOptions {
   /** Largest manifest body accepted on PUT (default 4 MiB); larger ones get 413. */
   maxManifestBytes?: number
   /**
-   * Deletes abandoned uploads older than `maxAgeMs`, checked every `intervalMs` (registry:2's
-   * `uploadpurging` defaults: 168 h and 24 h, which are ours too). `false` turns it off.
+   * Deletes abandoned uploads older than `maxAgeMs`, checked every `intervalMs` (default: off; the
+   * composition root passes the settings' UPLOAD_PURGING). Stopped by `close()`.
    */
   uploadPurging?: { maxAgeMs: number; intervalMs: number } | false
   /** Bounds of the in-process cache of manifest bytes by digest (storage/manifest-cache.ts). */
@@ -40,7 +42,6 @@ export interface RegistryAppOptions {
   allowSparseManifests?: boolean
 }
 
-export const DEFAULT_UPLOAD_PURGING = { maxAgeMs: 168 * 3600_000, intervalMs: 24 * 3600_000 }
 
 export interface RegistryApp {
   /** The engine's handler. Resolves when it is done with the exchange; never rejects (every failure becomes an OCI error response). */
@@ -61,19 +62,8 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const inFlight = new Set<Promise<void>>()
-  const purging = options.uploadPurging === undefined ? DEFAULT_UPLOAD_PURGING : options.uploadPurging
-  let purgeTimer: NodeJS.Timeout | undefined
-  if (purging !== false) {
-    purgeTimer = setInterval(() => {
-      store.uploads
-        .purge(new Date(Date.now() - purging.maxAgeMs))
-        .then(count => {
-          if (count > 0) logger.info('purged abandoned uploads', { count })
-        })
-        .catch(error => logger.warn('upload purge failed', { error: error instanceof Error ? error.message : String(error) }))
-    }, purging.intervalMs)
-    purgeTimer.unref() // never keeps the process alive
-  }
+  const purging = options.uploadPurging || undefined
+  const purgeJob = purging && every(purging.intervalMs, () => purgeAbandonedUploads(store.uploads, purging.maxAgeMs, logger))
 
   async function dispatch(exchange: Exchange): Promise<void> {
     const { req: request, res: response, path, query } = exchange
@@ -128,7 +118,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
       void serve(createExchange(request, response, 'internal'))
     },
     async close() {
-      if (purgeTimer !== undefined) clearInterval(purgeTimer)
+      await purgeJob?.stop()
       await Promise.allSettled([...inFlight])
     },
     store,

@@ -4,8 +4,7 @@
  * repository when its link exists and its data exists; a manifest's bytes are also readable as a
  * blob through the manifest revision link, as in distribution.
  */
-import type { Readable } from 'node:stream'
-import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, type BlobReader, type StorageDriver } from './driver/storage-driver.js'
 import { parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError } from './errors.js'
 import { blobDataPath, layerLinkPath, manifestRevisionLinkPath } from './paths.js'
@@ -79,7 +78,7 @@ export class BlobStore {
   }
 
   /** Streams a blob readable in `name` (call `stat` first for its size). Throws BlobUnknownError. */
-  async open(name: string, digest: Digest | string, offset = 0, length?: number): Promise<Readable> {
+  async open(name: string, digest: Digest | string, offset = 0, length?: number): Promise<BlobReader> {
     const d = toDigest(digest)
     try {
       return await this.driver.reader(blobDataPath(d), offset, length)

@@ -10,7 +10,7 @@
  * `If-Match` on DeleteObject (probed: a wrong ETag still deletes). A plain "stat, then delete"
  * would lose a blob that a push re-used in between.
  *
- * THE RULE (S3 and any driver that is not 'filesystem' or 'in-memory'):
+ * THE RULE (drivers without `capabilities.atomicRename`, e.g. S3):
  *   Collector, per unmarked item P, while holding the GC lock (gc-lock.ts):
  *     g1  write the intent object I(P) = /berth/gc/intents/<P>
  *     g2  stat P: gone → done; modified at or after the cut-off → keep it
@@ -43,13 +43,10 @@
  *   INTENT_STALE_MS − ITEM_DEADLINE_MS (20 s) after the collector sent it could still land after a
  *   writer judged the intent stale. And every instance on the bucket must run a Berth with this
  *   guard: registry:2, or an older Berth, writing to the same bucket while GC runs is not covered.
- * Cost for writers: one GET of the intent (a 404 when no GC runs) and one HEAD per guarded call;
- * measured on Ceph RGW, a push of a config, two layers and a manifest: 82 S3 requests unguarded,
- * 98 guarded; the same blobs pushed into another repository (all re-used): 75 and 97. Wall time
- * per push was within the noise of this machine (250–280 ms either way).
+ * Cost for writers: one GET of the intent (a 404 when no GC runs) and one HEAD per guarded call.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { PathNotFoundError, type FileInfo, type FileWriter, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, type FileInfo, type FileWriter, type LockOptions, type StorageDriver, type StoreLock } from './driver/storage-driver.js'
 import { BLOBS_ROOT, REPOSITORIES_ROOT } from './paths.js'
 
 /** Where the collector keeps its lock and intents: beside `docker/registry/v2`, which registry:2 never reads. */
@@ -62,7 +59,7 @@ export const INTENT_STALE_MS = 30_000
 
 /** Whether garbage collection on this driver uses delete intents (true) or atomic renames (false). */
 export function usesDeleteIntents(driver: StorageDriver): boolean {
-  return driver.name !== 'filesystem' && driver.name !== 'in-memory'
+  return !driver.capabilities.atomicRename
 }
 
 export function intentPath(path: string): string {
@@ -91,15 +88,15 @@ export function guardForGc(driver: StorageDriver): StorageDriver {
 /** The writers' half (see the file comment): every other call goes straight to the driver. */
 export class GcGuardedDriver implements StorageDriver {
   readonly name: string
+  readonly capabilities: StorageDriver['capabilities']
   readonly inner: StorageDriver
-  readonly putContentIfAbsent?: (path: string, content: Uint8Array) => Promise<boolean>
   readonly abortIncompleteWrites?: (olderThan: Date) => Promise<number>
   readonly redirectUrl?: (path: string) => Promise<string | undefined>
 
   constructor(inner: StorageDriver) {
     this.inner = inner
     this.name = inner.name
-    if (inner.putContentIfAbsent) this.putContentIfAbsent = inner.putContentIfAbsent.bind(inner)
+    this.capabilities = inner.capabilities
     if (inner.abortIncompleteWrites) this.abortIncompleteWrites = inner.abortIncompleteWrites.bind(inner)
     if (inner.redirectUrl) this.redirectUrl = inner.redirectUrl.bind(inner)
   }
@@ -111,6 +108,18 @@ export class GcGuardedDriver implements StorageDriver {
   async putContent(path: string, content: Uint8Array): Promise<void> {
     if (!isGuardedWrite(path)) return this.inner.putContent(path, content)
     await this.#settle(path, () => this.inner.putContent(path, content), 'write')
+  }
+
+  putContentIfAbsent(path: string, content: Uint8Array): Promise<boolean> {
+    return this.inner.putContentIfAbsent(path, content)
+  }
+
+  lock(path: string, options?: LockOptions): Promise<StoreLock> {
+    return this.inner.lock(path, options)
+  }
+
+  removeEmptyDirectory(path: string): Promise<void> {
+    return this.inner.removeEmptyDirectory(path)
   }
 
   async touch(path: string): Promise<void> {

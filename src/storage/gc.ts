@@ -30,20 +30,17 @@
  * interleave unseen, as a stat-then-delete could. A run killed between rename and delete leaves a
  * `.gc-*` file; the next run puts it back before it looks at anything.
  *
- * The rule needs `move` to be atomic, as rename(2) is on the filesystem driver (and a Map update
- * in the in-memory one). S3's move is a copy then a delete, so a touch between the two would be
- * lost: on S3 (any other driver) the sweep follows the *delete intent* rule instead, written out
+ * The rule needs `move` to be atomic (`capabilities.atomicRename`), as rename(2) is on the
+ * filesystem driver (and a Map update in the in-memory one). S3's move is a copy then a delete, so
+ * a touch between the two would be lost: on such drivers the sweep follows the *delete intent* rule instead, written out
  * and argued in gc-guard.ts: the run writes an intent object before its last look at an item, and
  * writers (wrapped by registry-store.ts) look for it after their touch or link write.
  *
- * Two runs on one store are excluded by gc-lock.ts: a pid lock file on the filesystem, an object
- * created with `If-None-Match: *` plus a heartbeat on S3 (shared by every instance on the bucket).
+ * Two runs on one store are excluded by gc-lock.ts: the driver's lock, an object created only if
+ * absent plus a heartbeat (shared by every process on the store).
  */
-import { rmdir } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
-import { join } from 'node:path'
 import { ignoreMissing, PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
-import { FilesystemDriver } from './driver/filesystem.js'
 import { blobDataPath, layerLinkPath, manifestRevisionsPath, referrersPath, repositoryPath, tagsPath } from './paths.js'
 import {
   forEachBlob,
@@ -172,8 +169,8 @@ class GarbageCollection {
     this.#dryRun = options.dryRun ?? false
     this.#deleteUntagged = options.deleteUntagged ?? false
     this.#keepReferrers = options.keepReferrers ?? true
-    // The store's clock where it has one (S3): what writers' touches are stamped with.
-    this.#startedAt = options.now ?? lock?.storeTime ?? new Date()
+    // With delete intents, the store's clock: what writers' touches are stamped with.
+    this.#startedAt = options.now ?? (this.#intents ? lock?.storeTime : undefined) ?? new Date()
     const grace = options.gracePeriodMs ?? DEFAULT_GC_GRACE_MS
     if (!Number.isFinite(grace) || grace < 0) throw new RangeError('grace period must be a non-negative number of milliseconds')
     this.#cutoff = this.#startedAt.getTime() - grace
@@ -379,8 +376,8 @@ class GarbageCollection {
       const dir = blobDataPath(blob.digest).slice(0, -'/data'.length)
       if ((await this.#quarantine(dir, 'data', QUARANTINE_DATA)) === 'deleted') {
         this.#blobs.push(blob)
-        await this.#removeEmptyDirectory(dir)
-        await this.#removeEmptyDirectory(dir.slice(0, dir.lastIndexOf('/')))
+        await this.#driver.removeEmptyDirectory(dir)
+        await this.#driver.removeEmptyDirectory(dir.slice(0, dir.lastIndexOf('/')))
       }
     })
   }
@@ -403,7 +400,7 @@ class GarbageCollection {
       const dir = layerLinkPath(repository.name, entry.digest).slice(0, -'/link'.length)
       if ((await this.#quarantine(dir, 'link', QUARANTINE_LINK)) === 'deleted') {
         this.#layerLinks.push({ repository: repository.name, digest: entry.digest })
-        await this.#removeEmptyDirectory(dir)
+        await this.#driver.removeEmptyDirectory(dir)
       }
     }
   }
@@ -462,15 +459,6 @@ class GarbageCollection {
     }
   }
 
-  /**
-   * Removes an emptied folder on the filesystem with rmdir(2), which fails when a writer has put
-   * something in it meanwhile, so it can never take a fresh file with it. Other drivers have no
-   * empty folders.
-   */
-  async #removeEmptyDirectory(path: string): Promise<void> {
-    if (!(this.#driver instanceof FilesystemDriver)) return
-    await rmdir(join(this.#driver.root, path)).catch(() => {})
-  }
 }
 
 async function forEachConcurrently<T>(items: readonly T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {

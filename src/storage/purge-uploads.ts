@@ -5,14 +5,12 @@
  * The deletion itself is `UploadStore.purge`, which takes each upload's in-process lock, so a
  * chunk being appended by this process is never cut from under it.
  */
+import type { Logger } from '../log.js'
 import type { StorageDriver } from './driver/storage-driver.js'
 import { listOrEmpty, listRepositories, statOrUndefined } from './maintenance-scan.js'
 import { isUploadId, uploadDataPath, uploadStartedAtPath, uploadsPath } from './paths.js'
 import type { UploadStore } from './upload-store.js'
 import { PathNotFoundError } from './driver/storage-driver.js'
-
-/** registry:2's `uploadpurging.age` default (168 h). */
-export const DEFAULT_UPLOAD_MAX_AGE_MS = 7 * 24 * 3600 * 1000
 
 export interface StaleUpload {
   readonly repository: string
@@ -62,4 +60,16 @@ export async function purgeUploads(
   const dryRun = options.dryRun ?? false
   if (!dryRun && stale.length > 0) await uploads.purge(options.olderThan)
   return { dryRun, olderThan: options.olderThan, uploads: stale, bytesFreed: stale.reduce((sum, u) => sum + u.size, 0) }
+}
+
+/** The background job: deletes uploads older than `maxAgeMs`, logged; never rejects. */
+export async function purgeAbandonedUploads(uploads: UploadStore, maxAgeMs: number, logger: Logger): Promise<number> {
+  try {
+    const count = await uploads.purge(new Date(Date.now() - maxAgeMs))
+    if (count > 0) logger.info('purged abandoned uploads', { count })
+    return count
+  } catch (error) {
+    logger.warn('upload purge failed', { error: error instanceof Error ? error.message : String(error) })
+    return 0
+  }
 }

@@ -11,12 +11,10 @@
  * chunks alternate between instances costs one extra read of its bytes, not one per chunk.
  * Node cannot import Go's `hashstates` files, so they are ignored.
  *
- * Why not a hasher whose state can be saved in the store (hash-wasm's SHA-256 save/load) so any
- * instance continues it: measured on the test machine, Node's SHA-256 hashes 366–392 MiB/s and
- * hash-wasm's 91–105 MiB/s, so hashing every byte with it would cap every push near 100 MiB/s,
- * while re-reading at the end costs one GET of the bytes (Ceph RGW serves 700 MiB/s) plus Node's
- * hash, and nothing at all when one instance took the whole upload (docker, skopeo and podman
- * send a blob in one PATCH; only the final PUT may land elsewhere).
+ * Not a hasher whose state can be saved in the store (hash-wasm's SHA-256 save/load): it hashes
+ * several times slower than Node's and would bound every push, while re-reading at the end costs
+ * one read of the bytes, and nothing when one instance took the whole upload (docker, skopeo and
+ * podman send a blob in one PATCH; only the final PUT may land elsewhere).
  *
  * Chunks of one upload are serialized by an in-process lock; a chunk that fails midway (client
  * gone, wrong length) is cut back to where it started, so the upload stays resumable.

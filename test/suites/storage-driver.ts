@@ -8,6 +8,7 @@ import anyTest, { type TestFn } from 'ava'
 import {
   InvalidOffsetError,
   InvalidPathError,
+  LockBusyError,
   PathNotFoundError,
   type FileInfo,
   type StorageDriver,
@@ -32,6 +33,70 @@ export function storageDriverSuite(label: string, factory: DriverFactory): void 
   })
   test.afterEach.always(async t => {
     if (t.context.driver && factory.destroy) await factory.destroy(t.context.driver)
+  })
+
+  test(`${label}: putContentIfAbsent creates once, never overwrites`, async t => {
+    const { driver } = t.context
+    const results = await Promise.all(Array.from({ length: 5 }, (_, i) => driver.putContentIfAbsent('/once/x', Buffer.from(`writer ${i}`))))
+    t.is(results.filter(Boolean).length, 1)
+    const winner = results.indexOf(true)
+    t.is((await driver.getContent('/once/x')).toString(), `writer ${winner}`)
+    t.deepEqual(await driver.list('/once'), ['/once/x'], 'no temporary objects left')
+  })
+
+  test(`${label}: lock excludes other holders until released`, async t => {
+    const { driver } = t.context
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => driver.lock('/locks/a')))
+    const held = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<StorageDriver['lock']>>> => r.status === 'fulfilled')
+    t.is(held.length, 1, 'exactly one of four concurrent takers holds it')
+    for (const r of results) if (r.status === 'rejected') t.true(r.reason instanceof LockBusyError)
+    const lock = held[0]!.value
+    t.true(await lock.stillHeld())
+    const waiter = driver.lock('/locks/a', { waitMs: Infinity, pollMs: 20 })
+    let acquired = false
+    void waiter.then(() => (acquired = true), () => {})
+    await new Promise(resolve => setTimeout(resolve, 100))
+    t.false(acquired, 'a waiter waits while the lock is held')
+    await lock.release()
+    await lock.release() // idempotent
+    const next = await waiter
+    t.true(await next.stillHeld())
+    const aborting = new AbortController()
+    const aborted = driver.lock('/locks/a', { waitMs: Infinity, pollMs: 20, signal: aborting.signal })
+    setTimeout(() => aborting.abort(new Error('gave up')), 50)
+    await t.throwsAsync(aborted, { message: 'gave up' })
+    await next.release()
+    await t.throwsAsync(driver.stat('/locks/a'), { instanceOf: PathNotFoundError }, 'release deletes the lock')
+  })
+
+  test(`${label}: a stale lock is taken over, and its old holder learns it lost it`, async t => {
+    const { driver } = t.context
+    const old = await driver.lock('/locks/b', { heartbeatMs: 60_000 })
+    // Its holder stopped updating it (as a crashed one would) a minute ago.
+    const record = JSON.parse((await driver.getContent('/locks/b')).toString()) as { updated: number }
+    await driver.putContent('/locks/b', Buffer.from(JSON.stringify({ ...record, host: 'elsewhere', updated: Date.now() - 60_000 })))
+    await t.throwsAsync(driver.lock('/locks/b', { staleMs: 120_000 }), { instanceOf: LockBusyError }, 'not stale yet for a longer staleMs')
+    const taken = await driver.lock('/locks/b', { staleMs: 30_000 })
+    t.false(await old.stillHeld())
+    t.true(old.lost.aborted)
+    await old.release() // leaves the new holder's lock alone
+    t.true(await taken.stillHeld())
+    await taken.release()
+    // An unreadable lock is judged by its object's time: a fresh one is kept.
+    await driver.putContent('/locks/c', Buffer.from('{half'))
+    await t.throwsAsync(driver.lock('/locks/c'), { instanceOf: LockBusyError })
+  })
+
+  test(`${label}: removeEmptyDirectory never removes a folder with something in it`, async t => {
+    const { driver } = t.context
+    await driver.putContent('/dir/sub/file', Buffer.from('x'))
+    await driver.removeEmptyDirectory('/dir/sub')
+    await driver.removeEmptyDirectory('/dir')
+    t.is((await driver.getContent('/dir/sub/file')).toString(), 'x')
+    await driver.delete('/dir/sub/file')
+    await driver.removeEmptyDirectory('/dir/sub')
+    await driver.removeEmptyDirectory('/dir')
+    await t.throwsAsync(driver.list('/dir'), { instanceOf: PathNotFoundError })
   })
 
   test(`${label}: putContent then getContent returns the same bytes`, async t => {

@@ -5,15 +5,14 @@
  * removed, and a blob a push re-uses during the run is kept (the rules: storage/gc.ts for the
  * filesystem, storage/gc-guard.ts for S3, where every serving instance must be a Berth).
  */
-import { stat } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
-import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
-import { FilesystemDriver } from '../../storage/driver/filesystem.js'
+import { SETTINGS, UPLOAD_PURGING, type Setting, type SettingKey } from '../../config/settings.js'
 import type { StorageDriver } from '../../storage/driver/storage-driver.js'
 import { collectGarbage, DEFAULT_GC_GRACE_MS, GcBusyError, type GcProgress, type GcReport } from '../../storage/gc.js'
-import { DEFAULT_UPLOAD_MAX_AGE_MS, purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
+import { purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
+import { openStorage, StorageOpenError } from '../../storage/open-storage.js'
 import { createRegistryStore } from '../../storage/registry-store.js'
 import { formatBytes } from '../../storage/usage.js'
 import { CliError } from '../errors.js'
@@ -41,17 +40,6 @@ export function formatDuration(ms: number): string {
 
 export function datadirOption(): Option {
   return new Option('--datadir <dir>', 'the datadir whose data/ folder holds the registry (default: ./datadir; env: BERTH_DATADIR)')
-}
-
-/** The filesystem driver over `<datadir>/data`; a usage error when there is no such folder. */
-export async function openDatadir(io: CliIo, datadir: string | undefined): Promise<{ driver: FilesystemDriver; root: string }> {
-  const dir = resolve(io.cwd, datadir ?? io.env.BERTH_DATADIR ?? './datadir')
-  const root = join(dir, 'data')
-  const info = await stat(root).catch(() => undefined)
-  if (info === undefined || !info.isDirectory()) {
-    throw new CliError(`no registry data at ${root} (set --datadir to the folder that holds data/, as mounted into registry:2)`, 2)
-  }
-  return { driver: new FilesystemDriver(root), root }
 }
 
 /** The settings that say where images are stored, as `berth serve` takes them (flags, BERTH_*, --config). */
@@ -85,13 +73,11 @@ export async function openStore(io: CliIo, options: StoreOptions): Promise<{ dri
     allowNoCertificate: true,
     ...(typeof options.config === 'string' ? { configFile: options.config } : {}),
   })
-  if (config.storage.kind === 's3') {
-    // Loaded here: the S3 client is big, and a datadir needs none of it.
-    const { openStorage } = await import('../../server.js')
-    return openStorage(config)
+  try {
+    return await openStorage({ storage: config.storage, datadir: resolve(io.cwd, config.datadir), create: false })
+  } catch (error) {
+    throw error instanceof StorageOpenError ? new CliError(error.message, 2, { cause: error }) : error
   }
-  const { driver, root } = await openDatadir(io, config.datadir)
-  return { driver, shown: root }
 }
 
 interface GcCommandOptions extends StoreOptions {
@@ -127,7 +113,7 @@ export function gcCommand(io: CliIo): Command {
     .addOption(
       new Option('--upload-max-age <duration>', 'purge unfinished uploads started longer ago than this ("off": keep them)')
         .argParser((value: string) => (value === 'off' ? false : parseDuration(value)))
-        .default(DEFAULT_UPLOAD_MAX_AGE_MS, formatDuration(DEFAULT_UPLOAD_MAX_AGE_MS)),
+        .default(UPLOAD_PURGING.maxAgeMs, formatDuration(UPLOAD_PURGING.maxAgeMs)),
     )
     .addOption(
       new Option('--wait <duration>', 'when another run holds the store (e.g. a serving instance\'s --gc-interval), wait this long for it instead of failing at once (e.g. 5m)')

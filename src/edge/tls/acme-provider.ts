@@ -22,7 +22,7 @@ import { MemoryChallengeResponder } from './acme-challenges.js'
 import { AcmeIssuer } from './acme-issuer.js'
 import { AcmeError, assertAcmeOptions } from './acme-options.js'
 import { ariCertId } from './acme-ari.js'
-import { CertStoreNotFoundError, FileCertStore, certKeys, issuerKey, type CertStore, type FileCertStoreOptions } from './cert-store.js'
+import { CertStoreNotFoundError, FileCertStore, certKeys, issuerKey, type CertStore, type CertStoreLockOptions } from './cert-store.js'
 import {
   DEFAULT_CHECK_INTERVAL_MS,
   DEFAULT_RETRY_DELAYS_MS,
@@ -49,7 +49,7 @@ export interface AcmeProviderOptions {
   certsDir?: string
   store?: CertStore
   /** Lock timing of the default FileCertStore (tests shorten it). */
-  lockOptions?: FileCertStoreOptions
+  lockOptions?: CertStoreLockOptions
   logger?: Logger
   /** Berth's HTTP port, for the self-check that fetches our own challenge (default 80). */
   httpPort?: number

@@ -1,6 +1,10 @@
 /**
- * Where TLS material lives: a key/value store over a directory (`--certs`, default `./certs`),
- * plus the lock that lets several Berth processes share that directory and place one order, not two.
+ * Where TLS material lives: a key/value port (`CertStore`) over a StorageDriver, with the lock
+ * that lets several Berth processes share it and place one order, not two. Two places:
+ * `FileCertStore`, a directory (`--certs`, default `./certs`), and, with `--storage s3`, the
+ * registry's own bucket under `/berth/certs/` (`new DriverCertStore(driver, CERT_STORE_ROOT)`), so
+ * every instance shares one account, one certificate and one order, and any of them answers the
+ * CA's HTTP-01 request.
  *
  * Layout (the key builders below are the only code that knows it; modelled on certmagic's KeyBuilder):
  *
@@ -11,19 +15,20 @@
  *     certificates/<issuer>/<name>/<name>.crt        full chain PEM, leaf first
  *     certificates/<issuer>/<name>/<name>.key        certificate key, 0600
  *     certificates/<issuer>/<name>/<name>.json       CertificateMeta: names, dates, ARI, retry state
- *     locks/<lock>.lock                              O_EXCL lock file { pid, host, created, updated }
+ *     locks/<lock>.lock                              the driver's lock record { nonce, host, pid, created, updated }
  *
  * `<issuer>` is the CA directory's host (and port) plus its path, e.g.
  * `acme-v02.api.letsencrypt.org-directory` vs `acme-staging-v02.api.letsencrypt.org-directory`,
  * so a staging certificate never overwrites a production one. `<name>` is the first configured domain.
  *
- * Folders are created 0700 and every file is written 0600 through a temporary file + fsync + rename,
- * so a reader (or a crash) sees the old content or the new one, never half of one.
+ * In a directory, folders are 0700 and every file is written 0600 through a temporary file +
+ * fsync + rename, so a reader (or a crash) sees the old content or the new one, never half of one.
  */
 import { randomUUID } from 'node:crypto'
-import { open, mkdir, readFile, readdir, rename, rm, stat, unlink, link, chmod } from 'node:fs/promises'
-import { hostname } from 'node:os'
-import { dirname, join, resolve, sep } from 'node:path'
+import { mkdir, open, unlink } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { FilesystemDriver } from '../../storage/driver/filesystem.js'
+import { ignoreMissing, PathNotFoundError, type StorageDriver } from '../../storage/driver/storage-driver.js'
 
 /** Key/value store for TLS material. Keys use '/', no leading slash, no '.'/'..' segments. */
 export interface CertStore {
@@ -51,24 +56,19 @@ export class CertStoreNotFoundError extends Error {
   }
 }
 
-export interface FileCertStoreOptions {
-  /** How often a held lock's file is rewritten to show it is alive (default 5 s). */
+export interface CertStoreLockOptions {
+  /** How often a held lock is rewritten to show it is alive (default 5 s). */
   lockHeartbeatMs?: number
-  /** A lock whose file was not updated for this long is taken over (default 30 s). */
+  /** A lock not updated for this long is taken over (default 30 s). */
   lockStaleMs?: number
   /** How often a waiter polls for the lock (default 1 s). */
   lockPollMs?: number
 }
 
-interface LockFile {
-  pid: number
-  host: string
-  nonce: string
-  created: number
-  updated: number
-}
-
 const SEGMENT = /^[A-Za-z0-9@._-]+$/
+
+/** Where the certificate store lives in a shared bucket: beside `docker/registry/v2`, which registry:2 never reads. */
+export const CERT_STORE_ROOT = '/berth/certs'
 
 /** Makes a string safe as one path segment (certmagic's `[^\w@.-]` → `_` rule). */
 export function safeSegment(value: string): string {
@@ -102,24 +102,94 @@ export const certKeys = {
   issueLock: (issuer: string, name: string) => `issue_cert_${issuer}_${safeSegment(name)}`,
 }
 
-/** CertStore on a local directory (also fine on a shared network filesystem that honours O_EXCL). */
-export class FileCertStore implements CertStore {
-  readonly root: string
-  private readonly heartbeatMs: number
-  private readonly staleMs: number
-  private readonly pollMs: number
+/** CertStore over the keys under `root` in a driver's tree. */
+export class DriverCertStore implements CertStore {
+  readonly #driver: StorageDriver
+  readonly #root: string
+  readonly #options: CertStoreLockOptions
 
-  constructor(root: string, options: FileCertStoreOptions = {}) {
+  constructor(driver: StorageDriver, root: string, options: CertStoreLockOptions = {}) {
+    this.#driver = driver
+    this.#root = root === '/' ? '' : root
+    this.#options = options
+  }
+
+  #path(key: string): string {
+    const segments = key.split('/')
+    if (key !== '' && segments.some(s => !SEGMENT.test(s) || /^\.+$/.test(s))) {
+      throw new TypeError(`invalid certificate store key: ${JSON.stringify(key)}`)
+    }
+    return key === '' ? this.#root || '/' : `${this.#root}/${key}`
+  }
+
+  async load(key: string): Promise<Buffer> {
+    try {
+      return await this.#driver.getContent(this.#path(key))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw new CertStoreNotFoundError(key, { cause: error })
+      throw error
+    }
+  }
+
+  async store(key: string, value: Uint8Array | string): Promise<void> {
+    await this.#driver.putContent(this.#path(key), typeof value === 'string' ? Buffer.from(value) : value)
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#driver.delete(this.#path(key)).catch(ignoreMissing)
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      return !(await this.#driver.stat(this.#path(key))).isDir
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return false
+      throw error
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    let children: string[]
+    try {
+      children = await this.#driver.list(this.#path(prefix))
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return []
+      throw error
+    }
+    const files = await Promise.all(
+      children.map(async child => {
+        const info = await this.#driver.stat(child).catch(() => undefined)
+        return info !== undefined && !info.isDir ? child.slice(this.#root.length + 1) : undefined
+      }),
+    )
+    return files.filter((key): key is string => key !== undefined).sort()
+  }
+
+  async lock(name: string, signal?: AbortSignal): Promise<() => Promise<void>> {
+    const held = await this.#driver.lock(this.#path(`locks/${safeSegment(name)}.lock`), {
+      waitMs: Infinity,
+      staleMs: this.#options.lockStaleMs ?? 30_000,
+      ...(signal !== undefined ? { signal } : {}),
+      ...(this.#options.lockHeartbeatMs !== undefined ? { heartbeatMs: this.#options.lockHeartbeatMs } : {}),
+      ...(this.#options.lockPollMs !== undefined ? { pollMs: this.#options.lockPollMs } : {}),
+    })
+    return () => held.release()
+  }
+}
+
+/** CertStore on a local directory (also fine on a shared network filesystem that honours link(2)). */
+export class FileCertStore extends DriverCertStore {
+  readonly root: string
+
+  constructor(root: string, options: CertStoreLockOptions = {}) {
+    super(new FilesystemDriver(resolve(root), { private: true }), '/', options)
     this.root = resolve(root)
-    this.heartbeatMs = options.lockHeartbeatMs ?? 5_000
-    this.staleMs = options.lockStaleMs ?? 30_000
-    this.pollMs = options.lockPollMs ?? 1_000
   }
 
   /** Creates the root (0700) and fails early with a clear message when it is not writable. */
   async init(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 })
-    const probe = join(this.root, `.probe-${randomUUID()}`)
+    const probe = `${this.root}/.probe-${randomUUID()}`
     try {
       const handle = await open(probe, 'wx', 0o600)
       await handle.close()
@@ -128,198 +198,4 @@ export class FileCertStore implements CertStore {
       throw new Error(`the certificate folder ${this.root} is not writable (${(error as NodeJS.ErrnoException).code ?? error})`, { cause: error })
     }
   }
-
-  private path(key: string): string {
-    const segments = key.split('/')
-    if (key.startsWith('/') || segments.some((s) => !SEGMENT.test(s) || /^\.+$/.test(s))) {
-      throw new TypeError(`invalid certificate store key: ${JSON.stringify(key)}`)
-    }
-    const full = join(this.root, ...segments)
-    if (!full.startsWith(this.root + sep)) throw new TypeError(`invalid certificate store key: ${JSON.stringify(key)}`)
-    return full
-  }
-
-  async load(key: string): Promise<Buffer> {
-    try {
-      return await readFile(this.path(key))
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new CertStoreNotFoundError(key, { cause: error })
-      throw error
-    }
-  }
-
-  async store(key: string, value: Uint8Array | string): Promise<void> {
-    const target = this.path(key)
-    await mkdir(dirname(target), { recursive: true, mode: 0o700 })
-    await writeFileAtomic(target, value)
-  }
-
-  async delete(key: string): Promise<void> {
-    await rm(this.path(key), { recursive: true, force: true })
-  }
-
-  async exists(key: string): Promise<boolean> {
-    try {
-      await stat(this.path(key))
-      return true
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
-      throw error
-    }
-  }
-
-  async list(prefix: string): Promise<string[]> {
-    try {
-      const entries = await readdir(this.path(prefix), { withFileTypes: true })
-      return entries.filter((e) => e.isFile() && !e.name.endsWith('.tmp')).map((e) => `${prefix}/${e.name}`).sort()
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
-      throw error
-    }
-  }
-
-  async lock(name: string, signal?: AbortSignal): Promise<() => Promise<void>> {
-    const lockPath = this.path(`locks/${safeSegment(name)}.lock`)
-    await mkdir(dirname(lockPath), { recursive: true, mode: 0o700 })
-    const nonce = randomUUID()
-    for (;;) {
-      signal?.throwIfAborted()
-      if (await this.tryCreateLock(lockPath, nonce)) break
-      await this.removeIfStale(lockPath)
-      await sleep(this.pollMs, signal)
-    }
-    return this.holdLock(lockPath, nonce)
-  }
-
-  private async tryCreateLock(lockPath: string, nonce: string): Promise<boolean> {
-    let handle
-    try {
-      handle = await open(lockPath, 'wx', 0o600)
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
-      throw error
-    }
-    try {
-      const now = Date.now()
-      const content: LockFile = { pid: process.pid, host: hostname(), nonce, created: now, updated: now }
-      await handle.writeFile(JSON.stringify(content))
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    return true
-  }
-
-  /**
-   * Takes over a lock whose holder stopped updating it (crashed process). Like certmagic, this is
-   * not perfectly atomic; to narrow the race, the stale file is first renamed away, and if what we
-   * renamed turns out to be a fresh lock another waiter just created, it is linked back.
-   */
-  private async removeIfStale(lockPath: string): Promise<void> {
-    const seen = await readLock(lockPath)
-    if (seen === 'missing') return
-    // An unreadable/half-written lock gets the benefit of the doubt until its mtime is stale.
-    const updated = seen === 'corrupt' ? await mtimeMs(lockPath) : seen.updated
-    if (updated === undefined || Date.now() - updated < this.staleMs) return
-    const aside = `${lockPath}.${randomUUID()}.stale`
-    try {
-      await rename(lockPath, aside)
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
-      throw error
-    }
-    const moved = await readLock(aside)
-    if (seen !== 'corrupt' && moved !== 'missing' && moved !== 'corrupt' && moved.nonce !== seen.nonce) {
-      await link(aside, lockPath).catch(() => {})
-    }
-    await unlink(aside).catch(() => {})
-  }
-
-  private holdLock(lockPath: string, nonce: string): () => Promise<void> {
-    let released = false
-    const heartbeat = setInterval(() => {
-      void (async () => {
-        const current = await readLock(lockPath)
-        if (released || current === 'missing' || current === 'corrupt' || current.nonce !== nonce) return
-        await writeFileAtomic(lockPath, JSON.stringify({ ...current, updated: Date.now() }))
-      })().catch(() => {})
-    }, this.heartbeatMs)
-    heartbeat.unref()
-    return async () => {
-      if (released) return
-      released = true
-      clearInterval(heartbeat)
-      const current = await readLock(lockPath)
-      // Only remove our own lock: after a takeover (we were considered stale) the file is someone else's.
-      if (current !== 'missing' && current !== 'corrupt' && current.nonce === nonce) await unlink(lockPath).catch(() => {})
-    }
-  }
-}
-
-async function readLock(path: string): Promise<LockFile | 'missing' | 'corrupt'> {
-  let text: string
-  try {
-    text = await readFile(path, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'missing'
-    throw error
-  }
-  try {
-    const parsed = JSON.parse(text) as Partial<LockFile>
-    if (typeof parsed.updated !== 'number' || typeof parsed.nonce !== 'string') return 'corrupt'
-    return parsed as LockFile
-  } catch {
-    return 'corrupt'
-  }
-}
-
-async function mtimeMs(path: string): Promise<number | undefined> {
-  try {
-    return (await stat(path)).mtimeMs
-  } catch {
-    return undefined
-  }
-}
-
-/** tmp file (0600, in the same folder) → fsync → rename → fsync the folder. */
-export async function writeFileAtomic(target: string, value: Uint8Array | string): Promise<void> {
-  const temporary = `${target}.${randomUUID()}.tmp`
-  const handle = await open(temporary, 'wx', 0o600)
-  try {
-    await handle.writeFile(value)
-    await handle.sync()
-  } catch (error) {
-    await handle.close()
-    await unlink(temporary).catch(() => {})
-    throw error
-  }
-  await handle.close()
-  try {
-    await rename(temporary, target)
-  } catch (error) {
-    await unlink(temporary).catch(() => {})
-    throw error
-  }
-  // A umask can't widen 0600, but an older file might have been created wider by hand.
-  await chmod(target, 0o600).catch(() => {})
-  const folder = await open(dirname(target), 'r').catch(() => undefined)
-  if (folder) {
-    await folder.sync().catch(() => {})
-    await folder.close()
-  }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolvePromise, reject) => {
-    if (signal?.aborted) return reject(signal.reason)
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolvePromise()
-    }, ms)
-    const onAbort = () => {
-      clearTimeout(timer)
-      reject(signal?.reason)
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
 }

@@ -1,6 +1,6 @@
 /** `GET|HEAD|DELETE /v2/<name>/blobs/<digest>` (end-2, end-10). */
 import type { ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
+import type { BlobReader } from '../../storage/driver/storage-driver.js'
 import { finished } from 'node:stream/promises'
 import { responseTurn } from '../../http/response-turn.js'
 import { parseRangeHeader } from '../headers.js'
@@ -55,19 +55,18 @@ export const getBlob: Handler = async ({ exchange, request, response, params, st
 
 /**
  * Streams `source` to the client with backpressure (as stream.pipeline did), and hands each chunk
- * back to its reader once the socket has taken its bytes, when the reader can reuse it (the
- * filesystem driver's FileRangeReader): a download then cycles through a few read buffers instead
- * of leaving one dead buffer per chunk for the garbage collector.
+ * back to its reader once the socket has taken its bytes, when the reader can (BlobReader.recycle):
+ * a download then cycles through a few read buffers instead of leaving one dead buffer per chunk
+ * for the garbage collector.
  *
- * A reader with a settable `chunkBytes` starts at its smallest chunk, and each next read may be a
+ * A reader with `chunkBytes` starts at its smallest chunk, and each next read may be a
  * quarter of what the client has taken so far (256 KiB once it has 1 MiB): a client that stops
  * reading holds two chunks of about a quarter of what it took, not two of 256 KiB. The kernel's
  * send buffer fills first, so a slow reader on the internet stops at 16 KiB chunks.
  */
-async function send(source: Readable, response: ServerResponse, meter: Meter): Promise<void> {
-  const reader = source as Readable & { recycle?: (chunk: Uint8Array) => void; chunkBytes?: number }
-  const adaptive = typeof reader.chunkBytes === 'number'
-  if (adaptive) reader.chunkBytes = 0
+async function send(source: BlobReader, response: ServerResponse, meter: Meter): Promise<void> {
+  const adaptive = source.chunkBytes !== undefined
+  if (adaptive) source.chunkBytes = 0
   let taken = 0
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
@@ -76,8 +75,8 @@ async function send(source: Readable, response: ServerResponse, meter: Meter): P
       await written(response, chunk)
       taken += chunk.byteLength
       meter.sent += chunk.byteLength
-      if (adaptive) reader.chunkBytes = taken / 4
-      reader.recycle?.(chunk) // the socket no longer needs its bytes
+      if (adaptive) source.chunkBytes = taken / 4
+      source.recycle?.(chunk) // the socket no longer needs its bytes
     }
     response.end()
     await finished(response)

@@ -8,16 +8,16 @@
  * crash (even `kill -9` or power loss) leaves the old content or the new one, never half of one.
  * Temporary names start with `.`, which no valid path segment of the registry layout does, so
  * `list` and `walk` never show them. Append writers (uploads) write in place: the file *is* the
- * upload's state and must survive a restart.
+ * upload's state and must survive a restart. With `private`, files are 0600 and folders 0700.
  */
 import { randomUUID } from 'node:crypto'
 import { constants, readFile as readFileCallback, stat as statCallback, type Stats } from 'node:fs'
-import { lstat, mkdir, open, readdir, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises'
+import { link, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, utimes, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 
-// Links and manifests are read on every manifest request: fs.readFile/fs.stat with a callback take
-// about half the CPU of their fs/promises forms per call (20 vs 42 µs for a small file, measured).
+// Links and manifests are read on every manifest request: the callback forms of readFile/stat
+// cost less CPU per call than their fs/promises forms.
 function readSmallFile(file: string): Promise<Buffer> {
   return new Promise((resolve, reject) => readFileCallback(file, (error, data) => (error ? reject(error) : resolve(data))))
 }
@@ -32,33 +32,33 @@ import {
   StorageDriverError,
   type FileInfo,
   type FileWriter,
+  type LockOptions,
   type StorageDriver,
+  type StoreLock,
 } from './storage-driver.js'
+import { takeStoreLock } from './store-lock.js'
 
 /**
- * Writes are gathered up to this size before one `writev`, so a 16–64 KiB socket chunk is not a
- * syscall. Every upload in flight holds up to this much (it was 1 MiB: 50 concurrent uploads held
- * 50 MiB, and more of a PUT's CPU time: see STREAM_HIGH_WATER_MARK in edge/proxy.ts).
+ * Writes are gathered up to this size before one `writev`, so a socket chunk is not a syscall.
+ * Every upload in flight holds up to two of these.
  */
 const WRITE_BUFFER_BYTES = 256 * 1024
 
 /**
  * A large upload starts an fdatasync in the background after every this many bytes: the disk
- * flushes while more bytes arrive, instead of all at once in commit's fsync (0.6 s of a 2.3 s
- * 1 GiB PUT here), and the page cache never holds more than this much of one upload unflushed.
+ * flushes while more bytes arrive instead of all at once in commit's fsync, and the page cache
+ * never holds more than this much of one upload unflushed.
  */
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024
 /**
  * One read(2) per chunk of a blob read, at most. A download holds two (one being sent, one read
- * ahead so the next read overlaps the TLS write); 128 KiB chunks measured slower GETs at the same
- * CPU time.
+ * ahead so the next read overlaps the TLS write).
  */
 export const READ_CHUNK_BYTES = 256 * 1024
 /**
  * The smallest chunk. A download starts with it and grows to READ_CHUNK_BYTES as the client takes
  * bytes (see `FileRangeReader.chunkBytes`): a client that stops reading early holds two small
- * chunks, not two 256 KiB ones. 3,000 slow readers (slowhttptest's slow read on 512 KiB layers)
- * held 1.4 GB with 256 KiB from the first byte.
+ * chunks, not two large ones.
  */
 export const MIN_READ_CHUNK_BYTES = 16 * 1024
 /**
@@ -252,10 +252,9 @@ class FilesystemFileWriter implements FileWriter {
  * Streams bytes [start, end) of an open file in chunks of `chunkBytes`, closing it at the end or
  * on destroy. Chunks are read into buffers from shared pools; a consumer that knows when it is
  * done with a chunk (the blob GET handler, once the socket has taken its bytes) hands it back with
- * `recycle`, and the next read reuses it. Without that, every chunk was a fresh 512 KiB allocation
- * that lived until V8's next garbage collection, which for external memory comes only after about
- * 64 MiB of it: one 1 GiB download kept 30–40 MiB of dead buffers, each paged in anew. A consumer
- * that never recycles (hashing an upload, a proxy) just lets its chunks be collected as before.
+ * `recycle`, and the next read reuses it, instead of a fresh allocation per chunk that lives until
+ * V8 collects external memory. A consumer that never recycles (hashing an upload, a proxy) lets
+ * its chunks be collected.
  */
 export class FileRangeReader extends Readable {
   readonly #handle: FileHandle
@@ -344,9 +343,22 @@ function giveBack(buffer: Buffer): void {
 
 export class FilesystemDriver implements StorageDriver {
   readonly name = 'filesystem'
+  readonly capabilities = { atomicRename: true, sharedAcrossHosts: false }
+  readonly #fileMode: number | undefined
+  readonly #folderMode: number | undefined
 
   /** @param root the folder that holds `docker/registry/v2` (registry:2's `rootdirectory`). */
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    options: { private?: boolean } = {},
+  ) {
+    this.#fileMode = options.private ? 0o600 : undefined
+    this.#folderMode = options.private ? 0o700 : undefined
+  }
+
+  #mkdir(folder: string): Promise<unknown> {
+    return mkdir(folder, { recursive: true, ...(this.#folderMode !== undefined ? { mode: this.#folderMode } : {}) })
+  }
 
   #resolve(path: string): string {
     assertValidPath(path)
@@ -408,7 +420,7 @@ export class FilesystemDriver implements StorageDriver {
   async writer(path: string, options: { append?: boolean } = {}): Promise<FileWriter> {
     const target = this.#resolve(path)
     try {
-      await mkdir(dirname(target), { recursive: true })
+      await this.#mkdir(dirname(target))
       if (options.append) {
         let initialSize = 0
         let created = false
@@ -418,15 +430,48 @@ export class FilesystemDriver implements StorageDriver {
           if (!isMissing(error)) throw error
           created = true
         }
-        const handle = await open(target, 'a')
+        const handle = await open(target, 'a', this.#fileMode)
         return new FilesystemFileWriter(handle, target, undefined, initialSize, created)
       }
       const temporary = join(dirname(target), `.${basename(target)}.${randomUUID()}.tmp`)
-      const handle = await open(temporary, 'wx')
+      const handle = await open(temporary, 'wx', this.#fileMode)
       return new FilesystemFileWriter(handle, temporary, target, 0, true)
     } catch (error) {
       throw this.#wrap(path, error)
     }
+  }
+
+  /** A complete temporary file, then link(2), which fails with EEXIST when the target exists. */
+  async putContentIfAbsent(path: string, content: Uint8Array): Promise<boolean> {
+    const target = this.#resolve(path)
+    const temporary = join(dirname(target), `.${basename(target)}.${randomUUID()}.tmp`)
+    try {
+      await this.#mkdir(dirname(target))
+      const handle = await open(temporary, 'wx', this.#fileMode)
+      try {
+        await handle.writeFile(content)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await link(temporary, target)
+      await fsyncDirectory(dirname(target))
+      return true
+    } catch (error) {
+      if (errorCode(error) === 'EEXIST') return false
+      throw this.#wrap(path, error)
+    } finally {
+      await unlink(temporary).catch(() => {})
+    }
+  }
+
+  lock(path: string, options?: LockOptions): Promise<StoreLock> {
+    return takeStoreLock(this, path, options)
+  }
+
+  /** rmdir(2) fails on a folder that is not empty, so it never takes a file a writer just put there. */
+  async removeEmptyDirectory(path: string): Promise<void> {
+    await rmdir(this.#resolve(path)).catch(() => {})
   }
 
   async stat(path: string): Promise<FileInfo> {
@@ -467,7 +512,7 @@ export class FilesystemDriver implements StorageDriver {
       throw this.#wrap(sourcePath, error)
     }
     try {
-      await mkdir(dirname(dest), { recursive: true })
+      await this.#mkdir(dirname(dest))
       // rename(2) replaces the destination atomically: readers see the old bytes or the new ones.
       await rename(source, dest)
       await fsyncDirectory(dirname(dest))

@@ -10,8 +10,11 @@ import {
   StorageDriverError,
   type FileInfo,
   type FileWriter,
+  type LockOptions,
   type StorageDriver,
+  type StoreLock,
 } from './storage-driver.js'
+import { takeStoreLock } from './store-lock.js'
 
 interface Entry {
   data: Buffer
@@ -20,6 +23,8 @@ interface Entry {
 
 export class InMemoryDriver implements StorageDriver {
   readonly name = 'in-memory'
+  /** Map operations are atomic: a move cannot interleave with a touch. One process only. */
+  readonly capabilities = { atomicRename: true, sharedAcrossHosts: false }
   readonly #files = new Map<string, Entry>()
 
   #file(path: string): Entry {
@@ -44,6 +49,20 @@ export class InMemoryDriver implements StorageDriver {
     if (this.#isDir(path)) throw new StorageDriverError('IO_ERROR', `is a directory: ${path}`)
     this.#files.set(path, { data: Buffer.from(content), modTime: new Date() })
   }
+
+  async putContentIfAbsent(path: string, content: Uint8Array): Promise<boolean> {
+    assertValidPath(path)
+    if (this.#files.has(path)) return false
+    await this.putContent(path, content)
+    return true
+  }
+
+  lock(path: string, options?: LockOptions): Promise<StoreLock> {
+    return takeStoreLock(this, path, options)
+  }
+
+  /** Folders exist only while a file lies below them. */
+  async removeEmptyDirectory(): Promise<void> {}
 
   async reader(path: string, offset = 0, length?: number): Promise<Readable> {
     const { data } = this.#file(path)

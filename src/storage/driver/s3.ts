@@ -56,8 +56,11 @@ import {
   StorageDriverError,
   type FileInfo,
   type FileWriter,
+  type LockOptions,
   type StorageDriver,
+  type StoreLock,
 } from './storage-driver.js'
+import { takeStoreLock } from './store-lock.js'
 
 /** S3's smallest allowed part (every part but the last). */
 export const MIN_PART_SIZE = 5 * 1024 * 1024
@@ -173,6 +176,8 @@ export function bareEtag(etag: string | undefined): string | undefined {
 
 export class S3Driver implements StorageDriver {
   readonly name = 's3'
+  /** A copy and a delete, no rename; any number of instances on any machines share a bucket. */
+  readonly capabilities = { atomicRename: false, sharedAcrossHosts: true }
   readonly client: S3Client
   readonly bucket: string
   readonly prefix: string
@@ -281,6 +286,13 @@ export class S3Driver implements StorageDriver {
       throw this.#wrap(path, error)
     }
   }
+
+  lock(path: string, options?: LockOptions): Promise<StoreLock> {
+    return takeStoreLock(this, path, options)
+  }
+
+  /** A bucket has no folders of its own. */
+  async removeEmptyDirectory(): Promise<void> {}
 
   /**
    * Creates the object only if no object is at `path` (`If-None-Match: *`, supported by AWS S3

@@ -36,19 +36,84 @@ export interface FileWriter {
   close(): Promise<void>
 }
 
+/** What a driver can do, declared; callers ask these, never the driver's name or class. */
+export interface StorageCapabilities {
+  /**
+   * `move` is one atomic rename that a concurrent `touch` cannot slip into: garbage collection
+   * renames an item aside and re-checks it (gc.ts). False: it uses delete intents (gc-guard.ts).
+   */
+  readonly atomicRename: boolean
+  /**
+   * Processes on several machines may share the store (a bucket): a lock holder's pid says
+   * nothing here, and shared state (certificates, locks) belongs in the store itself.
+   */
+  readonly sharedAcrossHosts: boolean
+}
+
+/**
+ * Optional features of a stream from `reader()`; a consumer uses them when present. The
+ * filesystem driver's reader has both; others return a plain Readable.
+ */
+export interface BlobReader extends Readable {
+  /**
+   * Size of the next reads. Setting it rounds down to a power of two between 16 KiB and 256 KiB,
+   * so a consumer that sees how fast its client takes bytes starts small and grows it.
+   */
+  chunkBytes?: number
+  /** Hands back a chunk this reader produced once nothing refers to its bytes; reads reuse it. */
+  recycle?(chunk: Uint8Array): void
+}
+
+export interface LockOptions {
+  /** Wait up to this long while another holder has the lock (default 0: reject at once with LockBusyError). */
+  readonly waitMs?: number
+  /** Stops waiting: rejects with the signal's reason. */
+  readonly signal?: AbortSignal
+  /** How often a waiter looks again (default 1 s). */
+  readonly pollMs?: number
+  /** How often the holder rewrites the lock to show it is alive (default 5 s). */
+  readonly heartbeatMs?: number
+  /** A lock not rewritten for this long belongs to a crashed holder and is taken over (default 60 s). */
+  readonly staleMs?: number
+}
+
+/** A held lock (see StorageDriver.lock). */
+export interface StoreLock {
+  /** The store's clock when the lock was taken (the lock object's modification time). */
+  readonly storeTime: Date
+  /** Aborted when the lock turns out to be someone else's (taken over as stale): the holder must stop. */
+  readonly lost: AbortSignal
+  /** Re-reads the lock; false (and `lost` aborted) when it is no longer ours. */
+  stillHeld(): Promise<boolean>
+  /** Deletes the lock if it is still ours; idempotent. */
+  release(): Promise<void>
+}
+
 export interface StorageDriver {
+  /** For messages only: what the driver is depends on `capabilities`. */
   readonly name: string
+  readonly capabilities: StorageCapabilities
   /** Whole content of a small object. Rejects with PathNotFoundError. */
   getContent(path: string): Promise<Buffer>
   /** Atomically replaces the object (temp file + fsync + rename on filesystems). */
   putContent(path: string, content: Uint8Array): Promise<void>
   /**
-   * Optional: creates the object only if nothing is at `path`, atomically across every process
-   * sharing the store; resolves false when something already is. The lock primitive for several
-   * instances on one store (the S3 driver sends `If-None-Match: *`). Drivers that cannot do it
-   * leave it out rather than emulate it with a racy stat-then-put.
+   * Creates the object only if nothing is at `path`, atomically across every process sharing the
+   * store; resolves false when something already is (S3 `If-None-Match: *`, link(2) on files).
    */
-  putContentIfAbsent?(path: string, content: Uint8Array): Promise<boolean>
+  putContentIfAbsent(path: string, content: Uint8Array): Promise<boolean>
+  /**
+   * Takes the lock object at `path`, across every process sharing the store (one implementation
+   * for all drivers: driver/store-lock.ts). Rejects with LockBusyError when another holder has
+   * it past `waitMs`. The holder rewrites it every `heartbeatMs`; a lock older than `staleMs`, or
+   * on a store not shared across hosts one whose holder's process is gone, is taken over.
+   */
+  lock(path: string, options?: LockOptions): Promise<StoreLock>
+  /**
+   * Removes the folder at `path` if it is empty, and never anything else (a writer may just have
+   * put a file in it). A no-op on stores without folders of their own (S3, in-memory).
+   */
+  removeEmptyDirectory(path: string): Promise<void>
   /**
    * Optional: discards writes begun before `olderThan` that never finished (S3 multipart uploads
    * left by a crashed or killed process: invisible, but billed). Resolves with how many. Upload
@@ -64,7 +129,7 @@ export interface StorageDriver {
    * A stream of the object from `offset`, at most `length` bytes (all to the end when omitted).
    * Rejects with PathNotFoundError, or InvalidOffsetError past the end.
    */
-  reader(path: string, offset?: number, length?: number): Promise<Readable>
+  reader(path: string, offset?: number, length?: number): Promise<BlobReader>
   /**
    * A writer. Without `append` the bytes become visible at `path` only on `commit()` (atomic
    * replace). With `append` it continues the file in place (created if missing): the file is
@@ -111,6 +176,13 @@ export function ignoreMissing(error: unknown): void {
   if (!(error instanceof PathNotFoundError)) throw error
 }
 
+/** Another holder has the lock; `holder` describes it when its record is readable. */
+export class LockBusyError extends StorageDriverError {
+  constructor(readonly path: string, readonly holder: string | undefined) {
+    super('LOCK_BUSY', `${path} is locked${holder === undefined ? '' : ` by ${holder}`}`)
+  }
+}
+
 export class InvalidPathError extends StorageDriverError {
   constructor(readonly path: string) {
     super('INVALID_PATH', `invalid path: ${JSON.stringify(path)}`)
@@ -123,7 +195,7 @@ export class InvalidOffsetError extends StorageDriverError {
   }
 }
 
-const segment = /^[A-Za-z0-9._-]+$/
+const segment = /^[A-Za-z0-9@._-]+$/
 
 /** One rule for every driver: absolute, no empty, '.' or '..' segments, only safe characters. */
 export function assertValidPath(path: string): void {

@@ -4,16 +4,15 @@
  * "instances" (separate store objects), and the takeover of a lock whose holder died.
  */
 import test from 'ava'
-import { CertStoreNotFoundError } from '../../../src/edge/tls/cert-store.js'
+import { CERT_STORE_ROOT, CertStoreNotFoundError, DriverCertStore } from '../../../src/edge/tls/cert-store.js'
 import type { S3Driver } from '../../../src/storage/driver/s3.js'
-import { DriverCertStore } from '../../../src/storage/driver/s3-cert-store.js'
 import { uniquePrefix } from '../../helpers/ceph.js'
 import { s3DriverFor as driverFor, s3ForFile } from '../../helpers/s3.js'
 
 const started = s3ForFile(test)
 
 function storeFor(driver: S3Driver, options: { lockStaleMs?: number } = {}): DriverCertStore {
-  return new DriverCertStore(driver, { notFound: (key, cause) => new CertStoreNotFoundError(key, { cause }), lockPollMs: 50, lockHeartbeatMs: 200, ...options })
+  return new DriverCertStore(driver, CERT_STORE_ROOT, { lockPollMs: 50, lockHeartbeatMs: 200, ...options })
 }
 
 test('keys: store, load, exists, list (files only, one level), delete; a missing key is CertStoreNotFoundError', async t => {
