@@ -208,30 +208,21 @@ export function statuses(text: string): number[] {
   return [...text.matchAll(/HTTP\/1\.[01] (\d{3})/g)].map(m => Number(m[1]))
 }
 
-/** Starts `berth serve --local` with an htpasswd file holding alice:secret; returns it and the engine's internal URL. */
-export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = []): Promise<{ berth: import('../helpers/berth.js').Berth; internal: string | undefined; datadir: string }> {
+/**
+ * Starts `berth serve --local` with an htpasswd file holding alice:secret, and its internal door
+ * (`--internal-listen`) on a free loopback port; returns it and the internal door's URL.
+ */
+export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = []): Promise<{ berth: import('../helpers/berth.js').Berth; internal: string; datadir: string }> {
   const { startBerth } = await import('../helpers/berth.js')
   const { run } = await import('../helpers/procs.js')
+  const { freePort } = await import('../helpers/pebble.js')
   const dir = await tempDir(t)
   const htpasswd = `${dir}/htpasswd`
   await run('htpasswd', ['-Bbc', htpasswd, 'alice', 'secret'])
-  const berth = await startBerth({ datadir: `${dir}/datadir`, args: ['--htpasswd', htpasswd, ...extraArgs] })
+  const internal = `127.0.0.1:${await freePort()}`
+  const berth = await startBerth({ datadir: `${dir}/datadir`, args: ['--htpasswd', htpasswd, '--internal-listen', internal, ...extraArgs] })
   t.teardown(() => berth.stop())
-  return { berth, internal: await internalUrl(berth), datadir: `${dir}/datadir` }
-}
-
-/** The engine's internal listener: the one loopback TCP port of the process other than the public one. */
-async function internalUrl(berth: import('../helpers/berth.js').Berth): Promise<string | undefined> {
-  const logged = /upstream=(http:\/\/127\.0\.0\.1:\d+)/.exec(berth.output())?.[1]
-  if (logged) return logged
-  const { run } = await import('../helpers/procs.js')
-  const { stdout } = await run('ss', ['-Htlnp'])
-  for (const line of stdout.split('\n')) {
-    if (!line.includes(`pid=${berth.pid},`)) continue
-    const port = /127\.0\.0\.1:(\d+)\s/.exec(line)?.[1]
-    if (port && Number(port) !== berth.port) return `http://127.0.0.1:${port}`
-  }
-  return undefined
+  return { berth, internal: `http://${internal}`, datadir: `${dir}/datadir` }
 }
 
 /** TCP sockets of a process by state (ESTAB, CLOSE-WAIT …), from `ss -tanp`. */
