@@ -186,6 +186,28 @@ test('htpasswd refuses bad input with one line: user with ":", empty password, b
   assertOneLineError(t, cost.stderr, /^berth: invalid --cost "40"/)
 })
 
+test('htpasswd add -C sets the cost, after or before the subcommand; outside 4-17 exit 2 with one line (as Apache)', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'htpasswd')
+  const after = await berth(['htpasswd', 'add', 'alice', '-C', '6', '--password-stdin', '--file', file], { input: 'a-secret\n' })
+  t.is(after.exitCode, 0, after.stderr)
+  const before = await berth(['htpasswd', '-C', '7', 'add', 'bob', '--password-stdin', '--file', file], { input: 'b-secret\n' })
+  t.is(before.exitCode, 0, before.stderr)
+  const long = await berth(['htpasswd', 'add', 'carol', '--cost', '5', '--password-stdin', '--file', file], { input: 'c-secret\n' })
+  t.is(long.exitCode, 0, long.stderr)
+  const text = await readFile(file, 'utf8')
+  t.regex(text, /^alice:\$2b\$06\$/m)
+  t.regex(text, /^bob:\$2b\$07\$/m)
+  t.regex(text, /^carol:\$2b\$05\$/m)
+  t.is((await run('htpasswd', ['-vb', file, 'alice', 'a-secret'], { allowFailure: true })).exitCode, 0)
+  for (const cost of ['3', '18', '99', 'x']) {
+    const refused = await berth(['htpasswd', 'add', 'dave', '-C', cost, '--password-stdin', '--file', file], { input: 'd-secret\n' })
+    t.is(refused.exitCode, 2, `-C ${cost}`)
+    assertOneLineError(t, refused.stderr, new RegExp(`^berth: invalid --cost "${cost}": expected an integer from 4 to 17`))
+  }
+  t.notRegex(await readFile(file, 'utf8'), /^dave:/m)
+})
+
 test('doctor: all good for a local setup (exit 0); names problems with fixes (exit 1)', async t => {
   const dir = await tempDir(t)
   const good = await berth(['doctor', '--local', '--host', '127.0.0.1', '--datadir', join(dir, 'datadir')], {

@@ -33,7 +33,7 @@ function datadirOption(): Option {
 }
 
 function costOption(): Option {
-  return new Option('-C, --cost <n>', `bcrypt cost 4-31 (default: ${DEFAULT_BCRYPT_COST}; Apache's default is 5)`)
+  return new Option('-C, --cost <n>', `bcrypt cost ${MIN_COST}-${MAX_COST} (default: ${DEFAULT_BCRYPT_COST}; Apache's default is 5)`)
 }
 
 /** The file the command edits: --file, else BERTH_HTPASSWD, else <datadir>/htpasswd as serve computes it. */
@@ -44,10 +44,16 @@ function resolveFile(options: FileOptions, io: CliIo): string {
   return resolve(io.cwd, datadir, 'htpasswd')
 }
 
+/** Apache htpasswd's range for -C: cost 17 already takes about 10 s per login with bcryptjs. */
+const MIN_COST = 4
+const MAX_COST = 17
+
 function parseCost(text: string | undefined): number {
   if (text === undefined) return DEFAULT_BCRYPT_COST
   const cost = Number(text)
-  if (!/^\d+$/.test(text) || cost < 4 || cost > 31) throw new CliError(`invalid --cost ${JSON.stringify(text)}: expected an integer from 4 to 31`, 2)
+  if (!/^\d+$/.test(text) || cost < MIN_COST || cost > MAX_COST) {
+    throw new CliError(`invalid --cost ${JSON.stringify(text)}: expected an integer from ${MIN_COST} to ${MAX_COST}, as Apache htpasswd accepts`, 2)
+  }
   return cost
 }
 
@@ -71,6 +77,9 @@ function describeWriteError(error: unknown, file: string): CliError {
 
 export function htpasswdCommand(io: CliIo): Command {
   const command = new Command('htpasswd')
+    // -C is defined here (Apache form) and on `add`: without positional options commander hands
+    // `add alice -C 13` to this command, and `add` never saw the cost.
+    .enablePositionalOptions()
     .summary('manage basic-auth users (bcrypt htpasswd file)')
     .description(
       'Manage the users that may log in (docker login). The file is <datadir>/htpasswd unless --file is given.\n' +
@@ -101,7 +110,8 @@ export function htpasswdCommand(io: CliIo): Command {
     .addOption(fileOption())
     .addOption(datadirOption())
     .action(async (user: string, options: FileOptions & { passwordStdin?: boolean; cost?: string }) => {
-      const cost = parseCost(options.cost)
+      // `berth htpasswd -C 13 add alice` puts it before the subcommand, on this command.
+      const cost = parseCost(options.cost ?? (command.opts() as { cost?: string }).cost)
       const file = resolveFile(options, io)
       const password = options.passwordStdin ? await readPasswordFromStdin(io) : await promptNewPassword(io, user)
       const line = makeLine(user, password, cost)

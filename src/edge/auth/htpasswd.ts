@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto'
 import bcrypt from 'bcryptjs'
+import { BcryptPool, sharedBcryptPool } from './bcrypt-pool.js'
 
 /**
  * Default bcrypt cost for `berth htpasswd`: 10. A compare then takes ~60 ms with bcryptjs — slow enough
@@ -43,32 +44,68 @@ function describeHash(hash: string): string {
   return 'an unsupported hash or a plain-text password'
 }
 
+/** The users of an htpasswd text that can log in, and the lines refused (each an error naming its line). */
+export interface HtpasswdContent {
+  users: Map<string, string>
+  refused: HtpasswdError[]
+  /** True when the text has any line that is not blank or a comment: someone meant to require a login. */
+  hasUserLines: boolean
+}
+
 /**
- * Parses htpasswd text into user → bcrypt hash.
- * Blank lines and lines starting with `#` are skipped; CRLF is accepted.
- * @throws HtpasswdError naming the line for a non-bcrypt hash, a line without `user:hash`, or a duplicate user.
+ * Reads every line of an htpasswd text, keeping the good ones and collecting the bad ones, so a
+ * running server applies an edit's valid lines (removals always take effect) and refuses only the
+ * bad ones. A user named on more than one line is refused on all of them (which line wins would be
+ * a guess). Blank lines and lines starting with `#` are skipped; CRLF is accepted.
  */
-export function parseHtpasswd(text: string, source = 'htpasswd'): Map<string, string> {
+export function readHtpasswd(text: string, source = 'htpasswd'): HtpasswdContent {
   const users = new Map<string, string>()
+  const refused: HtpasswdError[] = []
+  const lineOf = new Map<string, number>()
+  const duplicated = new Set<string>()
+  let hasUserLines = false
   const lines = text.split('\n')
   for (let index = 0; index < lines.length; index++) {
     const line = (lines[index] ?? '').replace(/\r$/, '').trim()
     const number = index + 1
     if (line === '' || line.startsWith('#')) continue
+    hasUserLines = true
     const colon = line.indexOf(':')
-    if (colon <= 0) throw new HtpasswdError('expected "user:bcrypt-hash"', source, number)
+    if (colon <= 0) {
+      refused.push(new HtpasswdError('expected "user:bcrypt-hash"', source, number))
+      continue
+    }
     const user = line.slice(0, colon)
     const hash = line.slice(colon + 1)
-    if (!BCRYPT_HASH.test(hash)) {
-      throw new HtpasswdError(
-        `user "${user}" has ${describeHash(hash)}; only bcrypt ($2y$, $2a$, $2b$) is accepted — recreate it with "berth htpasswd" or "htpasswd -B"`,
-        source,
-        number,
-      )
+    if (lineOf.has(user)) {
+      refused.push(new HtpasswdError(`user "${user}" appears twice`, source, number))
+      duplicated.add(user)
+      continue
     }
-    if (users.has(user)) throw new HtpasswdError(`user "${user}" appears twice`, source, number)
+    lineOf.set(user, number)
+    if (!BCRYPT_HASH.test(hash)) {
+      refused.push(
+        new HtpasswdError(
+          `user "${user}" has ${describeHash(hash)}; only bcrypt ($2y$, $2a$, $2b$) is accepted — recreate it with "berth htpasswd" or "htpasswd -B"`,
+          source,
+          number,
+        ),
+      )
+      continue
+    }
     users.set(user, hash)
   }
+  for (const user of duplicated) users.delete(user)
+  return { users, refused, hasUserLines }
+}
+
+/**
+ * Parses htpasswd text into user → bcrypt hash, strictly (for start-up and `berth doctor`).
+ * @throws HtpasswdError naming the first bad line: a non-bcrypt hash, a line without `user:hash`, or a duplicate user.
+ */
+export function parseHtpasswd(text: string, source = 'htpasswd'): Map<string, string> {
+  const { users, refused } = readHtpasswd(text, source)
+  if (refused[0]) throw refused[0]
   return users
 }
 
@@ -98,23 +135,25 @@ export interface CredentialVerifierOptions {
   failureTtlMs?: number
   /** Cache bound (Caddy uses 1000), default 1000. */
   maxEntries?: number
+  /** Where compares run, default the process-wide pool (bcrypt-pool.ts). */
+  pool?: BcryptPool
 }
 
 /**
  * Verifies Basic credentials against one parsed htpasswd file.
  *
- * bcryptjs blocks the event loop for the whole compare (~60 ms at cost 10, even in its "async" mode),
- * so results are cached, keyed by SHA-256(user, password, stored hash): a changed password or file
- * never hits an old entry. Identical concurrent checks share one compare (singleflight), and compares
- * run one at a time so a burst cannot monopolise the loop for longer than one compare in a row.
- * Unknown users are compared against a dummy hash of the file's typical cost so they take as long
- * as known ones.
+ * Compares run in the bcrypt worker pool, queued fairly per client key, so they never block the
+ * event loop. Results are cached, keyed by SHA-256(user, password, stored hash): a changed password
+ * or file never hits an old entry. Identical concurrent checks share one compare (singleflight).
+ *
+ * A failed check takes as long whether or not the user exists and whatever the user's cost:
+ * unknown users are compared against a dummy hash at the highest cost in the file, and a failure
+ * against a cheaper hash is answered no sooner than a compare at that highest cost takes (the
+ * median of the last few measured). Successful checks are not delayed.
  */
 export class CredentialVerifier {
   private readonly cache = new Map<string, { ok: boolean; expires: number }>()
   private readonly inflight = new Map<string, Promise<boolean>>()
-  private queue: Promise<unknown> = Promise.resolve()
-  private queued = 0
   private readonly successTtlMs: number
   private readonly failureTtlMs: number
   private readonly maxEntries: number
@@ -122,6 +161,10 @@ export class CredentialVerifier {
   private constructor(
     private readonly users: ReadonlyMap<string, string>,
     private readonly dummyHash: string,
+    private readonly maxCost: number,
+    /** The milliseconds the last few compares at maxCost took in a worker, newest last. */
+    private readonly slowestCompares: number[],
+    private readonly pool: BcryptPool,
     options: CredentialVerifierOptions,
   ) {
     this.successTtlMs = options.successTtlMs ?? 10 * 60_000
@@ -129,22 +172,26 @@ export class CredentialVerifier {
     this.maxEntries = options.maxEntries ?? 1000
   }
 
-  /** Builds a verifier; makes the dummy hash (one bcrypt hash at the most common cost in the file). */
+  /** Builds a verifier; makes the dummy hash (one bcrypt hash at the highest cost in the file, in a worker). */
   static async create(users: ReadonlyMap<string, string>, options: CredentialVerifierOptions = {}): Promise<CredentialVerifier> {
-    const costs = new Map<number, number>()
-    for (const hash of users.values()) {
-      const cost = bcrypt.getRounds(hash)
-      costs.set(cost, (costs.get(cost) ?? 0) + 1)
-    }
-    let cost = DEFAULT_BCRYPT_COST
-    let best = 0
-    for (const [c, n] of costs) if (n > best) [cost, best] = [c, n]
-    const dummyHash = await bcrypt.hash('berth-dummy-password-for-unknown-users', await bcrypt.genSalt(cost))
-    return new CredentialVerifier(users, dummyHash, options)
+    let maxCost = 0
+    for (const hash of users.values()) maxCost = Math.max(maxCost, bcrypt.getRounds(hash))
+    if (maxCost === 0) maxCost = DEFAULT_BCRYPT_COST
+    const pool = options.pool ?? sharedBcryptPool()
+    const dummy = await pool.hash('', 'berth-dummy-password-for-unknown-users', maxCost)
+    // Timed on a compare, not on the hash: the first job of a fresh worker also pays for its JIT.
+    const timed = await pool.compare('', 'berth-dummy-password-for-unknown-users', dummy.value)
+    return new CredentialVerifier(users, dummy.value, maxCost, [timed.ms], pool, options)
   }
 
   get userCount(): number {
     return this.users.size
+  }
+
+  /** The bcrypt cost of a user's stored hash, undefined for an unknown user. */
+  costOf(user: string): number | undefined {
+    const stored = this.users.get(user)
+    return stored === undefined ? undefined : bcrypt.getRounds(stored)
   }
 
   /** The cached answer for these credentials, or undefined when bcrypt would have to run. Never blocks. */
@@ -164,36 +211,40 @@ export class CredentialVerifier {
     return this.inflight.get(this.key(user, password))
   }
 
-  /** Number of compares waiting or running; the edge refuses new uncached checks when this is high. */
-  get pending(): number {
-    return this.queued
+  /** Compares of this client key waiting or running in the pool. */
+  pendingFor(client: string): number {
+    return this.pool.pendingFor(client)
   }
 
-  /** True when the password matches the user's bcrypt hash. Never rejects. */
-  verify(user: string, password: string): Promise<boolean> {
+  /**
+   * True when the password matches the user's bcrypt hash. Queued in the pool under `client` (the
+   * caller's throttle key) for fairness. Never rejects: a failed worker answers false, uncached.
+   */
+  verify(user: string, password: string, client = ''): Promise<boolean> {
     const cached = this.cached(user, password)
     if (cached !== undefined) return Promise.resolve(cached)
     const key = this.key(user, password)
     const running = this.inflight.get(key)
     if (running) return running
     const stored = this.users.get(user)
-    this.queued++
-    const result = this.queue
-      .then(() => new Promise<void>(resolve => setImmediate(resolve))) // let I/O run between compares
-      .then(() => bcrypt.compare(password, stored ?? this.dummyHash))
-      .then(
-        ok => ok && stored !== undefined,
-        () => false,
-      )
-      .then(ok => {
+    const hash = stored ?? this.dummyHash
+    const cost = bcrypt.getRounds(hash)
+    const result = this.pool
+      .compare(client, password, hash)
+      .then(async ({ value, ms }) => {
+        const ok = value && stored !== undefined
+        if (cost === this.maxCost) {
+          this.slowestCompares.push(ms)
+          if (this.slowestCompares.length > 5) this.slowestCompares.shift()
+        } else if (!ok) {
+          const typical = [...this.slowestCompares].sort((a, b) => a - b)[this.slowestCompares.length >> 1] ?? 0
+          await new Promise(resolve => setTimeout(resolve, Math.max(0, typical - ms)))
+        }
         this.remember(key, ok)
         return ok
       })
-      .finally(() => {
-        this.queued--
-        this.inflight.delete(key)
-      })
-    this.queue = result
+      .catch(() => false)
+      .finally(() => this.inflight.delete(key))
     this.inflight.set(key, result)
     return result
   }
