@@ -160,6 +160,8 @@ function edgeOptions(
     ...(parts.challenges !== undefined ? { challenges: parts.challenges } : {}),
     // Always passed: the edge turns basic auth on when the file exists and watches it for changes.
     htpasswdPath: config.htpasswd,
+    // HTTPS without --allow-anonymous never opens when the file goes away or is emptied while running.
+    whenNoUsers: config.mode === 'https' && !config.allowAnonymous ? 'closed' : 'open',
     ...(config.clientCa !== undefined ? { clientCaPath: config.clientCa } : {}),
     logger: parts.logger,
   }
@@ -257,7 +259,7 @@ async function checkHtpasswd(config: Config, logger: Logger): Promise<{ file: st
   try {
     const users = parseHtpasswd(text, config.htpasswd)
     if (users.size === 0 && mustHaveUsers) throw new ConfigError(noUsersMessage(config, 'empty'))
-    if (users.size === 0) logger.warn('htpasswd file has no users: every login will be refused', { file: config.htpasswd })
+    if (users.size === 0) logger.warn('htpasswd file has no users: requests need no login until one is added', { file: config.htpasswd })
     return { file: config.htpasswd, users: users.size }
   } catch (error) {
     if (error instanceof HtpasswdError) throw new ConfigError(error.message, { cause: error })

@@ -52,6 +52,8 @@ export interface EdgeOptions extends ListenerTimeouts {
   clientCaPath?: string
   /** When set and the file exists → basic auth; the file is watched (created later → auth switches on). */
   htpasswdPath?: string
+  /** What a missing or empty htpasswd file means: 'open' (no login needed) or 'closed' (every request 401). Default 'open'. */
+  whenNoUsers?: 'open' | 'closed'
   /** Basic auth realm. */
   realm: string
   /** Per-request body limit in bytes. */
@@ -126,7 +128,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
 async function buildChains(options: EdgeOptions, clientCa: string | undefined, cleanups: (() => Promise<void> | void)[]): Promise<(door: Door) => Handler> {
   const { logger } = options
   const secure = options.mode === 'https'
-  const auth = options.htpasswdPath ? await HtpasswdAccessController.open(options.htpasswdPath, { logger, ...(options.loginThrottle ? { throttle: options.loginThrottle } : {}) }) : undefined
+  const auth = options.htpasswdPath ? await HtpasswdAccessController.open(options.htpasswdPath, { logger, whenMissing: options.whenNoUsers ?? 'open', ...(options.loginThrottle ? { throttle: options.loginThrottle } : {}) }) : undefined
   if (auth) cleanups.push(() => auth.close())
   else if (secure) logger.warn('no htpasswd file configured: the registry accepts requests without credentials')
   let inner = options.engine
