@@ -1,0 +1,28 @@
+// `npm run test:unit`: the tests that run Berth's code in this process, on the in-memory driver or a
+// temporary folder, with no external program (no docker, skopeo, podman, pebble, Ceph, registry:2,
+// curl, openssl, htpasswd ...) and no child process. Same settings as the full run (package.json "ava").
+import { readFileSync } from 'node:fs'
+
+const { ava } = JSON.parse(readFileSync(new URL('./package.json', import.meta.url), 'utf8'))
+
+export default {
+  ...ava,
+  files: [
+    'test/config/**/*.test.ts',
+    'test/registry/**/*.test.ts',
+    'test/storage/**/*.test.ts',
+    'test/edge/redirect.test.ts',
+    'test/edge/size.test.ts',
+    'test/hardening/delete-order.test.ts',
+    'test/hardening/pipelining.test.ts',
+    'test/hardening/properties.test.ts',
+    // These need an external program or start processes:
+    '!test/registry/tags.test.ts', // one test runs skopeo list-tags
+    '!test/storage/layout.test.ts', // registry:2 on the same datadir
+    '!test/storage/crash.test.ts', // kills engine processes
+    '!test/storage/gc-s3.test.ts', // Ceph RGW
+    '!test/storage/driver/s3*.test.ts', // Ceph RGW
+  ],
+  // The registry fixtures follow BERTH_TEST_DRIVER (s3 starts Ceph): the unit loop stays in memory.
+  environmentVariables: { ...ava.environmentVariables, BERTH_TEST_DRIVER: 'memory' },
+}
