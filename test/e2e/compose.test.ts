@@ -148,7 +148,7 @@ test('docker-compose up -d --build registry: the image builds, runs as uid 1000,
   // Safe by default: before a user exists the HTTPS service refuses to start, with the line saying what to do.
   const noUser = await compose(['run', '--rm', '-T', 'registry'], { allowFailure: true })
   t.is(noUser.exitCode, 2, noUser.stdout + noUser.stderr)
-  t.regex(noUser.stdout + noUser.stderr, /^berth: no users: HTTPS mode needs a login\. Add one with: berth htpasswd add <user> --file \/srv\/berth\/datadir\/htpasswd \(or pass --allow-anonymous to serve without one\)$/m)
+  t.regex(noUser.stdout + noUser.stderr, /^berth: no users: HTTPS mode needs a login\. Add one with: docker compose run --rm registry htpasswd add <user> \(or pass --allow-anonymous to serve without one\)$/m)
 
   // The README's way to add a user: the image's own CLI writes ./datadir/htpasswd.
   const user = await compose(['run', '--rm', '-T', 'registry', 'htpasswd', 'add', 'deployer', '--password-stdin'], { input: 'compose-secret\n', allowFailure: true })
