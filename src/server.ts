@@ -10,8 +10,7 @@
  * Each layer gets a plain options object; nothing else reads the Config.
  */
 import { constants as fsConstants, realpathSync } from 'node:fs'
-import { access, mkdir, readFile, stat } from 'node:fs/promises'
-import { join } from 'node:path'
+import { access, readFile } from 'node:fs/promises'
 import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
 import { hostPath } from './container.js'
 import { warnIfDomainsUncovered } from './edge/tls/certificate-checks.js'
@@ -25,7 +24,6 @@ import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
-import { FilesystemDriver } from './storage/driver/filesystem.js'
 import { runGc } from './storage/gc-schedule.js'
 import { every, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
@@ -83,10 +81,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
-  const sharedCertStore =
-    opened !== undefined && config.storage.kind === 's3'
-      ? new DriverCertStore(opened.driver, CERT_STORE_ROOT)
-      : undefined
+  const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
   const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
   const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
@@ -97,11 +92,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const uncapYoungGeneration = capYoungGeneration()
   let edge: Edge
   try {
-    if (provider !== undefined) await provider.start().catch((error: unknown) => {
-      // A certificate pair that does not load is a setting to fix, not a crash: one line, exit 2.
-      if (config.certificate.kind !== 'files') throw error
-      throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
-    })
+    if (provider !== undefined)
+      await provider.start().catch((error: unknown) => {
+        // A certificate pair that does not load is a setting to fix, not a crash: one line, exit 2.
+        if (config.certificate.kind !== 'files') throw error
+        throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
+      })
     edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, logger }))
   } catch (error) {
     uncapYoungGeneration()
@@ -233,7 +229,8 @@ async function acmeProvider(
     if (error instanceof AcmeError) throw new ConfigError(error.message, { cause: error })
     throw error
   }
-  const hints = config.httpPort === 80 ? [] : [`ACME HTTP-01 needs the CA to reach port 80 of ${config.domains.join(', ')}; forward it to --http-port ${config.httpPort}`]
+  const hints =
+    config.httpPort === 80 ? [] : [`ACME HTTP-01 needs the CA to reach port 80 of ${config.domains.join(', ')}; forward it to --http-port ${config.httpPort}`]
   return { provider, challenges: provider.challenges, source: `ACME ${provider.directoryUrl}`, hints }
 }
 
@@ -252,7 +249,8 @@ async function checkHtpasswd(config: Config, logger: Logger): Promise<{ file: st
     const code = (error as NodeJS.ErrnoException).code
     if (code === 'ENOENT' && mustHaveUsers) throw new ConfigError(noUsersMessage(config, 'no-file'), { cause: error })
     if (code === 'ENOENT' && !config.isHtpasswdExplicit) return undefined
-    if (code === 'ENOENT') throw new ConfigError(`--htpasswd ${config.htpasswd}: no such file (create it with: berth htpasswd add <user> --file ${config.htpasswd})`)
+    if (code === 'ENOENT')
+      throw new ConfigError(`--htpasswd ${config.htpasswd}: no such file (create it with: berth htpasswd add <user> --file ${config.htpasswd})`)
     if (code === 'EACCES') throw new ConfigError(`cannot read ${config.htpasswd}: permission denied (it must be readable by the user running berth)`)
     throw error
   }

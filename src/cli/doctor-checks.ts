@@ -27,7 +27,6 @@ export interface CheckResult {
   readonly fix?: string
 }
 
-
 /** The ports `serve` would bind, with the flag that sets each. */
 export function portsOf(config: Config): { port: number; label: string }[] {
   if (config.mode === 'local') return [{ port: config.port, label: 'local HTTP (--port)' }]
@@ -139,22 +138,48 @@ export function checkExpiry(subject: string, lifetime: { notBefore: Date; notAft
   const until = lifetime.notAfter.toISOString().slice(0, 10)
   const days = daysLeft(lifetime.notAfter, now)
   if (lifetime.notAfter.getTime() <= now) {
-    const fix = managedBy === 'user' ? 'renew it (or use --acme to let Berth renew)' : 'berth serve renews it at start; if it is running, its log says why it could not'
+    const fix =
+      managedBy === 'user' ? 'renew it (or use --acme to let Berth renew)' : 'berth serve renews it at start; if it is running, its log says why it could not'
     return { status: 'fail', subject, message: `expired on ${until}`, fix }
   }
   const valid = `valid until ${until} (${days} days)`
   if (managedBy === 'acme') {
     const renewal = renewalDecision(lifetime, now)
     const at = renewal.at.toISOString().slice(0, 10)
-    if (!renewal.due) return { status: 'ok', subject, message: `${valid}; ACME renews it around ${at} (a third of its lifetime before expiry; the CA's renewal window can move it)` }
-    return { status: 'warn', subject, message: `${valid}; ACME renewal was due on ${at}`, fix: 'berth serve renews it at start and retries in the background; if it is running, its log says why the CA refused' }
+    if (!renewal.due)
+      return {
+        status: 'ok',
+        subject,
+        message: `${valid}; ACME renews it around ${at} (a third of its lifetime before expiry; the CA's renewal window can move it)`,
+      }
+    return {
+      status: 'warn',
+      subject,
+      message: `${valid}; ACME renewal was due on ${at}`,
+      fix: 'berth serve renews it at start and retries in the background; if it is running, its log says why the CA refused',
+    }
   }
   if (managedBy === 'self-signed') {
-    if (days >= EXPIRY_WARNING_DAYS) return { status: 'ok', subject, message: `${valid}; berth serve re-issues it from the local CA at start once fewer than ${EXPIRY_WARNING_DAYS} days are left` }
-    return { status: 'warn', subject, message: `expires in ${days} days (${until})`, fix: 'restart berth serve: it re-issues the certificate from the local CA at start' }
+    if (days >= EXPIRY_WARNING_DAYS)
+      return {
+        status: 'ok',
+        subject,
+        message: `${valid}; berth serve re-issues it from the local CA at start once fewer than ${EXPIRY_WARNING_DAYS} days are left`,
+      }
+    return {
+      status: 'warn',
+      subject,
+      message: `expires in ${days} days (${until})`,
+      fix: 'restart berth serve: it re-issues the certificate from the local CA at start',
+    }
   }
   if (days < EXPIRY_WARNING_DAYS) {
-    return { status: 'warn', subject, message: `expires in ${days} days (${until})`, fix: 'renew it soon (certbot renew); berth serve picks up the renewed file by itself' }
+    return {
+      status: 'warn',
+      subject,
+      message: `expires in ${days} days (${until})`,
+      fix: 'renew it soon (certbot renew); berth serve picks up the renewed file by itself',
+    }
   }
   return { status: 'ok', subject, message: valid }
 }
@@ -189,7 +214,12 @@ export async function checkCertificateFiles(
     const child = chain[index] as X509Certificate
     const parent = chain[index + 1] as X509Certificate
     if (!child.checkIssued(parent)) {
-      results.push({ status: 'fail', subject, message: `certificate ${index + 1} is not issued by certificate ${index + 2}: the chain is out of order`, fix: 'use the leaf first, then its intermediates (certbot: fullchain.pem)' })
+      results.push({
+        status: 'fail',
+        subject,
+        message: `certificate ${index + 1} is not issued by certificate ${index + 2}: the chain is out of order`,
+        fix: 'use the leaf first, then its intermediates (certbot: fullchain.pem)',
+      })
     }
   }
   if (chain.length === 1 && !leaf.checkIssued(leaf)) {
@@ -202,15 +232,30 @@ export async function checkCertificateFiles(
   }
   for (const domain of domains) {
     if (leaf.checkHost(domain) === undefined) {
-      results.push({ status: 'fail', subject, message: `does not cover ${domain} (covers: ${leaf.subjectAltName ?? leaf.subject})`, fix: `get a certificate for ${domain}` })
+      results.push({
+        status: 'fail',
+        subject,
+        message: `does not cover ${domain} (covers: ${leaf.subjectAltName ?? leaf.subject})`,
+        fix: `get a certificate for ${domain}`,
+      })
     }
   }
   if (keyPath !== undefined) {
     try {
       const key = createPrivateKey(await readFile(keyPath, 'utf8'))
-      if (!leaf.checkPrivateKey(key)) results.push({ status: 'fail', subject: `key ${keyPath}`, message: 'does not belong to the certificate', fix: 'use the key issued with this certificate (certbot: privkey.pem)' })
+      if (!leaf.checkPrivateKey(key))
+        results.push({
+          status: 'fail',
+          subject: `key ${keyPath}`,
+          message: 'does not belong to the certificate',
+          fix: 'use the key issued with this certificate (certbot: privkey.pem)',
+        })
     } catch (error) {
-      results.push({ status: 'fail', subject: `key ${keyPath}`, message: `cannot use it: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` })
+      results.push({
+        status: 'fail',
+        subject: `key ${keyPath}`,
+        message: `cannot use it: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      })
     }
   }
   return results
@@ -224,7 +269,14 @@ export async function checkClientCaFile(file: string, now = Date.now()): Promise
     pem = await readFile(file, 'utf8')
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
-    return [{ status: 'fail', subject, message: code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? 'error'})`, fix: 'give --client-ca the PEM file of the CA that signs your clients\' certificates' }]
+    return [
+      {
+        status: 'fail',
+        subject,
+        message: code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? 'error'})`,
+        fix: "give --client-ca the PEM file of the CA that signs your clients' certificates",
+      },
+    ]
   }
   const { subjects, problems } = inspectClientCa(pem, now)
   if (problems.length === 0) return [{ status: 'ok', subject, message: `clients must present a certificate signed by ${subjects.join(', ')}` }]
@@ -232,7 +284,10 @@ export async function checkClientCaFile(file: string, now = Date.now()): Promise
     status: problem.severity,
     subject,
     message: problem.message,
-    fix: problem.severity === 'fail' ? 'give --client-ca the PEM file of the CA that signs your clients\' certificates (berth serve refuses this one)' : 'replace the CA before it expires, and issue new client certificates from it',
+    fix:
+      problem.severity === 'fail'
+        ? "give --client-ca the PEM file of the CA that signs your clients' certificates (berth serve refuses this one)"
+        : 'replace the CA before it expires, and issue new client certificates from it',
   }))
 }
 
@@ -258,7 +313,9 @@ export async function checkPrivateFile(file: string, what: string): Promise<Chec
  * --allow-anonymous is a FAIL with serve's own refusal line as the fix (serve will not start);
  * with --allow-anonymous it is a WARN (it starts, open to anyone who reaches it).
  */
-export async function checkHtpasswdFile(config: Pick<Config, 'htpasswd' | 'isHtpasswdExplicit' | 'mode' | 'allowAnonymous' | 'upstream'>): Promise<CheckResult[]> {
+export async function checkHtpasswdFile(
+  config: Pick<Config, 'htpasswd' | 'isHtpasswdExplicit' | 'mode' | 'allowAnonymous' | 'upstream'>,
+): Promise<CheckResult[]> {
   const { htpasswd: file, isHtpasswdExplicit: isExplicit, mode } = config
   const subject = `users ${file}`
   const mustHaveUsers = mode === 'https' && !config.allowAnonymous
@@ -287,12 +344,17 @@ export async function checkHtpasswdFile(config: Pick<Config, 'htpasswd' | 'isHtp
       users.size === 0 && mustHaveUsers
         ? noLogin('empty')
         : users.size === 0
-        ? { status: 'warn', subject, message: 'no users: every login is refused', fix: addUserCommand(file) }
-        : { status: 'ok', subject, message: `${users.size} user${users.size === 1 ? '' : 's'}, bcrypt` },
+          ? { status: 'warn', subject, message: 'no users: every login is refused', fix: addUserCommand(file) }
+          : { status: 'ok', subject, message: `${users.size} user${users.size === 1 ? '' : 's'}, bcrypt` },
     )
   } catch (error) {
     if (!(error instanceof HtpasswdError)) throw error
-    results.push({ status: 'fail', subject, message: error.message.replace(`${file} `, ''), fix: 'berth htpasswd add <user> replaces the line with a bcrypt one' })
+    results.push({
+      status: 'fail',
+      subject,
+      message: error.message.replace(`${file} `, ''),
+      fix: 'berth htpasswd add <user> replaces the line with a bcrypt one',
+    })
   }
   const permissions = await checkPrivateFile(file, 'users')
   if (permissions?.status === 'warn') results.push(permissions)
@@ -336,7 +398,14 @@ export async function checkDatadir(datadir: string, maxBody: number): Promise<Ch
   const results: CheckResult[] = []
   // A folder that does not exist yet is made by serve; judge the nearest existing parent instead.
   let existing = datadir
-  while (!(await stat(existing).then(() => true, () => false)) && dirname(existing) !== existing) existing = dirname(existing)
+  while (
+    !(await stat(existing).then(
+      () => true,
+      () => false,
+    )) &&
+    dirname(existing) !== existing
+  )
+    existing = dirname(existing)
   try {
     await access(existing, fsConstants.W_OK | fsConstants.X_OK)
     results.push({ status: 'ok', subject, message: existing === datadir ? 'writable' : `does not exist yet; berth serve creates it in ${existing}` })
@@ -355,7 +424,12 @@ export async function checkDatadir(datadir: string, maxBody: number): Promise<Ch
   if (free < Math.min(maxBody, 1024 ** 3)) {
     results.push({ status: 'fail', subject: `disk of ${existing}`, message: `${gib(free)} free`, fix: 'free space or move --datadir to a larger disk' })
   } else if (free < maxBody * 2) {
-    results.push({ status: 'warn', subject: `disk of ${existing}`, message: `${gib(free)} free, less than two maximum-size uploads (--max-body ${gib(maxBody)})`, fix: 'free space soon' })
+    results.push({
+      status: 'warn',
+      subject: `disk of ${existing}`,
+      message: `${gib(free)} free, less than two maximum-size uploads (--max-body ${gib(maxBody)})`,
+      fix: 'free space soon',
+    })
   } else {
     results.push({ status: 'ok', subject: `disk of ${existing}`, message: `${gib(free)} free` })
   }

@@ -9,7 +9,9 @@ import { CliError } from './errors.js'
 export async function readPasswordFromStdin(io: CliIo): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of io.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer))
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '')
 }
 
 /** Prompts on the terminal with echo off. Ctrl-C aborts, backspace edits. */

@@ -155,10 +155,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
       directory: values.acmeDirectory ?? DEFAULTS.acmeDirectory,
       email: values.acmeEmail,
       agreeTos: true,
-      eab:
-        values.acmeEabKid !== undefined && values.acmeEabHmac !== undefined
-          ? { kid: values.acmeEabKid, hmacKey: values.acmeEabHmac }
-          : undefined,
+      eab: values.acmeEabKid !== undefined && values.acmeEabHmac !== undefined ? { kid: values.acmeEabKid, hmacKey: values.acmeEabHmac } : undefined,
     }
   }
   if (certificate.kind !== 'acme') {
@@ -171,8 +168,10 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
   let storage: StorageChoice = { kind: 'filesystem' }
   const s3Only = (['s3Endpoint', 's3Bucket', 's3Region', 's3Prefix', 's3Redirect'] as const).filter(key => values[key] !== undefined && values[key] !== false)
   if (values.storage === 's3') {
-    if (values.upstream !== undefined) throw new ConfigError('--storage s3 and --upstream exclude each other: with --upstream another registry stores the images')
-    if (values.s3Bucket === undefined) throw new ConfigError('--storage s3 needs --s3-bucket (an existing bucket; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
+    if (values.upstream !== undefined)
+      throw new ConfigError('--storage s3 and --upstream exclude each other: with --upstream another registry stores the images')
+    if (values.s3Bucket === undefined)
+      throw new ConfigError('--storage s3 needs --s3-bucket (an existing bucket; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)')
     storage = {
       kind: 's3',
       endpoint: values.s3Endpoint,

@@ -115,7 +115,12 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       const { port, host } = parseListenAddress(options.internalListen)
       urls.internal = await open(http.createServer(serverOptions(options)), 'internal', port, host)
     }
-    logger.info('listening', { ...urls, mode: options.mode, to: options.engine ? 'in-process engine' : options.upstream?.url, domains: options.domains.join(',') || undefined })
+    logger.info('listening', {
+      ...urls,
+      mode: options.mode,
+      to: options.engine ? 'in-process engine' : options.upstream?.url,
+      domains: options.domains.join(',') || undefined,
+    })
     let closing: Promise<void> | undefined
     return { urls, close: () => (closing ??= cleanup()) }
   } catch (error) {
@@ -128,7 +133,13 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
 async function buildChains(options: EdgeOptions, clientCa: string | undefined, cleanups: (() => Promise<void> | void)[]): Promise<(door: Door) => Handler> {
   const { logger } = options
   const secure = options.mode === 'https'
-  const auth = options.htpasswdPath ? await HtpasswdAccessController.open(options.htpasswdPath, { logger, whenMissing: options.whenNoUsers ?? 'open', ...(options.loginThrottle ? { throttle: options.loginThrottle } : {}) }) : undefined
+  const auth = options.htpasswdPath
+    ? await HtpasswdAccessController.open(options.htpasswdPath, {
+        logger,
+        whenMissing: options.whenNoUsers ?? 'open',
+        ...(options.loginThrottle ? { throttle: options.loginThrottle } : {}),
+      })
+    : undefined
   if (auth) cleanups.push(() => auth.close())
   else if (secure) logger.warn('no htpasswd file configured: the registry accepts requests without credentials')
   let inner = options.engine
@@ -139,7 +150,13 @@ async function buildChains(options: EdgeOptions, clientCa: string | undefined, c
     inner = proxy.handle
   }
   const log = accessLog(logger)
-  const common: Step[] = [hostCheck, bodyLimit(options.maxBodyBytes), ...(auth ? [authenticate(auth, options.realm)] : []), ...(options.innerSteps ?? []), continueAndTakeTurn]
+  const common: Step[] = [
+    hostCheck,
+    bodyLimit(options.maxBodyBytes),
+    ...(auth ? [authenticate(auth, options.realm)] : []),
+    ...(options.innerSteps ?? []),
+    continueAndTakeTurn,
+  ]
   const registry = compose([log, ...common], inner)
   const tls = compose([log, securityHeaders, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
   return door => (door === 'https' ? tls : registry)
@@ -148,7 +165,13 @@ async function buildChains(options: EdgeOptions, clientCa: string | undefined, c
 type OpenDoor = (server: Server, door: Door, port: number | string, host: string | undefined, scheme?: string) => Promise<string>
 
 /** Port 80 (ACME answers and redirects) first, so the certificate provider can order; then HTTPS. */
-async function startHttpsDoors(options: EdgeOptions, clientCa: string | undefined, open: OpenDoor, urls: EdgeUrls, cleanups: (() => Promise<void> | void)[]): Promise<void> {
+async function startHttpsDoors(
+  options: EdgeOptions,
+  clientCa: string | undefined,
+  open: OpenDoor,
+  urls: EdgeUrls,
+  cleanups: (() => Promise<void> | void)[],
+): Promise<void> {
   const provider = options.certificate as CertificateProvider
   let httpsServer: Server | undefined
   const redirect = createRedirectHandler({

@@ -2,7 +2,7 @@
  * The transports: Node HTTP(S) servers that only accept connections and hand each request to one
  * handler as an Exchange. Nothing here decides anything about a request.
  */
-import http from 'node:http'
+import type http from 'node:http'
 import type https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { createExchange, type Door, type Handler } from '../http/exchange.js'

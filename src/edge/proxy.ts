@@ -21,7 +21,19 @@ import { lingerAfterResponse, sendError } from '../http/respond.js'
 import type { Logger } from '../log.js'
 import { STREAM_HIGH_WATER_MARK } from './listeners.js'
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'forwarded'])
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  'forwarded',
+])
 
 /** How a kept-alive socket the upstream closed under a reused request fails. */
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])

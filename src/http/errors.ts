@@ -54,7 +54,6 @@ export class RegistryError extends Error {
   }
 }
 
-
 /** A request body crossed the body limit (the body-limit step's counting stream fails with it). */
 export class BodyTooLargeError extends Error {
   override readonly name = 'BodyTooLargeError'

@@ -42,12 +42,11 @@ export interface RegistryAppOptions {
   allowSparseManifests?: boolean
 }
 
-
 export interface RegistryApp {
   /** The engine's handler. Resolves when it is done with the exchange; never rejects (every failure becomes an OCI error response). */
-  serve(exchange: Exchange): Promise<void>
+  readonly serve: (exchange: Exchange) => Promise<void>
   /** A Node request listener over `serve`, without any edge step (no authentication, no body limit): tests and tools. */
-  handle(request: IncomingMessage, response: ServerResponse): void
+  readonly handle: (request: IncomingMessage, response: ServerResponse) => void
   /** Stops the upload purge timer; resolves when requests in flight have finished. */
   close(): Promise<void>
   /** The stores the app serves from (for maintenance tools and tests). */
@@ -73,10 +72,14 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
       const method = request.method ?? 'GET'
       const handler = match.route.handlers[method]
       if (!handler) {
-        throw new RegistryError('UNSUPPORTED', { method }, {
-          message: `${method} is not supported on this endpoint`,
-          headers: { Allow: Object.keys(match.route.handlers).join(', ') },
-        })
+        throw new RegistryError(
+          'UNSUPPORTED',
+          { method },
+          {
+            message: `${method} is not supported on this endpoint`,
+            headers: { Allow: Object.keys(match.route.handlers).join(', ') },
+          },
+        )
       }
       await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes })
     } catch (caught) {
@@ -119,7 +122,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
     },
     async close() {
       await purgeJob?.stop()
-      await Promise.allSettled([...inFlight])
+      await Promise.allSettled(inFlight)
     },
     store,
   }

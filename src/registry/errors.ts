@@ -43,22 +43,30 @@ export function toRegistryError(error: unknown): RegistryError {
   if (error instanceof UploadUnknownError) return new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: error.uploadId })
   if (error instanceof UploadRangeError) {
     // distribution-spec: "If a chunk is uploaded out of order, the registry MUST respond with 416".
-    return new RegistryError('BLOB_UPLOAD_INVALID', { reason: error.message }, {
-      status: 416,
-      message: error.message,
-      headers: {
-        Location: `/v2/${error.repository}/blobs/uploads/${error.uploadId}`,
-        Range: error.size > 0 ? `0-${error.size - 1}` : '0-0',
-        'Docker-Upload-UUID': error.uploadId,
+    return new RegistryError(
+      'BLOB_UPLOAD_INVALID',
+      { reason: error.message },
+      {
+        status: 416,
+        message: error.message,
+        headers: {
+          Location: `/v2/${error.repository}/blobs/uploads/${error.uploadId}`,
+          Range: error.size > 0 ? `0-${error.size - 1}` : '0-0',
+          'Docker-Upload-UUID': error.uploadId,
+        },
       },
-    })
+    )
   }
   if (error instanceof UploadSizeError) return new RegistryError('SIZE_INVALID', { reason: error.message })
   // A full or read-only disk is the operator's to fix, and the pusher should be told so rather than
   // see "unknown error" (RFC 4918 §11.5: 507 Insufficient Storage). Docker shows the message.
   const code = systemErrorCode(error)
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new RegistryError('UNKNOWN', undefined, { cause: error, status: 507, message: 'the registry is out of storage space (no space left on its disk); ask its operator to free some' })
+    return new RegistryError('UNKNOWN', undefined, {
+      cause: error,
+      status: 507,
+      message: 'the registry is out of storage space (no space left on its disk); ask its operator to free some',
+    })
   }
   if (code === 'EROFS') {
     return new RegistryError('UNKNOWN', undefined, { cause: error, status: 507, message: "the registry's storage is read-only; ask its operator" })

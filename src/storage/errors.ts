@@ -24,14 +24,20 @@ export class TagInvalidError extends StorageError {
 }
 
 export class DigestInvalidError extends StorageError {
-  constructor(readonly digest: string, readonly reason: string) {
+  constructor(
+    readonly digest: string,
+    readonly reason: string,
+  ) {
     super('DIGEST_INVALID', `${reason}: ${JSON.stringify(digest.slice(0, 300))}`)
   }
 }
 
 /** The content did not hash to the digest the client stated. */
 export class DigestMismatchError extends StorageError {
-  constructor(readonly expected: string, readonly actual: string) {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
     super('DIGEST_MISMATCH', `content digest ${actual} does not match ${expected}`)
   }
 }
@@ -49,7 +55,10 @@ export class BlobUnknownError extends StorageError {
 }
 
 export class ManifestUnknownError extends StorageError {
-  constructor(readonly reference: string, message?: string) {
+  constructor(
+    readonly reference: string,
+    message?: string,
+  ) {
     super('MANIFEST_UNKNOWN', message ?? `manifest unknown: ${reference}`)
   }
 }
@@ -62,7 +71,10 @@ export class ManifestBlobUnknownError extends StorageError {
 }
 
 export class ManifestInvalidError extends StorageError {
-  constructor(readonly reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
     super('MANIFEST_INVALID', `manifest invalid: ${reason}`, options)
   }
 }
@@ -81,7 +93,12 @@ export class UploadUnknownError extends StorageError {
 
 /** A chunk did not start where the upload ends (out of order), or its range is malformed. */
 export class UploadRangeError extends StorageError {
-  constructor(readonly repository: string, readonly uploadId: string, readonly size: number, reason: string) {
+  constructor(
+    readonly repository: string,
+    readonly uploadId: string,
+    readonly size: number,
+    reason: string,
+  ) {
     super('UPLOAD_RANGE_INVALID', reason)
   }
 }

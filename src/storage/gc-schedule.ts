@@ -11,7 +11,12 @@ import type { StorageDriver } from './driver/storage-driver.js'
 import { collectGarbage, GcBusyError, type GcOptions, type GcReport } from './gc.js'
 
 /** One run, logged; resolves with its report, or undefined when skipped, aborted or failed (never rejects). */
-export async function runGc(driver: StorageDriver, logger: Logger, signal: AbortSignal, gc: Omit<GcOptions, 'signal' | 'dryRun'> = {}): Promise<GcReport | undefined> {
+export async function runGc(
+  driver: StorageDriver,
+  logger: Logger,
+  signal: AbortSignal,
+  gc: Omit<GcOptions, 'signal' | 'dryRun'> = {},
+): Promise<GcReport | undefined> {
   try {
     const report = await collectGarbage(driver, { ...gc, signal })
     logger.info('garbage collection done', {

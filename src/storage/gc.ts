@@ -277,7 +277,7 @@ class GarbageCollection {
     for (const root of roots) await this.#markManifest(repository, root)
     if (!this.#deleteUntagged || !this.#keepReferrers) return
     // Referrers of kept manifests are kept, and theirs too: repeat until nothing changes.
-    for (let changed = true; changed; ) {
+    for (let changed = true; changed;) {
       changed = false
       for (const digest of repository.revisions.keys()) {
         if (repository.kept.has(digest)) continue
@@ -458,7 +458,6 @@ class GarbageCollection {
       await this.#driver.delete(intent).catch(() => {}) // g4 (a leftover turns stale; the next run clears it)
     }
   }
-
 }
 
 async function forEachConcurrently<T>(items: readonly T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {

@@ -108,7 +108,11 @@ export class ManifestStore {
     if (expected === undefined) await this.tags.tag(name, reference, digest)
     for (const tag of extraTags) await this.tags.tag(name, tag, digest)
     this.cache.set(digest.value, { content, mediaType: manifest.storedMediaType })
-    const result: { digest: string; mediaType: string; subject?: string; tags: string[] } = { digest: digest.value, mediaType: manifest.mediaType, tags: extraTags }
+    const result: { digest: string; mediaType: string; subject?: string; tags: string[] } = {
+      digest: digest.value,
+      mediaType: manifest.mediaType,
+      tags: extraTags,
+    }
     if (subject !== undefined) result.subject = subject.value
     return result
   }

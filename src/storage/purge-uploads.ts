@@ -51,11 +51,7 @@ export async function findStaleUploads(driver: StorageDriver, olderThan: Date): 
 }
 
 /** Deletes uploads started before `olderThan` (lists them only with `dryRun`). */
-export async function purgeUploads(
-  driver: StorageDriver,
-  uploads: UploadStore,
-  options: { olderThan: Date; dryRun?: boolean },
-): Promise<PurgeUploadsReport> {
+export async function purgeUploads(driver: StorageDriver, uploads: UploadStore, options: { olderThan: Date; dryRun?: boolean }): Promise<PurgeUploadsReport> {
   const stale = await findStaleUploads(driver, options.olderThan)
   const dryRun = options.dryRun ?? false
   if (!dryRun && stale.length > 0) await uploads.purge(options.olderThan)

@@ -70,7 +70,7 @@ export class ReferrerStore {
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
     const descriptors: Descriptor[] = []
     let bytes = 0
-    for (let next = 0; next < candidates.length; ) {
+    for (let next = 0; next < candidates.length;) {
       const batch = candidates.slice(next, next + PAGE_READ_BATCH)
       next += batch.length
       const described = await Promise.all(

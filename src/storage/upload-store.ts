@@ -21,7 +21,7 @@
  */
 import { randomUUID, type Hash } from 'node:crypto'
 import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
-import { BlobStore, type BlobInfo } from './blob-store.js'
+import { type BlobStore, type BlobInfo } from './blob-store.js'
 import { EMPTY_SHA256, digestFromHash, newHash, type Digest } from './digest.js'
 import { DigestMismatchError, UploadRangeError, UploadSizeError, UploadUnknownError } from './errors.js'
 import { isUploadId, REPOSITORIES_ROOT, uploadDataPath, uploadPath, uploadStartedAtPath } from './paths.js'
@@ -190,13 +190,7 @@ export class UploadStore {
     }
   }
 
-  async #write(
-    name: string,
-    id: string,
-    body: ByteSource,
-    options: ChunkOptions,
-    finish: boolean,
-  ): Promise<{ size: number; hash: Hash | undefined }> {
+  async #write(name: string, id: string, body: ByteSource, options: ChunkOptions, finish: boolean): Promise<{ size: number; hash: Hash | undefined }> {
     const key = `${name}\0${id}`
     const { size: start, etag } = await this.#dataInfo(name, id)
     if (options.start !== undefined && options.start !== start) {

@@ -36,20 +36,20 @@ Keep-Alive requests:    4321
 Requests per second:    2159.42 [#/sec] (mean)
 `
 
-test('parseWrk reads the rate and counts non-2xx answers and socket errors as errors', (t) => {
+test('parseWrk reads the rate and counts non-2xx answers and socket errors as errors', t => {
   t.deepEqual(parseWrk(wrkOutput), { rps: 5186.8, requests: 25934, errors: 3 })
   const socket = wrkOutput.replace('  Non-2xx or 3xx responses: 3\n', '  Socket errors: connect 1, read 2, write 0, timeout 4\n')
   t.is(parseWrk(socket).errors, 7)
   t.throws(() => parseWrk('wrk: connection refused'), { message: /cannot read wrk output/ })
 })
 
-test('parseAb reads the rate and counts failed and non-2xx requests', (t) => {
+test('parseAb reads the rate and counts failed and non-2xx requests', t => {
   t.deepEqual(parseAb(abOutput), { rps: 2159.42, requests: 4321, errors: 0 })
   t.is(parseAb(abOutput.replace('Failed requests:        0', 'Failed requests:        0\nNon-2xx responses:      12')).errors, 12)
   t.throws(() => parseAb('SSL read failed'), { message: /cannot read ab output/ })
 })
 
-test('evaluate orients the ratio so > 1 means Berth is better, and checks every bound', (t) => {
+test('evaluate orients the ratio so > 1 means Berth is better, and checks every bound', t => {
   const faster = evaluate({ id: 'x', label: 'x', unit: 's', better: 'lower', minAdvantage: 1.3 }, { seed: [4, 3, 5], berth: [2, 2.5, 1] })
   t.is(faster.advantage, 2)
   t.true(faster.met)
@@ -68,7 +68,7 @@ test('evaluate orients the ratio so > 1 means Berth is better, and checks every 
   t.regex(md, /\| x \| 4 s \[3–5\] \| 2 s \[1–2\.5\] \| 2× better \| ≥ 1\.3× \| yes \|/)
 })
 
-test('generated layers are valid tar+gzip and their digests and diff_ids are exact', async (t) => {
+test('generated layers are valid tar+gzip and their digests and diff_ids are exact', async t => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-content-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const image = await writeImageLayout(path.join(dir, 'image'), [3 * 65535 + 17, 0])

@@ -31,7 +31,7 @@ function cpuRate(bytes: number, step: (chunk: Buffer) => void): number {
 
 export function sha256Rate(bytes: number): number {
   const hash = crypto.createHash('sha256')
-  const rate = cpuRate(bytes, (chunk) => hash.update(chunk))
+  const rate = cpuRate(bytes, chunk => hash.update(chunk))
   hash.digest()
   return rate
 }
@@ -60,8 +60,9 @@ const peerScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'tls-
 
 /** A Node TLS server process receiving `bytes` from a Node TLS client process, same cert as the stacks. */
 export async function loopbackTlsRate(pki: BenchPki, bytes: number): Promise<number> {
-  const server = spawn(process.execPath, ['--import', 'tsx', peerScript, 'server', pki.serverChain, pki.serverKey, String(bytes)],
-    { stdio: ['ignore', 'pipe', 'inherit'] })
+  const server = spawn(process.execPath, ['--import', 'tsx', peerScript, 'server', pki.serverChain, pki.serverKey, String(bytes)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   try {
     const [line] = (await once(server.stdout!.setEncoding('utf8'), 'data')) as [string]
     const port = Number(line.trim())

@@ -17,17 +17,29 @@ const skopeoBase = ['--insecure-policy', 'copy', '--quiet', '--retry-times', '0'
 
 /** `skopeo copy oci:… docker://…`; returns seconds. */
 export async function skopeoPush(ctx: ClientContext, source: string, repository: string, tag: string): Promise<number> {
-  const result = await run('skopeo', [...skopeoBase,
-    '--dest-creds', `${ctx.pki.user}:${ctx.pki.password}`, '--dest-cert-dir', ctx.pki.caDir,
-    source, `docker://${ctx.host}/${repository}:${tag}`])
+  const result = await run('skopeo', [
+    ...skopeoBase,
+    '--dest-creds',
+    `${ctx.pki.user}:${ctx.pki.password}`,
+    '--dest-cert-dir',
+    ctx.pki.caDir,
+    source,
+    `docker://${ctx.host}/${repository}:${tag}`,
+  ])
   return result.seconds
 }
 
 /** `skopeo copy docker://… dir:…` (skopeo verifies every digest); returns seconds. */
 export async function skopeoPull(ctx: ClientContext, repository: string, tag: string, destDir: string): Promise<number> {
-  const result = await run('skopeo', [...skopeoBase,
-    '--src-creds', `${ctx.pki.user}:${ctx.pki.password}`, '--src-cert-dir', ctx.pki.caDir,
-    `docker://${ctx.host}/${repository}:${tag}`, `dir:${destDir}`])
+  const result = await run('skopeo', [
+    ...skopeoBase,
+    '--src-creds',
+    `${ctx.pki.user}:${ctx.pki.password}`,
+    '--src-cert-dir',
+    ctx.pki.caDir,
+    `docker://${ctx.host}/${repository}:${tag}`,
+    `dir:${destDir}`,
+  ])
   return result.seconds
 }
 
@@ -43,8 +55,11 @@ interface CurlResult {
 const MARK = '\n@@curl-w@@\n'
 
 async function curl(ctx: ClientContext, args: string[], stdinFd?: number): Promise<CurlResult> {
-  const result = await run('curl', ['-sS', '--cacert', ctx.pki.caCert, '-u', `${ctx.pki.user}:${ctx.pki.password}`,
-    '-w', `${MARK}%{json}${MARK}%{header_json}`, ...args], stdinFd === undefined ? {} : { stdinFd })
+  const result = await run(
+    'curl',
+    ['-sS', '--cacert', ctx.pki.caCert, '-u', `${ctx.pki.user}:${ctx.pki.password}`, '-w', `${MARK}%{json}${MARK}%{header_json}`, ...args],
+    stdinFd === undefined ? {} : { stdinFd },
+  )
   const [, infoText, headersText] = result.stdout.split(MARK)
   if (headersText === undefined) throw new Error(`cannot read curl's -w output:\n${result.stdout}`)
   const info = JSON.parse(infoText!) as Record<string, unknown>
@@ -70,8 +85,7 @@ function location(ctx: ClientContext, result: CurlResult): URL {
 }
 
 async function startUpload(ctx: ClientContext, repository: string): Promise<{ url: URL; seconds: number }> {
-  const started = await curl(ctx, ['-o', '/dev/null', '-X', 'POST', '-H', 'Content-Length: 0',
-    `https://${ctx.host}/v2/${repository}/blobs/uploads/`])
+  const started = await curl(ctx, ['-o', '/dev/null', '-X', 'POST', '-H', 'Content-Length: 0', `https://${ctx.host}/v2/${repository}/blobs/uploads/`])
   expectStatus('POST blobs/uploads/', started, 202)
   return { url: location(ctx, started), seconds: started.seconds }
 }
@@ -85,8 +99,7 @@ export interface TransferResult {
 export async function curlPutBlob(ctx: ClientContext, repository: string, file: string, blob: BlobRef): Promise<TransferResult> {
   const upload = await startUpload(ctx, repository)
   upload.url.searchParams.set('digest', blob.digest)
-  const put = await curl(ctx, ['-o', '/dev/null', '-X', 'PUT', '-T', file,
-    '-H', 'Content-Type: application/octet-stream', upload.url.href])
+  const put = await curl(ctx, ['-o', '/dev/null', '-X', 'PUT', '-T', file, '-H', 'Content-Type: application/octet-stream', upload.url.href])
   expectStatus('PUT blob', put, 201)
   return { seconds: upload.seconds + put.seconds, httpVersion: put.httpVersion }
 }
@@ -100,8 +113,7 @@ export async function curlPatchBlob(ctx: ClientContext, repository: string, file
   const handle = await open(file, 'r')
   let patch: CurlResult
   try {
-    patch = await curl(ctx, ['-o', '/dev/null', '-X', 'PATCH', '-T', '-',
-      '-H', 'Content-Type: application/octet-stream', upload.url.href], handle.fd)
+    patch = await curl(ctx, ['-o', '/dev/null', '-X', 'PATCH', '-T', '-', '-H', 'Content-Type: application/octet-stream', upload.url.href], handle.fd)
   } finally {
     await handle.close()
   }
@@ -110,8 +122,7 @@ export async function curlPatchBlob(ctx: ClientContext, repository: string, file
   // closing PUT proves the bytes: the registry answers 201 only if the digest matches.
   const done = location(ctx, patch)
   done.searchParams.set('digest', blob.digest)
-  const put = await curl(ctx, ['-o', '/dev/null', '-X', 'PUT', '--data-binary', '',
-    '-H', 'Content-Type: application/octet-stream', done.href])
+  const put = await curl(ctx, ['-o', '/dev/null', '-X', 'PUT', '--data-binary', '', '-H', 'Content-Type: application/octet-stream', done.href])
   expectStatus('PUT (close upload)', put, 201)
   return { seconds: upload.seconds + patch.seconds + put.seconds, httpVersion: patch.httpVersion }
 }
@@ -168,8 +179,25 @@ export async function wrkGet(ctx: ClientContext, urlPath: string, seconds: numbe
 export async function abHead(ctx: ClientContext, urlPath: string, seconds: number, accept?: string): Promise<number> {
   const headers = accept ? ['-H', `Accept: ${accept}`] : []
   // -n after -t: -t alone caps the run at 50000 requests.
-  const result = await run('ab', ['-q', '-i', '-k', '-c', String(RATE_CONNECTIONS), '-t', String(seconds), '-n', '100000000',
-    '-A', `${ctx.pki.user}:${ctx.pki.password}`, ...headers, `https://${ctx.host}${urlPath}`], { allowFailure: true })
+  const result = await run(
+    'ab',
+    [
+      '-q',
+      '-i',
+      '-k',
+      '-c',
+      String(RATE_CONNECTIONS),
+      '-t',
+      String(seconds),
+      '-n',
+      '100000000',
+      '-A',
+      `${ctx.pki.user}:${ctx.pki.password}`,
+      ...headers,
+      `https://${ctx.host}${urlPath}`,
+    ],
+    { allowFailure: true },
+  )
   if (result.code !== 0) throw new Error(`ab HEAD ${urlPath} failed:\n${result.stderr || result.stdout}`)
   const parsed = parseAb(result.stdout)
   if (parsed.errors > 0 || parsed.requests === 0) {

@@ -160,15 +160,22 @@ export async function writeImageLayout(dir: string, layerSizes: readonly number[
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: layers.map((layer) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer })),
+    layers: layers.map(layer => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer })),
   })
   await writeFile(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-  await writeFile(path.join(dir, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    manifests: [{ mediaType: OCI_MANIFEST, ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
-  }))
+  await writeFile(
+    path.join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{ mediaType: OCI_MANIFEST, ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
+    }),
+  )
   return {
-    dir, reference: `oci:${dir}:latest`, layers, config, manifest,
+    dir,
+    reference: `oci:${dir}:latest`,
+    layers,
+    config,
+    manifest,
     layerBytes: layers.reduce((sum, layer) => sum + layer.size, 0),
   }
 }

@@ -25,8 +25,7 @@ export async function ensurePackages(log: (line: string) => void): Promise<void>
   for (const name of Object.keys(benchPackages)) if (!(await isInstalled(name))) missing.push(name)
   if (missing.length === 0) return
   if (process.getuid?.() !== 0) {
-    throw new Error(`the benchmark needs these Debian packages: ${missing.join(' ')}\n` +
-      `install them with: sudo apt-get install -y ${missing.join(' ')}`)
+    throw new Error(`the benchmark needs these Debian packages: ${missing.join(' ')}\n` + `install them with: sudo apt-get install -y ${missing.join(' ')}`)
   }
   log(`installing Debian packages: ${missing.join(' ')}`)
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }

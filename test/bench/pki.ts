@@ -26,20 +26,68 @@ export async function makePki(dir: string): Promise<BenchPki> {
   const caDir = p('ca')
   await mkdir(caDir, { recursive: true })
   // ECDSA P-256, what Let's Encrypt issues by default today, for both CA and leaf.
-  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '2', '-subj', '/CN=Berth bench CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
-  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=localhost'])
-  await writeFile(p('server.ext'), [
-    'basicConstraints=CA:FALSE',
-    'keyUsage=critical,digitalSignature',
-    'extendedKeyUsage=serverAuth',
-    'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
-    '',
-  ].join('\n'))
-  await run('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'),
-    '-CAcreateserial', '-out', p('server.crt'), '-days', '2', '-extfile', p('server.ext')])
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('ca.key'),
+    '-out',
+    p('ca.crt'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=Berth bench CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
+  await run('openssl', [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('server.key'),
+    '-out',
+    p('server.csr'),
+    '-subj',
+    '/CN=localhost',
+  ])
+  await writeFile(
+    p('server.ext'),
+    [
+      'basicConstraints=CA:FALSE',
+      'keyUsage=critical,digitalSignature',
+      'extendedKeyUsage=serverAuth',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
+      '',
+    ].join('\n'),
+  )
+  await run('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    p('server.csr'),
+    '-CA',
+    p('ca.crt'),
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    p('server.crt'),
+    '-days',
+    '2',
+    '-extfile',
+    p('server.ext'),
+  ])
   await writeFile(p('server-chain.crt'), (await readFile(p('server.crt'), 'utf8')) + (await readFile(p('ca.crt'), 'utf8')))
   await writeFile(path.join(caDir, 'ca.crt'), await readFile(p('ca.crt')))
 
@@ -49,7 +97,14 @@ export async function makePki(dir: string): Promise<BenchPki> {
   const line = await run('htpasswd', ['-nbB', user, password])
   await writeFile(p('htpasswd'), line.stdout.trim() + '\n', { mode: 0o600 })
   return {
-    dir, caCert: p('ca.crt'), caDir, serverCert: p('server.crt'), serverKey: p('server.key'),
-    serverChain: p('server-chain.crt'), htpasswd: p('htpasswd'), user, password,
+    dir,
+    caCert: p('ca.crt'),
+    caDir,
+    serverCert: p('server.crt'),
+    serverKey: p('server.key'),
+    serverChain: p('server-chain.crt'),
+    htpasswd: p('htpasswd'),
+    user,
+    password,
   }
 }

@@ -10,7 +10,11 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 
 const TICKS = 100 // USER_HZ on Linux
 
-interface Stat { pid: number; ppid: number; cpuTicks: number }
+interface Stat {
+  pid: number
+  ppid: number
+  cpuTicks: number
+}
 
 function readStat(pid: number): Stat | undefined {
   try {
@@ -40,7 +44,7 @@ export function processTree(roots: readonly number[]): Stat[] {
     const stat = readStat(Number(name))
     if (stat) all.set(stat.pid, stat)
   }
-  const inTree = new Set(roots.filter((pid) => all.has(pid)))
+  const inTree = new Set(roots.filter(pid => all.has(pid)))
   let grew = true
   while (grew) {
     grew = false
@@ -51,7 +55,7 @@ export function processTree(roots: readonly number[]): Stat[] {
       }
     }
   }
-  return [...inTree].map((pid) => all.get(pid)!)
+  return [...inTree].map(pid => all.get(pid)!)
 }
 
 export interface ResourceUsage {
@@ -72,7 +76,10 @@ export class ResourceMonitor {
   private startKiB = 0
   private timer: NodeJS.Timeout | undefined
 
-  constructor(private readonly roots: () => number[], private readonly intervalMs = 50) {}
+  constructor(
+    private readonly roots: () => number[],
+    private readonly intervalMs = 50,
+  ) {}
 
   start(): void {
     const tree = processTree(this.roots())
@@ -80,7 +87,11 @@ export class ResourceMonitor {
     for (const stat of tree) {
       this.baseline.set(stat.pid, stat.cpuTicks)
       this.last.set(stat.pid, stat.cpuTicks)
-      try { writeFileSync(`/proc/${stat.pid}/clear_refs`, '5') } catch { /* not root: HWM is lifetime */ }
+      try {
+        writeFileSync(`/proc/${stat.pid}/clear_refs`, '5')
+      } catch {
+        /* not root: HWM is lifetime */
+      }
     }
     this.sample()
     this.timer = setInterval(() => this.sample(), this.intervalMs)

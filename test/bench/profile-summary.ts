@@ -10,7 +10,13 @@ interface ProfileNode {
   callFrame: { functionName: string; url: string; lineNumber: number }
   children?: number[]
 }
-interface Profile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+interface Profile {
+  nodes: ProfileNode[]
+  samples: number[]
+  timeDeltas: number[]
+  startTime: number
+  endTime: number
+}
 
 const [file, topArg] = process.argv.slice(2)
 if (!file) {
@@ -19,7 +25,7 @@ if (!file) {
 }
 const top = Number(topArg ?? 25)
 const profile = JSON.parse(await readFile(file, 'utf8')) as Profile
-const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+const byId = new Map(profile.nodes.map(node => [node.id, node]))
 const selfMs = new Map<number, number>()
 profile.samples.forEach((id, index) => selfMs.set(id, (selfMs.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0) / 1000))
 const totalMs = (profile.endTime - profile.startTime) / 1000

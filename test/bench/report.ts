@@ -94,9 +94,10 @@ function ceilingShare(result: CaseResult, ceilings: Ceilings | undefined, name: 
 export function table(results: CaseResult[], ceilings: Ceilings | undefined): string[][] {
   const rows = [['case', 'seed (nginx + registry:2)', 'Berth', 'Berth vs seed', 'target', 'met', 'share of ceiling (seed / Berth)']]
   for (const result of results) {
-    const share = result.ceiling && ceilings
-      ? `${ceilingShare(result, ceilings, 'seed') || '—'} / ${ceilingShare(result, ceilings, 'berth') || '—'} of ${result.ceiling.key}`
-      : ''
+    const share =
+      result.ceiling && ceilings
+        ? `${ceilingShare(result, ceilings, 'seed') || '—'} / ${ceilingShare(result, ceilings, 'berth') || '—'} of ${result.ceiling.key}`
+        : ''
     rows.push([
       result.label,
       cell(result.stacks.seed, result.unit),
@@ -113,15 +114,17 @@ export function table(results: CaseResult[], ceilings: Ceilings | undefined): st
 export function markdownTable(rows: string[][]): string {
   const escape = (text: string) => text.replace(/\|/g, '\\|')
   const [head, ...body] = rows
-  return [
-    `| ${head!.map(escape).join(' | ')} |`,
-    `|${head!.map(() => '---').join('|')}|`,
-    ...body.map((row) => `| ${row.map(escape).join(' | ')} |`),
-  ].join('\n')
+  return [`| ${head!.map(escape).join(' | ')} |`, `|${head!.map(() => '---').join('|')}|`, ...body.map(row => `| ${row.map(escape).join(' | ')} |`)].join('\n')
 }
 
 export function textTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => [...row[column]!].length)))
-  return rows.map((row) => row.map((text, column) => text + ' '.repeat(widths[column]! - [...text].length)).join('  ').trimEnd())
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map(row => Array.from(row[column]!).length)))
+  return rows
+    .map(row =>
+      row
+        .map((text, column) => text + ' '.repeat(widths[column]! - Array.from(text).length))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n')
 }

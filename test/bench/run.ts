@@ -13,9 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { measureCeilings, type Ceilings } from './ceilings.js'
-import {
-  abHead, curlGetBlob, curlPatchBlob, curlPutBlob, skopeoPull, skopeoPush, wrkGet, type ClientContext,
-} from './clients.js'
+import { abHead, curlGetBlob, curlPatchBlob, curlPutBlob, skopeoPull, skopeoPush, wrkGet, type ClientContext } from './clients.js'
 import { manifestMediaType, writeImageLayout, writeRandomBlob, type BlobRef } from './content.js'
 import { ensurePackages } from './packages.js'
 import { makePki, type BenchPki } from './pki.js'
@@ -75,8 +73,22 @@ const big = formatBytes(sizes.big)
 const cases: CaseDef[] = [
   { id: 'skopeo-push', label: `skopeo push, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite' } },
   { id: 'skopeo-pull', label: `skopeo pull, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
-  { id: 'curl-put', label: `curl PUT (monolithic), ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite', share: 0.8 } },
-  { id: 'curl-patch', label: `curl PATCH (streamed) + PUT, ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite', share: 0.8 } },
+  {
+    id: 'curl-put',
+    label: `curl PUT (monolithic), ${big} blob`,
+    unit: 'MB/s',
+    better: 'higher',
+    minAdvantage: 1.5,
+    ceiling: { key: 'diskFsyncWrite', share: 0.8 },
+  },
+  {
+    id: 'curl-patch',
+    label: `curl PATCH (streamed) + PUT, ${big} blob`,
+    unit: 'MB/s',
+    better: 'higher',
+    minAdvantage: 1.5,
+    ceiling: { key: 'diskFsyncWrite', share: 0.8 },
+  },
   { id: 'curl-get', label: `curl GET, ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
   { id: 'small-push', label: `skopeo push, ${sizes.smallCount} × ${formatBytes(sizes.small)} layers`, unit: 's', better: 'lower', minAdvantage: 1.3 },
   { id: 'rps-manifest-get', label: `manifest GET, auth, ${16} conns (wrk)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
@@ -87,7 +99,13 @@ const cases: CaseDef[] = [
 ]
 if (sizes.huge) {
   cases.push(
-    { id: 'huge-push-rss', label: `peak RSS during a ${formatBytes(sizes.huge)} push (1 run, layer just under the limit)`, unit: 'MiB', better: 'lower', berthBound: 150 },
+    {
+      id: 'huge-push-rss',
+      label: `peak RSS during a ${formatBytes(sizes.huge)} push (1 run, layer just under the limit)`,
+      unit: 'MiB',
+      better: 'lower',
+      berthBound: 150,
+    },
     { id: 'huge-push', label: `skopeo push, ${formatBytes(sizes.huge)} image (1 run)`, unit: 'MB/s', better: 'higher', ceiling: { key: 'diskFsyncWrite' } },
   )
 }
@@ -121,7 +139,10 @@ function progress(text: string): void {
 }
 
 async function exists(file: string): Promise<boolean> {
-  return access(file).then(() => true, () => false)
+  return access(file).then(
+    () => true,
+    () => false,
+  )
 }
 
 /** Removes the blobs a push left, so the disk does not fill over rounds (never during a timed job). */
@@ -146,19 +167,24 @@ async function purgeBlobs(stack: Stack, digests: string[]): Promise<void> {
 async function main(): Promise<void> {
   const outDir = path.resolve(repoRoot, flags.out ?? path.join('bench-results', startedAt.toISOString().replace(/[:.]/g, '-')))
   await mkdir(outDir, { recursive: true })
-  progress(`bench: ${quick ? 'quick, ' : ''}${rounds} round(s), stacks ${stackNames.join(' + ')}, ${flags.storage} storage, results → ${path.relative(repoRoot, outDir)}`)
+  progress(
+    `bench: ${quick ? 'quick, ' : ''}${rounds} round(s), stacks ${stackNames.join(' + ')}, ${flags.storage} storage, results → ${path.relative(repoRoot, outDir)}`,
+  )
   await ensurePackages(progress)
 
   const work = await mkdtemp(path.join(os.tmpdir(), 'berth-bench-'))
   // Client-side files (images to push, pulled copies) live in RAM when there is room, so the
   // clients' own disk traffic does not compete with the registries' writes.
-  const shmFree = await statfs('/dev/shm').then((s) => s.bavail * s.bsize, () => 0)
+  const shmFree = await statfs('/dev/shm').then(
+    s => s.bavail * s.bsize,
+    () => 0,
+  )
   const clientRoot = shmFree > 3 * (sizes.huge || sizes.big) ? await mkdtemp('/dev/shm/berth-bench-') : path.join(work, 'client')
   await mkdir(clientRoot, { recursive: true })
   const stacks: Stack[] = []
   let s3: S3Server | undefined
   const cleanup = async () => {
-    await Promise.allSettled(stacks.map((stack) => stack.stop()))
+    await Promise.allSettled(stacks.map(stack => stack.stop()))
     await s3?.stop()
     for (const stack of stacks) {
       await mkdir(path.join(outDir, 'logs', stack.name), { recursive: true })
@@ -170,7 +196,11 @@ async function main(): Promise<void> {
   let interrupted = false
   // Ctrl-C, kill and a closed terminal all stop the stacks (nginx, registry:2, Berth, Ceph) first:
   // with SIGINT alone, a plain `kill` left them running.
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ] as const) {
     process.once(signal, () => {
       if (interrupted) return
       interrupted = true
@@ -185,9 +215,11 @@ async function main(): Promise<void> {
     await settle()
     const busyAtCeilings = busyBefore
     const ceilings = await measureCeilings(pki, work, quick)
-    progress(`ceilings: sha256 ${fmt(ceilings.sha256)} MB/s, AES-128-GCM ${fmt(ceilings.aes128gcm)} MB/s, ` +
-      `AES-256-GCM ${fmt(ceilings.aes256gcm)} MB/s, disk+fsync ${fmt(ceilings.diskFsyncWrite)} MB/s, ` +
-      `loopback TLS ${fmt(ceilings.loopbackTls)} MB/s`)
+    progress(
+      `ceilings: sha256 ${fmt(ceilings.sha256)} MB/s, AES-128-GCM ${fmt(ceilings.aes128gcm)} MB/s, ` +
+        `AES-256-GCM ${fmt(ceilings.aes256gcm)} MB/s, disk+fsync ${fmt(ceilings.diskFsyncWrite)} MB/s, ` +
+        `loopback TLS ${fmt(ceilings.loopbackTls)} MB/s`,
+    )
     extra.ceilingsMachineBusyBefore = [busyAtCeilings]
 
     let berthCommand: string[] = []
@@ -220,13 +252,26 @@ async function main(): Promise<void> {
       s3 = await startS3({ store: 'bluestore', blockGb })
     }
     const targetFor = (name: StackName): S3Target | undefined =>
-      s3 === undefined ? undefined : { endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, prefix: `bench-${name}` }
+      s3 === undefined
+        ? undefined
+        : {
+            endpoint: s3.endpoint,
+            region: s3.region,
+            bucket: s3.bucket,
+            accessKeyId: s3.accessKeyId,
+            secretAccessKey: s3.secretAccessKey,
+            prefix: `bench-${name}`,
+          }
     for (const name of stackNames) {
       const dir = path.join(work, name)
       await mkdir(dir, { recursive: true })
       progress(`starting ${name}${s3 !== undefined ? ' on S3' : ''}`)
       const target = targetFor(name)
-      stacks.push(name === 'seed' ? await startSeed(dir, pki, target) : await startBerth(dir, pki, { command: berthCommand, repoRoot, ...(target !== undefined ? { s3: target } : {}) }))
+      stacks.push(
+        name === 'seed'
+          ? await startSeed(dir, pki, target)
+          : await startBerth(dir, pki, { command: berthCommand, repoRoot, ...(target !== undefined ? { s3: target } : {}) }),
+      )
     }
 
     await runRounds(stacks, pki, clientRoot, ceilings)
@@ -241,11 +286,10 @@ async function main(): Promise<void> {
       extra.ceilingsMeasured = [{ ...ceilings }, again]
       for (const key of Object.keys(ceilings) as Array<keyof Ceilings>) ceilings[key] = Math.max(ceilings[key], again[key])
     }
-    const results: CaseResult[] = cases.filter((def) => samples.has(def.id))
-      .map((def) => evaluate(def, samples.get(def.id)!, ceilings))
+    const results: CaseResult[] = cases.filter(def => samples.has(def.id)).map(def => evaluate(def, samples.get(def.id)!, ceilings))
     // "No higher during the 5 GiB push": hold the big push's peak to the 1 GiB push's (+10% noise).
-    const huge = results.find((r) => r.id === 'huge-push-rss')
-    const normal = results.find((r) => r.id === 'push-rss')?.stacks.berth?.median
+    const huge = results.find(r => r.id === 'huge-push-rss')
+    const normal = results.find(r => r.id === 'push-rss')?.stacks.berth?.median
     if (huge?.stacks.berth && normal !== undefined) {
       const ok = huge.stacks.berth.median <= normal * 1.1
       huge.met = (huge.met ?? true) && ok
@@ -256,7 +300,8 @@ async function main(): Promise<void> {
     await writeResults(outDir, results, rows, ceilings, pki)
     process.stdout.write('\n' + textTable(rows) + '\n')
     for (const result of results) for (const note of result.notes) process.stdout.write(`note: ${result.label}: ${note}\n`)
-    for (const failure of failures) process.stdout.write(`FAILED: ${failure.stack} ${failure.job}${failure.round ? ` (round ${failure.round})` : ''}: ${failure.error.split('\n')[0]}\n`)
+    for (const failure of failures)
+      process.stdout.write(`FAILED: ${failure.stack} ${failure.job}${failure.round ? ` (round ${failure.round})` : ''}: ${failure.error.split('\n')[0]}\n`)
     process.stdout.write(`\nresults: ${path.relative(process.cwd(), outDir)}/results.md, results.json\n`)
     if (failures.length > 0) process.exitCode = 1
   } finally {
@@ -265,7 +310,7 @@ async function main(): Promise<void> {
 }
 
 async function stopAll(stacks: Stack[]): Promise<void> {
-  await Promise.allSettled(stacks.map((stack) => stack.stop()))
+  await Promise.allSettled(stacks.map(stack => stack.stop()))
 }
 
 const failures: Array<{ round?: number; stack: StackName; job: string; error: string }> = []
@@ -292,10 +337,9 @@ async function eachStack(stacks: Stack[], round: number, label: string, job: (st
   }
 }
 
-async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, ceilings: Ceilings): Promise<void> {
+async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ceilings: Ceilings): Promise<void> {
   const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
   const tag = (stack: Stack) => `${stack.name.padEnd(5)}`
-  void ceilings
 
   // A small image for the request-rate cases (reads: fresh content is not needed there).
   const tiny = await writeImageLayout(path.join(clientRoot, 'tiny'), [1024])
@@ -304,13 +348,13 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
 
   for (let round = 0; round < rounds; round++) {
     const r = `r${round + 1}/${rounds}`
-    const toPurge = new Map<Stack, string[]>(stacks.map((stack) => [stack, []]))
+    const toPurge = new Map<Stack, string[]>(stacks.map(stack => [stack, []]))
     const repository = `bench/r${round + 1}-${Date.now().toString(36)}`
 
     if (wants('skopeo-push') || wants('skopeo-pull') || wants('push-rss') || wants('push-cpu')) {
       const images = new Map<Stack, Awaited<ReturnType<typeof writeImageLayout>>>()
       for (const stack of stacks) images.set(stack, await writeImageLayout(path.join(clientRoot, `image-${stack.name}`), [sizes.big]))
-      await eachStack(stacks, round, 'skopeo-push', async (stack) => {
+      await eachStack(stacks, round, 'skopeo-push', async stack => {
         const image = images.get(stack)!
         const monitor = new ResourceMonitor(() => stack.pids())
         monitor.start()
@@ -326,13 +370,15 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
         record('push-rss', stack.name, usage.peakRssMiB)
         record('push-cpu', stack.name, usage.cpuSeconds)
         extra.resources!.push({ round: round + 1, stack: stack.name, job: 'skopeo-push', ...usage })
-        progress(`${r} ${tag(stack)} skopeo push ${big}: ${fmt(rate)} MB/s (${fmt(seconds)} s), peak RSS ` +
-          `${fmt(usage.peakRssMiB)} MiB (sampled ${fmt(usage.sampledPeakRssMiB)}, ${fmt(usage.startRssMiB)} at start), CPU ${fmt(usage.cpuSeconds)} s`)
-        toPurge.get(stack)!.push(...image.layers.map((l) => l.digest))
+        progress(
+          `${r} ${tag(stack)} skopeo push ${big}: ${fmt(rate)} MB/s (${fmt(seconds)} s), peak RSS ` +
+            `${fmt(usage.peakRssMiB)} MiB (sampled ${fmt(usage.sampledPeakRssMiB)}, ${fmt(usage.startRssMiB)} at start), CPU ${fmt(usage.cpuSeconds)} s`,
+        )
+        toPurge.get(stack)!.push(...image.layers.map(l => l.digest))
       })
       for (const image of images.values()) await rm(image.dir, { recursive: true, force: true })
       if (wants('skopeo-pull')) {
-        await eachStack(stacks, round, 'skopeo-pull', async (stack) => {
+        await eachStack(stacks, round, 'skopeo-pull', async stack => {
           const dest = path.join(clientRoot, `pull-${stack.name}`)
           const seconds = await skopeoPull(ctx(stack), repository, 'big', dest)
           const rate = images.get(stack)!.layerBytes / seconds / 1e6
@@ -346,7 +392,7 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
     if (wants('curl-put') || wants('curl-get')) {
       const blobs = new Map<Stack, BlobRef>()
       for (const stack of stacks) blobs.set(stack, await writeRandomBlob(path.join(clientRoot, `blob-${stack.name}`), sizes.big))
-      await eachStack(stacks, round, 'curl-put', async (stack) => {
+      await eachStack(stacks, round, 'curl-put', async stack => {
         const blob = blobs.get(stack)!
         const result = await curlPutBlob(ctx(stack), repository, path.join(clientRoot, `blob-${stack.name}`), blob)
         const rate = blob.size / result.seconds / 1e6
@@ -357,7 +403,7 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
         await rm(path.join(clientRoot, `blob-${stack.name}`), { force: true })
       })
       if (wants('curl-get')) {
-        await eachStack(stacks, round, 'curl-get', async (stack) => {
+        await eachStack(stacks, round, 'curl-get', async stack => {
           const blob = blobs.get(stack)!
           const result = await curlGetBlob(ctx(stack), repository, blob)
           const rate = blob.size / result.seconds / 1e6
@@ -371,7 +417,7 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
     if (wants('curl-patch')) {
       const blobs = new Map<Stack, BlobRef>()
       for (const stack of stacks) blobs.set(stack, await writeRandomBlob(path.join(clientRoot, `blob-${stack.name}`), sizes.big))
-      await eachStack(stacks, round, 'curl-patch', async (stack) => {
+      await eachStack(stacks, round, 'curl-patch', async stack => {
         const blob = blobs.get(stack)!
         const result = await curlPatchBlob(ctx(stack), repository, path.join(clientRoot, `blob-${stack.name}`), blob)
         const rate = blob.size / result.seconds / 1e6
@@ -387,7 +433,7 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
       const images = new Map<Stack, Awaited<ReturnType<typeof writeImageLayout>>>()
       const layerSizes = Array.from({ length: sizes.smallCount }, () => sizes.small)
       for (const stack of stacks) images.set(stack, await writeImageLayout(path.join(clientRoot, `small-${stack.name}`), layerSizes))
-      await eachStack(stacks, round, 'small-push', async (stack) => {
+      await eachStack(stacks, round, 'small-push', async stack => {
         const seconds = await skopeoPush(ctx(stack), images.get(stack)!.reference, repository, 'small')
         record('small-push', stack.name, seconds)
         progress(`${r} ${tag(stack)} skopeo push ${sizes.smallCount} × ${formatBytes(sizes.small)}: ${fmt(seconds)} s`)
@@ -397,13 +443,13 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, cei
 
     const manifestPath = '/v2/bench/tiny/manifests/latest'
     const rates: Array<[string, string, (c: ClientContext) => Promise<number>]> = [
-      ['rps-manifest-get', 'manifest GET', (c) => wrkGet(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
-      ['rps-manifest-head', 'manifest HEAD', (c) => abHead(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
-      ['rps-v2', 'GET /v2/', (c) => wrkGet(c, '/v2/', sizes.rateSeconds)],
+      ['rps-manifest-get', 'manifest GET', c => wrkGet(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
+      ['rps-manifest-head', 'manifest HEAD', c => abHead(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
+      ['rps-v2', 'GET /v2/', c => wrkGet(c, '/v2/', sizes.rateSeconds)],
     ]
     for (const [id, label, job] of rates) {
       if (!wants(id)) continue
-      await eachStack(stacks, round, id, async (stack) => {
+      await eachStack(stacks, round, id, async stack => {
         const rps = await job(ctx(stack))
         record(id, stack.name, rps)
         progress(`${r} ${tag(stack)} ${label}: ${fmt(rps)} req/s`)
@@ -439,9 +485,14 @@ async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): 
       record('huge-push', stack.name, rate)
       record('huge-push-rss', stack.name, usage.peakRssMiB)
       extra.resources!.push({ stack: stack.name, job: 'huge-push', ...usage })
-      progress(`${stack.name.padEnd(5)} skopeo push ${formatBytes(sizes.huge)}: ${fmt(rate)} MB/s, peak RSS ${fmt(usage.peakRssMiB)} MiB ` +
-        `(sampled ${fmt(usage.sampledPeakRssMiB)}, ${fmt(usage.startRssMiB)} at start), CPU ${fmt(usage.cpuSeconds)} s`)
-      await purgeBlobs(stack, image.layers.map((l) => l.digest))
+      progress(
+        `${stack.name.padEnd(5)} skopeo push ${formatBytes(sizes.huge)}: ${fmt(rate)} MB/s, peak RSS ${fmt(usage.peakRssMiB)} MiB ` +
+          `(sampled ${fmt(usage.sampledPeakRssMiB)}, ${fmt(usage.startRssMiB)} at start), CPU ${fmt(usage.cpuSeconds)} s`,
+      )
+      await purgeBlobs(
+        stack,
+        image.layers.map(l => l.digest),
+      )
     }
   } finally {
     await rm(image.dir, { recursive: true, force: true })
@@ -450,10 +501,12 @@ async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): 
 
 /** How much other work shared the machine: benchmarks on a busy machine read lower and noisier. */
 function busyNote(): string {
-  const seen = (extra.samples as Array<{ machineBusyBefore: number }>).map((s) => s.machineBusyBefore)
-  const busy = seen.filter((b) => b > 0.15).length
-  return `Other work on the machine: ${busy} of ${seen.length} jobs started with the CPU more than 15% busy ` +
+  const seen = (extra.samples as Array<{ machineBusyBefore: number }>).map(s => s.machineBusyBefore)
+  const busy = seen.filter(b => b > 0.15).length
+  return (
+    `Other work on the machine: ${busy} of ${seen.length} jobs started with the CPU more than 15% busy ` +
     `(median ${Math.round(median(seen) * 100)}% busy just before a job; per-sample figures in results.json).`
+  )
 }
 
 async function versionOf(command: string, args: string[]): Promise<string> {
@@ -464,8 +517,11 @@ async function versionOf(command: string, args: string[]): Promise<string> {
 async function machine(dir: string): Promise<Record<string, unknown>> {
   const df = await run('df', ['-T', dir], { allowFailure: true })
   return {
-    cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: +(os.totalmem() / GiB).toFixed(1),
-    kernel: os.release(), node: process.version,
+    cpu: os.cpus()[0]?.model,
+    cores: os.cpus().length,
+    memoryGiB: +(os.totalmem() / GiB).toFixed(1),
+    kernel: os.release(),
+    node: process.version,
     filesystem: df.stdout.trim().split('\n')[1]?.split(/\s+/).slice(0, 2).join(' '),
     nginx: await versionOf('nginx', ['-v']),
     registry: await versionOf('docker-registry', ['--version']),
@@ -476,13 +532,22 @@ async function machine(dir: string): Promise<Record<string, unknown>> {
   }
 }
 
-async function writeResults(outDir: string, results: CaseResult[], rows: string[][], ceilings: Ceilings, pki: BenchPki): Promise<void> {
-  void pki
+async function writeResults(outDir: string, results: CaseResult[], rows: string[][], ceilings: Ceilings, _pki: BenchPki): Promise<void> {
   const host = await machine(os.tmpdir())
   const command = `npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
   const json = {
-    command, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), quick, rounds, storage: flags.storage,
-    sizes, machine: host, ceilingsMBps: ceilings, cases: results, failures, extra,
+    command,
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    quick,
+    rounds,
+    storage: flags.storage,
+    sizes,
+    machine: host,
+    ceilingsMBps: ceilings,
+    cases: results,
+    failures,
+    extra,
   }
   await writeFile(path.join(outDir, 'results.json'), JSON.stringify(json, null, 2) + '\n')
   const profiles = await readdir(path.join(outDir, 'profiles')).catch(() => [] as string[])
@@ -490,8 +555,7 @@ async function writeResults(outDir: string, results: CaseResult[], rows: string[
     `# Berth vs nginx + registry:2 (${startedAt.toISOString()})${flags.storage === 's3' ? ', both on S3 (Ceph RGW)' : ''}`,
     '',
     `Command: \`${command}\`; ${rounds} round(s), stacks alternated A B / B A, fresh random content for every push.`,
-    `Machine: ${host.cpu}, ${host.cores} cores, ${host.memoryGiB} GiB RAM, Linux ${host.kernel}, Node ${host.node}, ` +
-      `storage on ${host.filesystem}.`,
+    `Machine: ${host.cpu}, ${host.cores} cores, ${host.memoryGiB} GiB RAM, Linux ${host.kernel}, Node ${host.node}, ` + `storage on ${host.filesystem}.`,
     `Seed stack: ${host.nginx} + ${host.registry}. Clients: ${host.skopeo}; ${String(host.curl).split(' (')[0]}; ${host.wrk}; ab.`,
     '',
     `Ceilings measured in this run (MB/s${quick ? '' : ', best of a measurement at the start and one at the end'}): sha256 ${fmt(ceilings.sha256)} (1 core), AES-128-GCM ${fmt(ceilings.aes128gcm)}, ` +
@@ -501,20 +565,24 @@ async function writeResults(outDir: string, results: CaseResult[], rows: string[
     markdownTable(rows),
     '',
     'Cells: median [min–max]. MB/s = 10^6 bytes/s. "Berth vs seed": ratio of medians, oriented so that > 1 means Berth is better.',
-    'Peak RSS: sum of VmHWM over each stack\'s processes (nginx master + workers + registry; Berth\'s one process), reset before the push.',
+    "Peak RSS: sum of VmHWM over each stack's processes (nginx master + workers + registry; Berth's one process), reset before the push.",
     busyNote(),
-    `HTTP versions the clients negotiated: ${[...new Set((extra.httpVersions as Array<{ stack: string; http: string }>).map((v) => `${v.stack} HTTP/${v.http}`))].join(', ') || 'n/a'}.`,
-    ...results.flatMap((r) => r.notes.map((note) => `- ${r.label}: ${note}`)),
-    ...(failures.length ? ['', '**Failures** (the job\'s sample is missing from the table):', ...failures.map((f) =>
-      `- ${f.stack} ${f.job}${f.round ? ` (round ${f.round})` : ''}: ${f.error.split('\n').join(' ').slice(0, 400)}`)] : []),
-    ...(profiles.length ? ['', `CPU profiles of Berth: ${profiles.map((p) => `profiles/${p}`).join(', ')}`] : []),
+    `HTTP versions the clients negotiated: ${[...new Set((extra.httpVersions as Array<{ stack: string; http: string }>).map(v => `${v.stack} HTTP/${v.http}`))].join(', ') || 'n/a'}.`,
+    ...results.flatMap(r => r.notes.map(note => `- ${r.label}: ${note}`)),
+    ...(failures.length
+      ? [
+          '',
+          "**Failures** (the job's sample is missing from the table):",
+          ...failures.map(f => `- ${f.stack} ${f.job}${f.round ? ` (round ${f.round})` : ''}: ${f.error.split('\n').join(' ').slice(0, 400)}`),
+        ]
+      : []),
+    ...(profiles.length ? ['', `CPU profiles of Berth: ${profiles.map(p => `profiles/${p}`).join(', ')}`] : []),
     '',
   ].join('\n')
   await writeFile(path.join(outDir, 'results.md'), md)
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n` +
-    '(the stacks\' logs are in the results folder, logs/)\n')
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n` + "(the stacks' logs are in the results folder, logs/)\n")
   process.exitCode = 1
 })

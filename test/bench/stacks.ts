@@ -71,25 +71,28 @@ async function waitReady(host: string, caCert: string, children: ChildProcess[],
   while (Date.now() < deadline) {
     for (const child of children) {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`${child.spawnfile} exited (${child.exitCode ?? child.signalCode}) while starting:\n` +
-          (await Promise.all(logs.map((l) => tail(l)))).join('\n'))
+        throw new Error(
+          `${child.spawnfile} exited (${child.exitCode ?? child.signalCode}) while starting:\n` + (await Promise.all(logs.map(l => tail(l)))).join('\n'),
+        )
       }
     }
-    const status = await new Promise<number>((resolve) => {
+    const status = await new Promise<number>(resolve => {
       const [hostname, port] = host.split(':')
-      const request = https.get({ hostname, port, path: '/v2/', ca, servername: 'localhost', agent: false }, (response) => {
+      const request = https.get({ hostname, port, path: '/v2/', ca, servername: 'localhost', agent: false }, response => {
         response.resume()
         resolve(response.statusCode ?? 0)
       })
-      request.on('error', (error) => { lastError = error.message; resolve(0) })
+      request.on('error', error => {
+        lastError = error.message
+        resolve(0)
+      })
       request.setTimeout(2000, () => request.destroy(new Error('timeout')))
     })
     if (status === 401) return
     if (status !== 0) lastError = `GET /v2/ answered ${status}, expected 401`
     await sleep(200)
   }
-  throw new Error(`stack at ${host} not ready after ${timeoutMs} ms: ${lastError}\n` +
-    (await Promise.all(logs.map((l) => tail(l)))).join('\n'))
+  throw new Error(`stack at ${host} not ready after ${timeoutMs} ms: ${lastError}\n` + (await Promise.all(logs.map(l => tail(l)))).join('\n'))
 }
 
 export async function startSeed(dir: string, pki: BenchPki, s3?: S3Target): Promise<Stack> {
@@ -104,15 +107,20 @@ export async function startSeed(dir: string, pki: BenchPki, s3?: S3Target): Prom
   // The registry:2 image's /etc/docker/registry/config.yml, with the seed's htpasswd auth
   // (REGISTRY_AUTH=htpasswd in the compose file) and the address moved to loopback.
   const registryConfig = path.join(dir, 'config.yml')
-  await writeFile(registryConfig, `version: 0.1
+  await writeFile(
+    registryConfig,
+    `version: 0.1
 log:
   fields:
     service: registry
 storage:
   cache:
     blobdescriptor: inmemory
-${s3 === undefined ? `  filesystem:
-    rootdirectory: ${storageRoot}` : `  s3:
+${
+  s3 === undefined
+    ? `  filesystem:
+    rootdirectory: ${storageRoot}`
+    : `  s3:
     accesskey: ${s3.accessKeyId}
     secretkey: ${s3.secretAccessKey}
     region: ${s3.region}
@@ -123,7 +131,8 @@ ${s3 === undefined ? `  filesystem:
     v4auth: true
   # Bytes through the registry on both stacks (Berth does not redirect unless --s3-redirect).
   redirect:
-    disable: true`}
+    disable: true`
+}
 http:
   addr: 127.0.0.1:${registryPort}
   headers:
@@ -137,9 +146,12 @@ health:
     enabled: true
     interval: 10s
     threshold: 3
-`)
+`,
+  )
   const nginxConf = path.join(nginxDir, 'nginx.conf')
-  await writeFile(nginxConf, `# Debian's /etc/nginx/nginx.conf main/http settings, paths moved into the bench dir.
+  await writeFile(
+    nginxConf,
+    `# Debian's /etc/nginx/nginx.conf main/http settings, paths moved into the bench dir.
 user root;
 worker_processes auto;
 pid ${nginxDir}/nginx.pid;
@@ -193,7 +205,8 @@ http {
         }
     }
 }
-`)
+`,
+  )
   const registryLog = path.join(dir, 'registry.log')
   const nginxLog = path.join(nginxDir, 'stderr.log')
   const logs = [registryLog, nginxLog, path.join(nginxDir, 'error.log')]
@@ -204,9 +217,15 @@ http {
   const nginx = spawnLogged('/usr/sbin/nginx', ['-p', nginxDir, '-c', nginxConf, '-g', 'daemon off;'], nginxLog)
   const host = `127.0.0.1:${httpsPort}`
   const stack: Stack = {
-    name: 'seed', host, storageRoot, logs, ...(s3 !== undefined ? { s3 } : {}),
+    name: 'seed',
+    host,
+    storageRoot,
+    logs,
+    ...(s3 !== undefined ? { s3 } : {}),
     pids: () => [registry.pid, nginx.pid].filter((pid): pid is number => pid !== undefined),
-    stop: async () => { await Promise.all([stopChild(nginx), stopChild(registry)]) },
+    stop: async () => {
+      await Promise.all([stopChild(nginx), stopChild(registry)])
+    },
   }
   try {
     await waitReady(host, pki.caCert, [registry, nginx], logs)
@@ -231,15 +250,25 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
   const httpsPort = await freePort()
   const httpPort = await freePort()
   const [command, ...leading] = options.command
-  const args = [...leading, 'serve',
-    '--domain', 'localhost',
-    '--tls-cert', pki.serverChain,
-    '--tls-key', pki.serverKey,
-    '--https-port', String(httpsPort),
-    '--http-port', String(httpPort),
-    '--host', '127.0.0.1',
-    '--datadir', datadir,
-    '--htpasswd', pki.htpasswd,
+  const args = [
+    ...leading,
+    'serve',
+    '--domain',
+    'localhost',
+    '--tls-cert',
+    pki.serverChain,
+    '--tls-key',
+    pki.serverKey,
+    '--https-port',
+    String(httpsPort),
+    '--http-port',
+    String(httpPort),
+    '--host',
+    '127.0.0.1',
+    '--datadir',
+    datadir,
+    '--htpasswd',
+    pki.htpasswd,
   ]
   const s3 = options.s3
   if (s3 !== undefined) {
@@ -250,7 +279,11 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
   const child = spawnLogged(command!, args, log, env)
   const host = `127.0.0.1:${httpsPort}`
   const stack: Stack = {
-    name: 'berth', host, storageRoot: path.join(datadir, 'data'), logs: [log], ...(s3 !== undefined ? { s3 } : {}),
+    name: 'berth',
+    host,
+    storageRoot: path.join(datadir, 'data'),
+    logs: [log],
+    ...(s3 !== undefined ? { s3 } : {}),
     pids: () => (child.pid === undefined ? [] : [child.pid]),
     stop: () => stopChild(child, 10_000), // --cpu-prof writes its profile on a clean exit
   }

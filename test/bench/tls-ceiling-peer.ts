@@ -11,7 +11,7 @@ const [role, a, b, c] = process.argv.slice(2)
 const total = Number(c)
 
 if (role === 'server') {
-  const server = tls.createServer({ cert: readFileSync(a!), key: readFileSync(b!) }, (socket) => {
+  const server = tls.createServer({ cert: readFileSync(a!), key: readFileSync(b!) }, socket => {
     let received = 0
     socket.on('data', (chunk: Buffer) => {
       received += chunk.length

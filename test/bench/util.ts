@@ -52,8 +52,12 @@ export async function run(
   const cap = 1 << 20
   let stdout = ''
   let stderr = ''
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => { if (stdout.length < cap) stdout += d })
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < cap) stderr += d })
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    if (stdout.length < cap) stdout += d
+  })
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    if (stderr.length < cap) stderr += d
+  })
   if (options.input !== undefined) child.stdin?.end(options.input)
   else if (options.stdinFd === undefined) child.stdin?.end()
   const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null]
@@ -84,7 +88,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return port
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+export const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms))
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return NaN

@@ -77,7 +77,14 @@ test('serve: a port already in use is named, exit 1', async t => {
   const port = (blocker.address() as import('node:net').AddressInfo).port
   const result = await berth(['serve', '--local', '--host', '127.0.0.1', '--port', String(port), '--datadir', join(dir, 'datadir')])
   t.is(result.exitCode, 1)
-  assertOneLineError(t, result.stderr.split('\n').filter(line => line.startsWith('berth:')).join('\n'), new RegExp(`^berth: port ${port} is already in use .*--port`))
+  assertOneLineError(
+    t,
+    result.stderr
+      .split('\n')
+      .filter(line => line.startsWith('berth:'))
+      .join('\n'),
+    new RegExp(`^berth: port ${port} is already in use .*--port`),
+  )
 })
 
 test('htpasswd -Bbn prints one line that Apache htpasswd -vb accepts (drop-in for the seed)', async t => {
@@ -231,9 +238,21 @@ test('doctor: all good for a local setup (exit 0); names problems with fixes (ex
   t.teardown(() => void blocker.close())
   const taken = (blocker.address() as import('node:net').AddressInfo).port
   const bad = await berth([
-    'doctor', '--domain', 'localhost', '--tls-cert', leafOnly, '--tls-key', pki.keyPath,
-    '--https-port', String(taken), '--http-port', String(taken + 1 === 65536 ? taken - 1 : taken + 1),
-    '--htpasswd', htpasswd, '--datadir', join(dir, 'datadir'),
+    'doctor',
+    '--domain',
+    'localhost',
+    '--tls-cert',
+    leafOnly,
+    '--tls-key',
+    pki.keyPath,
+    '--https-port',
+    String(taken),
+    '--http-port',
+    String(taken + 1 === 65536 ? taken - 1 : taken + 1),
+    '--htpasswd',
+    htpasswd,
+    '--datadir',
+    join(dir, 'datadir'),
   ])
   t.is(bad.exitCode, 1, bad.stdout)
   t.regex(bad.stdout, new RegExp(`^FAIL  port ${taken}, HTTPS \\(--https-port\\): in use by another program$`, 'm'))

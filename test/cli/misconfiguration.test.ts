@@ -34,8 +34,24 @@ function oneLine(t: import('ava').ExecutionContext, stderr: string, pattern: Reg
 }
 
 async function httpsArgs(dir: string, certPath: string, keyPath: string): Promise<string[]> {
-  return ['serve', '--host', '127.0.0.1', '--domain', 'localhost', '--tls-cert', certPath, '--tls-key', keyPath,
-    '--https-port', String(await freePort()), '--http-port', String(await freePort()), '--datadir', join(dir, 'datadir'), '--allow-anonymous']
+  return [
+    'serve',
+    '--host',
+    '127.0.0.1',
+    '--domain',
+    'localhost',
+    '--tls-cert',
+    certPath,
+    '--tls-key',
+    keyPath,
+    '--https-port',
+    String(await freePort()),
+    '--http-port',
+    String(await freePort()),
+    '--datadir',
+    join(dir, 'datadir'),
+    '--allow-anonymous',
+  ]
 }
 
 test('serve refuses a --client-ca file without a certificate: exit 2, one line, nothing listening', async t => {
@@ -59,14 +75,33 @@ test('serve: the summary says client certificates are required; a certificate no
   const dir = await tempDir(t)
   const pki = await createTestPki(join(dir, 'pki'), ['other.example', 'www.other.example'])
   // Not startBerth: with --client-ca its /v2/ probe (no client certificate) gets 400, never 200/401.
-  const server = startDaemon('berth', process.execPath, ['--import', 'tsx', MAIN, ...(await httpsArgs(dir, pki.certPath, pki.keyPath)), '--client-ca', pki.caPath], {
-    env: Object.fromEntries(Object.keys(process.env).filter(key => key.startsWith('BERTH_')).map(key => [key, undefined])),
-  })
+  const server = startDaemon(
+    'berth',
+    process.execPath,
+    ['--import', 'tsx', MAIN, ...(await httpsArgs(dir, pki.certPath, pki.keyPath)), '--client-ca', pki.caPath],
+    {
+      env: Object.fromEntries(
+        Object.keys(process.env)
+          .filter(key => key.startsWith('BERTH_'))
+          .map(key => [key, undefined]),
+      ),
+    },
+  )
   t.teardown(() => server.stop())
-  await waitFor('the start-up summary', async () => /Berth registry is running[\s\S]*\n {2}pull /.test(server.output()), { daemon: server, timeoutMs: 60_000, intervalMs: 50 })
+  await waitFor('the start-up summary', async () => /Berth registry is running[\s\S]*\n {2}pull /.test(server.output()), {
+    daemon: server,
+    timeoutMs: 60_000,
+    intervalMs: 50,
+  })
   const output = server.output()
-  t.regex(output, /^ {2}clients {5}must present a certificate signed by Berth test CA \(--client-ca \S+ca\.crt\); docker: \/etc\/docker\/certs\.d\/localhost:\d+\/client\.cert and client\.key$/m)
-  t.regex(output, /WARN +the certificate does not cover localhost: clients connecting by that name will refuse it certificateNames="other\.example, www\.other\.example"/)
+  t.regex(
+    output,
+    /^ {2}clients {5}must present a certificate signed by Berth test CA \(--client-ca \S+ca\.crt\); docker: \/etc\/docker\/certs\.d\/localhost:\d+\/client\.cert and client\.key$/m,
+  )
+  t.regex(
+    output,
+    /WARN +the certificate does not cover localhost: clients connecting by that name will refuse it certificateNames="other\.example, www\.other\.example"/,
+  )
 })
 
 test('doctor checks --client-ca and warns about a certificate with 19 days left', async t => {
@@ -79,8 +114,22 @@ test('doctor checks --client-ca and warns about a certificate with 19 days left'
   await writeFile(keyPath, short.key, { mode: 0o600 })
   const garbage = join(dir, 'bad.pem')
   await writeFile(garbage, 'garbage\n')
-  const common = ['doctor', '--domain', 'localhost', '--tls-cert', certPath, '--tls-key', keyPath, '--allow-anonymous',
-    '--https-port', String(await freePort()), '--http-port', String(await freePort()), '--datadir', join(dir, 'datadir')]
+  const common = [
+    'doctor',
+    '--domain',
+    'localhost',
+    '--tls-cert',
+    certPath,
+    '--tls-key',
+    keyPath,
+    '--allow-anonymous',
+    '--https-port',
+    String(await freePort()),
+    '--http-port',
+    String(await freePort()),
+    '--datadir',
+    join(dir, 'datadir'),
+  ]
 
   const bad = await berth([...common, '--client-ca', garbage])
   t.is(bad.exitCode, 1, bad.stdout)
@@ -103,7 +152,11 @@ test('inside the image, hints name the compose command and the host folders', as
   const args = (await httpsArgs(dir, pki.certPath, pki.keyPath)).filter(arg => arg !== '--allow-anonymous')
   const refused = await berth(args, { env: inImage })
   t.is(refused.exitCode, 2, refused.stderr)
-  oneLine(t, refused.stderr, /^berth: no users: HTTPS mode needs a login\. Add one with: docker compose run --rm registry htpasswd add <user> \(or pass --allow-anonymous/)
+  oneLine(
+    t,
+    refused.stderr,
+    /^berth: no users: HTTPS mode needs a login\. Add one with: docker compose run --rm registry htpasswd add <user> \(or pass --allow-anonymous/,
+  )
 
   // A root-owned mount: htpasswd add run as the image's user gets serve's chown, not "sudo".
   // As root the command runs as uid 1000 (the image's user); otherwise the folder is made read-only.
@@ -111,7 +164,11 @@ test('inside the image, hints name the compose command and the host folders', as
   await mkdir(datadir, { mode: isRoot ? 0o755 : 0o555 })
   const denied = await berth(['htpasswd', 'add', 'alice', '--password-stdin'], { env: inImage, input: 'secret\n', ...(isRoot ? { asUid: 1000 } : {}) })
   t.is(denied.exitCode, 1, denied.stderr)
-  oneLine(t, denied.stderr, /^berth: cannot write \S+htpasswd: permission denied \(on the host, run: sudo chown -R \d+:\d+ datadir certs \(the folders mounted into the container\)\)$/)
+  oneLine(
+    t,
+    denied.stderr,
+    /^berth: cannot write \S+htpasswd: permission denied \(on the host, run: sudo chown -R \d+:\d+ datadir certs \(the folders mounted into the container\)\)$/,
+  )
 
   const outside = await berth(args, { env: { BERTH_DATADIR: datadir } })
   oneLine(t, outside.stderr, /^berth: no users: HTTPS mode needs a login\. Add one with: berth htpasswd add <user> --file \S+\/datadir\/htpasswd /)

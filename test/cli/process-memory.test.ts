@@ -34,7 +34,7 @@ async function peakNewSpace(withCap: boolean): Promise<number> {
   return Number(stdout.trim())
 }
 
-test('serve keeps V8\'s new space at its cap; without the cap the same allocations grow it past', async t => {
+test("serve keeps V8's new space at its cap; without the cap the same allocations grow it past", async t => {
   const [capped, uncapped] = await Promise.all([peakNewSpace(true), peakNewSpace(false)])
   const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(0)
   t.log(`peak new space: ${mib(capped)} MiB with the ${mib(YOUNG_GENERATION_CAP_BYTES)} MiB cap, ${mib(uncapped)} MiB without`)

@@ -47,11 +47,28 @@ test('berth serve --acme gets a certificate from an ACME CA and serves it', asyn
     'berth-acme',
     process.execPath,
     [
-      '--import', 'tsx', MAIN, 'serve',
-      '--domain', 'localhost', '--acme', '--acme-agree-tos', '--acme-email', 'ops@example.com',
-      '--acme-directory', pebble.directoryUrl,
-      '--host', '127.0.0.1', '--https-port', String(httpsPort), '--http-port', String(httpPort),
-      '--datadir', path.join(work, 'datadir'), '--certs', path.join(work, 'certs'),
+      '--import',
+      'tsx',
+      MAIN,
+      'serve',
+      '--domain',
+      'localhost',
+      '--acme',
+      '--acme-agree-tos',
+      '--acme-email',
+      'ops@example.com',
+      '--acme-directory',
+      pebble.directoryUrl,
+      '--host',
+      '127.0.0.1',
+      '--https-port',
+      String(httpsPort),
+      '--http-port',
+      String(httpPort),
+      '--datadir',
+      path.join(work, 'datadir'),
+      '--certs',
+      path.join(work, 'certs'),
       '--allow-anonymous', // about certificates: the probes are anonymous
     ],
     { env: { NODE_EXTRA_CA_CERTS: directoryCa }, onOutput: text => (output += text) },
@@ -61,7 +78,11 @@ test('berth serve --acme gets a certificate from an ACME CA and serves it', asyn
   t.regex(output, new RegExp(`log in|push +docker tag <image> localhost:${httpsPort}/<name>`))
 
   const root = await pebble.rootCertificate()
-  const served = await waitFor('the ACME certificate to be served', async () => getV2(httpsPort, root).catch(() => undefined), { timeoutMs: 60_000, intervalMs: 500, daemon: berth })
+  const served = await waitFor('the ACME certificate to be served', async () => getV2(httpsPort, root).catch(() => undefined), {
+    timeoutMs: 60_000,
+    intervalMs: 500,
+    daemon: berth,
+  })
   t.is(served.status, 200, 'HTTPS /v2/ answers with a certificate that chains to the ACME root')
   t.regex(served.issuer, /Pebble/i)
   t.is(pebble.orderCount(), 1)

@@ -16,7 +16,8 @@ import { MAIN, startBerth } from '../helpers/berth.js'
 import { freePort, run, waitFor, type RunOptions } from '../helpers/procs.js'
 import { createTestPki, type TestPki } from '../helpers/tls.js'
 
-const REFUSAL = /^berth: no users: HTTPS mode needs a login\. Add one with: berth htpasswd add <user> --file \S+\/htpasswd \(or pass --allow-anonymous to serve without one\)$/
+const REFUSAL =
+  /^berth: no users: HTTPS mode needs a login\. Add one with: berth htpasswd add <user> --file \S+\/htpasswd \(or pass --allow-anonymous to serve without one\)$/
 
 function berth(args: string[], options: RunOptions = {}) {
   // BERTH_* of the machine running the tests stay out: the flags are the whole configuration.
@@ -25,7 +26,9 @@ function berth(args: string[], options: RunOptions = {}) {
   return run(process.execPath, ['--import', 'tsx', MAIN, ...args], { allowFailure: true, timeoutMs: 60_000, ...options, env: { ...env, ...options.env } })
 }
 
-async function setup(t: import('ava').ExecutionContext): Promise<{ dir: string; pki: TestPki; httpsArgs: () => Promise<{ args: string[]; httpsPort: number; httpPort: number }> }> {
+async function setup(
+  t: import('ava').ExecutionContext,
+): Promise<{ dir: string; pki: TestPki; httpsArgs: () => Promise<{ args: string[]; httpsPort: number; httpPort: number }> }> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-serve-auth-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const pki = await createTestPki(join(dir, 'pki'))
@@ -35,8 +38,23 @@ async function setup(t: import('ava').ExecutionContext): Promise<{ dir: string; 
     return {
       httpsPort,
       httpPort,
-      args: ['serve', '--host', '127.0.0.1', '--domain', 'localhost', '--tls-cert', pki.certPath, '--tls-key', pki.keyPath,
-        '--https-port', String(httpsPort), '--http-port', String(httpPort), '--datadir', join(dir, 'datadir')],
+      args: [
+        'serve',
+        '--host',
+        '127.0.0.1',
+        '--domain',
+        'localhost',
+        '--tls-cert',
+        pki.certPath,
+        '--tls-key',
+        pki.keyPath,
+        '--https-port',
+        String(httpsPort),
+        '--http-port',
+        String(httpPort),
+        '--datadir',
+        join(dir, 'datadir'),
+      ],
     }
   }
   return { dir, pki, httpsArgs }
@@ -85,13 +103,19 @@ test('HTTPS with an htpasswd file without users, or --upstream without users: re
   await writeFile(empty, '# nobody yet\n')
   const withEmpty = await berth([...(await httpsArgs()).args, '--htpasswd', empty])
   t.is(withEmpty.exitCode, 2)
-  t.is(withEmpty.stderr.trim(), `berth: no users in ${empty}: HTTPS mode needs a login. Add one with: berth htpasswd add <user> --file ${empty} (or pass --allow-anonymous to serve without one)`)
+  t.is(
+    withEmpty.stderr.trim(),
+    `berth: no users in ${empty}: HTTPS mode needs a login. Add one with: berth htpasswd add <user> --file ${empty} (or pass --allow-anonymous to serve without one)`,
+  )
 
   // In front of another registry Berth cannot tell whether that one checks logins (the seed's
   // registry:2 behind nginx did not), so the same rule applies; the line says when the flag fits.
   const upstream = await berth([...(await httpsArgs()).args, '--upstream', 'http://127.0.0.1:5999'])
   t.is(upstream.exitCode, 2)
-  t.regex(upstream.stderr.trim(), /^berth: no users: .*\(or pass --allow-anonymous to serve without one, e\.g\. when http:\/\/127\.0\.0\.1:5999 checks logins itself\)$/)
+  t.regex(
+    upstream.stderr.trim(),
+    /^berth: no users: .*\(or pass --allow-anonymous to serve without one, e\.g\. when http:\/\/127\.0\.0\.1:5999 checks logins itself\)$/,
+  )
 
   // --local is for this machine: no users needed, as before.
   const local = await berth(['doctor', '--local', '--host', '127.0.0.1', '--port', String(await freePort()), '--datadir', join(dir, 'datadir')])
@@ -130,12 +154,30 @@ test('HTTPS with a user starts and asks for the login', async t => {
 
 test('doctor: anonymous HTTPS is a FAIL with the fix line; with --allow-anonymous a warning', async t => {
   const { dir, pki } = await setup(t)
-  const base = ['doctor', '--host', '127.0.0.1', '--domain', 'localhost', '--tls-cert', pki.certPath, '--tls-key', pki.keyPath,
-    '--https-port', String(await freePort()), '--http-port', String(await freePort()), '--datadir', join(dir, 'datadir')]
+  const base = [
+    'doctor',
+    '--host',
+    '127.0.0.1',
+    '--domain',
+    'localhost',
+    '--tls-cert',
+    pki.certPath,
+    '--tls-key',
+    pki.keyPath,
+    '--https-port',
+    String(await freePort()),
+    '--http-port',
+    String(await freePort()),
+    '--datadir',
+    join(dir, 'datadir'),
+  ]
   const refused = await berth(base)
   t.is(refused.exitCode, 1)
   t.regex(refused.stdout, /^FAIL +users \S+\/htpasswd: no file: berth serve refuses to start \(HTTPS without a login\)$/m)
-  t.regex(refused.stdout, /^ +fix: no users: HTTPS mode needs a login\. Add one with: berth htpasswd add <user> --file \S+ \(or pass --allow-anonymous to serve without one\)$/m)
+  t.regex(
+    refused.stdout,
+    /^ +fix: no users: HTTPS mode needs a login\. Add one with: berth htpasswd add <user> --file \S+ \(or pass --allow-anonymous to serve without one\)$/m,
+  )
 
   const allowed = await berth([...base, '--allow-anonymous'])
   t.regex(allowed.stdout, /^WARN +users \S+\/htpasswd: no file: anyone who reaches the registry can push$/m)

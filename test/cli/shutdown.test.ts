@@ -16,12 +16,20 @@ test.after.always(async () => {
   if (work) await removeDir(work)
 })
 
-function send(port: number, method: string, url: string, body?: (request: http.ClientRequest) => void): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+function send(
+  port: number,
+  method: string,
+  url: string,
+  body?: (request: http.ClientRequest) => void,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', port, method, path: url, headers: body ? { 'content-type': 'application/octet-stream' } : {} }, response => {
-      response.resume()
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers }))
-    })
+    const request = http.request(
+      { host: '127.0.0.1', port, method, path: url, headers: body ? { 'content-type': 'application/octet-stream' } : {} },
+      response => {
+        response.resume()
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers }))
+      },
+    )
     request.on('error', reject)
     if (body) body(request)
     else request.end()
@@ -32,9 +40,14 @@ test('SIGTERM lets a streaming upload finish, then exits 0', async t => {
   work = await makeTempDir('cli-shutdown')
   const port = await freePort()
   let output = ''
-  berth = startDaemon('berth-shutdown', process.execPath, ['--import', 'tsx', MAIN, 'serve', '--local', '--host', '127.0.0.1', '--port', String(port), '--datadir', path.join(work, 'datadir')], {
-    onOutput: text => (output += text),
-  })
+  berth = startDaemon(
+    'berth-shutdown',
+    process.execPath,
+    ['--import', 'tsx', MAIN, 'serve', '--local', '--host', '127.0.0.1', '--port', String(port), '--datadir', path.join(work, 'datadir')],
+    {
+      onOutput: text => (output += text),
+    },
+  )
   await waitFor('berth to listen', async () => output.includes('Berth registry is running'), { timeoutMs: 90_000, daemon: berth })
 
   const started = await send(port, 'POST', '/v2/shutdown/test/blobs/uploads/')

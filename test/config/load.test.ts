@@ -68,9 +68,14 @@ test('allowAnonymous: off by default; --allow-anonymous, BERTH_ALLOW_ANONYMOUS a
     await writeFile(file, `self-signed: true\n${key}: true\n`)
     t.true((await loadConfig({ env: { BERTH_CONFIG: file }, cwd: dir })).allowAnonymous, key)
   }
-  await t.throwsAsync(loadConfig({ env: { BERTH_SELF_SIGNED: 'true', BERTH_ALLOW_ANONYMOUS: 'maybe' } }), { message: /^invalid BERTH_ALLOW_ANONYMOUS "maybe": expected / })
+  await t.throwsAsync(loadConfig({ env: { BERTH_SELF_SIGNED: 'true', BERTH_ALLOW_ANONYMOUS: 'maybe' } }), {
+    message: /^invalid BERTH_ALLOW_ANONYMOUS "maybe": expected /,
+  })
   const local = await loadConfig({ env: { BERTH_LOCAL: 'true', BERTH_ALLOW_ANONYMOUS: 'true' } })
-  t.true(local.warnings.some(warning => warning.startsWith('--allow-anonymous has no effect in --local mode')), local.warnings.join('; '))
+  t.true(
+    local.warnings.some(warning => warning.startsWith('--allow-anonymous has no effect in --local mode')),
+    local.warnings.join('; '),
+  )
 })
 
 test('BERTH_DOMAIN takes a comma-separated list; repeated --domain flags replace it', async t => {
@@ -107,7 +112,11 @@ const badValues: Array<[string, Parameters<typeof loadConfig>[0], RegExp]> = [
   ['boolean', { env: { BERTH_LOCAL: 'maybe' } }, /^invalid BERTH_LOCAL "maybe": expected true or false/],
   ['size', { flags: { local: true, maxBody: 'lots' } }, /^invalid --max-body "lots": expected a size such as 5g/],
   ['domain with scheme', { flags: { selfSigned: true, domain: ['https://r.example.com'] } }, /^invalid --domain .*no scheme, port or path/],
-  ['upstream not a URL', { flags: { local: true, upstream: 'localhost:5000' } }, /^invalid --upstream "localhost:5000": expected an http:\/\/ or https:\/\/ URL/],
+  [
+    'upstream not a URL',
+    { flags: { local: true, upstream: 'localhost:5000' } },
+    /^invalid --upstream "localhost:5000": expected an http:\/\/ or https:\/\/ URL/,
+  ],
   ['log level', { env: { BERTH_LOG_LEVEL: 'loud', BERTH_LOCAL: '1' } }, /^invalid BERTH_LOG_LEVEL "loud": expected one of debug, info, warn, error$/],
   ['acme directory', { flags: { acme: true, domain: ['r.example.com'], acmeAgreeTos: true, acmeDirectory: 'http://ca' } }, /^invalid --acme-directory/],
   ['no certificate source', { env: {} }, /needs a certificate: .*--local/],
@@ -139,11 +148,20 @@ test('config file: unknown key, bad YAML, missing file, not a mapping', async t 
   await writeFile(join(dir, 'broken.yaml'), 'port: [5000\n')
   await writeFile(join(dir, 'list.yaml'), '- port\n')
   await writeFile(join(dir, 'bad-value.yaml'), 'local: true\nport: http\n')
-  await t.throwsAsync(loadConfig({ configFile: join(dir, 'typo.yaml') }), { instanceOf: ConfigError, message: /^unknown setting "prot" in typo.yaml; known settings: local, port,/ })
+  await t.throwsAsync(loadConfig({ configFile: join(dir, 'typo.yaml') }), {
+    instanceOf: ConfigError,
+    message: /^unknown setting "prot" in typo.yaml; known settings: local, port,/,
+  })
   await t.throwsAsync(loadConfig({ configFile: join(dir, 'broken.yaml') }), { instanceOf: ConfigError, message: /is not valid YAML or JSON/ })
-  await t.throwsAsync(loadConfig({ configFile: join(dir, 'missing.yaml') }), { instanceOf: ConfigError, message: /cannot read config file .*missing.yaml: no such file/ })
+  await t.throwsAsync(loadConfig({ configFile: join(dir, 'missing.yaml') }), {
+    instanceOf: ConfigError,
+    message: /cannot read config file .*missing.yaml: no such file/,
+  })
   await t.throwsAsync(loadConfig({ configFile: join(dir, 'list.yaml') }), { instanceOf: ConfigError, message: /must be a mapping/ })
-  await t.throwsAsync(loadConfig({ configFile: join(dir, 'bad-value.yaml') }), { instanceOf: ConfigError, message: /^invalid port in bad-value.yaml "http": expected a port number/ })
+  await t.throwsAsync(loadConfig({ configFile: join(dir, 'bad-value.yaml') }), {
+    instanceOf: ConfigError,
+    message: /^invalid port in bad-value.yaml "http": expected a port number/,
+  })
 })
 
 test('warnings for settings that do nothing in the chosen mode', async t => {

@@ -24,7 +24,10 @@ async function newestMtime(dir: string): Promise<number> {
 
 /** Builds dist/berth unless it is newer than every source file and the lockfile. */
 async function ensureBinary(): Promise<void> {
-  const built = await stat(BINARY).then(info => info.mtimeMs, () => 0)
+  const built = await stat(BINARY).then(
+    info => info.mtimeMs,
+    () => 0,
+  )
   const sources = Math.max(await newestMtime(path.join(REPO_ROOT, 'src')), (await stat(path.join(REPO_ROOT, 'package-lock.json'))).mtimeMs)
   if (built > sources) return
   await run('npm', ['run', 'build:binary'], { cwd: REPO_ROOT, timeoutMs: 180_000 })

@@ -148,10 +148,16 @@ test('docker-compose up -d --build registry: the image builds, runs as uid 1000,
   // Safe by default: before a user exists the HTTPS service refuses to start, with the line saying what to do.
   const noUser = await compose(['run', '--rm', '-T', 'registry'], { allowFailure: true })
   t.is(noUser.exitCode, 2, noUser.stdout + noUser.stderr)
-  t.regex(noUser.stdout + noUser.stderr, /^berth: no users: HTTPS mode needs a login\. Add one with: docker compose run --rm registry htpasswd add <user> \(or pass --allow-anonymous to serve without one\)$/m)
+  t.regex(
+    noUser.stdout + noUser.stderr,
+    /^berth: no users: HTTPS mode needs a login\. Add one with: docker compose run --rm registry htpasswd add <user> \(or pass --allow-anonymous to serve without one\)$/m,
+  )
 
   // The README's way to add a user: the image's own CLI writes ./datadir/htpasswd.
-  const user = await compose(['run', '--rm', '-T', 'registry', 'htpasswd', 'add', 'deployer', '--password-stdin'], { input: 'compose-secret\n', allowFailure: true })
+  const user = await compose(['run', '--rm', '-T', 'registry', 'htpasswd', 'add', 'deployer', '--password-stdin'], {
+    input: 'compose-secret\n',
+    allowFailure: true,
+  })
   t.is(user.exitCode, 0, user.stdout + user.stderr)
   t.regex(user.stdout, /added user deployer in \/srv\/berth\/datadir\/htpasswd/)
 
@@ -170,7 +176,10 @@ test('docker-compose up -d --build registry: the image builds, runs as uid 1000,
   ).catch(async (error: Error) => `${error.message}\n${(await compose!(['logs', 'registry'], { allowFailure: true })).stdout}`)
   t.is(status, 'healthy')
 
-  const inspect = JSON.parse((await dockerd.docker(['inspect', container])).stdout) as Array<{ Config: { User: string }; HostConfig: { RestartPolicy: { Name: string } } }>
+  const inspect = JSON.parse((await dockerd.docker(['inspect', container])).stdout) as Array<{
+    Config: { User: string }
+    HostConfig: { RestartPolicy: { Name: string } }
+  }>
   t.is(inspect[0]?.Config.User, 'node', 'runs as the unprivileged node user')
   t.is(inspect[0]?.HostConfig.RestartPolicy.Name, 'unless-stopped')
   const logs = (await compose(['logs', 'registry'])).stdout
@@ -193,19 +202,47 @@ test('docker-compose up -d --build registry: the image builds, runs as uid 1000,
   for (const blob of image.blobs) t.is(await fileDigest(out.blobPath(blob.digest)), blob.digest)
 
   // The data lives in the clone's ./datadir/data on the host, in registry:2's layout.
-  const { stdout } = await run('find', [path.join(clone, 'datadir', 'data', 'docker', 'registry', 'v2', 'repositories', 'project_docker', '_manifests', 'tags'), '-name', 'link'])
+  const { stdout } = await run('find', [
+    path.join(clone, 'datadir', 'data', 'docker', 'registry', 'v2', 'repositories', 'project_docker', '_manifests', 'tags'),
+    '-name',
+    'link',
+  ])
   t.regex(stdout, /tags\/v1\/current\/link/)
 
   // docker-compose.local.yml: the same image in local mode, plain HTTP, the same ./datadir.
   const localPort = await freePort()
-  await writeFile(path.join(clone, 'docker-compose.local-test.yml'), ['services:', '  registry:', '    network_mode: host', '    environment:', '      BERTH_HOST: 127.0.0.1', `      BERTH_PORT: "${localPort}"`, '    healthcheck:', '      interval: 1s', ''].join('\n'))
+  await writeFile(
+    path.join(clone, 'docker-compose.local-test.yml'),
+    [
+      'services:',
+      '  registry:',
+      '    network_mode: host',
+      '    environment:',
+      '      BERTH_HOST: 127.0.0.1',
+      `      BERTH_PORT: "${localPort}"`,
+      '    healthcheck:',
+      '      interval: 1s',
+      '',
+    ].join('\n'),
+  )
   const localEnv = { ...env, COMPOSE_PROJECT_NAME: `${PROJECT}local` }
-  const localMerged = parseYaml((await run('docker-compose', ['-f', 'docker-compose.local.yml', '-f', 'docker-compose.local-test.yml', 'config'], { cwd: clone, env: localEnv })).stdout) as typeof document
-  t.deepEqual((localMerged.services.registry.ports as Array<{ published: number; target: number }>).map(port => `${port.published}:${port.target}`), ['5000:5000'])
+  const localMerged = parseYaml(
+    (await run('docker-compose', ['-f', 'docker-compose.local.yml', '-f', 'docker-compose.local-test.yml', 'config'], { cwd: clone, env: localEnv })).stdout,
+  ) as typeof document
+  t.deepEqual(
+    (localMerged.services.registry.ports as Array<{ published: number; target: number }>).map(port => `${port.published}:${port.target}`),
+    ['5000:5000'],
+  )
   delete localMerged.services.registry.ports
   await writeFile(path.join(clone, 'docker-compose.local-hostnet.yml'), stringifyYaml(localMerged))
-  const local = (args: string[]) => run('docker-compose', ['-f', 'docker-compose.local-hostnet.yml', ...args], { cwd: clone, env: localEnv, timeoutMs: 300_000 })
-  t.teardown(() => local(['down', '--timeout', '5']).then(() => undefined, () => undefined))
+  const local = (args: string[]) =>
+    run('docker-compose', ['-f', 'docker-compose.local-hostnet.yml', ...args], { cwd: clone, env: localEnv, timeoutMs: 300_000 })
+  t.teardown(() =>
+    local(['down', '--timeout', '5']).then(
+      () => undefined,
+      () => undefined,
+    ),
+  )
   await local(['up', '-d', 'registry'])
   await waitFor('local mode to answer', async () => (await probeStatus(`http://127.0.0.1:${localPort}/v2/`)) === 401 || undefined, { timeoutMs: 60_000 })
   // The htpasswd file made above lives in the same ./datadir, so local mode asks for a login too.

@@ -49,7 +49,14 @@ test('berth gc beside a running berth serve: deleted image freed, kept images an
   const source = await OciLayout.create(path.join(work, 'source'))
   const doomed = await source.addImage({ tag: 'doomed', layers: [3 * MiB, 512 * 1024] })
   const kept = await source.addImage({ tag: 'kept', layers: [2 * MiB] })
-  const multi = await source.addIndex({ tag: 'multi', platforms: [{ architecture: 'amd64', os: 'linux' }, { architecture: 'arm64', os: 'linux' }], layers: [MiB] })
+  const multi = await source.addIndex({
+    tag: 'multi',
+    platforms: [
+      { architecture: 'amd64', os: 'linux' },
+      { architecture: 'arm64', os: 'linux' },
+    ],
+    layers: [MiB],
+  })
   const remote = `docker://${berth.hostPort}/team/app`
   await copy(source.ref('doomed'), `${remote}:doomed`, { dest: plainHttp })
   await copy(source.ref('kept'), `${remote}:kept`, { dest: plainHttp })
@@ -167,7 +174,10 @@ test('berth gc processes racing skopeo pushes that re-use old garbage layers, se
     const [report] = await Promise.all([gc, pushes])
     t.log(`round ${round} (pushes after ${round * 400} ms): ${report.stdout.split('\n')[0]}`)
     t.regex(report.stdout, /^deleted [1-9]/, 'the GC had work to do: at least the junk image')
-    tagged.push({ reference: `docker://${berth.hostPort}/race/again:r${round}`, image: old }, { reference: `docker://${berth.hostPort}/race/fresh:r${round}`, image: fresh })
+    tagged.push(
+      { reference: `docker://${berth.hostPort}/race/again:r${round}`, image: old },
+      { reference: `docker://${berth.hostPort}/race/fresh:r${round}`, image: fresh },
+    )
     for (const [i, { reference, image }] of tagged.entries()) await assertPulled(t, reference, image, out, `r${round}-${i}`)
   }
   // A last run with nothing in flight and no grace: still nothing referenced goes.

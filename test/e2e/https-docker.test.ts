@@ -64,14 +64,14 @@ function login(dockerd: Dockerd, registry: string, password: string) {
   return dockerd.docker(['login', '--username', USER, '--password-stdin', registry], { input: password, allowFailure: true })
 }
 
-test.serial('docker refuses the registry while it does not trust the CA', async (t) => {
+test.serial('docker refuses the registry while it does not trust the CA', async t => {
   const { dockerd, berth } = env()
   const result = await login(dockerd, berth.hostPort, PASSWORD)
   t.not(result.exitCode, 0)
   t.regex(result.stderr, /x509|certificate signed by unknown authority/)
 })
 
-test.serial('docker login: a wrong password is refused, the right one accepted', async (t) => {
+test.serial('docker login: a wrong password is refused, the right one accepted', async t => {
   const { dockerd, berth, pki } = env()
   await dockerd.addCa(berth.hostPort, pki.ca.cert)
 
@@ -84,7 +84,7 @@ test.serial('docker login: a wrong password is refused, the right one accepted',
   t.regex(good.stdout, /Login Succeeded/)
 })
 
-test.serial('the seed\'s flow over HTTPS: tag, push, rmi, pull gives back the same image', async (t) => {
+test.serial("the seed's flow over HTTPS: tag, push, rmi, pull gives back the same image", async t => {
   const { dockerd, berth } = env()
   const reference = `${berth.hostPort}/app`
   const original = await dockerd.inspectImage(BASE_IMAGE)
@@ -102,7 +102,7 @@ test.serial('the seed\'s flow over HTTPS: tag, push, rmi, pull gives back the sa
   t.deepEqual(pulled.RepoDigests, [`${reference}@${digest}`])
 })
 
-test.serial('a multi-layer image with a 24 MiB layer goes through the edge (TLS, auth, body limit, proxy) and back', async (t) => {
+test.serial('a multi-layer image with a 24 MiB layer goes through the edge (TLS, auth, body limit, proxy) and back', async t => {
   const { dockerd, berth } = env()
   const reference = `${berth.hostPort}/team/big:v1`
   const built = await dockerd.build(reference, {
@@ -117,7 +117,7 @@ test.serial('a multi-layer image with a 24 MiB layer goes through the edge (TLS,
   t.is((await dockerd.inspectImage(reference)).Id, built)
 })
 
-test.serial('after docker logout, pull and push are refused', async (t) => {
+test.serial('after docker logout, pull and push are refused', async t => {
   const { dockerd, berth } = env()
   const reference = `${berth.hostPort}/app`
   await dockerd.docker(['logout', berth.hostPort])

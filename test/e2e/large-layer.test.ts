@@ -33,13 +33,10 @@ async function peakRss(pid: number): Promise<number> {
   return Number(match[1]) * 1024
 }
 
-test(`a ${LAYER / MiB} MiB layer goes in and out intact, and Berth's memory does not grow with it`, async (t) => {
+test(`a ${LAYER / MiB} MiB layer goes in and out intact, and Berth's memory does not grow with it`, async t => {
   work = await makeTempDir('e2e-large-layer')
   const layout = await OciLayout.create(path.join(work, 'layout'))
-  const [started, image] = await Promise.all([
-    startLocalBerth({ datadir: path.join(work, 'datadir') }),
-    layout.addImage({ tag: 'big', layers: [LAYER] }),
-  ])
+  const [started, image] = await Promise.all([startLocalBerth({ datadir: path.join(work, 'datadir') }), layout.addImage({ tag: 'big', layers: [LAYER] })])
   berth = started
   const pid = berth.pid
   if (pid === undefined) {
@@ -60,7 +57,9 @@ test(`a ${LAYER / MiB} MiB layer goes in and out intact, and Berth's memory does
   t.is(await fileDigest(out.blobPath(layer.digest)), layer.digest, 'the layer came back intact')
   if (pid !== undefined) {
     const after = await peakRss(pid)
-    t.log(`Berth peak RSS ${(before / MiB).toFixed(0)} MiB → ${(after / MiB).toFixed(0)} MiB for a ${(layer.size / MiB).toFixed(0)} MiB layer pushed and pulled`)
+    t.log(
+      `Berth peak RSS ${(before / MiB).toFixed(0)} MiB → ${(after / MiB).toFixed(0)} MiB for a ${(layer.size / MiB).toFixed(0)} MiB layer pushed and pulled`,
+    )
     t.true(after - before < MAX_GROWTH, `peak RSS grew by ${((after - before) / MiB).toFixed(0)} MiB`)
   }
 })

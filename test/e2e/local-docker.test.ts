@@ -44,7 +44,7 @@ function pushedDigest(output: string): string {
   return match[1]
 }
 
-test.serial('the seed\'s local flow: tag, push, rmi, pull gives back the same image', async (t) => {
+test.serial("the seed's local flow: tag, push, rmi, pull gives back the same image", async t => {
   const { dockerd, berth, datadir } = env()
   const reference = `localhost:${berth.port}/app`
   const original = await dockerd.inspectImage(BASE_IMAGE)
@@ -68,7 +68,7 @@ test.serial('the seed\'s local flow: tag, push, rmi, pull gives back the same im
   t.deepEqual(pulled.RepoDigests, [`${reference}@${digest}`])
 })
 
-test.serial('a multi-layer image round-trips, by tag and by digest; a second push finds every layer already there', async (t) => {
+test.serial('a multi-layer image round-trips, by tag and by digest; a second push finds every layer already there', async t => {
   const { dockerd, berth } = env()
   const reference = `localhost:${berth.port}/team/multi`
   // FROM + COPY only: the classic builder commits layers without running anything.
@@ -97,7 +97,7 @@ test.serial('a multi-layer image round-trips, by tag and by digest; a second pus
   t.is((await dockerd.inspectImage(`${reference}:v1`)).Id, built.Id)
 })
 
-test.serial('pushing the same image to another repository mounts its layers instead of uploading them', async (t) => {
+test.serial('pushing the same image to another repository mounts its layers instead of uploading them', async t => {
   const { dockerd, berth } = env()
   const source = `localhost:${berth.port}/mount/source`
   const target = `localhost:${berth.port}/mount/target`
@@ -114,7 +114,7 @@ test.serial('pushing the same image to another repository mounts its layers inst
   t.pass()
 })
 
-test.serial('a Docker manifest list made with `docker manifest` is stored, inspected and pulled per platform', async (t) => {
+test.serial('a Docker manifest list made with `docker manifest` is stored, inspected and pulled per platform', async t => {
   const { dockerd, berth } = env()
   const base = `localhost:${berth.port}/multi-platform`
   const amd64 = await dockerd.build(`${base}:amd64`, { Dockerfile: 'FROM scratch\nCOPY amd64.txt /\n', 'amd64.txt': randomBytes(16).toString('hex') })
@@ -134,7 +134,10 @@ test.serial('a Docker manifest list made with `docker manifest` is stored, inspe
     manifests: { platform: { architecture: string } }[]
   }
   t.is(inspected.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json')
-  t.deepEqual(inspected.manifests.map((entry) => entry.platform.architecture), ['amd64', 'arm64'])
+  t.deepEqual(
+    inspected.manifests.map(entry => entry.platform.architecture),
+    ['amd64', 'arm64'],
+  )
 
   await dockerd.docker(['rmi', `${base}:amd64`, `${base}:arm64`])
   await dockerd.docker(['pull', `${base}:list`])
@@ -146,7 +149,7 @@ test.serial('a Docker manifest list made with `docker manifest` is stored, inspe
   t.is((await dockerd.inspectImage(`${base}:list`)).Id, arm64, '--platform picks the other entry')
 })
 
-test.serial('pulling a tag that does not exist fails with docker\'s "not found"', async (t) => {
+test.serial('pulling a tag that does not exist fails with docker\'s "not found"', async t => {
   const { dockerd, berth } = env()
   const result = await dockerd.docker(['pull', `localhost:${berth.port}/app:no-such-tag`], { allowFailure: true })
   t.not(result.exitCode, 0)

@@ -23,7 +23,7 @@ test.after.always(async () => {
   if (work) await removeDir(work)
 })
 
-test('npm start serves the seed\'s local flow: docker tag, push, rmi, pull', async (t) => {
+test("npm start serves the seed's local flow: docker tag, push, rmi, pull", async t => {
   work = await makeTempDir('e2e-npm-start')
   const checkout = path.join(work, 'berth')
   const dockerdStarting = startDockerd()

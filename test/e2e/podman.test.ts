@@ -26,7 +26,7 @@ test.after.always(async () => {
   if (work) await removeDir(work)
 })
 
-test.serial('podman pulls, pushes, removes and pulls again; the image stays the same', async (t) => {
+test.serial('podman pulls, pushes, removes and pulls again; the image stays the same', async t => {
   if (!work || !berth || !podman) throw new Error('setup failed')
   const layout = await OciLayout.create(path.join(work, 'layout'))
   const image = await layout.addImage({ tag: 'v1', layers: [256 * 1024, 100] })
@@ -51,7 +51,7 @@ test.serial('podman pulls, pushes, removes and pulls again; the image stays the 
   t.is(await podman.imageId(target), imageId)
 })
 
-test.serial('podman pull of an unknown tag fails cleanly', async (t) => {
+test.serial('podman pull of an unknown tag fails cleanly', async t => {
   if (!berth || !podman) throw new Error('setup failed')
   const error = await t.throwsAsync(podman.pull(`${berth.hostPort}/podman/none:latest`, plainHttp))
   t.regex(error?.message ?? '', /manifest unknown|not found/i)

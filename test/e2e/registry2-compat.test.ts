@@ -22,7 +22,7 @@ test.before(async () => {
 })
 
 test.after.always(async () => {
-  await Promise.allSettled([...running].map((server) => server.stop()))
+  await Promise.allSettled([...running].map(server => server.stop()))
   if (work) await removeDir(work)
 })
 
@@ -113,13 +113,13 @@ async function assertServed(t: ExecutionContext, server: { hostPort: string; url
   for (const repository of tagsOf.keys()) t.true(catalog.repositories.includes(repository), `${who}: ${repository} in the catalog`)
 }
 
-test.serial('images that registry:2 stored are served by Berth from the same datadir, and back again', async (t) => {
+test.serial('images that registry:2 stored are served by Berth from the same datadir, and back again', async t => {
   const datadir = path.join(workDir(), 'from-registry2')
   const layout = await OciLayout.create(path.join(workDir(), 'layout-a'))
   let first: Pushed | undefined
   let second: Pushed | undefined
 
-  await withServer(startRegistry2({ rootDirectory: path.join(datadir, 'data') }), async (registry) => {
+  await withServer(startRegistry2({ rootDirectory: path.join(datadir, 'data') }), async registry => {
     first = await pushSet(registry, layout, 'seed')
     await assertServed(t, registry, first, 'registry:2 itself')
   })
@@ -135,7 +135,7 @@ test.serial('images that registry:2 stored are served by Berth from the same dat
   })
 })
 
-test.serial('images that Berth stored are served by registry:2 from the same datadir', async (t) => {
+test.serial('images that Berth stored are served by registry:2 from the same datadir', async t => {
   const datadir = path.join(workDir(), 'from-berth')
   const layout = await OciLayout.create(path.join(workDir(), 'layout-b'))
   let pushed: Pushed | undefined
@@ -143,7 +143,7 @@ test.serial('images that Berth stored are served by registry:2 from the same dat
     pushed = await pushSet(berth, layout, 'berth')
     await assertServed(t, berth, pushed, 'Berth itself')
   })
-  await withServer(startRegistry2({ rootDirectory: path.join(datadir, 'data') }), async (registry) => {
+  await withServer(startRegistry2({ rootDirectory: path.join(datadir, 'data') }), async registry => {
     await assertServed(t, registry, pushed!, 'registry:2 on Berth data')
   })
 })

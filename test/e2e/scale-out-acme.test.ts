@@ -4,7 +4,7 @@
  * requests to: the certificate store and its lock live in the bucket, so there is one order, and
  * both instances serve the same certificate, whichever of them the CA's validation reached.
  */
-import { X509Certificate } from 'node:crypto'
+import { type X509Certificate } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { request } from 'node:https'
@@ -87,21 +87,60 @@ test('two instances on one bucket place one ACME order and serve the same certif
   for (let i = 0; i < 2; i++) {
     const httpsPort = await freePort()
     const httpPort = await freePort()
-    const daemon = startDaemon(`berth-acme-${i}`, process.execPath, [
-      '--import', 'tsx', MAIN, 'serve',
-      '--domain', 'localhost', '--acme', '--acme-agree-tos', '--acme-email', 'ops@example.com',
-      '--acme-directory', pebble.directoryUrl,
-      '--host', '127.0.0.1', '--https-port', String(httpsPort), '--http-port', String(httpPort),
-      '--datadir', path.join(work, `datadir-${i}`), '--certs', path.join(work, `certs-${i}`),
-      '--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix,
-      '--allow-anonymous', // about the shared certificate: the probes are anonymous
-    ], { env: { ...s3.env, NODE_EXTRA_CA_CERTS: directoryCa } })
+    const daemon = startDaemon(
+      `berth-acme-${i}`,
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        MAIN,
+        'serve',
+        '--domain',
+        'localhost',
+        '--acme',
+        '--acme-agree-tos',
+        '--acme-email',
+        'ops@example.com',
+        '--acme-directory',
+        pebble.directoryUrl,
+        '--host',
+        '127.0.0.1',
+        '--https-port',
+        String(httpsPort),
+        '--http-port',
+        String(httpPort),
+        '--datadir',
+        path.join(work, `datadir-${i}`),
+        '--certs',
+        path.join(work, `certs-${i}`),
+        '--storage',
+        's3',
+        '--s3-endpoint',
+        s3.endpoint,
+        '--s3-bucket',
+        s3.bucket,
+        '--s3-prefix',
+        prefix,
+        '--allow-anonymous', // about the shared certificate: the probes are anonymous
+      ],
+      { env: { ...s3.env, NODE_EXTRA_CA_CERTS: directoryCa } },
+    )
     started.push(() => daemon.stop())
     instances.push({ https: httpsPort, http: httpPort, daemon, output: () => daemon.output() })
   }
   const answers: { instance: number; status: number }[] = []
-  const balancer = await startBalancer(validationPort, instances.map(i => i.http), answers)
-  started.push(() => new Promise(resolve => { balancer.closeAllConnections(); balancer.close(resolve) }))
+  const balancer = await startBalancer(
+    validationPort,
+    instances.map(i => i.http),
+    answers,
+  )
+  started.push(
+    () =>
+      new Promise(resolve => {
+        balancer.closeAllConnections()
+        balancer.close(resolve)
+      }),
+  )
 
   const root = await pebble.rootCertificate()
   const serials: string[] = []
@@ -121,5 +160,8 @@ test('two instances on one bucket place one ACME order and serve the same certif
   const orderers = instances.map((instance, i) => (instance.output().includes('certificate stored') ? i : -1)).filter(i => i >= 0)
   t.is(orderers.length, 1, 'one instance ordered and stored the certificate')
   const other = 1 - (orderers[0] as number)
-  t.true(answers.some(a => a.instance === other && a.status === 200), `instance ${other} answered the challenge too: ${JSON.stringify(answers)}`)
+  t.true(
+    answers.some(a => a.instance === other && a.status === 200),
+    `instance ${other} answered the challenge too: ${JSON.stringify(answers)}`,
+  )
 })

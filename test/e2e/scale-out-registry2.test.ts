@@ -97,7 +97,9 @@ test.serial('an image pushed to registry:2 on S3 is served by Berth from the sam
   await copy(source.ref('from-r2'), `docker://${registry2.hostPort}/compat/app:r2`, { dest: plainHttp })
   // distribution's keys, under its rootdirectory.
   const driver = new S3Driver({ endpoint: s3.endpoint, bucket: s3.bucket, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } })
-  const listed = await driver.client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `${prefix}/docker/registry/v2/repositories/compat/app/_manifests/tags/r2/` }))
+  const listed = await driver.client.send(
+    new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `${prefix}/docker/registry/v2/repositories/compat/app/_manifests/tags/r2/` }),
+  )
   t.true((listed.Contents ?? []).some(o => o.Key === `${prefix}/docker/registry/v2/repositories/compat/app/_manifests/tags/r2/current/link`))
   t.true((await inspectRaw(`docker://${berth.hostPort}/compat/app:r2`, plainHttp)).equals(image.manifestBytes))
   await pullAndCheck(t, `docker://${berth.hostPort}/compat/app:r2`, image)

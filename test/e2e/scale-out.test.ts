@@ -89,9 +89,16 @@ test.serial('skopeo pushes and pulls through a round-robin balancer; both instan
     const id = h.path.split('/blobs/uploads/')[1]
     if (id) byUpload.set(id, (byUpload.get(id) ?? new Set()).add(h.instance))
   }
-  t.true([...byUpload.values()].some(set => set.size === 2), 'one upload was continued by the other instance')
+  t.true(
+    [...byUpload.values()].some(set => set.size === 2),
+    'one upload was continued by the other instance',
+  )
   // skopeo asks (HEAD) whether each blob is there first: 404 is the expected answer then.
-  t.deepEqual(pushHits.filter(h => h.status >= 400 && !(h.method === 'HEAD' && h.status === 404)), [], 'no request failed')
+  t.deepEqual(
+    pushHits.filter(h => h.status >= 400 && !(h.method === 'HEAD' && h.status === 404)),
+    [],
+    'no request failed',
+  )
 
   t.true((await inspectRaw(`docker://${balancer.hostPort}/scale/multi:v1`, plainHttp)).equals(image.manifestBytes))
   await pullAndCheck(t, `docker://${balancer.hostPort}/scale/multi:v1`, image)
@@ -121,7 +128,11 @@ test.serial('a chunked upload whose requests alternate between the instances com
   const done = await request(balancer.url, `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT' })
   t.is(done.status, 201, done.body.toString())
   const instances = balancer.hits.slice(before).map(h => h.instance)
-  t.deepEqual(instances, [0, 1, 0, 1, 0, 1].map(i => (i + (instances[0] ?? 0)) % 2), 'POST, 4 PATCHes and PUT alternated')
+  t.deepEqual(
+    instances,
+    [0, 1, 0, 1, 0, 1].map(i => (i + (instances[0] ?? 0)) % 2),
+    'POST, 4 PATCHes and PUT alternated',
+  )
 
   for (const berth of berths) {
     const got = await request(berth.url, `/v2/scale/chunked/blobs/${digest}`)
@@ -145,9 +156,7 @@ test.serial('a pull from one instance right after a push to the other', async t 
 test.serial('both instances pushing the same image at the same moment both succeed', async t => {
   const { berths, balancer, source } = env()
   const image = await source.addImage({ tag: 'same', layers: [3 * 1024 * 1024, 64 * 1024, 10] })
-  const results = await Promise.allSettled(
-    berths.map(berth => copy(source.ref('same'), `docker://${berth.hostPort}/scale/same:latest`, { dest: plainHttp })),
-  )
+  const results = await Promise.allSettled(berths.map(berth => copy(source.ref('same'), `docker://${berth.hostPort}/scale/same:latest`, { dest: plainHttp })))
   t.deepEqual(
     results.map(r => (r.status === 'fulfilled' ? 'ok' : String(r.reason))),
     ['ok', 'ok'],
@@ -155,7 +164,7 @@ test.serial('both instances pushing the same image at the same moment both succe
   await pullAndCheck(t, `docker://${balancer.hostPort}/scale/same:latest`, image)
 })
 
-test.serial('the seed\'s docker flow through the balancer: build, push, rmi, pull; a second push finds every layer', async t => {
+test.serial("the seed's docker flow through the balancer: build, push, rmi, pull; a second push finds every layer", async t => {
   const { dockerd, balancer } = env()
   // dockerd reaches 127.0.0.0/8 over plain HTTP; localhost in its namespace is the balancer.
   const reference = `localhost:${balancer.hostPort.split(':')[1]}/docker/app:v1`

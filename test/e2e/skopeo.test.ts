@@ -53,7 +53,7 @@ async function assertImage(t: import('ava').ExecutionContext, layout: OciLayout,
   await assertBlobs(t, layout, image.blobs)
 }
 
-test('a multi-layer OCI image goes in and comes back out byte-identical', async (t) => {
+test('a multi-layer OCI image goes in and comes back out byte-identical', async t => {
   const { berth, source } = env()
   const image = await source.addImage({ tag: 'multi', layers: [4 * 1024 * 1024, 300 * 1024, 1000, 0] })
   const remote = `docker://${berth.hostPort}/skopeo/multi`
@@ -67,14 +67,17 @@ test('a multi-layer OCI image goes in and comes back out byte-identical', async 
   t.true(byDigest.equals(image.manifestBytes), 'GET manifest by digest returns the pushed bytes')
   const info = await inspect(`${remote}:v1`, plainHttp)
   t.is(info.Digest, image.manifest.digest, 'Docker-Content-Digest matches')
-  t.deepEqual(info.Layers, image.layers.map((layer) => layer.digest))
+  t.deepEqual(
+    info.Layers,
+    image.layers.map(layer => layer.digest),
+  )
 
   const out = await freshLayout()
   await copy(`${remote}:v1`, out.ref('v1'), { src: plainHttp })
   await assertImage(t, out, image)
 })
 
-test('a two-platform OCI index goes in with --all and comes back out byte-identical', async (t) => {
+test('a two-platform OCI index goes in with --all and comes back out byte-identical', async t => {
   const { berth, source } = env()
   const built = await source.addIndex({
     tag: 'two-platforms',
@@ -103,7 +106,7 @@ test('a two-platform OCI index goes in with --all and comes back out byte-identi
   t.is(outIndex.manifests[0]?.digest, built.index.digest)
 })
 
-test('a Docker schema2 image (skopeo --format v2s2) is served with its Docker media type', async (t) => {
+test('a Docker schema2 image (skopeo --format v2s2) is served with its Docker media type', async t => {
   const { berth, source } = env()
   const image = await source.addImage({ tag: 'for-v2s2', layers: [100 * 1024, 10] })
   const remote = `docker://${berth.hostPort}/skopeo/docker-format`
@@ -114,7 +117,11 @@ test('a Docker schema2 image (skopeo --format v2s2) is served with its Docker me
   const manifest = JSON.parse(raw.toString('utf8')) as { mediaType: string; config: Descriptor; layers: Descriptor[] }
   t.is(manifest.mediaType, 'application/vnd.docker.distribution.manifest.v2+json')
   t.is(manifest.config.mediaType, 'application/vnd.docker.container.image.v1+json')
-  t.deepEqual(manifest.layers.map((layer) => layer.digest), image.layers.map((layer) => layer.digest), 'same layer blobs')
+  t.deepEqual(
+    manifest.layers.map(layer => layer.digest),
+    image.layers.map(layer => layer.digest),
+    'same layer blobs',
+  )
   const info = await inspect(`${remote}:v2s2`, plainHttp)
   t.is(info.Digest, sha256Digest(raw))
 
@@ -124,7 +131,7 @@ test('a Docker schema2 image (skopeo --format v2s2) is served with its Docker me
   t.true(copied.equals(raw), 'pulled manifest is the stored one')
 })
 
-test('registry to registry: copy between repositories of Berth, then list the tags', async (t) => {
+test('registry to registry: copy between repositories of Berth, then list the tags', async t => {
   const { berth, source } = env()
   const image = await source.addImage({ tag: 'r2r', layers: [200 * 1024] })
   const from = `docker://${berth.hostPort}/skopeo/r2r-from`
@@ -138,7 +145,7 @@ test('registry to registry: copy between repositories of Berth, then list the ta
   t.deepEqual(await listTags(to, plainHttp), ['copied'])
 })
 
-test('three clients pushing the same new image at once all succeed, and the image is intact', async (t) => {
+test('three clients pushing the same new image at once all succeed, and the image is intact', async t => {
   const { berth, source } = env()
   const image = await source.addImage({ tag: 'race', layers: [2 * 1024 * 1024, 512 * 1024, 10] })
   const remote = `docker://${berth.hostPort}/skopeo/race`
@@ -155,7 +162,7 @@ test('three clients pushing the same new image at once all succeed, and the imag
   await assertImage(t, out, image)
 })
 
-test('a manifest that does not exist is reported as unknown, not as a server error', async (t) => {
+test('a manifest that does not exist is reported as unknown, not as a server error', async t => {
   const { berth } = env()
   const error = await t.throwsAsync(inspectRaw(`docker://${berth.hostPort}/skopeo/nothing-here:latest`, plainHttp))
   t.regex(error?.message ?? '', /manifest unknown|not found|name unknown/i)

@@ -15,7 +15,7 @@ import { startRegistry2 } from '../helpers/registry2.js'
 import { copy, skopeo } from '../helpers/skopeo.js'
 import { createTestPki } from '../helpers/tls.js'
 
-test('OCI layouts: real gzip\'d tar layers with exact digests and diff ids, accepted by skopeo', async (t) => {
+test("OCI layouts: real gzip'd tar layers with exact digests and diff ids, accepted by skopeo", async t => {
   const dir = await makeTempDir('kit-images')
   t.teardown(() => removeDir(dir))
   const layout = await OciLayout.create(path.join(dir, 'layout'))
@@ -31,16 +31,25 @@ test('OCI layouts: real gzip\'d tar layers with exact digests and diff ids, acce
   t.regex(listing.stdout, /\s70000\s.*layer-[0-9a-f]+\.bin/, 'tar lists one file of the requested size')
 
   const config = JSON.parse((await layout.readBlob(image.config.digest)).toString('utf8')) as { rootfs: { diff_ids: string[] } }
-  t.deepEqual(config.rootfs.diff_ids, image.layers.map((layer) => layer.diffId))
+  t.deepEqual(
+    config.rootfs.diff_ids,
+    image.layers.map(layer => layer.diffId),
+  )
 
   const inspected = JSON.parse((await skopeo(['inspect', layout.ref('check')])).stdout) as { Digest: string; Layers: string[] }
   t.is(inspected.Digest, image.manifest.digest)
-  t.deepEqual(inspected.Layers, image.layers.map((layer) => layer.digest))
+  t.deepEqual(
+    inspected.Layers,
+    image.layers.map(layer => layer.digest),
+  )
 })
 
-test('the private dockerd resolves berth.test to ::1 and keeps /etc/hosts and /etc/docker of the machine untouched', async (t) => {
+test('the private dockerd resolves berth.test to ::1 and keeps /etc/hosts and /etc/docker of the machine untouched', async t => {
   const hostsBefore = await readFile('/etc/hosts', 'utf8')
-  const certsBefore = await stat('/etc/docker/certs.d').then(() => true, () => false)
+  const certsBefore = await stat('/etc/docker/certs.d').then(
+    () => true,
+    () => false,
+  )
   const dockerd = await startDockerd({ baseImage: false, hosts: { 'extra.test': '::1' } })
   t.teardown(() => dockerd.stop())
   await dockerd.addCa(`${DOCKER_TLS_NAME}:4443`, '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n')
@@ -52,12 +61,19 @@ test('the private dockerd resolves berth.test to ::1 and keeps /etc/hosts and /e
   t.is(certs.stdout.trim(), `${DOCKER_TLS_NAME}:4443`)
 
   t.is(await readFile('/etc/hosts', 'utf8'), hostsBefore, 'the real /etc/hosts is unchanged')
-  t.is(await stat('/etc/docker/certs.d').then(() => true, () => false), certsBefore, 'no certs.d appeared in the real /etc/docker')
+  t.is(
+    await stat('/etc/docker/certs.d').then(
+      () => true,
+      () => false,
+    ),
+    certsBefore,
+    'no certs.d appeared in the real /etc/docker',
+  )
   const version = await dockerd.docker(['version', '--format', '{{.Server.Version}}'])
-  t.regex(version.stdout, /^20\.10\./, 'Debian\'s dockerd answers on the private socket')
+  t.regex(version.stdout, /^20\.10\./, "Debian's dockerd answers on the private socket")
 })
 
-test('a failing command throws CommandError carrying its stderr', async (t) => {
+test('a failing command throws CommandError carrying its stderr', async t => {
   const error = await t.throwsAsync(run('sh', ['-c', 'echo out; echo broken >&2; exit 3']), { instanceOf: CommandError })
   t.is(error?.result.exitCode, 3)
   t.regex(error?.message ?? '', /broken/)
@@ -65,7 +81,7 @@ test('a failing command throws CommandError carrying its stderr', async (t) => {
   t.is(tolerated.exitCode, 4)
 })
 
-test('ensure-packages finds every package present and is fast: one dpkg-query, no apt-get', async (t) => {
+test('ensure-packages finds every package present and is fast: one dpkg-query, no apt-get', async t => {
   // "Fast" is what it does, not a stopwatch: a shim dpkg-query counts the calls (and runs the real one),
   // a shim apt-get records any install attempt and fails.
   const dir = await makeTempDir('kit-ensure')
@@ -76,13 +92,16 @@ test('ensure-packages finds every package present and is fast: one dpkg-query, n
   await run('mkdir', ['-p', bin])
   await writeFile(path.join(bin, 'dpkg-query'), `#!/bin/sh\necho dpkg-query >> '${calls}'\nexec '${realDpkgQuery}' "$@"\n`, { mode: 0o755 })
   await writeFile(path.join(bin, 'apt-get'), `#!/bin/sh\necho "apt-get $*" >> '${calls}'\nexit 1\n`, { mode: 0o755 })
-  const result = await run(process.execPath, [path.join(REPO_ROOT, 'test/setup/ensure-packages.mjs')], { env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` }, allowFailure: true })
+  const result = await run(process.execPath, [path.join(REPO_ROOT, 'test/setup/ensure-packages.mjs')], {
+    env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` },
+    allowFailure: true,
+  })
   t.is(result.exitCode, 0, result.stderr)
   t.is(result.stdout, '', 'nothing to install, nothing said')
   t.is(await readFile(calls, 'utf8'), 'dpkg-query\n', 'one dpkg-query call and no apt-get')
 })
 
-test('docker-registry with htpasswd and TLS: wrong password refused, right one with the CA accepted', async (t) => {
+test('docker-registry with htpasswd and TLS: wrong password refused, right one with the CA accepted', async t => {
   const dir = await makeTempDir('kit-registry2')
   t.teardown(() => removeDir(dir))
   const pki = await createTestPki(path.join(dir, 'pki'))

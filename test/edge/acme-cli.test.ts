@@ -35,7 +35,7 @@ test.before(async () => {
 test.after.always(async () => {
   for (const child of children) {
     if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r))
+      const exited = new Promise(r => child.once('exit', r))
       child.kill('SIGTERM')
       const timer = setTimeout(() => child.kill('SIGKILL'), 5_000)
       await exited
@@ -61,7 +61,7 @@ function berth(args: string[]): Running {
   let output = ''
   child.stdout?.setEncoding('utf8').on('data', (c: string) => (output += c))
   child.stderr?.setEncoding('utf8').on('data', (c: string) => (output += c))
-  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+  const exit = new Promise<number | null>(r => child.once('exit', code => r(code)))
   return { child, output: () => output, exit }
 }
 
@@ -71,10 +71,24 @@ async function serveArgs(name: string, httpPort: number, certs: string): Promise
   return {
     httpsPort,
     args: [
-      '--host', '127.0.0.1', '--datadir', datadir, '--certs', certs,
-      '--domain', 'localhost', '--acme', '--acme-directory', pebble.directoryUrl,
-      '--acme-email', 'me@example.com', '--acme-agree-tos',
-      '--http-port', String(httpPort), '--https-port', String(httpsPort),
+      '--host',
+      '127.0.0.1',
+      '--datadir',
+      datadir,
+      '--certs',
+      certs,
+      '--domain',
+      'localhost',
+      '--acme',
+      '--acme-directory',
+      pebble.directoryUrl,
+      '--acme-email',
+      'me@example.com',
+      '--acme-agree-tos',
+      '--http-port',
+      String(httpPort),
+      '--https-port',
+      String(httpsPort),
       '--allow-anonymous', // about certificates: the probes are anonymous
     ],
   }
@@ -84,34 +98,44 @@ async function waitFor(condition: () => boolean, timeoutMs: number, what: string
   const deadline = Date.now() + timeoutMs
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; output:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 100))
+    await new Promise(r => setTimeout(r, 100))
   }
 }
 
 function getV2(port: number, ca: string): Promise<{ status: number; fingerprint: string }> {
   return new Promise((resolvePromise, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port, path: '/v2/', servername: 'localhost', headers: { host: `localhost:${port}` }, ca, agent: false }, (res) => {
-      const fingerprint = (res.socket as TLSSocket).getPeerCertificate().fingerprint256
-      res.resume()
-      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, fingerprint }))
-    })
+    const req = httpsRequest(
+      { host: '127.0.0.1', port, path: '/v2/', servername: 'localhost', headers: { host: `localhost:${port}` }, ca, agent: false },
+      res => {
+        const fingerprint = (res.socket as TLSSocket).getPeerCertificate().fingerprint256
+        res.resume()
+        res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, fingerprint }))
+      },
+    )
     req.on('error', reject)
     req.end()
   })
 }
 
-test.serial('without --acme-agree-tos, berth serve refuses to start with one line', async (t) => {
+test.serial('without --acme-agree-tos, berth serve refuses to start with one line', async t => {
   const { args } = await serveArgs('no-tos', await freePort(), join(work, 'certs-no-tos'))
-  const run = berth(args.filter((a) => a !== '--acme-agree-tos'))
+  const run = berth(args.filter(a => a !== '--acme-agree-tos'))
   const code = await run.exit
   t.not(code, 0)
-  const lines = run.output().trim().split('\n').filter((line) => line.trim() !== '')
+  const lines = run
+    .output()
+    .trim()
+    .split('\n')
+    .filter(line => line.trim() !== '')
   t.log(run.output().trim())
-  t.true(lines.some((line) => /--acme-agree-tos/.test(line)), 'names the missing flag')
-  t.is(lines.filter((line) => /--acme-agree-tos/.test(line)).length, 1)
+  t.true(
+    lines.some(line => /--acme-agree-tos/.test(line)),
+    'names the missing flag',
+  )
+  t.is(lines.filter(line => /--acme-agree-tos/.test(line)).length, 1)
 })
 
-test.serial('berth serve --acme gets a certificate from pebble, serves it, and two processes on one certs/ place one order', async (t) => {
+test.serial('berth serve --acme gets a certificate from pebble, serves it, and two processes on one certs/ place one order', async t => {
   const certs = join(work, 'certs-shared')
   const ordersBefore = pebble.orderCount()
   // Two Berth processes start together on one certs folder; only the first owns the port pebble validates.
@@ -122,7 +146,12 @@ test.serial('berth serve --acme gets a certificate from pebble, serves it, and t
   const both = () => `--- A ---\n${runA.output()}\n--- B ---\n${runB.output()}`
   const obtainedOrAdopted = /certificate (obtained and now served|renewed by another Berth process|loaded from storage)/
   await waitFor(() => obtainedOrAdopted.test(runA.output()), 60_000, 'process A to have a certificate', both)
-  await waitFor(() => obtainedOrAdopted.test(runB.output()) || /certificate renewed by another/.test(runB.output()), 60_000, 'process B to have a certificate', both)
+  await waitFor(
+    () => obtainedOrAdopted.test(runB.output()) || /certificate renewed by another/.test(runB.output()),
+    60_000,
+    'process B to have a certificate',
+    both,
+  )
 
   const root = await pebble.rootCertificate()
   const fromA = await getV2(a.httpsPort, root)
@@ -147,7 +176,13 @@ test.serial('berth serve --acme gets a certificate from pebble, serves it, and t
   await t.throwsAsync(inspect(`${remote}:v1`, { certDir: wrong }), undefined, 'a client trusting another CA refuses the certificate')
 
   const issuer = /ACME order placed/.test(runA.output()) ? runA : runB
-  const interesting = /HTTPS is not up yet|ACME account|ACME order placed|self-check|challenge answered|validated by the CA|certificate stored|certificate obtained|renewed by another|TLS certificate in service/
+  const interesting =
+    /HTTPS is not up yet|ACME account|ACME order placed|self-check|challenge answered|validated by the CA|certificate stored|certificate obtained|renewed by another|TLS certificate in service/
   t.log(`issuing process: ${issuer === runA ? 'A (owns the validated port)' : 'B (its challenge answered by A from the shared store)'}`)
-  t.log(both().split('\n').filter((line) => interesting.test(line) || /^---/.test(line)).join('\n'))
+  t.log(
+    both()
+      .split('\n')
+      .filter(line => interesting.test(line) || line.startsWith('---'))
+      .join('\n'),
+  )
 })

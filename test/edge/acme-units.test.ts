@@ -35,7 +35,7 @@ async function tempDir(): Promise<string> {
 const issued = Date.parse('2027-01-01T00:00:00Z')
 const ninetyDays = { notBefore: new Date(issued), notAfter: new Date(issued + 90 * DAY - 1000) }
 
-test('renews when a third of the lifetime remains (90 days → 30 days before expiry)', (t) => {
+test('renews when a third of the lifetime remains (90 days → 30 days before expiry)', t => {
   t.false(renewalDecision(ninetyDays, issued + 59 * DAY).due)
   const at60 = renewalDecision(ninetyDays, issued + 60 * DAY + 1000)
   t.true(at60.due)
@@ -46,7 +46,7 @@ test('renews when a third of the lifetime remains (90 days → 30 days before ex
   t.is(renewalDecision(ninetyDays, issued + 91 * DAY).reason, 'expired')
 })
 
-test('ARI: renews at the selected time (one check interval early), but never later than the emergency point', (t) => {
+test('ARI: renews at the selected time (one check interval early), but never later than the emergency point', t => {
   const ari = (selectedAt: number) => ({ windowStart: '', windowEnd: '', selectedAt: new Date(selectedAt).toISOString(), nextFetchAt: '' })
   const early = issued + 10 * DAY // e.g. a CA asking for renewal ahead of a revocation
   const decision = renewalDecision(ninetyDays, issued + 10 * DAY - 5 * 60_000, { ari: ari(early), checkIntervalMs: 10 * 60_000 })
@@ -59,39 +59,61 @@ test('ARI: renews at the selected time (one check interval early), but never lat
   t.is(late.reason, 'emergency')
 })
 
-test('retry delays grow, cap at the last step, and respect Retry-After', (t) => {
+test('retry delays grow, cap at the last step, and respect Retry-After', t => {
   t.is(retryDelay(1), 60_000)
   t.is(retryDelay(2), 120_000)
   t.is(retryDelay(5), 600_000)
   t.is(retryDelay(1000), 6 * 3_600_000)
-  t.is(retryDelay(1, DEFAULT_RETRY_DELAYS_MS, 3_600_000), 3_600_000, 'a rate limit\'s Retry-After wins over a short step')
-  fc.assert(fc.property(fc.integer({ min: 1, max: 200 }), (n) => retryDelay(n + 1) >= retryDelay(n)))
+  t.is(retryDelay(1, DEFAULT_RETRY_DELAYS_MS, 3_600_000), 3_600_000, "a rate limit's Retry-After wins over a short step")
+  fc.assert(fc.property(fc.integer({ min: 1, max: 200 }), n => retryDelay(n + 1) >= retryDelay(n)))
 })
 
-test('jitter stays within ±10 % and window selection stays inside the window', (t) => {
-  fc.assert(fc.property(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (r) => {
-    const value = jittered(600_000, 0.1, () => r)
-    return value >= 540_000 && value <= 660_000
-  }))
-  fc.assert(fc.property(fc.integer({ min: 0, max: 1e9 }), fc.integer({ min: 0, max: 1e9 }), fc.double({ min: 0, max: 1, noNaN: true }), (start, length, r) => {
-    const now = 5e8
-    const selected = selectInWindow(start, start + length, now, () => r)
-    return start + length <= now ? selected === now : selected >= Math.max(start, now) && selected <= start + length
-  }))
+test('jitter stays within ±10 % and window selection stays inside the window', t => {
+  fc.assert(
+    fc.property(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), r => {
+      const value = jittered(600_000, 0.1, () => r)
+      return value >= 540_000 && value <= 660_000
+    }),
+  )
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 1e9 }), fc.integer({ min: 0, max: 1e9 }), fc.double({ min: 0, max: 1, noNaN: true }), (start, length, r) => {
+      const now = 5e8
+      const selected = selectInWindow(start, start + length, now, () => r)
+      return start + length <= now ? selected === now : selected >= Math.max(start, now) && selected <= start + length
+    }),
+  )
   t.pass()
 })
 
 // --- ARI ------------------------------------------------------------------------------------------
 
-test('ARI certID encodes the AKI and serial as RFC 9773 §4.1 shows', (t) => {
+test('ARI certID encodes the AKI and serial as RFC 9773 §4.1 shows', t => {
   const aki = Buffer.from('69885B6B87464041E1B37B847BA0AE2CDE01C8D4', 'hex')
   const serial = Buffer.from('0087654321', 'hex')
   t.is(ariCertIdFrom(aki, serial), 'aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE')
 })
 
-test('ARI certID is read from a real certificate (openssl-made, serial with the high bit set)', async (t) => {
+test('ARI certID is read from a real certificate (openssl-made, serial with the high bit set)', async t => {
   const dir = await tempDir()
-  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-days', '2', '-subj', '/CN=x', '-set_serial', '0x87654321'])
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'k.pem'),
+    '-out',
+    join(dir, 'c.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=x',
+    '-set_serial',
+    '0x87654321',
+  ])
   const text = (await run('openssl', ['x509', '-in', join(dir, 'c.pem'), '-noout', '-text'])).stdout
   const akiHex = /Authority Key Identifier:\s*\n\s*(?:keyid:)?([0-9A-F:]+)/.exec(text)?.[1]?.replace(/:/g, '')
   t.truthy(akiHex)
@@ -99,14 +121,34 @@ test('ARI certID is read from a real certificate (openssl-made, serial with the 
   t.is(ariCertId(pem), `${Buffer.from(akiHex!, 'hex').toString('base64url')}.AIdlQyE`)
 })
 
-test('ARI certID refuses a certificate without an authority key identifier', async (t) => {
+test('ARI certID refuses a certificate without an authority key identifier', async t => {
   const dir = await tempDir()
-  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-days', '2', '-subj', '/CN=x', '-addext', 'authorityKeyIdentifier=none', '-addext', 'subjectKeyIdentifier=none'])
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'k.pem'),
+    '-out',
+    join(dir, 'c.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=x',
+    '-addext',
+    'authorityKeyIdentifier=none',
+    '-addext',
+    'subjectKeyIdentifier=none',
+  ])
   const pem = await readFile(join(dir, 'c.pem'), 'utf8')
   t.throws(() => ariCertId(pem), { instanceOf: AriError })
 })
 
-test('renewalInfo responses are parsed, Retry-After honoured and clamped, junk refused', (t) => {
+test('renewalInfo responses are parsed, Retry-After honoured and clamped, junk refused', t => {
   const now = Date.parse('2027-03-01T00:00:00Z')
   const info = parseRenewalInfo(
     { suggestedWindow: { start: '2027-03-10T00:00:00Z', end: '2027-03-12T00:00:00Z' }, explanationURL: 'https://ca.example/why' },
@@ -128,7 +170,7 @@ test('renewalInfo responses are parsed, Retry-After honoured and clamped, junk r
 
 // --- options --------------------------------------------------------------------------------------
 
-test('without --acme-agree-tos Berth refuses with one line naming the flag and the CA', (t) => {
+test('without --acme-agree-tos Berth refuses with one line naming the flag and the CA', t => {
   const error = t.throws(() => assertAcmeOptions({ domains: ['registry.example.com'] }), { instanceOf: AcmeError })
   t.is(error?.code, 'TOS_NOT_AGREED')
   t.regex(error?.message ?? '', /^--acme needs --acme-agree-tos: .*https:\/\/acme-v02\.api\.letsencrypt\.org\/directory/)
@@ -136,13 +178,19 @@ test('without --acme-agree-tos Berth refuses with one line naming the flag and t
   t.throws(() => new AcmeCertificateProvider({ domains: ['registry.example.com'], agreeTos: false }), { instanceOf: AcmeError })
 })
 
-test('options: presets, custom directories, domains, email and EAB are checked', (t) => {
+test('options: presets, custom directories, domains, email and EAB are checked', t => {
   t.is(resolveAcmeDirectory(undefined), 'https://acme-v02.api.letsencrypt.org/directory')
   t.is(resolveAcmeDirectory('letsencrypt-staging'), 'https://acme-staging-v02.api.letsencrypt.org/directory')
   t.is(resolveAcmeDirectory('https://ca.internal:14000/dir'), 'https://ca.internal:14000/dir')
   t.throws(() => resolveAcmeDirectory('http://ca.internal/dir'), { message: /https:\/\// })
   t.throws(() => resolveAcmeDirectory('lets-encrypt'), { message: /letsencrypt, letsencrypt-staging, zerossl or an https:\/\// })
-  const ok = assertAcmeOptions({ domains: ['Registry.Example.com', 'registry.example.com.', 'r2.example.com'], agreeTos: true, email: 'me@example.com', eabKid: 'kid', eabHmac: 'c2VjcmV0' })
+  const ok = assertAcmeOptions({
+    domains: ['Registry.Example.com', 'registry.example.com.', 'r2.example.com'],
+    agreeTos: true,
+    email: 'me@example.com',
+    eabKid: 'kid',
+    eabHmac: 'c2VjcmV0',
+  })
   t.deepEqual(ok.domains, ['registry.example.com', 'r2.example.com'], 'several names share one certificate; case and duplicates folded')
   t.deepEqual(ok.eab, { kid: 'kid', hmacKey: 'c2VjcmV0' })
   t.throws(() => assertAcmeOptions({ domains: ['*.example.com'], agreeTos: true }), { message: /wildcard.*DNS-01/ })
@@ -153,18 +201,21 @@ test('options: presets, custom directories, domains, email and EAB are checked',
   t.throws(() => assertAcmeOptions({ domains: ['a.example.com'], agreeTos: true, eabKid: 'kid' }), { message: /go together/ })
 })
 
-test('the CA\'s host and path are in the layout, so staging never overwrites production', (t) => {
+test("the CA's host and path are in the layout, so staging never overwrites production", t => {
   const production = issuerKey(resolveAcmeDirectory('letsencrypt'))
   const staging = issuerKey(resolveAcmeDirectory('letsencrypt-staging'))
   t.is(production, 'acme-v02.api.letsencrypt.org-directory')
   t.is(staging, 'acme-staging-v02.api.letsencrypt.org-directory')
   t.not(certKeys.siteCert(production, 'registry.example.com'), certKeys.siteCert(staging, 'registry.example.com'))
-  t.is(certKeys.siteCert(production, 'registry.example.com'), 'certificates/acme-v02.api.letsencrypt.org-directory/registry.example.com/registry.example.com.crt')
+  t.is(
+    certKeys.siteCert(production, 'registry.example.com'),
+    'certificates/acme-v02.api.letsencrypt.org-directory/registry.example.com/registry.example.com.crt',
+  )
 })
 
 // --- certificate store ----------------------------------------------------------------------------
 
-test('store: atomic 0600 files in 0700 folders, no temp files left, traversal refused', async (t) => {
+test('store: atomic 0600 files in 0700 folders, no temp files left, traversal refused', async t => {
   const root = join(await tempDir(), 'certs')
   const store = new FileCertStore(root)
   await store.init()
@@ -183,23 +234,23 @@ test('store: atomic 0600 files in 0700 folders, no temp files left, traversal re
   t.false(await store.exists('acme/ca/account.key'))
 })
 
-test('store: an unwritable certs folder is reported at start', async (t) => {
+test('store: an unwritable certs folder is reported at start', async t => {
   const file = join(await tempDir(), 'not-a-folder')
   await writeFile(file, 'x')
   await t.throwsAsync(new FileCertStore(join(file, 'certs')).init(), { message: /not writable|ENOTDIR|EEXIST/ })
 })
 
-test('lock: one holder at a time, across store instances (as across processes)', async (t) => {
+test('lock: one holder at a time, across store instances (as across processes)', async t => {
   const root = join(await tempDir(), 'certs')
   const a = new FileCertStore(root, { lockPollMs: 20 })
   const b = new FileCertStore(root, { lockPollMs: 20 })
   const events: string[] = []
   const unlockA = await a.lock('issue_cert_x')
-  const waiting = b.lock('issue_cert_x').then((unlock) => {
+  const waiting = b.lock('issue_cert_x').then(unlock => {
     events.push('b acquired')
     return unlock
   })
-  await new Promise((r) => setTimeout(r, 150))
+  await new Promise(r => setTimeout(r, 150))
   t.deepEqual(events, [], 'b waits while a holds the lock')
   events.push('a releases')
   await unlockA()
@@ -215,34 +266,41 @@ test('lock: one holder at a time, across store instances (as across processes)',
   await unlockAgain()
 })
 
-test('lock: a lock left by a crashed process is taken over once stale; a live one is kept fresh by its heartbeat', async (t) => {
+test('lock: a lock left by a crashed process is taken over once stale; a live one is kept fresh by its heartbeat', async t => {
   const root = join(await tempDir(), 'certs')
   // Stale means "not updated for lockStaleMs": a lock last updated 10 minutes ago is stale already, so it
   // is taken over on the first look instead of after watching it for another lockStaleMs (60 s here).
   const store = new FileCertStore(root, { lockPollMs: 20, lockStaleMs: 60_000, lockHeartbeatMs: 50 })
   await store.init()
   const lockPath = join(root, 'locks', 'issue_cert_y.lock')
-  await store.store('locks/issue_cert_y.lock', JSON.stringify({ pid: 999999, host: 'gone', nonce: 'dead', created: Date.now() - 600_000, updated: Date.now() - 600_000 }))
+  await store.store(
+    'locks/issue_cert_y.lock',
+    JSON.stringify({ pid: 999999, host: 'gone', nonce: 'dead', created: Date.now() - 600_000, updated: Date.now() - 600_000 }),
+  )
   const unlock = await withDeadline(store.lock('issue_cert_y'), 20_000, 'a stale lock was not taken over at once (it waited for lockStaleMs)')
   // While held, the heartbeat keeps it fresh, so another waiter does not steal it.
   const staleMs = 2_000
   const other = new FileCertStore(root, { lockPollMs: 20, lockStaleMs: staleMs })
   let stolen = false
-  const waiting = other.lock('issue_cert_y').then((u) => {
+  const waiting = other.lock('issue_cert_y').then(u => {
     stolen = true
     return u
   })
   // Well past the point where a lock without a heartbeat would be stale to `other`.
-  await new Promise((r) => setTimeout(r, staleMs * 1.5))
+  await new Promise(r => setTimeout(r, staleMs * 1.5))
   t.false(stolen, 'a live lock is not taken over')
   const held = JSON.parse(await readFile(lockPath, 'utf8')) as { updated: number; created: number }
   t.true(held.updated > held.created, 'the heartbeat updated the lock')
   await unlock()
-  await (await waiting)()
+  await (
+    await waiting
+  )()
   // An unreadable lock file is judged by its mtime.
   await writeFile(lockPath, '{half')
   const old = new Date(Date.now() - 60_000)
   await utimes(lockPath, old, old)
-  await (await store.lock('issue_cert_y'))()
+  await (
+    await store.lock('issue_cert_y')
+  )()
   t.pass()
 })

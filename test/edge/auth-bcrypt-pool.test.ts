@@ -18,7 +18,11 @@ test('the vendored bcryptjs source is the installed bcryptjs (BERTH_UPDATE_VENDO
   const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version
   const source = readFileSync(join(root, 'umd', 'index.js'), 'utf8')
   if (process.env['BERTH_UPDATE_VENDORED'] === '1' && (source !== BCRYPTJS_UMD_SOURCE || version !== BCRYPTJS_VERSION)) {
-    const header = readFileSync(GENERATED, 'utf8').split('\n').filter(line => line.startsWith('//')).join('\n').replace(/bcryptjs [\d.]+ /, `bcryptjs ${version} `)
+    const header = readFileSync(GENERATED, 'utf8')
+      .split('\n')
+      .filter(line => line.startsWith('//'))
+      .join('\n')
+      .replace(/bcryptjs [\d.]+ /, `bcryptjs ${version} `)
     writeFileSync(GENERATED, `${header}\nexport const BCRYPTJS_VERSION = '${version}'\nexport const BCRYPTJS_UMD_SOURCE = ${JSON.stringify(source)}\n`)
     t.log(`rewrote ${GENERATED.pathname} from bcryptjs ${version}`)
     return t.pass()

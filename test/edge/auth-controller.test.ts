@@ -49,7 +49,10 @@ test('an edit that removes a user and adds a bad line: the removal applies, only
   t.is((await controller.check(basic('alice', 'a'), '192.0.2.1')).kind, 'ok')
   t.is((await controller.check(basic('dave', 'd'), '192.0.2.1')).kind, 'ok', 'a user added by the same edit can log in')
   t.is((await controller.check(basic('carol', 'whatever'), '192.0.2.1')).kind, 'challenge')
-  t.true(logs.some(entry => /ERROR htpasswd file not reloaded in full.*line 2: user \\?"carol\\?" has an MD5/.test(entry)), logs.join('\n'))
+  t.true(
+    logs.some(entry => /ERROR htpasswd file not reloaded in full.*line 2: user \\?"carol\\?" has an MD5/.test(entry)),
+    logs.join('\n'),
+  )
 })
 
 test('a user on two lines is refused on both after an edit', async t => {
@@ -68,13 +71,19 @@ test("local mode ('open') follows the file both ways and says what it now does",
   await until('ok', 'u', 'pw')
   await writeFile(file, '# all users removed\n')
   await waitFor('open again (empty file)', async () => (await controller.check(undefined, '192.0.2.1')).kind === 'open')
-  t.true(logs.some(entry => /WARN .*has no users any more: the registry now accepts requests without credentials/.test(entry)), logs.join('\n'))
+  t.true(
+    logs.some(entry => /WARN .*has no users any more: the registry now accepts requests without credentials/.test(entry)),
+    logs.join('\n'),
+  )
   await writeFile(file, line('u', 'pw'))
   await waitFor('login required again', async () => (await controller.check(undefined, '192.0.2.1')).kind === 'challenge')
   t.true(logs.some(entry => /htpasswd file has users: a login is required again/.test(entry)))
   await unlink(file)
   await waitFor('open again (file removed)', async () => (await controller.check(undefined, '192.0.2.1')).kind === 'open')
-  t.true(logs.some(entry => /WARN +no htpasswd file any more: the registry now accepts requests without credentials/.test(entry)), logs.join('\n'))
+  t.true(
+    logs.some(entry => /WARN +no htpasswd file any more: the registry now accepts requests without credentials/.test(entry)),
+    logs.join('\n'),
+  )
 })
 
 test("HTTPS mode ('closed'): a file removed or emptied while running refuses everyone and logs the fix; users back → logins again", async t => {
@@ -84,13 +93,19 @@ test("HTTPS mode ('closed'): a file removed or emptied while running refuses eve
   await until('challenge', 'alice', 'a')
   t.is((await controller.check(undefined, '192.0.2.1')).kind, 'challenge', 'never open to anonymous users')
   t.true(controller.enabled)
-  t.true(logs.some(entry => /ERROR no htpasswd file any more: every request is refused .*Fix: berth htpasswd add <user> --file /.test(entry)), logs.join('\n'))
+  t.true(
+    logs.some(entry => /ERROR no htpasswd file any more: every request is refused .*Fix: berth htpasswd add <user> --file /.test(entry)),
+    logs.join('\n'),
+  )
   await writeFile(file, line('alice', 'a'))
   await until('ok', 'alice', 'a')
   await writeFile(file, '\n')
   await until('challenge', 'alice', 'a')
   t.is((await controller.check(undefined, '192.0.2.1')).kind, 'challenge')
-  t.true(logs.some(entry => /ERROR the htpasswd file has no users any more: every request is refused/.test(entry)), logs.join('\n'))
+  t.true(
+    logs.some(entry => /ERROR the htpasswd file has no users any more: every request is refused/.test(entry)),
+    logs.join('\n'),
+  )
 })
 
 test("'closed' with no file at start refuses everything", async t => {
@@ -154,11 +169,9 @@ test('one address may keep only a bounded number of compares waiting; others are
 
 test('a failed check takes as long for an unknown user as for a known one, whatever their bcrypt cost (cost 5 and 10 in one file)', async t => {
   t.timeout(120_000)
-  const { controller } = await setup(
-    t,
-    line('cheap1', 'x', 5) + line('cheap2', 'x', 5) + line('cheap3', 'x', 5) + line('dear', 'x', 10),
-    { throttle: { burst: 1000, addressBurst: 1000 } },
-  )
+  const { controller } = await setup(t, line('cheap1', 'x', 5) + line('cheap2', 'x', 5) + line('cheap3', 'x', 5) + line('dear', 'x', 10), {
+    throttle: { burst: 1000, addressBurst: 1000 },
+  })
   const timeOf = async (user: string, i: number) => {
     const started = performance.now()
     const result = await controller.check(basic(user, `wrong-${i}`), '192.0.2.1')
@@ -170,7 +183,10 @@ test('a failed check takes as long for an unknown user as for a known one, whate
   for (let i = 0; i < 7; i++) for (const user of Object.keys(samples)) samples[user]!.push(await timeOf(user, i))
   const [cheap, dear, nobody] = [median(samples['cheap1']!), median(samples['dear']!), median(samples['nobody']!)]
   t.log(`median failed check: cost-5 user ${cheap.toFixed(1)} ms, cost-10 user ${dear.toFixed(1)} ms, unknown user ${nobody.toFixed(1)} ms`)
-  for (const [name, value] of [['cost-5 user', cheap], ['unknown user', nobody]] as const) {
+  for (const [name, value] of [
+    ['cost-5 user', cheap],
+    ['unknown user', nobody],
+  ] as const) {
     t.true(value > dear * 0.6 && value < dear * 1.6, `${name}: ${value.toFixed(1)} ms vs ${dear.toFixed(1)} ms for the cost-10 user`)
   }
   // Successes are not padded.

@@ -41,15 +41,24 @@ test('inspectClientCa: garbage, a leaf, an expired CA fail; a good CA passes wit
   const leaf = await issueCertificate(ca, { names: ['client'], client: true })
   t.regex(inspectClientCa('garbage\n', now).problems[0]!.message, /no PEM certificate/)
   t.regex(inspectClientCa('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', now).problems[0]!.message, /certificate 1 does not parse/)
-  t.deepEqual(inspectClientCa(leaf.cert, now).problems.map(problem => problem.severity), ['fail'])
+  t.deepEqual(
+    inspectClientCa(leaf.cert, now).problems.map(problem => problem.severity),
+    ['fail'],
+  )
   t.deepEqual(inspectClientCa(ca.cert, now), { subjects: ['Team CA'], problems: [] })
   const later = now + 3651 * DAY
   const expired = inspectClientCa(ca.cert, later)
   t.is(expired.problems[0]?.severity, 'fail')
   t.regex(expired.problems[0]!.message, /^expired on \d{4}-\d\d-\d\d/)
   const soon = inspectClientCa(ca.cert, now + 3640 * DAY)
-  t.deepEqual(soon.problems.map(problem => problem.severity), ['warn'])
-  t.deepEqual(inspectClientCa(leaf.cert + ca.cert, now).problems.map(problem => problem.message), ['1 of 2 certificates are not CAs and are ignored'])
+  t.deepEqual(
+    soon.problems.map(problem => problem.severity),
+    ['warn'],
+  )
+  t.deepEqual(
+    inspectClientCa(leaf.cert + ca.cert, now).problems.map(problem => problem.message),
+    ['1 of 2 certificates are not CAs and are ignored'],
+  )
 })
 
 test('doctor expiry: a certificate the user renews warns below 30 days; ACME says when it renews and warns only when that passed', t => {
@@ -91,5 +100,8 @@ test('the self-signed note points at the host copy of the CA inside the image', 
     else process.env.BERTH_IN_CONTAINER = saved
   })
   const provider = new SelfSignedCertificateProvider({ certsDir: '/srv/berth/certs', names: [] })
-  t.is(provider.dockerHint('docker.example.com'), 'self-signed TLS: docker clients must trust the local CA: copy ./certs/local-ca/ca.crt to /etc/docker/certs.d/docker.example.com/ca.crt on each client machine')
+  t.is(
+    provider.dockerHint('docker.example.com'),
+    'self-signed TLS: docker clients must trust the local CA: copy ./certs/local-ca/ca.crt to /etc/docker/certs.d/docker.example.com/ca.crt on each client machine',
+  )
 })

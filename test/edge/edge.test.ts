@@ -49,24 +49,35 @@ interface Setup {
   htpasswd: string
 }
 
-async function setup(t: ExecutionContext, options: Partial<EdgeOptions> & { users?: Record<string, string>; tlsFiles?: { certPath: string; keyPath: string } } = {}): Promise<Setup> {
+async function setup(
+  t: ExecutionContext,
+  options: Partial<EdgeOptions> & { users?: Record<string, string>; tlsFiles?: { certPath: string; keyPath: string } } = {},
+): Promise<Setup> {
   const upstream = await startUpstream()
   const dir = await mkdtemp(path.join(root, 'case-'))
   const htpasswd = path.join(dir, 'htpasswd')
   if (options.users) {
-    await writeFile(htpasswd, Object.entries(options.users).map(([user, password]) => `${user}:${hashPassword(password, 5)}\n`).join(''))
+    await writeFile(
+      htpasswd,
+      Object.entries(options.users)
+        .map(([user, password]) => `${user}:${hashPassword(password, 5)}\n`)
+        .join(''),
+    )
   }
   const logs: string[] = []
   const logger = createLogger({ level: 'debug', write: line => logs.push(line) })
   const mode = options.mode ?? 'https'
-  const edge = await startEdge({ ...EDGE_DEFAULTS,
+  const edge = await startEdge({
+    ...EDGE_DEFAULTS,
     host: '127.0.0.1',
     localPort: 0,
     httpPort: 0,
     httpsPort: 0,
     domains: ['localhost'],
     upstream: { url: upstream.url },
-    ...(mode === 'https' ? { certificate: new FileCertificateProvider({ ...(options.tlsFiles ?? { certPath: pki.certPath, keyPath: pki.keyPath }), pollMs: 100, logger }) } : {}),
+    ...(mode === 'https'
+      ? { certificate: new FileCertificateProvider({ ...(options.tlsFiles ?? { certPath: pki.certPath, keyPath: pki.keyPath }), pollMs: 100, logger }) }
+      : {}),
     ...(options.users ? { htpasswdPath: htpasswd } : {}),
     logger,
     ...options,
@@ -84,7 +95,15 @@ const tlsArgs = () => ['--cacert', pki.caPath]
 test('local mode proxies to the upstream with X-Forwarded-* and X-Real-IP, logging no header values', async t => {
   const { edge, upstream, logs } = await setup(t, { mode: 'local' })
   const url = edge.urls.local!
-  const result = await curl([`${url}/v2/library/app/manifests/latest?x=1`, '-H', 'x-berth-internal: forged', '-H', 'X-Forwarded-For: 203.0.113.9', '-H', 'Host: registry.example.com'])
+  const result = await curl([
+    `${url}/v2/library/app/manifests/latest?x=1`,
+    '-H',
+    'x-berth-internal: forged',
+    '-H',
+    'X-Forwarded-For: 203.0.113.9',
+    '-H',
+    'Host: registry.example.com',
+  ])
   t.is(result.status, 200)
   const seen = upstream.seen[0]!
   t.is(seen.url, '/v2/library/app/manifests/latest?x=1')
@@ -117,7 +136,14 @@ test('https: HSTS, TLS 1.2 minimum, ALPN http/1.1 only, the full chain served', 
   const chain: string[] = []
   for (let cert = socket.getPeerCertificate(true); cert && !chain.includes(cert.fingerprint256); cert = cert.issuerCertificate) chain.push(cert.fingerprint256)
   t.is(chain.length, 2)
-  const cbc = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pki.ca.cert, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-SHA256:AES128-SHA' })
+  const cbc = tls.connect({
+    host: '127.0.0.1',
+    port,
+    servername: 'localhost',
+    ca: pki.ca.cert,
+    maxVersion: 'TLSv1.2',
+    ciphers: 'ECDHE-RSA-AES128-SHA256:AES128-SHA',
+  })
   await t.throwsAsync(new Promise((resolve, reject) => cbc.once('secureConnect', resolve).once('error', reject)))
   socket.destroy()
   cbc.destroy()
@@ -155,7 +181,15 @@ test('ACME HTTP-01 tokens are answered on port 80 from the challenge responder, 
 test('without credentials every route and method gets 401 with Basic realm and the OCI UNAUTHORIZED body, HEAD included', async t => {
   const { edge, upstream } = await setup(t, { users: { alice: PASSWORD }, realm: 'My "Registry"' })
   const url = edge.urls.https!
-  for (const [method, route] of [['GET', '/v2/'], ['HEAD', '/v2/app/manifests/latest'], ['POST', '/v2/app/blobs/uploads/'], ['PUT', '/v2/app/manifests/1'], ['DELETE', '/v2/app/manifests/sha256:00'], ['PATCH', '/v2/app/blobs/uploads/x'], ['GET', '/anything']] as const) {
+  for (const [method, route] of [
+    ['GET', '/v2/'],
+    ['HEAD', '/v2/app/manifests/latest'],
+    ['POST', '/v2/app/blobs/uploads/'],
+    ['PUT', '/v2/app/manifests/1'],
+    ['DELETE', '/v2/app/manifests/sha256:00'],
+    ['PATCH', '/v2/app/blobs/uploads/x'],
+    ['GET', '/anything'],
+  ] as const) {
     const result = await curl([...tlsArgs(), ...(method === 'HEAD' ? ['-I'] : ['-X', method]), `${url}${route}`])
     t.is(result.status, 401, `${method} ${route}`)
     t.is(result.headers['www-authenticate'], 'Basic realm="My Registry", charset="UTF-8"')
@@ -176,10 +210,16 @@ test('without credentials every route and method gets 401 with Basic realm and t
 
 test('an upload with Expect: 100-continue and no credentials is refused before the body is sent', async t => {
   const { edge, upstream } = await setup(t, { users: { alice: PASSWORD } })
-  const result = await curl([...tlsArgs(), '-v', '-X', 'PATCH', '-H', 'Expect: 100-continue', '--data-binary', '@-', `${edge.urls.https!}/v2/app/blobs/uploads/u`], Buffer.alloc(2 * 1024 * 1024))
+  const result = await curl(
+    [...tlsArgs(), '-v', '-X', 'PATCH', '-H', 'Expect: 100-continue', '--data-binary', '@-', `${edge.urls.https!}/v2/app/blobs/uploads/u`],
+    Buffer.alloc(2 * 1024 * 1024),
+  )
   t.is(result.status, 401)
   t.notRegex(result.stderr, /Done waiting for 100-continue/, 'curl got its answer instead of timing out and sending the body')
-  const authed = await curl([...tlsArgs(), '-u', `alice:${PASSWORD}`, '-X', 'PATCH', '-H', 'Expect: 100-continue', '--data-binary', '@-', `${edge.urls.https!}/v2/app/blobs/uploads/u`], Buffer.alloc(2 * 1024 * 1024))
+  const authed = await curl(
+    [...tlsArgs(), '-u', `alice:${PASSWORD}`, '-X', 'PATCH', '-H', 'Expect: 100-continue', '--data-binary', '@-', `${edge.urls.https!}/v2/app/blobs/uploads/u`],
+    Buffer.alloc(2 * 1024 * 1024),
+  )
   t.is(authed.status, 200)
   t.is(upstream.seen[0]?.received, 2 * 1024 * 1024)
   t.is(upstream.seen[0]?.headers.expect, undefined)
@@ -204,19 +244,30 @@ test('an htpasswd file with a non-bcrypt line is refused at start, naming the li
   await writeFile(file, `ok:${hashPassword('x', 4)}\nold:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n`)
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
-  await t.throwsAsync(startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url } }), {
-    message: /htpasswd line 2: user "old" has a SHA-1 \(\{SHA\}\) hash/,
-  })
+  await t.throwsAsync(
+    startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url } }),
+    {
+      message: /htpasswd line 2: user "old" has a SHA-1 \(\{SHA\}\) hash/,
+    },
+  )
 })
 
 test('local mode without an htpasswd file is open; creating the file turns auth on', async t => {
-  const { edge, htpasswd } = await setup(t, { mode: 'local', htpasswdPath: undefined })
-  void htpasswd
+  const { edge } = await setup(t, { mode: 'local', htpasswdPath: undefined })
   const dir = await mkdtemp(path.join(root, 'later-'))
   const file = path.join(dir, 'htpasswd')
   const upstream = await startUpstream()
   const laterLogs: string[] = []
-  const later = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url }, logger: createLogger({ level: 'debug', write: line => laterLogs.push(line) }) })
+  const later = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'local',
+    host: '127.0.0.1',
+    localPort: 0,
+    domains: [],
+    htpasswdPath: file,
+    upstream: { url: upstream.url },
+    logger: createLogger({ level: 'debug', write: line => laterLogs.push(line) }),
+  })
   t.teardown(async () => {
     await later.close()
     await upstream.close()
@@ -238,8 +289,10 @@ test('repeated failed logins from one address get 429 while another address stil
   const url = edge.urls.https!
   // All at once: a token is taken before each compare, so exactly the burst (10) gets a bcrypt
   // check however the requests interleave, and the rest are turned away without one.
-  const results = await Promise.all(Array.from({ length: 14 }, (_, i) => curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', `alice:guess${i}`, `${url}/v2/`])))
-  const statuses = results.map(result => result.status).sort()
+  const results = await Promise.all(
+    Array.from({ length: 14 }, (_, i) => curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', `alice:guess${i}`, `${url}/v2/`])),
+  )
+  const statuses = results.map(result => result.status).sort((a, b) => a - b)
   t.deepEqual(statuses, [...Array(10).fill(401), ...Array(4).fill(429)])
   const throttled = await curl([...tlsArgs(), '--interface', '127.0.0.1', '-u', 'alice:again', `${url}/v2/`])
   t.truthy(throttled.headers['retry-after'])
@@ -251,13 +304,19 @@ test('repeated failed logins from one address get 429 while another address stil
 test('a body over the limit: 413 on Content-Length before any byte is read, and on a chunked body that grows past it', async t => {
   const { edge, upstream } = await setup(t, { maxBodyBytes: 1024 * 1024 })
   const url = edge.urls.https!
-  const declared = await curl([...tlsArgs(), '-X', 'PUT', '-H', 'Content-Type: application/octet-stream', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/1?digest=sha256:00`], Buffer.alloc(1024 * 1024 + 1))
+  const declared = await curl(
+    [...tlsArgs(), '-X', 'PUT', '-H', 'Content-Type: application/octet-stream', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/1?digest=sha256:00`],
+    Buffer.alloc(1024 * 1024 + 1),
+  )
   t.is(declared.status, 413)
   t.is(declared.headers['docker-distribution-api-version'], 'registry/2.0')
   t.is(JSON.parse(declared.body).errors[0].code, 'SIZE_INVALID')
   t.is(upstream.seen.length, 0, 'a declared oversize body never reaches the upstream')
 
-  const chunked = await curl([...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/2`], Buffer.alloc(3 * 1024 * 1024, 1))
+  const chunked = await curl(
+    [...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/2`],
+    Buffer.alloc(3 * 1024 * 1024, 1),
+  )
   t.is(chunked.status, 413)
   t.is(JSON.parse(chunked.body).errors[0].code, 'SIZE_INVALID')
   await upstream.settled(1)
@@ -266,7 +325,10 @@ test('a body over the limit: 413 on Content-Length before any byte is read, and 
   t.true(seen.aborted)
   t.true(seen.received <= 1024 * 1024, `upstream got ${seen.received} bytes, at most the limit`)
 
-  const exact = await curl([...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/3`], Buffer.alloc(1024 * 1024, 2))
+  const exact = await curl(
+    [...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}/v2/app/blobs/uploads/3`],
+    Buffer.alloc(1024 * 1024, 2),
+  )
   t.is(exact.status, 200)
   t.is(JSON.parse(exact.body).received, 1024 * 1024)
 })
@@ -298,7 +360,15 @@ test('an upstream closing a kept-alive connection as it is reused: a GET is sent
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as net.AddressInfo).port
-  const edge = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], upstream: { url: `http://127.0.0.1:${port}` }, logger: createLogger({ level: 'error', write: () => {} }) })
+  const edge = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'local',
+    host: '127.0.0.1',
+    localPort: 0,
+    domains: [],
+    upstream: { url: `http://127.0.0.1:${port}` },
+    logger: createLogger({ level: 'error', write: () => {} }),
+  })
   t.teardown(async () => {
     await edge.close()
     server.close()
@@ -316,7 +386,14 @@ test('an upstream closing a kept-alive connection as it is reused: a GET is sent
 
 function rawRequest(url: string, options: http.RequestOptions): http.ClientRequest {
   const target = new URL(url)
-  return (target.protocol === 'https:' ? https : http).request({ host: target.hostname, port: target.port, ca: pki.ca.cert, servername: 'localhost', agent: false, ...options })
+  return (target.protocol === 'https:' ? https : http).request({
+    host: target.hostname,
+    port: target.port,
+    ca: pki.ca.cert,
+    servername: 'localhost',
+    agent: false,
+    ...options,
+  })
 }
 
 test('a client aborting an upload mid-body aborts the upstream request; nothing stays open', async t => {
@@ -407,10 +484,12 @@ test('certificate files replaced while running are served to new connections wit
   const get = () =>
     new Promise<{ status: number; socket: unknown }>((resolve, reject) => {
       const target = new URL(url)
-      https.get({ host: target.hostname, port: target.port, path: '/v2/', agent, servername: 'localhost' }, response => {
-        response.resume()
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, socket: response.socket }))
-      }).on('error', reject)
+      https
+        .get({ host: target.hostname, port: target.port, path: '/v2/', agent, servername: 'localhost' }, response => {
+          response.resume()
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, socket: response.socket }))
+        })
+        .on('error', reject)
     })
   const first = await get()
 
@@ -449,7 +528,14 @@ test('SIGHUP reloads the certificate files', async t => {
 test.serial('a stalled upload is ended by the idle timeout (no total timeout), and the upstream sees the abort', async t => {
   const { edge, upstream } = await setup(t, { mode: 'local', idleTimeoutMs: 2500 })
   const target = new URL(edge.urls.local!)
-  const request = http.request({ host: target.hostname, port: target.port, method: 'PATCH', path: '/v2/app/blobs/uploads/slow', agent: false, headers: { 'transfer-encoding': 'chunked' } })
+  const request = http.request({
+    host: target.hostname,
+    port: target.port,
+    method: 'PATCH',
+    path: '/v2/app/blobs/uploads/slow',
+    agent: false,
+    headers: { 'transfer-encoding': 'chunked' },
+  })
   const closed = new Promise<void>(resolve => request.on('error', () => resolve()).on('close', () => resolve()))
   // Steady progress for longer than the idle limit keeps the upload alive...
   for (let i = 0; i < 30; i++) {
@@ -469,7 +555,10 @@ test.serial('a stalled upload is ended by the idle timeout (no total timeout), a
 test('an upstream that answers before reading the whole upload (404 upload unknown) gets its answer to the client intact', async t => {
   const { edge } = await setup(t)
   for (let i = 0; i < 3; i++) {
-    const result = await curl([...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${edge.urls.https!}/early-reject`], Buffer.alloc(32 * 1024 * 1024, 3))
+    const result = await curl(
+      [...tlsArgs(), '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${edge.urls.https!}/early-reject`],
+      Buffer.alloc(32 * 1024 * 1024, 3),
+    )
     t.is(result.status, 404, result.stderr)
     t.is(JSON.parse(result.body).errors[0].code, 'BLOB_UPLOAD_UNKNOWN')
   }
@@ -480,7 +569,16 @@ test.serial('backpressure: when the upstream stops reading, the edge stops readi
   // an upload that is both stalled upstream and abandoned by the client; keep it short here.
   const { edge, upstream, logs } = await setup(t, { idleTimeoutMs: 3000 })
   const target = new URL(edge.urls.https!)
-  const request = https.request({ host: target.hostname, port: target.port, method: 'PATCH', path: '/stall-read', ca: pki.ca.cert, servername: 'localhost', agent: false, headers: { 'transfer-encoding': 'chunked' } })
+  const request = https.request({
+    host: target.hostname,
+    port: target.port,
+    method: 'PATCH',
+    path: '/stall-read',
+    ca: pki.ca.cert,
+    servername: 'localhost',
+    agent: false,
+    headers: { 'transfer-encoding': 'chunked' },
+  })
   request.on('error', () => {})
   const total = 512 * 1024 * 1024
   const chunk = Buffer.alloc(1024 * 1024)

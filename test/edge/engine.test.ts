@@ -48,9 +48,28 @@ test.before(async () => {
     return app.serve(exchange)
   }
   // A Berth whose internal door is a unix socket, and a second edge in front of it (--upstream unix:...).
-  inner = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: htpasswd, maxBodyBytes: LIMIT, engine, internalListen: `unix:${socketPath}` })
+  inner = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'local',
+    host: '127.0.0.1',
+    localPort: 0,
+    domains: [],
+    htpasswdPath: htpasswd,
+    maxBodyBytes: LIMIT,
+    engine,
+    internalListen: `unix:${socketPath}`,
+  })
   await chmod(socketPath, 0o600)
-  edge = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: htpasswd, maxBodyBytes: LIMIT, upstream: { url: `unix:${socketPath}` } })
+  edge = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'local',
+    host: '127.0.0.1',
+    localPort: 0,
+    domains: [],
+    htpasswdPath: htpasswd,
+    maxBodyBytes: LIMIT,
+    upstream: { url: `unix:${socketPath}` },
+  })
   base = edge.urls.local!
 })
 
@@ -73,13 +92,20 @@ test.serial('the internal door asks for the same login as the public one', async
 test.serial('a chunked PATCH cut off by the body limit gets 413 and leaves nothing in the upload', async t => {
   const location = await startUpload(base, CREDS, 'cut')
   const body = randomBytes(3 * LIMIT)
-  const result = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location], body)
+  const result = await curl(
+    ['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location],
+    body,
+  )
   t.is(result.status, 413)
   // The engine cuts the chunk back once its read fails, which may finish just after the 413.
-  const kept = await waitFor('the cut chunk to be dropped from the upload', async () => {
-    const bytes = await uploadedBytes(CREDS, location)
-    return bytes <= 0 && { bytes }
-  }, { intervalMs: 50 })
+  const kept = await waitFor(
+    'the cut chunk to be dropped from the upload',
+    async () => {
+      const bytes = await uploadedBytes(CREDS, location)
+      return bytes <= 0 && { bytes }
+    },
+    { intervalMs: 50 },
+  )
   t.true(kept.bytes <= 0, `the upload holds ${kept.bytes} bytes after the cut`)
   const digest = 'sha256:' + createHash('sha256').update(body).digest('hex')
   t.is((await curl(['-u', CREDS, '-I', `${base}/v2/cut/blobs/${digest}`])).status, 404, 'no blob was committed')
@@ -90,17 +116,31 @@ test.serial('a client that disconnects mid-PATCH leaves nothing in the upload an
   const count = (): number => patching.size
   const before = count()
   const target = new URL(location)
-  const request = http.request({ host: target.hostname, port: target.port, path: target.pathname + target.search, method: 'PATCH', agent: false, headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } })
+  const request = http.request({
+    host: target.hostname,
+    port: target.port,
+    path: target.pathname + target.search,
+    method: 'PATCH',
+    agent: false,
+    headers: { authorization: 'Basic ' + Buffer.from(CREDS).toString('base64'), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+  })
   const arrived = waitFor('the PATCH to reach the engine', async () => patching.size > before, { intervalMs: 20 })
   request.on('error', () => {})
   request.write(randomBytes(256 * 1024))
   await withDeadline(arrived, 30_000, 'the PATCH did not reach the engine')
   const during = count()
   request.destroy()
-  const after = await waitFor('the aborted exchange\'s engine socket to close', async () => {
-    const now = count()
-    return now < during && { now }
-  }, { intervalMs: 50 }).then(({ now }) => now, () => during)
+  const after = await waitFor(
+    "the aborted exchange's engine socket to close",
+    async () => {
+      const now = count()
+      return now < during && { now }
+    },
+    { intervalMs: 50 },
+  ).then(
+    ({ now }) => now,
+    () => during,
+  )
   t.true(after < during, `engine PATCH exchanges: ${before} before, ${during} during, ${after} after the abort`)
   t.true(after <= before)
   const busy = await curl(['-u', CREDS, location])

@@ -124,7 +124,7 @@ test('unknown users cost as much as the costliest user: one compare against a du
   t.is(bcrypt.getRounds(known), 5)
   t.is(bcrypt.getRounds(unknown), 8)
   t.is(unknown2, unknown)
-  t.false([...users.values()].includes(unknown), 'not a real user\'s hash')
+  t.false([...users.values()].includes(unknown), "not a real user's hash")
 })
 
 test('concurrent identical checks share one compare', async t => {

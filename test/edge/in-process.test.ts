@@ -37,7 +37,6 @@ let base: string
 /** Headers of the requests the engine was handed, in order (the engine's own view). */
 const seen: IncomingHttpHeaders[] = []
 
-
 /** A PATCH of an upload through a raw request, for tests that control how (or whether) the body is sent. */
 function rawPatch(target: URL, headers: Record<string, string>): http.ClientRequest {
   return http.request({
@@ -55,7 +54,8 @@ test.before(async () => {
   app = createRegistryApp({ driver: new FilesystemDriver(path.join(root, 'data')) })
   const htpasswd = path.join(root, 'htpasswd')
   await writeFile(htpasswd, `ci:${hashPassword('ci-password', 5)}\n`)
-  edge = await startEdge({ ...EDGE_DEFAULTS,
+  edge = await startEdge({
+    ...EDGE_DEFAULTS,
     mode: 'local',
     host: '127.0.0.1',
     localPort: 0,
@@ -76,8 +76,6 @@ test.after.always(async () => {
   await app?.close()
   if (root) await rm(root, { recursive: true, force: true })
 })
-
-
 
 /** GETs a blob, hashing it as it streams (never held whole). */
 function readBlob(url: string): Promise<{ status: number; digest: string; bytes: number }> {
@@ -100,10 +98,14 @@ function readBlob(url: string): Promise<{ status: number; digest: string; bytes:
 /** Polls the upload's size until it is `expected` (30 s deadline); every size seen, the last one last. */
 async function sizesUntil(location: string, expected: number): Promise<number[]> {
   const sizes: number[] = []
-  await waitFor(`the upload to hold ${expected} bytes`, async () => {
-    sizes.push(await uploadedBytes(CREDS, location))
-    return sizes.at(-1) === expected
-  }, { intervalMs: 50 }).catch(() => {})
+  await waitFor(
+    `the upload to hold ${expected} bytes`,
+    async () => {
+      sizes.push(await uploadedBytes(CREDS, location))
+      return sizes.at(-1) === expected
+    },
+    { intervalMs: 50 },
+  ).catch(() => {})
   return sizes
 }
 
@@ -119,7 +121,10 @@ test.serial('a chunked PATCH past the limit gets 413 (OCI JSON); the upload keep
   t.is(await uploadedBytes(CREDS, location), first.length)
 
   const tooBig = randomBytes(3 * LIMIT)
-  const refused = await curl(['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location], tooBig)
+  const refused = await curl(
+    ['-u', CREDS, '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', location],
+    tooBig,
+  )
   t.is(refused.status, 413)
   t.regex(refused.headers['content-type'] ?? '', /application\/json/)
   t.is(JSON.parse(refused.body).errors[0].code, 'SIZE_INVALID')
@@ -180,13 +185,35 @@ test.serial('unauthenticated requests never reach the engine, whatever headers t
 })
 
 test.serial('the engine takes the client address and the door from the connection, never from forged X-Forwarded-* headers', async t => {
-  const result = await curl(['-u', CREDS, '-H', 'X-Forwarded-Proto: https', '-H', 'X-Forwarded-Host: evil.example', '-H', 'X-Real-IP: 203.0.113.9', '-H', 'X-Forwarded-For: 203.0.113.9', `${base}/v2/`])
+  const result = await curl([
+    '-u',
+    CREDS,
+    '-H',
+    'X-Forwarded-Proto: https',
+    '-H',
+    'X-Forwarded-Host: evil.example',
+    '-H',
+    'X-Real-IP: 203.0.113.9',
+    '-H',
+    'X-Forwarded-For: 203.0.113.9',
+    `${base}/v2/`,
+  ])
   t.is(result.status, 200)
   const headers = seen.at(-1)!
   t.is(headers['exchange-door'], 'local', 'the edge is plain HTTP in local mode')
   t.is(headers['exchange-remote'], '127.0.0.1')
   // And what a client sees of it: upload Locations stay relative, whatever was forged.
-  const started = await curl(['-u', CREDS, '-X', 'POST', '-H', 'X-Forwarded-Host: evil.example', '-H', 'X-Forwarded-Proto: https', `${base}/v2/fwd/blobs/uploads/`])
+  const started = await curl([
+    '-u',
+    CREDS,
+    '-X',
+    'POST',
+    '-H',
+    'X-Forwarded-Host: evil.example',
+    '-H',
+    'X-Forwarded-Proto: https',
+    `${base}/v2/fwd/blobs/uploads/`,
+  ])
   t.is(started.status, 202)
   t.regex(started.headers.location ?? '', /^\/v2\/fwd\/blobs\/uploads\//)
 })
@@ -201,10 +228,14 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
   request.write(randomBytes(3 * 1024 * 1024))
   // The status of an upload with a chunk in flight shows the bytes written so far (as registry:2
   // does); more than before proves the abort below has written bytes to cut back.
-  const during = await waitFor('bytes of the chunk in flight to reach the upload', async () => {
-    const bytes = await uploadedBytes(CREDS, location)
-    return bytes > first.length && bytes
-  }, { intervalMs: 20 }).catch(() => first.length)
+  const during = await waitFor(
+    'bytes of the chunk in flight to reach the upload',
+    async () => {
+      const bytes = await uploadedBytes(CREDS, location)
+      return bytes > first.length && bytes
+    },
+    { intervalMs: 20 },
+  ).catch(() => first.length)
   t.true(during > first.length, `during the chunk the upload holds ${during} bytes`)
   request.destroy()
 
@@ -222,9 +253,10 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
   t.is(put.status, 201, put.body)
 })
 
-test.serial('HTTPS served in process carries HSTS, on engine answers and on the edge\'s own 401/413', async t => {
+test.serial("HTTPS served in process carries HSTS, on engine answers and on the edge's own 401/413", async t => {
   const pki = await createTestPki(path.join(root, 'pki'))
-  const secure = await startEdge({ ...EDGE_DEFAULTS,
+  const secure = await startEdge({
+    ...EDGE_DEFAULTS,
     mode: 'https',
     host: '127.0.0.1',
     httpPort: 0,
@@ -249,13 +281,17 @@ test.serial('HTTPS served in process carries HSTS, on engine answers and on the 
   t.is(unauthorized.headers['strict-transport-security'], 'max-age=31536000')
   const started = await curl(['--cacert', pki.caPath, '-u', CREDS, '-X', 'POST', `${url}/v2/hsts/blobs/uploads/`])
   t.is(started.status, 202)
-  const tooBig = await curl(['--cacert', pki.caPath, '-u', CREDS, '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}${started.headers.location}`], randomBytes(2 * LIMIT))
+  const tooBig = await curl(
+    ['--cacert', pki.caPath, '-u', CREDS, '-X', 'PATCH', '-H', 'Transfer-Encoding: chunked', '--data-binary', '@-', `${url}${started.headers.location}`],
+    randomBytes(2 * LIMIT),
+  )
   t.is(tooBig.status, 413)
   t.is(tooBig.headers['strict-transport-security'], 'max-age=31536000')
 })
 
 test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut back, the upload keeps its earlier bytes', async t => {
-  const stalling = await startEdge({ ...EDGE_DEFAULTS,
+  const stalling = await startEdge({
+    ...EDGE_DEFAULTS,
     mode: 'local',
     host: '127.0.0.1',
     localPort: 0,
@@ -282,10 +318,14 @@ test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut
     request.write(randomBytes(3 * 1024 * 1024))
     // …and then nothing: the edge's idle timeout closes the connection.
   })
-  const during = await waitFor('bytes of the stalled chunk to reach the upload', async () => {
-    const bytes = await uploadedBytes(CREDS, location)
-    return bytes > first.length && bytes
-  }, { intervalMs: 20 }).catch(() => first.length)
+  const during = await waitFor(
+    'bytes of the stalled chunk to reach the upload',
+    async () => {
+      const bytes = await uploadedBytes(CREDS, location)
+      return bytes > first.length && bytes
+    },
+    { intervalMs: 20 },
+  ).catch(() => first.length)
   t.true(during > first.length, `during the stalled chunk the upload holds ${during} bytes`)
   await withDeadline(closed, 30_000, 'the idle timeout did not close the stalled PATCH')
   const sizes = await sizesUntil(location, first.length)

@@ -10,7 +10,16 @@ function redirect(domains: string[], host: string | undefined, url: string, meth
   let status = 0
   let location: string | undefined
   const socket = { destroySoon() {}, end() {}, once() {} }
-  const req = { method, url, headers: host === undefined ? {} : { host }, socket, unpipe() {}, removeAllListeners() {}, on() {}, resume() {} } as unknown as IncomingMessage
+  const req = {
+    method,
+    url,
+    headers: host === undefined ? {} : { host },
+    socket,
+    unpipe() {},
+    removeAllListeners() {},
+    on() {},
+    resume() {},
+  } as unknown as IncomingMessage
   const res = {
     shouldKeepAlive: true,
     writeHead(code: number, headers: Record<string, string>) {

@@ -48,7 +48,8 @@ test.before(async () => {
   const htpasswd = path.join(root, 'htpasswd')
   // Cost 10, like `berth htpasswd`: the credential cache is what keeps a push fast.
   await writeFile(htpasswd, `${USER}:${hashPassword(PASSWORD, 10)}\n`)
-  edge = await startEdge({ ...EDGE_DEFAULTS,
+  edge = await startEdge({
+    ...EDGE_DEFAULTS,
     mode: 'https',
     host: '127.0.0.1',
     httpPort: 0,
@@ -82,7 +83,10 @@ test.serial('skopeo pushes and pulls through the edge over HTTPS with --creds an
   await copy(`docker://${hostPort}/team/app:v1`, back.ref('v1'), { src: tlsAccess() })
   for (const blob of image.blobs) t.is((await stat(back.blobPath(blob.digest))).size, blob.size)
   // Upload URLs came back relative to the client's view (Host and X-Forwarded-Proto kept): no http:// leak.
-  t.false(logs.some(line => / status=5\d\d /.test(line)), logs.filter(line => / status=5/.test(line)).join('\n'))
+  t.false(
+    logs.some(line => / status=5\d\d /.test(line)),
+    logs.filter(line => / status=5/.test(line)).join('\n'),
+  )
 })
 
 test.serial('a wrong CA or wrong credentials fail the way a user expects', async t => {
@@ -100,7 +104,10 @@ test.serial('podman logs in, pulls and pushes through the edge', async t => {
   await podman.push(`${hostPort}/team/app:from-podman`, `${hostPort}/team/app:from-podman`, { certDir: pki.certDir })
   const pushed = await inspect(`docker://${hostPort}/team/app:from-podman`, tlsAccess())
   t.truthy(pushed.Digest)
-  t.true(logs.some(line => / user=pusher /.test(line)), 'the access log names the user')
+  t.true(
+    logs.some(line => / user=pusher /.test(line)),
+    'the access log names the user',
+  )
 })
 
 test.serial('a layer of several hundred MiB goes through the edge; a flood of bad logins does not stall it', async t => {
@@ -166,7 +173,9 @@ test.serial('a layer of several hundred MiB goes through the edge; a flood of ba
   await flood
   pool.compare = compare
   const maxLagMs = loop.max / 1e6
-  t.log(`pushed ${(layer.size / 1024 / 1024).toFixed(0)} MiB in ${seconds.toFixed(1)} s (${(layer.size / 1024 / 1024 / seconds).toFixed(0)} MiB/s) during a flood: ${JSON.stringify(Object.fromEntries(statuses))}; ${compares} bcrypt compares; event loop delay p99 ${(loop.percentile(99) / 1e6).toFixed(0)} ms, max ${maxLagMs.toFixed(0)} ms`)
+  t.log(
+    `pushed ${(layer.size / 1024 / 1024).toFixed(0)} MiB in ${seconds.toFixed(1)} s (${(layer.size / 1024 / 1024 / seconds).toFixed(0)} MiB/s) during a flood: ${JSON.stringify(Object.fromEntries(statuses))}; ${compares} bcrypt compares; event loop delay p99 ${(loop.percentile(99) / 1e6).toFixed(0)} ms, max ${maxLagMs.toFixed(0)} ms`,
+  )
   // Counted, not timed (CPU load from elsewhere shows up in the loop delay too): the throttle lets only
   // a burst of bad logins reach bcrypt, the rest get 429 without a compare, and compares run one at a time.
   const refused = statuses.get(401) ?? 0
@@ -183,7 +192,18 @@ test.serial('a layer of several hundred MiB goes through the edge; a flood of ba
   const head = await curl(['--cacert', pki.caPath, '-u', CREDS, '-I', `https://${hostPort}/v2/team/big/blobs/${layer.digest}`])
   t.is(head.status, 200)
   t.is(Number(head.headers['content-length']), layer.size)
-  const pulled = await curl(['--cacert', pki.caPath, '-u', CREDS, '-L', '-o', '/dev/null', '-w', '\n%{size_download}', `https://${hostPort}/v2/team/big/blobs/${layer.digest}`])
+  const pulled = await curl([
+    '--cacert',
+    pki.caPath,
+    '-u',
+    CREDS,
+    '-L',
+    '-o',
+    '/dev/null',
+    '-w',
+    '\n%{size_download}',
+    `https://${hostPort}/v2/team/big/blobs/${layer.digest}`,
+  ])
   t.is(pulled.exitCode, 0, pulled.stderr)
   t.true(pulled.body.trim().endsWith(String(layer.size)))
 })

@@ -41,7 +41,16 @@ test('the edge serves the self-signed certificate and curl trusts it with the pr
   const certsDir = await mkdtemp(path.join(tmpdir(), 'berth-selfsigned-'))
   const upstream = await startUpstream()
   const provider = new SelfSignedCertificateProvider({ certsDir, names: [] })
-  const edge = await startEdge({ ...EDGE_DEFAULTS, mode: 'https', host: '127.0.0.1', httpPort: 0, httpsPort: 0, domains: ['localhost'], certificate: provider, upstream: { url: upstream.url } })
+  const edge = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'https',
+    host: '127.0.0.1',
+    httpPort: 0,
+    httpsPort: 0,
+    domains: ['localhost'],
+    certificate: provider,
+    upstream: { url: upstream.url },
+  })
   t.teardown(async () => {
     await edge.close()
     await upstream.close()

@@ -14,16 +14,29 @@ test('sslscan: TLS 1.2 and 1.3 only, ECDHE with AEAD ciphers only, no compressio
   const dir = await mkdtemp(path.join(tmpdir(), 'berth-sslscan-'))
   const pki = await createTestPki(dir)
   const upstream = await startUpstream()
-  const edge = await startEdge({ ...EDGE_DEFAULTS, mode: 'https', host: '127.0.0.1', httpPort: 0, httpsPort: 0, domains: ['localhost'], certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }), upstream: { url: upstream.url } })
+  const edge = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'https',
+    host: '127.0.0.1',
+    httpPort: 0,
+    httpsPort: 0,
+    domains: ['localhost'],
+    certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }),
+    upstream: { url: upstream.url },
+  })
   t.teardown(async () => {
     await edge.close()
     await upstream.close()
     await rm(dir, { recursive: true, force: true })
   })
   const xml = path.join(dir, 'scan.xml')
-  await new Promise<void>((resolve, reject) => execFile('sslscan', ['--no-colour', `--xml=${xml}`, edge.urls.https!.replace('https://', '')], error => (error ? reject(error) : resolve())))
+  await new Promise<void>((resolve, reject) =>
+    execFile('sslscan', ['--no-colour', `--xml=${xml}`, edge.urls.https!.replace('https://', '')], error => (error ? reject(error) : resolve())),
+  )
   const report = await readFile(xml, 'utf8')
-  const protocols = Object.fromEntries([...report.matchAll(/<protocol type="(\w+)" version="([\d.]+)" enabled="(\d)"/g)].map(m => [`${m[1]}${m[2]}`, m[3] === '1']))
+  const protocols = Object.fromEntries(
+    [...report.matchAll(/<protocol type="(\w+)" version="([\d.]+)" enabled="(\d)"/g)].map(m => [`${m[1]}${m[2]}`, m[3] === '1']),
+  )
   t.deepEqual(protocols, { ssl2: false, ssl3: false, 'tls1.0': false, 'tls1.1': false, 'tls1.2': true, 'tls1.3': true })
   const ciphers = [...report.matchAll(/<cipher [^>]*sslversion="(TLSv[\d.]+)"[^>]*cipher="([\w-]+)"/g)].map(m => `${m[1]} ${m[2]}`).sort()
   t.deepEqual(ciphers, [

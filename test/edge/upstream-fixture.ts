@@ -99,7 +99,10 @@ export async function startUpstream(): Promise<Upstream> {
     }
     req.on('end', () => {
       const body = JSON.stringify({ received: record.received, headers: req.headers, url: req.url })
-      res.writeHead(req.url?.startsWith('/v2/unauthorized') ? 401 : 200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0' })
+      res.writeHead(req.url?.startsWith('/v2/unauthorized') ? 401 : 200, {
+        'content-type': 'application/json',
+        'docker-distribution-api-version': 'registry/2.0',
+      })
       res.end(body)
     })
   })

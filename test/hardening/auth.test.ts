@@ -33,7 +33,14 @@ const BAD_CREDENTIALS: Record<string, string | undefined> = {
 }
 
 function routes(image: { digest: string; layer: string }): { method: string; path: string; body?: Buffer; headers?: Record<string, string> }[] {
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: image.layer, size: 1 }, layers: [] }))
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: image.layer, size: 1 },
+      layers: [],
+    }),
+  )
   const paths = [
     '/v2/',
     '/v2',
@@ -87,7 +94,7 @@ test('every route × method × bad credential kind → 401 and nothing changes o
     for (const route of table) {
       // Every 8 failures move to another source address, so the failed-login throttle (10 per
       // address) does not turn the 401s we check into 429s.
-      const localAddress = `127.0.0.${2 + Math.floor(address++ / 8) % 250}`
+      const localAddress = `127.0.0.${2 + (Math.floor(address++ / 8) % 250)}`
       const headers: Record<string, string> = { ...route.headers }
       if (header !== undefined) headers['authorization'] = header
       const response = await requestFrom(berth.url, route.path, { method: route.method, headers, localAddress, ...(route.body ? { body: route.body } : {}) })
@@ -100,7 +107,9 @@ test('every route × method × bad credential kind → 401 and nothing changes o
   }
   t.deepEqual(await snapshot(datadir), before, 'refused requests changed the data folder')
   // The image is intact and still served to the real user.
-  const manifest = await requestFrom(berth.url, '/v2/known/repo/manifests/v1', { headers: { authorization: GOOD, accept: 'application/vnd.oci.image.manifest.v1+json' } })
+  const manifest = await requestFrom(berth.url, '/v2/known/repo/manifests/v1', {
+    headers: { authorization: GOOD, accept: 'application/vnd.oci.image.manifest.v1+json' },
+  })
   t.is(manifest.status, 200)
   t.is(sha256(manifest.body), image.digest)
   t.log(`${checked} refused requests (${Object.keys(BAD_CREDENTIALS).length} credential kinds × ${table.length} route/method pairs); data folder unchanged`)
@@ -146,8 +155,14 @@ test('path tricks reach nothing without credentials; the failed-login throttle a
   for (let i = 0; i < 14; i++) {
     seen.push((await requestFrom(berth.url, '/v2/', { headers: { authorization: basic('alice', `guess${i}`) }, localAddress: '127.0.0.251' })).status)
   }
-  t.true(seen.slice(0, 10).every(s => s === 401), seen.join(','))
-  t.true(seen.slice(10).every(s => s === 429), seen.join(','))
+  t.true(
+    seen.slice(0, 10).every(s => s === 401),
+    seen.join(','),
+  )
+  t.true(
+    seen.slice(10).every(s => s === 429),
+    seen.join(','),
+  )
   t.is((await requestFrom(berth.url, '/v2/', { headers: { authorization: GOOD }, localAddress: '127.0.0.252' })).status, 200)
 })
 
@@ -162,7 +177,12 @@ test('the internal door asks for the same login as the public one: no credential
     'long header': { 'x-berth-internal': 'x'.repeat(5000) },
   }
   for (const [what, headers] of Object.entries(cases)) {
-    for (const [method, path] of [['GET', '/v2/_catalog'], ['GET', '/v2/known/repo/tags/list'], ['POST', '/v2/known/repo/blobs/uploads/'], ['DELETE', '/v2/known/repo/manifests/v1']] as const) {
+    for (const [method, path] of [
+      ['GET', '/v2/_catalog'],
+      ['GET', '/v2/known/repo/tags/list'],
+      ['POST', '/v2/known/repo/blobs/uploads/'],
+      ['DELETE', '/v2/known/repo/manifests/v1'],
+    ] as const) {
       const response = await requestFrom(internal, path, { method, headers })
       t.is(response.status, 401, `${what}: ${method} ${path} → ${response.status}`)
       t.false(response.body.toString().includes('known/repo'))

@@ -5,8 +5,7 @@
  * `npm run test:hardening` (which sets BERTH_HARDENING=full). `size(quick, full)` picks one.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readlink } from 'node:fs/promises'
-import { readFile } from 'node:fs/promises'
+import { readdir, readlink, readFile } from 'node:fs/promises'
 import type { ExecutionContext } from 'ava'
 import { request, type HttpResponse, type RequestOptions } from '../helpers/http.js'
 import { makeTempDir, removeDir, run } from '../helpers/procs.js'
@@ -59,7 +58,25 @@ export async function rssKiB(pid: number): Promise<{ rss: number; peak: number }
 export async function ethernetLoopback(t: ExecutionContext): Promise<string | undefined> {
   const address = '127.0.0.2'
   try {
-    await run('ip', ['route', 'replace', 'local', `${address}/32`, 'dev', 'lo', 'table', 'local', 'scope', 'host', 'src', '127.0.0.1', 'mtu', 'lock', '1500', 'advmss', '1460'])
+    await run('ip', [
+      'route',
+      'replace',
+      'local',
+      `${address}/32`,
+      'dev',
+      'lo',
+      'table',
+      'local',
+      'scope',
+      'host',
+      'src',
+      '127.0.0.1',
+      'mtu',
+      'lock',
+      '1500',
+      'advmss',
+      '1460',
+    ])
   } catch {
     return undefined
   }
@@ -113,7 +130,9 @@ export async function pushImage(
   layers: Buffer[],
   headers: Record<string, string> = {},
 ): Promise<{ digest: string; layers: string[] }> {
-  const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [] }, n: randomBytes(8).toString('hex') }))
+  const config = Buffer.from(
+    JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [] }, n: randomBytes(8).toString('hex') }),
+  )
   const configDigest = await pushBlob(url, name, config, headers)
   const layerDigests: string[] = []
   for (const layer of layers) layerDigests.push(await pushBlob(url, name, layer, headers))
@@ -180,7 +199,12 @@ export function requestFrom(
  * closes the connection or `timeoutMs` passes (then `timedOut` is true). For parser tests that
  * node:http would refuse to send.
  */
-export function rawExchange(host: string, port: number, bytes: Buffer | string, timeoutMs = 3000): Promise<{ text: string; closed: boolean; timedOut: boolean }> {
+export function rawExchange(
+  host: string,
+  port: number,
+  bytes: Buffer | string,
+  timeoutMs = 3000,
+): Promise<{ text: string; closed: boolean; timedOut: boolean }> {
   return import('node:net').then(
     net =>
       new Promise(resolve => {
@@ -212,7 +236,10 @@ export function statuses(text: string): number[] {
  * Starts `berth serve --local` with an htpasswd file holding alice:secret, and its internal door
  * (`--internal-listen`) on a free loopback port; returns it and the internal door's URL.
  */
-export async function startAuthBerth(t: ExecutionContext, extraArgs: string[] = []): Promise<{ berth: import('../helpers/berth.js').Berth; internal: string; datadir: string }> {
+export async function startAuthBerth(
+  t: ExecutionContext,
+  extraArgs: string[] = [],
+): Promise<{ berth: import('../helpers/berth.js').Berth; internal: string; datadir: string }> {
   const { startBerth } = await import('../helpers/berth.js')
   const { run } = await import('../helpers/procs.js')
   const { freePort } = await import('../helpers/pebble.js')

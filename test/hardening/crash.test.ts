@@ -114,11 +114,18 @@ function nextOperation(client: Client): Operation {
       run: async url => {
         const children = client.pushed.slice(-2)
         for (const child of children) child.pinned = true
-        const index = Buffer.from(JSON.stringify({
-          schemaVersion: 2,
-          mediaType: OCI_INDEX,
-          manifests: children.map((child, i) => ({ mediaType: OCI_MANIFEST, digest: child.digest, size: 0, platform: { os: 'linux', architecture: i ? 'arm64' : 'amd64' } })),
-        }))
+        const index = Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            mediaType: OCI_INDEX,
+            manifests: children.map((child, i) => ({
+              mediaType: OCI_MANIFEST,
+              digest: child.digest,
+              size: 0,
+              platform: { os: 'linux', architecture: i ? 'arm64' : 'amd64' },
+            })),
+          }),
+        )
         // Sizes must be right: fetch each child.
         const parsed = JSON.parse(index.toString()) as { manifests: { digest: string; size: number }[] }
         for (const entry of parsed.manifests) {
@@ -147,12 +154,14 @@ function nextOperation(client: Client): Operation {
       }
       const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [] }, n: name }))
       const configDigest = await uploadMonolithic(url, client.repo, config)
-      const manifest = Buffer.from(JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.byteLength },
-        layers: described,
-      }))
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.byteLength },
+          layers: described,
+        }),
+      )
       await putManifest(url, client.repo, name, manifest, OCI_MANIFEST)
       client.pushed.push({ digest: sha256(manifest), tags: [name] })
     },
@@ -230,7 +239,10 @@ test(`kill -9 at random moments under ${CLIENTS} pushing/deleting clients: ${ROU
         }
       }
     })
-    const failure = Promise.all(loops).then(() => undefined, (error: unknown) => error)
+    const failure = Promise.all(loops).then(
+      () => undefined,
+      (error: unknown) => error,
+    )
     await Promise.race([new Promise(resolve => setTimeout(resolve, 50 + Math.floor(Math.random() * 1200))), failure])
     killed = true
     await kill9(child)
@@ -251,6 +263,8 @@ test(`kill -9 at random moments under ${CLIENTS} pushing/deleting clients: ${ROU
     if (problems.length > 0) t.fail(`round ${round}:\n${problems.slice(0, 20).join('\n')}`)
   }
   await finishEpoch()
-  t.log(`${ROUNDS} kills, ${operations} operations completed, ${interrupted} interrupted and ${retries} completed on retry; store: ${blobs} blobs, ${links} links, ${tags} tags, ${served} tags pulled over HTTP; lost: 0`)
+  t.log(
+    `${ROUNDS} kills, ${operations} operations completed, ${interrupted} interrupted and ${retries} completed on retry; store: ${blobs} blobs, ${links} links, ${tags} tags, ${served} tags pulled over HTTP; lost: 0`,
+  )
   t.is(retries, interrupted)
 })

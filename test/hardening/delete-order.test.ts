@@ -33,7 +33,16 @@ for (const step of [1, 2, 3]) {
     const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`
     const image = await pushImage(url, 'del/repo', 'one', [Buffer.from('layer')])
     const manifest = await request(url, '/v2/del/repo/manifests/one')
-    t.is((await request(url, '/v2/del/repo/manifests/two', { method: 'PUT', headers: { 'Content-Type': String(manifest.headers['content-type']) }, body: manifest.body })).status, 201)
+    t.is(
+      (
+        await request(url, '/v2/del/repo/manifests/two', {
+          method: 'PUT',
+          headers: { 'Content-Type': String(manifest.headers['content-type']) },
+          body: manifest.body,
+        })
+      ).status,
+      201,
+    )
 
     driver.deletes = 0
     driver.crashAt = step
@@ -42,7 +51,11 @@ for (const step of [1, 2, 3]) {
     // Whatever the interrupted DELETE left: every listed tag resolves.
     const listed = await request(url, '/v2/del/repo/tags/list')
     for (const tag of (listed.json?.tags ?? []) as string[]) {
-      t.is((await request(url, `/v2/del/repo/manifests/${tag}`)).status, 200, `tag ${tag} listed but not served after a crash at step ${step} (first DELETE: ${first.status})`)
+      t.is(
+        (await request(url, `/v2/del/repo/manifests/${tag}`)).status,
+        200,
+        `tag ${tag} listed but not served after a crash at step ${step} (first DELETE: ${first.status})`,
+      )
     }
     // The retry finishes: the manifest and both tags are gone.
     const retry = await request(url, `/v2/del/repo/manifests/${image.digest}`, { method: 'DELETE' })

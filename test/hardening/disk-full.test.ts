@@ -53,7 +53,10 @@ async function visibleRepositories(data: string): Promise<string[]> {
   const digest = sha256(big)
   const start = await step('POST', request(berth.url, '/v2/big/one/blobs/uploads/', { method: 'POST' }))
   t.is(start.status, 202)
-  const put = await step('monolithic PUT on a full disk', request(berth.url, `${String(start.headers.location)}?digest=${digest}`, { method: 'PUT', body: big }))
+  const put = await step(
+    'monolithic PUT on a full disk',
+    request(berth.url, `${String(start.headers.location)}?digest=${digest}`, { method: 'PUT', body: big }),
+  )
   t.true(put.status >= 500 && put.status !== 502, `monolithic PUT on a full disk: ${put.status}`)
   t.regex(put.body.toString(), /space|full|storage/i, `the error says why: ${put.body.toString()}`)
   const start2 = await step('POST 2', request(berth.url, '/v2/big/one/blobs/uploads/', { method: 'POST' }))
@@ -64,7 +67,14 @@ async function visibleRepositories(data: string): Promise<string[]> {
   const spare = join(mountpoint, 'spare')
   await writeFile(spare, Buffer.alloc(0))
   await run('sh', ['-c', `dd if=/dev/zero of=${spare} bs=64k 2>/dev/null || true`])
-  const manifest = await step('manifest PUT on a full disk', request(berth.url, '/v2/keep/me/manifests/v2', { method: 'PUT', headers: { 'Content-Type': OCI_MANIFEST }, body: (await request(berth.url, '/v2/keep/me/manifests/v1')).body }))
+  const manifest = await step(
+    'manifest PUT on a full disk',
+    request(berth.url, '/v2/keep/me/manifests/v2', {
+      method: 'PUT',
+      headers: { 'Content-Type': OCI_MANIFEST },
+      body: (await request(berth.url, '/v2/keep/me/manifests/v1')).body,
+    }),
+  )
   t.true(manifest.status === 201 || manifest.status >= 500, `manifest PUT on a full disk: ${manifest.status}`)
   const tagsWhileFull = await request(berth.url, '/v2/keep/me/tags/list')
   t.is(tagsWhileFull.status, 200)

@@ -52,7 +52,10 @@ test(`${AT_ONCE} large-descriptor manifest PUTs at once, ${ROUNDS} rounds: anoth
   const before = (await rssKiB(pid)).rss
   let peak = before
   const sampler = setInterval(() => {
-    void rssKiB(pid).then(({ rss }) => (peak = Math.max(peak, rss)), () => {})
+    void rssKiB(pid).then(
+      ({ rss }) => (peak = Math.max(peak, rss)),
+      () => {},
+    )
   }, 50)
   t.teardown(() => clearInterval(sampler))
 
@@ -86,9 +89,11 @@ test(`${AT_ONCE} large-descriptor manifest PUTs at once, ${ROUNDS} rounds: anoth
 
   const growthMiB = (peak - before) / 1024
   const slowest = Math.max(...latencies)
-  t.log(`RSS ${Math.round(before / 1024)} MiB before, peak ${Math.round(peak / 1024)} MiB (+${growthMiB.toFixed(0)}); ${latencies.length} GETs, slowest ${slowest.toFixed(0)} ms`)
+  t.log(
+    `RSS ${Math.round(before / 1024)} MiB before, peak ${Math.round(peak / 1024)} MiB (+${growthMiB.toFixed(0)}); ${latencies.length} GETs, slowest ${slowest.toFixed(0)} ms`,
+  )
   t.deepEqual(
-    [...new Set(statuses)].sort(),
+    [...new Set(statuses)].sort((a, b) => a - b),
     [201, 400],
     'at the limit accepted, over it refused',
   )

@@ -79,11 +79,21 @@ test('clients vanishing mid-upload and mid-download leak no sockets or files', a
         if (kind === 0) {
           // Mid-upload, chunked PATCH: 1 MiB of a body that never ends.
           const upload = await request(berth.url, '/v2/leak/test/blobs/uploads/', { method: 'POST' })
-          await vanish(berth.port, `PATCH ${String(upload.headers.location)} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n`, 1024 * 1024, 0)
+          await vanish(
+            berth.port,
+            `PATCH ${String(upload.headers.location)} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n`,
+            1024 * 1024,
+            0,
+          )
         } else if (kind === 1) {
           // Mid-upload, monolithic PUT with a Content-Length far larger than what comes.
           const upload = await request(berth.url, '/v2/leak/test/blobs/uploads/', { method: 'POST' })
-          await vanish(berth.port, `PUT ${String(upload.headers.location)}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.byteLength}\r\n\r\n`, 2 * 1024 * 1024, 0)
+          await vanish(
+            berth.port,
+            `PUT ${String(upload.headers.location)}?digest=${digest} HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.byteLength}\r\n\r\n`,
+            2 * 1024 * 1024,
+            0,
+          )
         } else if (kind === 2) {
           // Mid-download of a 32 MiB blob.
           await vanish(berth.port, `GET /v2/leak/test/blobs/${digest} HTTP/1.1\r\nHost: x\r\n\r\n`, 0, 256 * 1024)
@@ -97,7 +107,9 @@ test('clients vanishing mid-upload and mid-download leak no sockets or files', a
   const settled = await settle(async () => (await fdCounts(pid)).total <= before.total + 2, 60_000)
   const after = await steadyFds(pid)
   const rssAfter = await rssKiB(pid)
-  t.log(`${rounds} vanished clients: fds ${before.total} → ${after.total} (sockets ${before.sockets} → ${after.sockets}, files ${before.files} → ${after.files}); RSS ${Math.round(rssBefore.rss / 1024)} → ${Math.round(rssAfter.rss / 1024)} MiB`)
+  t.log(
+    `${rounds} vanished clients: fds ${before.total} → ${after.total} (sockets ${before.sockets} → ${after.sockets}, files ${before.files} → ${after.files}); RSS ${Math.round(rssBefore.rss / 1024)} → ${Math.round(rssAfter.rss / 1024)} MiB`,
+  )
   t.true(settled, `fds did not come back: ${JSON.stringify(before)} → ${JSON.stringify(after)}`)
   t.true(after.files <= before.files, 'open files leaked')
   // Still serving, bytes exact.
@@ -119,14 +131,16 @@ test('thousands of idle connections are held and released; others keep being ser
   t.teardown(() => sockets.forEach(socket => socket.destroy()))
   for (let i = 0; i < count; i += 200) {
     await Promise.all(
-      Array.from({ length: Math.min(200, count - i) }, () =>
-        new Promise<void>(resolve => {
-          const socket = net.connect({ host: '127.0.0.1', port: berth.port }, () => resolve())
-          socket.on('error', () => resolve())
-          // Half the idle clients send a partial request line; the others send nothing.
-          if (sockets.length % 2 === 0) socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\n')
-          sockets.push(socket)
-        }),
+      Array.from(
+        { length: Math.min(200, count - i) },
+        () =>
+          new Promise<void>(resolve => {
+            const socket = net.connect({ host: '127.0.0.1', port: berth.port }, () => resolve())
+            socket.on('error', () => resolve())
+            // Half the idle clients send a partial request line; the others send nothing.
+            if (sockets.length % 2 === 0) socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\n')
+            sockets.push(socket)
+          }),
       ),
     )
   }
@@ -145,7 +159,9 @@ test('thousands of idle connections are held and released; others keep being ser
   for (const socket of sockets) socket.destroy()
   const settled = await settle(async () => (await fdCounts(pid)).total <= before.total + 2, 60_000)
   const after = await steadyFds(pid)
-  t.log(`${count} idle connections: fds ${before.total} → ${during.total} → ${after.total}; RSS ${Math.round(rssBefore.rss / 1024)} → ${Math.round(rssDuring.rss / 1024)} MiB (${((rssDuring.rss - rssBefore.rss) / count).toFixed(1)} KiB per connection); a manifest GET meanwhile took ${ms.toFixed(1)} ms`)
+  t.log(
+    `${count} idle connections: fds ${before.total} → ${during.total} → ${after.total}; RSS ${Math.round(rssBefore.rss / 1024)} → ${Math.round(rssDuring.rss / 1024)} MiB (${((rssDuring.rss - rssBefore.rss) / count).toFixed(1)} KiB per connection); a manifest GET meanwhile took ${ms.toFixed(1)} ms`,
+  )
   t.true(during.sockets >= before.sockets + count * 0.9, `the server did not hold the connections (${during.sockets})`)
   t.true(settled, `fds did not come back: ${before.total} → ${after.total}`)
   t.true(rssDuring.rss - rssBefore.rss < count * 64, 'more than 64 KiB of memory per idle connection')
@@ -188,7 +204,11 @@ test('the engine restarting under the edge: 502 JSON meanwhile, full service aft
   // Pullers keep going through every restart.
   const pullers = Array.from({ length: 4 }, async () => {
     while (!stop) {
-      const response = await request(berth.url, `/v2/restart/test/blobs/${image.layers[0]}`).catch(() => ({ status: 0, body: Buffer.alloc(0), json: undefined }))
+      const response = await request(berth.url, `/v2/restart/test/blobs/${image.layers[0]}`).catch(() => ({
+        status: 0,
+        body: Buffer.alloc(0),
+        json: undefined,
+      }))
       statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
       if (response.status === 200 && sha256(response.body) !== image.layers[0]) t.fail('wrong bytes')
       if (response.status === 502) t.is(response.json?.errors?.[0]?.code, 'UNAVAILABLE')
@@ -211,11 +231,16 @@ test('the engine restarting under the edge: 502 JSON meanwhile, full service aft
   const settled = await settle(async () => (await socketStates(pid))['CLOSE-WAIT'] === undefined, 60_000)
   const after = await steadyFds(pid)
   const states = await socketStates(pid)
-  t.log(`${restarts} engine kills under 4 pullers: answers ${JSON.stringify(Object.fromEntries(statuses))}; edge fds ${before.total} → ${after.total}, sockets ${JSON.stringify(states)}`)
+  t.log(
+    `${restarts} engine kills under 4 pullers: answers ${JSON.stringify(Object.fromEntries(statuses))}; edge fds ${before.total} → ${after.total}, sockets ${JSON.stringify(states)}`,
+  )
   t.true(settled, `sockets left in CLOSE-WAIT: ${JSON.stringify(states)}`)
   t.true(after.total <= before.total + 8, `edge fds grew: ${before.total} → ${after.total}`)
   // 0 = the connection was cut: the engine died in the middle of a body the edge had begun to relay,
   // and cutting is the only honest signal left (never a truncated 200: bytes are checked above).
-  t.true([...statuses.keys()].every(status => status === 200 || status === 502 || status === 0), JSON.stringify(Object.fromEntries(statuses)))
+  t.true(
+    [...statuses.keys()].every(status => status === 200 || status === 502 || status === 0),
+    JSON.stringify(Object.fromEntries(statuses)),
+  )
   t.true((statuses.get(200) ?? 0) > 0)
 })

@@ -49,7 +49,12 @@ async function pushBlob(url: string, repo: string, content: Buffer, chunked: boo
     const half = content.byteLength >> 1
     const patch = await call(url, location, { method: 'PATCH', body: content.subarray(0, half), headers: { 'content-range': `0-${half - 1}` }, expect: [202] })
     await patch.arrayBuffer()
-    const put = await call(url, `${patch.headers.get('location')!}${location.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT', body: content.subarray(half), headers: { 'content-range': `${half}-${content.byteLength - 1}` }, expect: [201] })
+    const put = await call(url, `${patch.headers.get('location')!}${location.includes('?') ? '&' : '?'}digest=${digest}`, {
+      method: 'PUT',
+      body: content.subarray(half),
+      headers: { 'content-range': `${half}-${content.byteLength - 1}` },
+      expect: [201],
+    })
     await put.arrayBuffer()
   } else {
     const put = await call(url, `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT', body: content, expect: [201] })
@@ -62,10 +67,31 @@ test(`${CLIENTS} concurrent clients push and pull distinct and shared layers for
   t.timeout((SECONDS + 120) * 1000)
   const dir = await tempDir(t, 'berth-load-')
   const bundle = join(dir, 'berth.cjs')
-  await run('npx', ['esbuild', 'src/main.ts', '--bundle', '--platform=node', '--target=node20', '--format=cjs', `--outfile=${bundle}`, '--log-level=warning'], { cwd: REPO_ROOT })
+  await run('npx', ['esbuild', 'src/main.ts', '--bundle', '--platform=node', '--target=node20', '--format=cjs', `--outfile=${bundle}`, '--log-level=warning'], {
+    cwd: REPO_ROOT,
+  })
   await run('htpasswd', ['-Bbc', join(dir, 'htpasswd'), 'alice', 'secret'])
   const port = await freePort()
-  const daemon = startDaemon('berth', process.execPath, [bundle, 'serve', '--local', '--host', '127.0.0.1', '--port', String(port), '--datadir', join(dir, 'datadir'), '--htpasswd', join(dir, 'htpasswd'), '--log-level', 'warn'], { cwd: dir })
+  const daemon = startDaemon(
+    'berth',
+    process.execPath,
+    [
+      bundle,
+      'serve',
+      '--local',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--datadir',
+      join(dir, 'datadir'),
+      '--htpasswd',
+      join(dir, 'htpasswd'),
+      '--log-level',
+      'warn',
+    ],
+    { cwd: dir },
+  )
   t.teardown(() => daemon.stop())
   const url = `http://127.0.0.1:${port}`
   await waitFor('berth', async () => (await probeStatus(`${url}/v2/`)) === 401, { daemon })
@@ -79,7 +105,10 @@ test(`${CLIENTS} concurrent clients push and pull distinct and shared layers for
   const begun = Date.now()
   const sampler = setInterval(() => {
     const slot = Math.min(9, Math.floor(((Date.now() - begun) / (SECONDS * 1000)) * 10))
-    rssKiB(daemon.pid).then(({ rss }) => (tenths[slot] = Math.max(tenths[slot]!, rss)), () => {})
+    rssKiB(daemon.pid).then(
+      ({ rss }) => (tenths[slot] = Math.max(tenths[slot]!, rss)),
+      () => {},
+    )
   }, 200)
   const deadline = Date.now() + SECONDS * 1000
 
@@ -93,17 +122,31 @@ test(`${CLIENTS} concurrent clients push and pull distinct and shared layers for
           // Push: one distinct layer (256 KiB – 3 MiB) and one of the shared ones.
           const repo = `load/r${id % 10}`
           const distinct = randomBytes(256 * 1024 + Math.floor(Math.random() * 3 * 1024 * 1024))
-          const layers = [await pushBlob(url, repo, distinct, Math.random() < 0.5), await pushBlob(url, repo, shared[Math.floor(Math.random() * shared.length)]!, false)]
+          const layers = [
+            await pushBlob(url, repo, distinct, Math.random() < 0.5),
+            await pushBlob(url, repo, shared[Math.floor(Math.random() * shared.length)]!, false),
+          ]
           const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [] }, client: id, n }))
           const configDigest = await pushBlob(url, repo, config, false)
-          const manifest = Buffer.from(JSON.stringify({
-            schemaVersion: 2,
-            mediaType: OCI_MANIFEST,
-            config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.byteLength },
-            layers: layers.map((digest, i) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: i === 0 ? distinct.byteLength : 1024 * 1024 + shared.findIndex(s => sha256(s) === digest) })),
-          }))
+          const manifest = Buffer.from(
+            JSON.stringify({
+              schemaVersion: 2,
+              mediaType: OCI_MANIFEST,
+              config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.byteLength },
+              layers: layers.map((digest, i) => ({
+                mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+                digest,
+                size: i === 0 ? distinct.byteLength : 1024 * 1024 + shared.findIndex(s => sha256(s) === digest),
+              })),
+            }),
+          )
           const tag = `c${id}-${n++}`
-          const put = await call(url, `/v2/${repo}/manifests/${tag}`, { method: 'PUT', body: manifest, headers: { 'content-type': OCI_MANIFEST }, expect: [201] })
+          const put = await call(url, `/v2/${repo}/manifests/${tag}`, {
+            method: 'PUT',
+            body: manifest,
+            headers: { 'content-type': OCI_MANIFEST },
+            expect: [201],
+          })
           await put.arrayBuffer()
           images.push({ repo, tag, digest: sha256(manifest), layers })
           counts.push++
@@ -111,7 +154,9 @@ test(`${CLIENTS} concurrent clients push and pull distinct and shared layers for
         } else {
           // Pull someone's image: manifest by tag, then every layer, each checked against its digest.
           const image = images[Math.floor(Math.random() * images.length)]!
-          const manifest = Buffer.from(await (await call(url, `/v2/${image.repo}/manifests/${image.tag}`, { headers: { accept: OCI_MANIFEST }, expect: [200] })).arrayBuffer())
+          const manifest = Buffer.from(
+            await (await call(url, `/v2/${image.repo}/manifests/${image.tag}`, { headers: { accept: OCI_MANIFEST }, expect: [200] })).arrayBuffer(),
+          )
           if (sha256(manifest) !== image.digest) throw new OperationError(`manifest ${image.repo}:${image.tag} bytes differ`)
           for (const digest of image.layers) {
             const blob = Buffer.from(await (await call(url, `/v2/${image.repo}/blobs/${digest}`, { expect: [200] })).arrayBuffer())
@@ -131,7 +176,9 @@ test(`${CLIENTS} concurrent clients push and pull distinct and shared layers for
   clearInterval(sampler)
   const hwm = (await rssKiB(daemon.pid)).peak
   const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(0)
-  t.log(`${CLIENTS} clients, ${seconds.toFixed(1)} s: ${counts.push} image pushes (${mib(counts.pushedBytes)} MiB of distinct layers), ${counts.pull} image pulls (${mib(counts.pulledBytes)} MiB checked), ${failures.length} failures; peak RSS ${Math.round(hwm / 1024)} MiB (bound ${RSS_BOUND_MIB}); RSS by tenth of the run: ${tenths.map(k => Math.round(k / 1024)).join(' ')} MiB`)
+  t.log(
+    `${CLIENTS} clients, ${seconds.toFixed(1)} s: ${counts.push} image pushes (${mib(counts.pushedBytes)} MiB of distinct layers), ${counts.pull} image pulls (${mib(counts.pulledBytes)} MiB checked), ${failures.length} failures; peak RSS ${Math.round(hwm / 1024)} MiB (bound ${RSS_BOUND_MIB}); RSS by tenth of the run: ${tenths.map(k => Math.round(k / 1024)).join(' ')} MiB`,
+  )
   t.deepEqual(failures.slice(0, 10), [])
   t.true(counts.push > 0 && counts.pull > 0)
   t.true(hwm / 1024 < RSS_BOUND_MIB, `peak RSS ${Math.round(hwm / 1024)} MiB`)

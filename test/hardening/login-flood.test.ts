@@ -78,7 +78,9 @@ test('a login flood from many addresses neither locks out a new login nor slows 
   await attack
 
   t.log(`guesses from ${ADDRESSES} addresses, ${IN_FLIGHT} in flight each: ${JSON.stringify(counts)}`)
-  t.log(`download of ${BLOB_MIB} MiB: quiet median ${median(quiet).toFixed(0)} ms (${quiet.map(ms => ms.toFixed(0)).join(', ')}), under attack ${median(underAttack).toFixed(0)} ms (${underAttack.map(ms => ms.toFixed(0)).join(', ')})`)
+  t.log(
+    `download of ${BLOB_MIB} MiB: quiet median ${median(quiet).toFixed(0)} ms (${quiet.map(ms => ms.toFixed(0)).join(', ')}), under attack ${median(underAttack).toFixed(0)} ms (${underAttack.map(ms => ms.toFixed(0)).join(', ')})`,
+  )
   t.log(`bob's first login under attack: ${login.status} in ${loginMs.toFixed(0)} ms`)
 
   t.true(lastRefusalAfterBcrypt > measured, 'guesses were still being checked with bcrypt when the measurements ended')

@@ -81,7 +81,14 @@ test.serial('the edge forwards a pipelined request only when its response gets t
     res.end(body)
   })
   await new Promise<void>(resolve => upstream.listen(0, '127.0.0.1', resolve))
-  const edge = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', localPort: 0, host: '127.0.0.1', domains: [], upstream: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` } })
+  const edge = await startEdge({
+    ...EDGE_DEFAULTS,
+    mode: 'local',
+    localPort: 0,
+    host: '127.0.0.1',
+    domains: [],
+    upstream: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` },
+  })
   t.teardown(async () => {
     await edge.close()
     upstream.closeAllConnections()

@@ -46,7 +46,10 @@ async function assertContained(t: ExecutionContext, box: Sandbox): Promise<void>
   const entries = (await readdir(box.sandbox)).sort()
   t.deepEqual(entries, ['canary', 'data'], 'something was written beside the data folder')
   const top = await readdir(box.data)
-  t.true(top.every(entry => entry === 'docker'), `unexpected entries in data/: ${top.join(',')}`)
+  t.true(
+    top.every(entry => entry === 'docker'),
+    `unexpected entries in data/: ${top.join(',')}`,
+  )
 }
 
 /** A 4xx must carry the OCI error JSON (HEAD has no body). */
@@ -66,16 +69,52 @@ function wellFormed(t: ExecutionContext, response: HttpResponse, method: string,
 }
 
 // Printable ASCII without space: what an HTTP request line may carry.
-const urlChar = fc.constantFrom(...'abcz019-._/:%@+~!$&\'()*,;=?#[]ABZ'.split(''))
+const urlChar = fc.constantFrom(..."abcz019-._/:%@+~!$&'()*,;=?#[]ABZ".split(''))
 const hostileSegment = fc.oneof(
-  fc.constantFrom('..', '.', '%2e%2e', '%2E%2E', '..%2f', '%2f', '%2F..%2F', '%00', 'a%00b', '.%2e', '~', '_uploads', '_layers', '_manifests', 'docker', 'registry', 'v2', 'data', 'blobs', 'sha256'),
+  fc.constantFrom(
+    '..',
+    '.',
+    '%2e%2e',
+    '%2E%2E',
+    '..%2f',
+    '%2f',
+    '%2F..%2F',
+    '%00',
+    'a%00b',
+    '.%2e',
+    '~',
+    '_uploads',
+    '_layers',
+    '_manifests',
+    'docker',
+    'registry',
+    'v2',
+    'data',
+    'blobs',
+    'sha256',
+  ),
   fc.string({ unit: urlChar, maxLength: 12 }),
   fc.stringMatching(/^[a-z0-9]+([._-][a-z0-9]+)*$/),
 )
 const hostileName = fc.array(hostileSegment, { minLength: 1, maxLength: 5 }).map(parts => parts.join('/'))
 const hostileReference = fc.oneof(
   fc.stringMatching(/^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,130}$/),
-  fc.constantFrom('..', '.', '%2e%2e', 'sha256:', 'sha256:..', 'sha256:' + 'a'.repeat(63), 'sha256:' + 'A'.repeat(64), 'sha512:' + 'a'.repeat(128), 'md5:abc', 'sha256:' + '0'.repeat(64), ':', '-x', '.x', 'x'.repeat(129)),
+  fc.constantFrom(
+    '..',
+    '.',
+    '%2e%2e',
+    'sha256:',
+    'sha256:..',
+    'sha256:' + 'a'.repeat(63),
+    'sha256:' + 'A'.repeat(64),
+    'sha512:' + 'a'.repeat(128),
+    'md5:abc',
+    'sha256:' + '0'.repeat(64),
+    ':',
+    '-x',
+    '.x',
+    'x'.repeat(129),
+  ),
   fc.string({ unit: urlChar, maxLength: 20 }).filter(s => !s.includes('/') && !s.includes('?') && !s.includes('#')),
 )
 
@@ -96,7 +135,11 @@ test('names, references and digests in every route: never a 5xx, nothing outside
       fc.constantFrom('manifests', 'blobs', 'tags/list', 'blobs/uploads/', 'blobs/uploads', 'referrers'),
       fc.constantFrom('GET', 'HEAD', 'PUT', 'DELETE', 'POST', 'PATCH'),
       async (name, reference, kind, method) => {
-        const path = safePath(kind.startsWith('tags') || kind.startsWith('blobs/uploads') ? `/v2/${name}/${kind}${kind === 'blobs/uploads' ? `/${reference}` : ''}` : `/v2/${name}/${kind}/${reference}`)
+        const path = safePath(
+          kind.startsWith('tags') || kind.startsWith('blobs/uploads')
+            ? `/v2/${name}/${kind}${kind === 'blobs/uploads' ? `/${reference}` : ''}`
+            : `/v2/${name}/${kind}/${reference}`,
+        )
         const body = ['PUT', 'POST', 'PATCH'].includes(method) ? '{"schemaVersion":2}' : undefined
         const response = await request(box.url, path, { method, body, headers: body ? { 'Content-Type': OCI_MANIFEST } : {} })
         sent++
@@ -117,29 +160,45 @@ test('Range and If-Range on blob GET: 200, 206 with the exact bytes, or 416 (nev
   const digest = await pushBlob(box.url, 'ranges', content)
   const rangeValue = fc.oneof(
     fc.tuple(fc.option(fc.integer({ min: -5, max: 6000 })), fc.option(fc.integer({ min: -5, max: 6000 }))).map(([a, b]) => `bytes=${a ?? ''}-${b ?? ''}`),
-    fc.constantFrom('bytes=0-0,5-9', 'bytes=-0', 'bytes=', 'bytes=--1', 'items=0-1', 'bytes=99999999999999999999-', 'bytes=0-99999999999999999999', 'bytes = 0-1', 'BYTES=0-1', 'bytes=0x10-20'),
+    fc.constantFrom(
+      'bytes=0-0,5-9',
+      'bytes=-0',
+      'bytes=',
+      'bytes=--1',
+      'items=0-1',
+      'bytes=99999999999999999999-',
+      'bytes=0-99999999999999999999',
+      'bytes = 0-1',
+      'BYTES=0-1',
+      'bytes=0x10-20',
+    ),
     fc.string({ unit: fc.constantFrom(...'bytes=0123456789-, '.split('')), maxLength: 20 }),
   )
   await fc.assert(
-    fc.asyncProperty(rangeValue, fc.constantFrom(undefined, `"${digest}"`, '"other"', 'W/"x"'), fc.constantFrom('GET', 'HEAD'), async (range, ifRange, method) => {
-      const headers: Record<string, string> = {}
-      if (/^[\x21-\x7e][\x20-\x7e]*$/.test(range)) headers['Range'] = range
-      if (ifRange !== undefined) headers['If-Range'] = ifRange
-      const response = await request(box.url, `/v2/ranges/blobs/${digest}`, { method, headers })
-      if (!wellFormed(t, response, method, `${method} Range ${range}`)) return false
-      if (response.status === 206) {
-        const match = /^bytes (\d+)-(\d+)\/5000$/.exec(String(response.headers['content-range']))
-        if (!match) return t.fail(`206 with Content-Range ${response.headers['content-range']}`) ?? false
-        const start = Number(match[1])
-        const end = Number(match[2])
-        if (method === 'GET' && !response.body.equals(content.subarray(start, end + 1))) return t.fail(`wrong bytes for ${range}`) ?? false
-      } else if (response.status === 200 && method === 'GET' && !response.body.equals(content)) {
-        return t.fail(`wrong body for ${range}`) ?? false
-      } else if (![200, 206, 416].includes(response.status)) {
-        return t.fail(`${response.status} for Range ${range}`) ?? false
-      }
-      return true
-    }),
+    fc.asyncProperty(
+      rangeValue,
+      fc.constantFrom(undefined, `"${digest}"`, '"other"', 'W/"x"'),
+      fc.constantFrom('GET', 'HEAD'),
+      async (range, ifRange, method) => {
+        const headers: Record<string, string> = {}
+        if (/^[\x21-\x7e][\x20-\x7e]*$/.test(range)) headers['Range'] = range
+        if (ifRange !== undefined) headers['If-Range'] = ifRange
+        const response = await request(box.url, `/v2/ranges/blobs/${digest}`, { method, headers })
+        if (!wellFormed(t, response, method, `${method} Range ${range}`)) return false
+        if (response.status === 206) {
+          const match = /^bytes (\d+)-(\d+)\/5000$/.exec(String(response.headers['content-range']))
+          if (!match) return t.fail(`206 with Content-Range ${response.headers['content-range']}`) ?? false
+          const start = Number(match[1])
+          const end = Number(match[2])
+          if (method === 'GET' && !response.body.equals(content.subarray(start, end + 1))) return t.fail(`wrong bytes for ${range}`) ?? false
+        } else if (response.status === 200 && method === 'GET' && !response.body.equals(content)) {
+          return t.fail(`wrong body for ${range}`) ?? false
+        } else if (![200, 206, 416].includes(response.status)) {
+          return t.fail(`${response.status} for Range ${range}`) ?? false
+        }
+        return true
+      },
+    ),
     { numRuns: 300 * RUNS },
   )
   await assertContained(t, box)
@@ -151,7 +210,21 @@ test('uploads: random Content-Range, Content-Length, digest, mount and from para
   const existing = randomBytes(3000)
   const existingDigest = await pushBlob(box.url, 'source/repo', existing)
   const queryValue = fc.oneof(
-    fc.constantFrom(existingDigest, sha256('x'), 'sha256:', 'sha256:zz', 'sha512:' + 'a'.repeat(128), '', '..', '../../etc/passwd', '%2e%2e%2fetc', 'source/repo', 'source/../source/repo', 'nope', 'a'.repeat(300)),
+    fc.constantFrom(
+      existingDigest,
+      sha256('x'),
+      'sha256:',
+      'sha256:zz',
+      'sha512:' + 'a'.repeat(128),
+      '',
+      '..',
+      '../../etc/passwd',
+      '%2e%2e%2fetc',
+      'source/repo',
+      'source/../source/repo',
+      'nope',
+      'a'.repeat(300),
+    ),
     fc.string({ unit: urlChar, maxLength: 16 }),
   )
   const queryKey = fc.constantFrom('digest', 'mount', 'from', 'n', 'last', '_state', 'digest[]')
@@ -214,29 +287,56 @@ test('manifest JSON: arbitrary and mutated manifests get 201 or a 4xx; anything 
     fc.constantFrom(null, -1, 1e308, '', '../../x', 'sha256:' + 'f'.repeat(64), [], {}, { __proto__: { a: 1 } }, 'sha256:..', 2 ** 53 + 1),
   )
   const mutate = fc.tuple(
-    fc.constantFrom('schemaVersion', 'mediaType', 'config', 'layers', 'subject', 'manifests', 'config.digest', 'config.size', 'config.mediaType', 'layers.0.digest', 'layers.0.size', 'layers.0.urls', 'annotations', 'artifactType'),
+    fc.constantFrom(
+      'schemaVersion',
+      'mediaType',
+      'config',
+      'layers',
+      'subject',
+      'manifests',
+      'config.digest',
+      'config.size',
+      'config.mediaType',
+      'layers.0.digest',
+      'layers.0.size',
+      'layers.0.urls',
+      'annotations',
+      'artifactType',
+    ),
     weird,
   )
   const manifestBody = fc.oneof(
-    { weight: 3, arbitrary: fc.array(mutate, { minLength: 1, maxLength: 3 }).map(changes => {
-      const copy = structuredClone(valid) as Record<string, any>
-      for (const [path, value] of changes) {
-        const keys = path.split('.')
-        let target: any = copy
-        for (const key of keys.slice(0, -1)) {
-          if (target[key] === null || typeof target[key] !== 'object') target[key] = {}
-          target = target[key]
+    {
+      weight: 3,
+      arbitrary: fc.array(mutate, { minLength: 1, maxLength: 3 }).map(changes => {
+        const copy = structuredClone(valid) as Record<string, any>
+        for (const [path, value] of changes) {
+          const keys = path.split('.')
+          let target: any = copy
+          for (const key of keys.slice(0, -1)) {
+            if (target[key] === null || typeof target[key] !== 'object') target[key] = {}
+            target = target[key]
+          }
+          // A copy: fc.constantFrom hands out the same object every time, so setting `config` to {} and then
+          // `config.size` to {} would make that object contain itself (and leak into later runs).
+          target[keys.at(-1)!] = structuredClone(value)
         }
-        // A copy: fc.constantFrom hands out the same object every time, so setting `config` to {} and then
-        // `config.size` to {} would make that object contain itself (and leak into later runs).
-        target[keys.at(-1)!] = structuredClone(value)
-      }
-      return Buffer.from(JSON.stringify(copy))
-    }) },
+        return Buffer.from(JSON.stringify(copy))
+      }),
+    },
     { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 4 }).map(v => Buffer.from(JSON.stringify(v) ?? 'null')) },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 200 }).map(b => Buffer.from(b)) },
   )
-  const contentType = fc.constantFrom(OCI_MANIFEST, 'application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.v2+json', 'application/vnd.docker.distribution.manifest.list.v2+json', 'application/json', 'text/plain', 'application/vnd.docker.distribution.manifest.v1+prettyjws', '')
+  const contentType = fc.constantFrom(
+    OCI_MANIFEST,
+    'application/vnd.oci.image.index.v1+json',
+    'application/vnd.docker.distribution.manifest.v2+json',
+    'application/vnd.docker.distribution.manifest.list.v2+json',
+    'application/json',
+    'text/plain',
+    'application/vnd.docker.distribution.manifest.v1+prettyjws',
+    '',
+  )
   let accepted = 0
   await fc.assert(
     fc.asyncProperty(manifestBody, contentType, fc.boolean(), async (body, type, byDigest) => {

@@ -11,6 +11,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import test from 'ava'
+import { stripVTControlCharacters } from 'node:util'
 import { run } from '../helpers/procs.js'
 import { join } from 'node:path'
 import { startBerth } from '../helpers/berth.js'
@@ -42,17 +43,34 @@ for (const [name, flags] of Object.entries(ATTACKS)) {
     // body is read: a single-POST upload (?digest=), which streams to an upload file (a plain POST
     // is answered at once and its connection closed). Slowloris needs nothing but its headers.
     const uploads = join(datadir, 'data/docker/registry/v2/repositories/slow/victim/_uploads')
-    const target = {
-      'slow read': `/v2/slow/victim/blobs/${image.layers[0]}`,
-      'range attack': `/v2/slow/victim/blobs/${image.layers[0]}`,
-      'slow body': `/v2/slow/victim/blobs/uploads/?digest=sha256:${'0'.repeat(64)}`,
-    }[name] ?? '/v2/slow/victim/blobs/uploads/'
+    const target =
+      {
+        'slow read': `/v2/slow/victim/blobs/${image.layers[0]}`,
+        'range attack': `/v2/slow/victim/blobs/${image.layers[0]}`,
+        'slow body': `/v2/slow/victim/blobs/uploads/?digest=sha256:${'0'.repeat(64)}`,
+      }[name] ?? '/v2/slow/victim/blobs/uploads/'
     let attacking = true
     const attack = run(
       'slowhttptest',
       // Slow read ramps up at 100 connections/s: 400 at once is a burst of 400 full downloads (200 MB
       // through the proxy in the first second), a load spike rather than a slow-client attack.
-      [...flags, '-c', String(CONNECTIONS), '-r', String(name === 'slow read' ? 100 : Math.min(500, CONNECTIONS)), '-i', '2', '-l', String(SECONDS), '-p', '3', '-x', '20', '-u', `${berth.url}${target}`],
+      [
+        ...flags,
+        '-c',
+        String(CONNECTIONS),
+        '-r',
+        String(name === 'slow read' ? 100 : Math.min(500, CONNECTIONS)),
+        '-i',
+        '2',
+        '-l',
+        String(SECONDS),
+        '-p',
+        '3',
+        '-x',
+        '20',
+        '-u',
+        `${berth.url}${target}`,
+      ],
       { timeoutMs: (SECONDS + 60) * 1000 },
     ).finally(() => (attacking = false))
     const latencies: number[] = []
@@ -73,7 +91,7 @@ for (const [name, flags] of Object.entries(ATTACKS)) {
       latencies.push(Date.now() - started)
       await new Promise(resolve => setTimeout(resolve, 200))
     }
-    const stdout = (await attack).stdout.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')
+    const stdout = stripVTControlCharacters((await attack).stdout)
     const available = /service available:\s+(\w+)/gi
     const verdicts = [...stdout.matchAll(available)].map(m => m[1]!)
     const connected = Math.max(0, ...[...stdout.matchAll(/connected:\s+(\d+)/g)].map(m => Number(m[1])))
@@ -81,11 +99,16 @@ for (const [name, flags] of Object.entries(ATTACKS)) {
     latencies.sort((a, b) => a - b)
     const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? 0
     const perConnection = connected > 0 ? (rss.peak - rssBefore) / connected : 0
-    t.log(`${name}: up to ${connected} slow connections held; ${latencies.length} normal pulls, ${failures.length} failed, p50 ${latencies[latencies.length >> 1]} ms, p99 ${p99} ms; slowhttptest probe: ${[...new Set(verdicts)].join('/') || 'n/a'}; peak RSS ${Math.round(rss.peak / 1024)} MiB (${Math.round(rssBefore / 1024)} MiB before${connected >= CONNECTIONS / 2 ? `, ${Math.round(perConnection)} KiB per slow connection` : ''})`)
+    t.log(
+      `${name}: up to ${connected} slow connections held; ${latencies.length} normal pulls, ${failures.length} failed, p50 ${latencies[latencies.length >> 1]} ms, p99 ${p99} ms; slowhttptest probe: ${[...new Set(verdicts)].join('/') || 'n/a'}; peak RSS ${Math.round(rss.peak / 1024)} MiB (${Math.round(rssBefore / 1024)} MiB before${connected >= CONNECTIONS / 2 ? `, ${Math.round(perConnection)} KiB per slow connection` : ''})`,
+    )
     t.deepEqual(failures, [])
     t.true(latencies.length > 5)
     t.true((latencies[latencies.length >> 1] ?? 0) < 1000, 'median pull over 1 s under attack')
-    t.false(verdicts.some(v => v.toUpperCase() === 'NO'), 'slowhttptest found the service unavailable')
+    t.false(
+      verdicts.some(v => v.toUpperCase() === 'NO'),
+      'slowhttptest found the service unavailable',
+    )
     if (name === 'slow body') {
       t.true(connected >= CONNECTIONS / 2, `only ${connected} slow uploads were held`)
       // Each cut upload is cancelled: no upload folder is left behind.
@@ -159,15 +182,19 @@ test.serial('downloads that stop reading hold a bounded amount of memory each (b
   // A warm-up round, so what is measured is per-connection memory, not the first use of the path.
   const hold = async (count: number): Promise<void> => {
     await Promise.all(
-      Array.from({ length: count }, () => new Promise<void>(resolve => {
-        const socket = net.connect({ host: '127.0.0.1', port: berth.port }, () => {
-          socket.write(`GET /v2/slow/big/blobs/${image.layers[0]} HTTP/1.1\r\nHost: x\r\n\r\n`)
-          resolve()
-        })
-        socket.pause()
-        socket.on('error', () => resolve())
-        sockets.push(socket)
-      })),
+      Array.from(
+        { length: count },
+        () =>
+          new Promise<void>(resolve => {
+            const socket = net.connect({ host: '127.0.0.1', port: berth.port }, () => {
+              socket.write(`GET /v2/slow/big/blobs/${image.layers[0]} HTTP/1.1\r\nHost: x\r\n\r\n`)
+              resolve()
+            })
+            socket.pause()
+            socket.on('error', () => resolve())
+            sockets.push(socket)
+          }),
+      ),
     )
     await new Promise(resolve => setTimeout(resolve, 2000)) // until every response is stuck
   }
@@ -179,7 +206,9 @@ test.serial('downloads that stop reading hold a bounded amount of memory each (b
   const perConnection = (after - before) / COUNT
   // Meanwhile a normal client is served in full.
   const blob = await requestFrom(berth.url, `/v2/slow/big/blobs/${image.layers[0]}`, { timeoutMs: 10_000 })
-  t.log(`${COUNT} downloads of a 16 MiB layer that do not read: RSS ${Math.round(before / 1024)} → ${Math.round(after / 1024)} MiB, ${Math.round(perConnection)} KiB per connection`)
+  t.log(
+    `${COUNT} downloads of a 16 MiB layer that do not read: RSS ${Math.round(before / 1024)} → ${Math.round(after / 1024)} MiB, ${Math.round(perConnection)} KiB per connection`,
+  )
   t.is(blob.status, 200)
   t.is(sha256(blob.body), image.layers[0]!)
   t.true(perConnection < 1024, `${Math.round(perConnection)} KiB held per stalled download`)

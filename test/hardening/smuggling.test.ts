@@ -6,8 +6,6 @@
  * and no request hidden in the bytes may be answered (the hidden request asks for the catalog, so
  * a smuggled success would show `"repositories"`).
  */
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import test from 'ava'
 import { createRegistryApp } from '../../src/registry/app.js'
@@ -108,11 +106,19 @@ test('CL/TE conflicts, duplicate lengths, obs-fold, bad framing and oversized he
 
 test('a refused request with a body never lets the body be read as the next request (edge, no credentials)', async t => {
   const { berth } = await startAuthBerth(t)
-  for (const [method, path] of [['PUT', '/v2/a/manifests/x'], ['POST', '/v2/a/blobs/uploads/'], ['PATCH', '/v2/a/blobs/uploads/u']] as const) {
+  for (const [method, path] of [
+    ['PUT', '/v2/a/manifests/x'],
+    ['POST', '/v2/a/blobs/uploads/'],
+    ['PATCH', '/v2/a/blobs/uploads/u'],
+  ] as const) {
     const clBody = `${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${HIDDEN.length}\r\n\r\n${HIDDEN}`
     const teBody = `${method} ${path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${HIDDEN.length.toString(16)}\r\n${HIDDEN}\r\n0\r\n\r\n${HIDDEN}`
     const expect = `${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${HIDDEN.length}\r\nExpect: 100-continue\r\n\r\n${HIDDEN}`
-    for (const [what, bytes] of [['Content-Length', clBody], ['chunked', teBody], ['Expect: 100-continue', expect]] as const) {
+    for (const [what, bytes] of [
+      ['Content-Length', clBody],
+      ['chunked', teBody],
+      ['Expect: 100-continue', expect],
+    ] as const) {
       const result = await rawExchange('127.0.0.1', berth.port, bytes, 3000)
       const seen = statuses(result.text).filter(s => s !== 100)
       t.is(seen[0], 401, `${method} ${what}: ${result.text.slice(0, 200)}`)

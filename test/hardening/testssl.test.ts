@@ -18,8 +18,14 @@ import { FULL, tempDir } from './common.js'
 
 async function makeChain(dir: string): Promise<{ root: string; chain: string; key: string }> {
   const sh = (script: string) => run('sh', ['-euc', script], { cwd: dir })
-  await writeFile(join(dir, 'ca.ext'), 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n')
-  await writeFile(join(dir, 'leaf.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\ncrlDistributionPoints=URI:http://crl.example.invalid/int.crl\n')
+  await writeFile(
+    join(dir, 'ca.ext'),
+    'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n',
+  )
+  await writeFile(
+    join(dir, 'leaf.ext'),
+    'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\ncrlDistributionPoints=URI:http://crl.example.invalid/int.crl\n',
+  )
   await sh(`
     openssl ecparam -name prime256v1 -genkey -noout -out root.key
     openssl req -x509 -new -key root.key -sha256 -days 120 -subj "/CN=Berth hardening root" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out root.pem
@@ -59,7 +65,11 @@ test(`testssl.sh (${FULL ? 'full run' : 'protocols, ciphers, server defaults, he
   const findings = JSON.parse(await readFile(json, 'utf8')) as Finding[]
   const byId = new Map(findings.map(f => [f.id, f]))
   const bad = findings.filter(f => f.severity === 'HIGH' || f.severity === 'CRITICAL')
-  t.deepEqual(bad.map(f => `${f.id}: ${f.finding}`), [], 'HIGH/CRITICAL findings')
+  t.deepEqual(
+    bad.map(f => `${f.id}: ${f.finding}`),
+    [],
+    'HIGH/CRITICAL findings',
+  )
   for (const id of ['SSLv2', 'SSLv3', 'TLS1', 'TLS1_1']) t.regex(byId.get(id)?.finding ?? 'missing', /not offered/, id)
   t.regex(byId.get('TLS1_2')?.finding ?? '', /offered/, 'TLS1_2')
   t.regex(byId.get('TLS1_3')?.finding ?? '', /offered/, 'TLS1_3')

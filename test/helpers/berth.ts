@@ -102,11 +102,16 @@ async function startBerthOnce(options: BerthOptions): Promise<Berth> {
     port = options.https.httpsPort ?? (await freePort(host))
     httpPort = options.https.httpPort ?? (await freePort(host))
     args.push(
-      '--domain', options.https.domain,
-      '--tls-cert', options.https.certFile,
-      '--tls-key', options.https.keyFile,
-      '--https-port', String(port),
-      '--http-port', String(httpPort),
+      '--domain',
+      options.https.domain,
+      '--tls-cert',
+      options.https.certFile,
+      '--tls-key',
+      options.https.keyFile,
+      '--https-port',
+      String(port),
+      '--http-port',
+      String(httpPort),
     )
     if (options.https.htpasswd) args.push('--htpasswd', options.https.htpasswd)
     if (options.https.allowAnonymous) args.push('--allow-anonymous')
@@ -128,13 +133,21 @@ async function startBerthOnce(options: BerthOptions): Promise<Berth> {
   })
   const stop = () => daemon.stop()
   try {
-    await waitFor(`berth on ${url}`, async () => {
-      const status = await probeStatus(`${url}/v2/`)
-      return status === 200 || status === 401
-    }, { daemon, timeoutMs: options.timeoutMs ?? 90_000 })
+    await waitFor(
+      `berth on ${url}`,
+      async () => {
+        const status = await probeStatus(`${url}/v2/`)
+        return status === 200 || status === 401
+      },
+      { daemon, timeoutMs: options.timeoutMs ?? 90_000 },
+    )
     // The start-up summary is written once the server listens, so /v2/ can answer before it reaches
     // us: tests read it from output() right after this returns.
-    await waitFor('the start-up summary', async () => /Berth registry is running[\s\S]*\n {2}pull /.test(daemon.output()), { daemon, timeoutMs: 30_000, intervalMs: 20 })
+    await waitFor('the start-up summary', async () => /Berth registry is running[\s\S]*\n {2}pull /.test(daemon.output()), {
+      daemon,
+      timeoutMs: 30_000,
+      intervalMs: 20,
+    })
   } catch (error) {
     await stop()
     throw error
@@ -168,7 +181,7 @@ export async function startBerthInProcess(options: { datadir: string; host?: str
     output: () => '(engine in this process: its errors are in the test output)',
     stop: () =>
       (stopped ??= (async () => {
-        await new Promise<void>((resolve) => {
+        await new Promise<void>(resolve => {
           server.close(() => resolve())
           server.closeAllConnections()
         })
@@ -187,7 +200,16 @@ export async function startBerthInProcess(options: { datadir: string; host?: str
 export async function startLocalBerth(options: { datadir: string; host?: string }): Promise<Berth> {
   if (process.env.BERTH_E2E_REFERENCE === 'registry2') {
     const registry = await startRegistry2({ rootDirectory: path.join(options.datadir, 'data'), host: options.host ?? '127.0.0.1' })
-    return { url: registry.url, hostPort: registry.hostPort, port: registry.port, httpPort: undefined, datadir: options.datadir, pid: registry.pid, output: registry.output, stop: registry.stop }
+    return {
+      url: registry.url,
+      hostPort: registry.hostPort,
+      port: registry.port,
+      httpPort: undefined,
+      datadir: options.datadir,
+      pid: registry.pid,
+      output: registry.output,
+      stop: registry.stop,
+    }
   }
   if (process.env.BERTH_E2E_IN_PROCESS !== '1' && (await hasMain())) return startBerth(options)
   return startBerthInProcess(options)

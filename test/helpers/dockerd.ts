@@ -121,11 +121,15 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
     '--iptables=false',
     '--ip6tables=false',
     '--bridge=none',
-    '--data-root', path.join(dir, 'data'),
-    '--exec-root', path.join(dir, 'exec'),
-    '--pidfile', path.join(dir, 'docker.pid'),
-    '-H', `unix://${socket}`,
-    ...(options.insecureRegistries ?? []).flatMap((registry) => ['--insecure-registry', registry]),
+    '--data-root',
+    path.join(dir, 'data'),
+    '--exec-root',
+    path.join(dir, 'exec'),
+    '--pidfile',
+    path.join(dir, 'docker.pid'),
+    '-H',
+    `unix://${socket}`,
+    ...(options.insecureRegistries ?? []).flatMap(registry => ['--insecure-registry', registry]),
     ...(options.debug ? ['--debug'] : []),
   ]
   // `sh` only sets up the private mounts, then execs dockerd: the daemon keeps the child's pid.
@@ -141,9 +145,14 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
     'shift 2',
     'exec "$@"',
   ].join('; ')
-  const daemon: Daemon = startDaemon('dockerd', 'unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', hostsFile, etcDocker, DOCKERD, ...dockerdArgs], {
-    env: { DOCKER_HOST: undefined },
-  })
+  const daemon: Daemon = startDaemon(
+    'dockerd',
+    'unshare',
+    ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', hostsFile, etcDocker, DOCKERD, ...dockerdArgs],
+    {
+      env: { DOCKER_HOST: undefined },
+    },
+  )
 
   let stopped: Promise<void> | undefined
   const stop = () =>

@@ -67,7 +67,11 @@ export async function hashFile(path: string): Promise<string> {
   return hash.digest('hex')
 }
 
-const exists = (path: string) => stat(path).then(() => true, () => false)
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  )
 
 /**
  * The on-disk invariants; returns the problems found (empty when consistent). `hashed` (path →

@@ -41,24 +41,21 @@ export function request(target: Server | string, path: string, options: RequestO
     port = (target.address() as AddressInfo).port
   }
   return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      { host, port, path, method: options.method ?? 'GET', headers: options.headers ?? {}, agent: false },
-      res => {
-        const chunks: Buffer[] = []
-        res.on('data', chunk => chunks.push(chunk as Buffer))
-        res.on('error', reject)
-        res.on('end', () => {
-          const body = Buffer.concat(chunks)
-          let json: unknown
-          try {
-            json = body.byteLength > 0 ? JSON.parse(body.toString('utf8')) : undefined
-          } catch {
-            json = undefined
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body, json })
-        })
-      },
-    )
+    const req = httpRequest({ host, port, path, method: options.method ?? 'GET', headers: options.headers ?? {}, agent: false }, res => {
+      const chunks: Buffer[] = []
+      res.on('data', chunk => chunks.push(chunk as Buffer))
+      res.on('error', reject)
+      res.on('end', () => {
+        const body = Buffer.concat(chunks)
+        let json: unknown
+        try {
+          json = body.byteLength > 0 ? JSON.parse(body.toString('utf8')) : undefined
+        } catch {
+          json = undefined
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body, json })
+      })
+    })
     req.on('error', reject)
     const body = options.body
     if (body === undefined) req.end()

@@ -66,9 +66,7 @@ export function sha256Digest(bytes: Uint8Array): string {
 /** sha256 digest of a file, streamed. */
 export async function fileDigest(file: string): Promise<string> {
   const hash = createHash('sha256')
-  await pipeline(createReadStream(file), async function* (source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) hash.update(chunk)
-  })
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
   return 'sha256:' + hash.digest('hex')
 }
 
@@ -188,7 +186,7 @@ export class OciLayout {
       os: platform.os,
       ...(platform.variant ? { variant: platform.variant } : {}),
       config: { Cmd: ['/hello'], Labels: { 'org.berth.test': randomBytes(8).toString('hex') } },
-      rootfs: { type: 'layers', diff_ids: layers.map((layer) => layer.diffId) },
+      rootfs: { type: 'layers', diff_ids: layers.map(layer => layer.diffId) },
       history: layers.map(() => ({ created_by: 'berth test kit' })),
     }
     const config = await this.addBlob(OCI_CONFIG, Buffer.from(JSON.stringify(configJson)))
@@ -217,12 +215,12 @@ export class OciLayout {
     const indexBytes = Buffer.from(JSON.stringify(indexJson, null, 2))
     const index = await this.addBlob(OCI_INDEX, indexBytes)
     if (options.tag) await this.tag(options.tag, index)
-    return { index, indexBytes, images, blobs: images.flatMap((image) => image.blobs) }
+    return { index, indexBytes, images, blobs: images.flatMap(image => image.blobs) }
   }
 
   /** Points `tag` at a manifest or index already in the layout. */
   async tag(tag: string, descriptor: Descriptor): Promise<void> {
-    const existing = this.tags.findIndex((entry) => entry.annotations?.[REF_NAME] === tag)
+    const existing = this.tags.findIndex(entry => entry.annotations?.[REF_NAME] === tag)
     if (existing >= 0) this.tags.splice(existing, 1)
     this.tags.push({ mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size, annotations: { [REF_NAME]: tag } })
     await this.writeIndex()

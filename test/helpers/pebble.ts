@@ -62,26 +62,43 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
   const certPath = join(dir, 'cert.pem')
   const keyPath = join(dir, 'key.pem')
   await run('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    keyPath,
+    '-out',
+    certPath,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
   ])
   const listenPort = await freePort()
   const managementPort = await freePort()
   const configPath = join(dir, 'pebble.json')
-  await writeFile(configPath, JSON.stringify({
-    pebble: {
-      listenAddress: `127.0.0.1:${listenPort}`,
-      managementListenAddress: `127.0.0.1:${managementPort}`,
-      certificate: certPath,
-      privateKey: keyPath,
-      httpPort: options.httpPort,
-      tlsPort: await freePort(),
-      ocspResponderURL: '',
-      externalAccountBindingRequired: options.eab !== undefined,
-      ...(options.eab ? { externalAccountMACKeys: options.eab } : {}),
-    },
-  }))
+  await writeFile(
+    configPath,
+    JSON.stringify({
+      pebble: {
+        listenAddress: `127.0.0.1:${listenPort}`,
+        managementListenAddress: `127.0.0.1:${managementPort}`,
+        certificate: certPath,
+        privateKey: keyPath,
+        httpPort: options.httpPort,
+        tlsPort: await freePort(),
+        ocspResponderURL: '',
+        externalAccountBindingRequired: options.eab !== undefined,
+        ...(options.eab ? { externalAccountMACKeys: options.eab } : {}),
+      },
+    }),
+  )
   const listenerCa = await readFile(certPath, 'utf8')
   let output = ''
   let child: ChildProcess | undefined
@@ -100,7 +117,7 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
     // Pebble logs "Listening on" just before it binds: wait for the log line, then for the ports to accept.
     const deadline = Date.now() + 60_000
     const accepting = (port: number) =>
-      new Promise<boolean>((resolve) => {
+      new Promise<boolean>(resolve => {
         const socket = connect(port, '127.0.0.1', () => {
           socket.destroy()
           resolve(true)
@@ -110,7 +127,7 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
     while (!/Listening on: /.test(output.split('Starting Pebble').pop() ?? '') || !(await accepting(listenPort)) || !(await accepting(managementPort))) {
       if (started.exitCode !== null) throw new Error(`pebble exited: ${output}`)
       if (Date.now() > deadline) throw new Error(`pebble did not start: ${output}`)
-      await new Promise((r) => setTimeout(r, 50))
+      await new Promise(r => setTimeout(r, 50))
     }
   }
 
@@ -118,7 +135,7 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
     const current = child
     child = undefined
     if (!current || current.exitCode !== null) return
-    const exited = new Promise((r) => current.once('exit', r))
+    const exited = new Promise(r => current.once('exit', r))
     current.kill('SIGTERM')
     const timer = setTimeout(() => current.kill('SIGKILL'), 3_000)
     await exited
@@ -132,9 +149,12 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
     listenerKey: await readFile(keyPath, 'utf8'),
     rootCertificate: () =>
       new Promise((resolve, reject) => {
-        get(`https://127.0.0.1:${managementPort}/roots/0`, { ca: listenerCa }, (response) => {
+        get(`https://127.0.0.1:${managementPort}/roots/0`, { ca: listenerCa }, response => {
           let body = ''
-          response.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve(body))
+          response
+            .setEncoding('utf8')
+            .on('data', (c: string) => (body += c))
+            .on('end', () => resolve(body))
         }).on('error', reject)
       }),
     orderCount: () => (output.match(/POST \/order-plz/g) ?? []).length,
@@ -186,21 +206,24 @@ export async function startAcmeFront(pebble: Pebble, options: AcmeFrontOptions):
   const renewalInfoRequests: string[] = []
   let newOrderRequests = 0
   const send = (res: import('node:http').ServerResponse, answer: FrontResponse, type = 'application/json'): void => {
-    res.writeHead(answer.status, { 'content-type': type, ...(answer.headers ?? {}) })
+    res.writeHead(answer.status, { 'content-type': type, ...answer.headers })
     res.end(JSON.stringify(answer.body))
   }
   const server: HttpsServer = createHttpsServer({ cert: pebble.listenerCa, key: pebble.listenerKey }, (req, res) => {
     const path = req.url ?? '/'
     req.resume()
     if (req.method === 'GET' && path === '/dir') {
-      get(pebble.directoryUrl, { ca: pebble.listenerCa }, (upstream) => {
+      get(pebble.directoryUrl, { ca: pebble.listenerCa }, upstream => {
         let body = ''
-        upstream.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
-          const directory = JSON.parse(body) as Record<string, unknown>
-          if (options.renewalInfo) directory['renewalInfo'] = `${frontUrl}/renewal-info`
-          if (options.newOrder) directory['newOrder'] = `${frontUrl}/order-plz`
-          send(res, { status: 200, body: directory, ...(options.directoryHeaders ? { headers: options.directoryHeaders } : {}) })
-        })
+        upstream
+          .setEncoding('utf8')
+          .on('data', (c: string) => (body += c))
+          .on('end', () => {
+            const directory = JSON.parse(body) as Record<string, unknown>
+            if (options.renewalInfo) directory['renewalInfo'] = `${frontUrl}/renewal-info`
+            if (options.newOrder) directory['newOrder'] = `${frontUrl}/order-plz`
+            send(res, { status: 200, body: directory, ...(options.directoryHeaders ? { headers: options.directoryHeaders } : {}) })
+          })
       }).on('error', () => send(res, { status: 502, body: {} }))
       return
     }
@@ -217,7 +240,7 @@ export async function startAcmeFront(pebble: Pebble, options: AcmeFrontOptions):
     }
     send(res, { status: 404, body: {} })
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   frontUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}`
   return {
     directoryUrl: `${frontUrl}/dir`,
@@ -226,7 +249,7 @@ export async function startAcmeFront(pebble: Pebble, options: AcmeFrontOptions):
       return newOrderRequests
     },
     close: () =>
-      new Promise<void>((resolve) => {
+      new Promise<void>(resolve => {
         server.closeAllConnections()
         server.close(() => resolve())
       }),

@@ -35,12 +35,18 @@ export async function createPodman(): Promise<Podman> {
   const dir = await makeTempDir('podman')
   const authFile = path.join(dir, 'auth.json')
   const globals = [
-    '--root', path.join(dir, 'root'),
-    '--runroot', path.join(dir, 'run'),
-    '--tmpdir', path.join(dir, 'tmp'),
-    '--storage-driver', 'vfs',
-    '--cgroup-manager', 'cgroupfs',
-    '--events-backend', 'none',
+    '--root',
+    path.join(dir, 'root'),
+    '--runroot',
+    path.join(dir, 'run'),
+    '--tmpdir',
+    path.join(dir, 'tmp'),
+    '--storage-driver',
+    'vfs',
+    '--cgroup-manager',
+    'cgroupfs',
+    '--events-backend',
+    'none',
   ]
   const podman = (args: readonly string[], options: RunOptions = {}) =>
     run(PODMAN, [...globals, ...args], {

@@ -61,7 +61,7 @@ function mergeEnv(env: Record<string, string | undefined> | undefined): NodeJS.P
 }
 
 export function quoteCommand(command: string, args: readonly string[]): string {
-  return [command, ...args].map((part) => (/^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`)).join(' ')
+  return [command, ...args].map(part => (/^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`)).join(' ')
 }
 
 /** Runs a command to completion. Output is collected in memory: use it for commands, not for blobs. */
@@ -78,7 +78,7 @@ export function run(command: string, args: readonly string[], options: RunOption
     child.stdout!.on('data', (chunk: Buffer) => out.push(chunk))
     child.stderr!.on('data', (chunk: Buffer) => err.push(chunk))
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000)
-    child.on('error', (error) => {
+    child.on('error', error => {
       clearTimeout(timer)
       reject(new Error(`cannot run ${display}: ${error.message}`, { cause: error }))
     })
@@ -181,8 +181,8 @@ export function startDaemon(name: string, command: string, args: readonly string
   child.stderr!.on('data', onData)
   const pid = child.pid
   if (pid !== undefined) liveGroups.add(pid)
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('error', (error) => {
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => {
+    child.on('error', error => {
       log += `\n[spawn error: ${error.message}]`
       running = false
       resolve({ code: null, signal: null })
@@ -255,7 +255,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
       const last = lastError instanceof Error ? ` (last error: ${lastError.message})` : ''
       throw new Error(`timed out waiting for ${what}${last}${output}`)
     }
-    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 100))
+    await new Promise(resolve => setTimeout(resolve, options.intervalMs ?? 100))
   }
 }
 
@@ -293,12 +293,12 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
  * are not checked here (that is what the tests themselves check, with real clients).
  */
 export function probeStatus(url: string, options: { socketPath?: string; timeoutMs?: number } = {}): Promise<number | undefined> {
-  return new Promise((resolve) => {
+  return new Promise(resolve => {
     const target = new URL(url)
     const request = (target.protocol === 'https:' ? https : http).request(
       target,
       { method: 'GET', socketPath: options.socketPath, rejectUnauthorized: false, timeout: options.timeoutMs ?? 2000, agent: false },
-      (response) => {
+      response => {
         response.resume()
         resolve(response.statusCode)
       },

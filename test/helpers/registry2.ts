@@ -32,9 +32,9 @@ export interface Registry2 {
   readonly hostPort: string
   readonly port: number
   readonly pid: number
-  output(): string
+  readonly output: () => string
   /** Stops the registry and removes its config folder (not the storage root). Idempotent. */
-  stop(): Promise<void>
+  readonly stop: () => Promise<void>
 }
 
 export async function startRegistry2(options: Registry2Options): Promise<Registry2> {
@@ -73,10 +73,14 @@ export async function startRegistry2(options: Registry2Options): Promise<Registr
     })())
   try {
     // 200 without auth, 401 with it: either way it is serving.
-    await waitFor(`docker-registry on ${url}`, async () => {
-      const status = await probeStatus(`${url}/v2/`)
-      return status === 200 || status === 401
-    }, { daemon, timeoutMs: 60_000 })
+    await waitFor(
+      `docker-registry on ${url}`,
+      async () => {
+        const status = await probeStatus(`${url}/v2/`)
+        return status === 200 || status === 401
+      },
+      { daemon, timeoutMs: 60_000 },
+    )
   } catch (error) {
     await stop()
     throw error

@@ -113,7 +113,9 @@ export async function imageManifest(
   options: { mediaType?: string; layers?: number; extra?: Record<string, unknown>; configMediaType?: string } = {},
 ): Promise<PushedImage> {
   const mediaType = options.mediaType ?? OCI_MANIFEST
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, n: randomBytes(8).toString('hex') }))
+  const config = Buffer.from(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, n: randomBytes(8).toString('hex') }),
+  )
   const configDigest = await pushBlob(server, name, config)
   const layers = []
   for (let i = 0; i < (options.layers ?? 1); i++) {

@@ -113,7 +113,10 @@ test('a manifest garbage-collected through another driver client is 404 at once,
   t.is((await request(other.server, '/v2/app/manifests/v1', { method: 'DELETE' })).status, 202) // untagged now
   await sleep(1100) // S3 keeps times in whole seconds: the run must start after the push
   const report = await collectGarbage(other.driver, { deleteUntagged: true, gracePeriodMs: 0 })
-  t.true(report.blobs.some(blob => blob.digest === image.digest), 'the collector deleted the manifest')
+  t.true(
+    report.blobs.some(blob => blob.digest === image.digest),
+    'the collector deleted the manifest',
+  )
   await assertGone(t, serving, 'app', [image.digest])
 })
 
@@ -159,7 +162,11 @@ test('GETs that start after a DELETE was answered are 404 even while earlier GET
     const after = await Promise.all(Array.from({ length: 8 }, () => get(serving, 'app', `r${round}`, 'HEAD')))
     stop = true
     await Promise.all(background)
-    t.deepEqual(after.map(response => response.status), Array(8).fill(404), `round ${round}`)
+    t.deepEqual(
+      after.map(response => response.status),
+      Array(8).fill(404),
+      `round ${round}`,
+    )
   }
 })
 

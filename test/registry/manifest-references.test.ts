@@ -28,7 +28,9 @@ function manifestOf(config: { digest: string; size: number }, layers: readonly s
 }
 
 function indexOf(children: readonly string[]): Buffer {
-  return Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: children.map(digest => ({ mediaType: OCI_MANIFEST, digest, size: 500 })) }))
+  return Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: children.map(digest => ({ mediaType: OCI_MANIFEST, digest, size: 500 })) }),
+  )
 }
 
 /**
@@ -53,16 +55,30 @@ function countingDriver(inner: StorageDriver): { driver: StorageDriver; calls: M
       }
     },
   })
-  return { driver, calls, maxInFlight: () => max, reset: () => { calls.clear(); max = 0 } }
+  return {
+    driver,
+    calls,
+    maxInFlight: () => max,
+    reset: () => {
+      calls.clear()
+      max = 0
+    },
+  }
 }
 
 test(`a manifest with ${MAX_DESCRIPTORS} layers is accepted, one more is MANIFEST_INVALID`, async t => {
   const { server } = await startApp(t)
   const image = await imageManifest(server, 'many')
   const layer = image.layers[0]!.digest
-  const at = manifestOf(image.config, Array.from({ length: MAX_DESCRIPTORS }, () => layer))
+  const at = manifestOf(
+    image.config,
+    Array.from({ length: MAX_DESCRIPTORS }, () => layer),
+  )
   t.is((await putManifest(server, 'many', 'at', at, OCI_MANIFEST)).status, 201)
-  const over = manifestOf(image.config, Array.from({ length: MAX_DESCRIPTORS + 1 }, () => layer))
+  const over = manifestOf(
+    image.config,
+    Array.from({ length: MAX_DESCRIPTORS + 1 }, () => layer),
+  )
   const put = await putManifest(server, 'many', 'over', over, OCI_MANIFEST)
   t.is(put.status, 400)
   t.is(errorCode(put), 'MANIFEST_INVALID')
@@ -90,7 +106,10 @@ test('each distinct blob and child is checked once, however often the manifest n
     await counting.driver.putContent(`/docker/registry/v2/blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}/data`, blob)
     await store.blobs.link('dup', digest)
   }
-  const manifest = manifestOf({ digest: sha256(config), size: config.byteLength }, Array.from({ length: 5000 }, () => sha256(layer)))
+  const manifest = manifestOf(
+    { digest: sha256(config), size: config.byteLength },
+    Array.from({ length: 5000 }, () => sha256(layer)),
+  )
   counting.reset()
   await store.manifests.put('dup', 'v1', manifest)
   // Two distinct blobs (config, layer): a link stat, a touch and a stat each; then the writes' own.
@@ -113,7 +132,14 @@ test('the existence checks of one manifest run a few at a time', async t => {
     await store.blobs.link('wide', digest)
   }
   counting.reset()
-  await store.manifests.put('wide', 'v1', manifestOf({ digest: sha256(config), size: 2 }, layers.map(l => sha256(l))))
+  await store.manifests.put(
+    'wide',
+    'v1',
+    manifestOf(
+      { digest: sha256(config), size: 2 },
+      layers.map(l => sha256(l)),
+    ),
+  )
   t.true(counting.maxInFlight() <= 8, `at most 8 at once, saw ${counting.maxInFlight()}`)
   // A missing layer stops the checks early: far fewer calls than one per layer.
   counting.reset()
@@ -165,7 +191,10 @@ test('GC treats the absent parts of a sparse index and manifest as absent: no wa
   for (const deleteUntagged of [false, true]) {
     const report = await collectGarbage(running.driver, { gracePeriodMs: 0, deleteUntagged })
     t.deepEqual(report.warnings, [], `deleteUntagged ${deleteUntagged}`)
-    t.deepEqual(report.blobs.map(b => b.digest), deleteUntagged ? [] : [orphan])
+    t.deepEqual(
+      report.blobs.map(b => b.digest),
+      deleteUntagged ? [] : [orphan],
+    )
   }
   for (const digest of [child.config.digest, ...child.layers.map(l => l.digest)]) {
     t.is((await request(server, `/v2/multi/blobs/${digest}`, { method: 'HEAD' })).status, 200)

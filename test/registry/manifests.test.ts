@@ -1,18 +1,6 @@
 import test from 'ava'
 import { request } from '../helpers/http.js'
-import {
-  DOCKER_LIST,
-  DOCKER_MANIFEST,
-  errorCode,
-  imageManifest,
-  OCI_INDEX,
-  OCI_MANIFEST,
-  pushBlob,
-  putManifest,
-  sha256,
-  sha512,
-  startApp,
-} from './fixtures.js'
+import { DOCKER_LIST, DOCKER_MANIFEST, errorCode, imageManifest, OCI_INDEX, OCI_MANIFEST, pushBlob, putManifest, sha256, sha512, startApp } from './fixtures.js'
 
 test('PUT an OCI manifest by tag: 201, Location by digest, Docker-Content-Digest', async t => {
   const { server } = await startApp(t)
@@ -102,7 +90,9 @@ test('Docker schema 2 manifest and manifest list round-trip with their media typ
 test('OCI index children must exist; a missing child is MANIFEST_BLOB_UNKNOWN', async t => {
   const { server } = await startApp(t)
   const child = await imageManifest(server, 'idx')
-  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: child.digest, size: child.manifest.byteLength }] }))
+  const index = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: child.digest, size: child.manifest.byteLength }] }),
+  )
   const early = await putManifest(server, 'idx', 'v1', index, OCI_INDEX)
   t.is(early.status, 400)
   t.is(errorCode(early), 'MANIFEST_BLOB_UNKNOWN')
@@ -142,12 +132,24 @@ const invalidBodies: [string, string, string?][] = [
   ['schema version 1', JSON.stringify({ schemaVersion: 1, name: 'x', tag: 'y', fsLayers: [] })],
   ['no schema version', JSON.stringify({ mediaType: OCI_MANIFEST, config: {}, layers: [] })],
   ['an unknown media type', JSON.stringify({ schemaVersion: 2, mediaType: 'application/x-mine', config: {}, layers: [] }), 'application/x-mine'],
-  ['an unknown Content-Type and no mediaType', JSON.stringify({ schemaVersion: 2, config: { mediaType: 'x', size: 1, digest: sha256('a') }, layers: [] }), 'application/x-mine'],
+  [
+    'an unknown Content-Type and no mediaType',
+    JSON.stringify({ schemaVersion: 2, config: { mediaType: 'x', size: 1, digest: sha256('a') }, layers: [] }),
+    'application/x-mine',
+  ],
   ['mediaType disagreeing with Content-Type', JSON.stringify({ schemaVersion: 2, mediaType: DOCKER_MANIFEST, config: {}, layers: [] })],
   ['a config without digest', JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'x', size: 1 }, layers: [] })],
   ['a negative size', JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'x', size: -1, digest: sha256('a') }, layers: [] })],
   ['layers not an array', JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'x', size: 1, digest: sha256('a') }, layers: {} })],
-  ['a bad layer digest', JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'x', size: 1, digest: sha256('a') }, layers: [{ mediaType: 'x', size: 1, digest: 'sha256:zz' }] })],
+  [
+    'a bad layer digest',
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'x', size: 1, digest: sha256('a') },
+      layers: [{ mediaType: 'x', size: 1, digest: 'sha256:zz' }],
+    }),
+  ],
   ['an index without manifests', JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX }), OCI_INDEX],
 ]
 for (const [label, body, contentType] of invalidBodies) {
@@ -278,7 +280,10 @@ test('two clients pushing the same image at once both succeed', async t => {
   const { server } = await startApp(t)
   const image = await imageManifest(server, 'race')
   const results = await Promise.all(Array.from({ length: 6 }, () => putManifest(server, 'race', 'latest', image.manifest, OCI_MANIFEST)))
-  t.deepEqual(results.map(r => r.status), [201, 201, 201, 201, 201, 201])
+  t.deepEqual(
+    results.map(r => r.status),
+    [201, 201, 201, 201, 201, 201],
+  )
   t.deepEqual((await request(server, '/v2/race/manifests/latest')).body, image.manifest)
 })
 
@@ -363,7 +368,16 @@ test('up to 100 ?tag= parameters are applied; more is 414 and stores nothing', a
   const over = await putManifest(server, 'app', `${image.digest}?${tags.map(tag => `tag=${tag}`).join('&')}`, image.manifest, OCI_MANIFEST)
   t.is(over.status, 414)
   t.is((await request(server, `/v2/app/manifests/${image.digest}`)).status, 404)
-  const at = await putManifest(server, 'app', `${image.digest}?${tags.slice(0, 100).map(tag => `tag=${tag}`).join('&')}`, image.manifest, OCI_MANIFEST)
+  const at = await putManifest(
+    server,
+    'app',
+    `${image.digest}?${tags
+      .slice(0, 100)
+      .map(tag => `tag=${tag}`)
+      .join('&')}`,
+    image.manifest,
+    OCI_MANIFEST,
+  )
   t.is(at.status, 201)
   t.is(ociTagLines(at).length, 100)
   t.is((await request(server, '/v2/app/tags/list')).json.tags.length, 100)

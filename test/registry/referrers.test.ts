@@ -69,7 +69,10 @@ test('the artifactType filter is applied and announced with OCI-Filters-Applied'
   const b = await pushArtifact(server, 'app', subject, 'application/b')
   const list = await request(server, `/v2/app/referrers/${image.digest}?artifactType=${encodeURIComponent('application/b')}`)
   t.is(list.headers['oci-filters-applied'], 'artifactType')
-  t.deepEqual(list.json.manifests.map((m: { digest: string }) => m.digest), [b.digest])
+  t.deepEqual(
+    list.json.manifests.map((m: { digest: string }) => m.digest),
+    [b.digest],
+  )
   t.is((await request(server, `/v2/app/referrers/${image.digest}`)).headers['oci-filters-applied'], undefined)
 })
 
@@ -79,7 +82,10 @@ test('a subject need not exist; its referrers are listed anyway', async t => {
   const sig = await pushArtifact(server, 'app', missing, 'application/sig')
   t.is(sig.put.status, 201)
   const list = await request(server, `/v2/app/referrers/${missing.digest}`)
-  t.deepEqual(list.json.manifests.map((m: { digest: string }) => m.digest), [sig.digest])
+  t.deepEqual(
+    list.json.manifests.map((m: { digest: string }) => m.digest),
+    [sig.digest],
+  )
 })
 
 test('artifactType falls back to the config media type for images', async t => {
@@ -134,7 +140,10 @@ test('manifests listed under a tag-schema fallback tag count as referrers', asyn
   const tag = image.digest.replace(':', '-')
   t.is((await putManifest(server, 'app', tag, fallback, OCI_INDEX)).status, 201)
   const list = await request(server, `/v2/app/referrers/${image.digest}`)
-  t.deepEqual(list.json.manifests.map((m: { digest: string }) => m.digest), [old.digest])
+  t.deepEqual(
+    list.json.manifests.map((m: { digest: string }) => m.digest),
+    [old.digest],
+  )
 })
 
 /** Runs `task` over `items`, `width` at a time. */
@@ -174,7 +183,7 @@ async function pushManyArtifacts(
 /** GETs `path` and every page its Link headers lead to, as a client does. */
 async function allPages(server: Parameters<typeof request>[0], path: string): Promise<HttpResponse[]> {
   const pages: HttpResponse[] = []
-  for (let next: string | undefined = path; next !== undefined; ) {
+  for (let next: string | undefined = path; next !== undefined;) {
     const page = await request(server, next)
     if (page.status !== 200) throw new Error(`GET ${next}: ${page.status}`)
     pages.push(page)
@@ -242,7 +251,10 @@ test('pages stay under the byte bound however large the annotations, and the art
   t.true(String(filtered[0]?.headers.link).includes('artifactType=application%2Fa'))
   t.is(digestsOf(filtered).length, 120)
   const typeA = pages.flatMap(page => page.json.manifests).filter((m: { artifactType: string }) => m.artifactType === 'application/a')
-  t.deepEqual(digestsOf(filtered), typeA.map((m: { digest: string }) => m.digest))
+  t.deepEqual(
+    digestsOf(filtered),
+    typeA.map((m: { digest: string }) => m.digest),
+  )
 })
 
 test('a referrer whose descriptor alone is over the byte bound still comes, on a page of its own', async t => {

@@ -108,7 +108,11 @@ test('PUT may carry the last chunk', async t => {
   const blob = randomBytes(2000)
   const { location } = await startUpload(server)
   await request(server, location, { method: 'PATCH', headers: { 'Content-Range': '0-999' }, body: blob.subarray(0, 1000) })
-  const put = await request(server, `${location}?digest=${sha256(blob)}`, { method: 'PUT', headers: { 'Content-Range': '1000-1999' }, body: blob.subarray(1000) })
+  const put = await request(server, `${location}?digest=${sha256(blob)}`, {
+    method: 'PUT',
+    headers: { 'Content-Range': '1000-1999' },
+    body: blob.subarray(1000),
+  })
   t.is(put.status, 201)
   t.deepEqual((await request(server, `/v2/repo/blobs/${sha256(blob)}`)).body, blob)
 })
@@ -200,7 +204,16 @@ test('a wrong digest on PUT is DIGEST_INVALID, nothing is stored, and the upload
   t.is((await request(server, location)).status, 404)
 })
 
-for (const digest of ['', 'sha256:abc', 'md5:d41d8cd98f00b204e9800998ecf8427e', 'sha256:' + 'G'.repeat(64), 'SHA256:' + 'a'.repeat(64), 'sha256:' + 'A'.repeat(64), 'sha256', 'sha256:../../x']) {
+for (const digest of [
+  '',
+  'sha256:abc',
+  'md5:d41d8cd98f00b204e9800998ecf8427e',
+  'sha256:' + 'G'.repeat(64),
+  'SHA256:' + 'a'.repeat(64),
+  'sha256:' + 'A'.repeat(64),
+  'sha256',
+  'sha256:../../x',
+]) {
   test(`PUT with malformed digest ${JSON.stringify(digest)} is DIGEST_INVALID`, async t => {
     const { server } = await startApp(t)
     const { location } = await startUpload(server)
@@ -259,7 +272,10 @@ test('unknown or malformed upload ids are BLOB_UPLOAD_UNKNOWN', async t => {
   const { server } = await startApp(t)
   for (const id of ['00000000-0000-0000-0000-000000000000', 'nope', '..', '%2e%2e']) {
     for (const method of ['GET', 'PATCH', 'PUT', 'DELETE']) {
-      const response = await request(server, `/v2/repo/blobs/uploads/${id}${method === 'PUT' ? `?digest=${EMPTY}` : ''}`, { method, body: method === 'PATCH' ? 'x' : undefined })
+      const response = await request(server, `/v2/repo/blobs/uploads/${id}${method === 'PUT' ? `?digest=${EMPTY}` : ''}`, {
+        method,
+        body: method === 'PATCH' ? 'x' : undefined,
+      })
       t.is(response.status, 404, `${method} ${id}`)
       t.is(errorCode(response), 'BLOB_UPLOAD_UNKNOWN', `${method} ${id}`)
     }

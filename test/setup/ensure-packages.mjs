@@ -68,9 +68,9 @@ if (process.env.BERTH_SKIP_PACKAGES === '1') {
 const wanted = new Set(core)
 const needles = Object.entries(onDemand)
 if (needles.length > 0) {
-  const sources = testSources(testRoot).map((file) => readFileSync(file, 'utf8'))
+  const sources = testSources(testRoot).map(file => readFileSync(file, 'utf8'))
   for (const [pkg, needle] of needles) {
-    if (sources.some((text) => text.includes(needle))) wanted.add(pkg)
+    if (sources.some(text => text.includes(needle))) wanted.add(pkg)
   }
 }
 
@@ -82,11 +82,11 @@ if (query.error) {
 const installed = new Set(
   query.stdout
     .split('\n')
-    .map((line) => line.trim().split(' '))
+    .map(line => line.trim().split(' '))
     .filter(([, status]) => status === 'installed')
     .map(([name]) => name),
 )
-const missing = [...wanted].filter((pkg) => !installed.has(pkg))
+const missing = [...wanted].filter(pkg => !installed.has(pkg))
 if (missing.length === 0) process.exit(0)
 
 const install = `apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing.join(' ')}`

@@ -49,7 +49,14 @@ export function ociManifest(config: Buffer, layers: readonly Buffer[]): Buffer {
  * `attempts` times. `server()` is asked before each request (several instances take turns).
  * Returns how many retries it took; any other failure, or running out of attempts, throws.
  */
-export async function pushRetrying(server: () => Server, name: string, tag: string, config: Buffer, layers: readonly Buffer[], attempts: number): Promise<number> {
+export async function pushRetrying(
+  server: () => Server,
+  name: string,
+  tag: string,
+  config: Buffer,
+  layers: readonly Buffer[],
+  attempts: number,
+): Promise<number> {
   let retries = 0
   for (let attempt = 0; attempt < attempts; attempt++) {
     for (const blob of [config, ...layers]) {

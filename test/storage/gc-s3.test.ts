@@ -87,7 +87,9 @@ test('GC on S3 frees exactly the unreferenced blobs; a dry run lists the same; t
   const after = await diskUsage(gcDriver)
   t.is(after.unreferencedBytes, 0)
   t.is(before.bytes - after.bytes, report.bytesFreed)
-  t.log(`bucket before: ${before.bytes} B in ${before.blobs} blobs (${before.unreferencedBytes} B unreferenced); after: ${after.bytes} B in ${after.blobs} blobs; freed ${report.bytesFreed} B`)
+  t.log(
+    `bucket before: ${before.bytes} B in ${before.blobs} blobs (${before.unreferencedBytes} B unreferenced); after: ${after.bytes} B in ${after.blobs} blobs; freed ${report.bytesFreed} B`,
+  )
 })
 
 /**
@@ -153,7 +155,7 @@ test('delete intents: a touch just before the last look keeps the blob; a touch 
   // writer's touch succeeds on S3, finds the intent, waits, and then reports the blob missing.
   await gcDriver.putContent(late, Buffer.from('late'))
   await pastSecond()
-  let lateTouch: Promise<string | unknown> | undefined
+  let lateTouch: Promise<unknown> | undefined
   let deleteSent = 0
   let touchSettled = 0
   const second = await collectGarbage(
@@ -188,7 +190,7 @@ test('delete intents: a touch just before the last look keeps the blob; a touch 
   }
 })
 
-test('two GC runs at once on one bucket: exactly one runs, the other refuses; a crashed run\'s stale lock is taken over', async t => {
+test("two GC runs at once on one bucket: exactly one runs, the other refuses; a crashed run's stale lock is taken over", async t => {
   const s3 = await started
   const { prefix, gcDriver, apps } = await setup(t)
   const image = await imageManifest(apps[0]!.server, 'app', { layers: 2 })
@@ -196,10 +198,7 @@ test('two GC runs at once on one bucket: exactly one runs, the other refuses; a 
   await deleteManifest(apps[0]!, 'app', image.digest)
   await pastSecond()
   // Two collectors on two drivers (two clients, as two machines would be).
-  const results = await Promise.allSettled([
-    collectGarbage(gcDriver, { gracePeriodMs: 0 }),
-    collectGarbage(driverFor(s3, prefix), { gracePeriodMs: 0 }),
-  ])
+  const results = await Promise.allSettled([collectGarbage(gcDriver, { gracePeriodMs: 0 }), collectGarbage(driverFor(s3, prefix), { gracePeriodMs: 0 })])
   const ok = results.filter(r => r.status === 'fulfilled')
   const busy = results.filter(r => r.status === 'rejected' && r.reason instanceof GcBusyError)
   t.is(ok.length, 1, JSON.stringify(results.map(r => (r.status === 'rejected' ? String(r.reason) : 'ok'))))
@@ -315,7 +314,9 @@ test('GC from one instance while two others push, several rounds: nothing refere
     tagged.push({ name: `m${round}`, tag: 'x' }, { name: `n${round}`, tag: 'x' }, { name, tag }, { name: 'other', tag })
     for (const image of tagged) await assertPulls(t, apps[round % 2]!, image.name, image.tag)
   }
-  t.log(`${rounds} rounds, ${gcRuns} GC runs during pushes: ${retries} pushes retried after MANIFEST_BLOB_UNKNOWN, ${restored} kept because a push touched them mid-run, ${freed} bytes freed`)
+  t.log(
+    `${rounds} rounds, ${gcRuns} GC runs during pushes: ${retries} pushes retried after MANIFEST_BLOB_UNKNOWN, ${restored} kept because a push touched them mid-run, ${freed} bytes freed`,
+  )
   // No push was even refused: a mount whose touch lands between the collector's last look and its
   // delete waits and is told the blob is gone, so the client uploads it. With the writers' guard
   // switched off, the mount links a blob that is then deleted and the manifest is refused (2 and 7
@@ -369,7 +370,11 @@ test('a run whose lock is taken over stops before deleting anything more', async
       gracePeriodMs: 0,
       beforeSweep: async phase => {
         // Another run judged this one dead and took the lock (as after a long pause).
-        if (phase === 'blobs') await gcDriver.putContent(GC_LOCK_PATH, Buffer.from(JSON.stringify({ nonce: 'thief', host: 'elsewhere', pid: 2, created: Date.now(), updated: Date.now() })))
+        if (phase === 'blobs')
+          await gcDriver.putContent(
+            GC_LOCK_PATH,
+            Buffer.from(JSON.stringify({ nonce: 'thief', host: 'elsewhere', pid: 2, created: Date.now(), updated: Date.now() })),
+          )
       },
     }),
     { instanceOf: GcBusyError },
@@ -388,7 +393,12 @@ test('--delete-untagged on S3: a tagged multi-arch index keeps its untagged chil
     JSON.stringify({
       schemaVersion: 2,
       mediaType: OCI_INDEX,
-      manifests: children.map((c, i) => ({ mediaType: OCI_MANIFEST, digest: c.digest, size: c.manifest.byteLength, platform: { architecture: ['amd64', 'arm64'][i], os: 'linux' } })),
+      manifests: children.map((c, i) => ({
+        mediaType: OCI_MANIFEST,
+        digest: c.digest,
+        size: c.manifest.byteLength,
+        platform: { architecture: ['amd64', 'arm64'][i], os: 'linux' },
+      })),
     }),
   )
   t.is((await putManifest(app.server, 'multi', 'latest', index, OCI_INDEX)).status, 201)
@@ -396,7 +406,10 @@ test('--delete-untagged on S3: a tagged multi-arch index keeps its untagged chil
   t.is((await putManifest(app.server, 'multi', untagged.digest, untagged.manifest, OCI_MANIFEST)).status, 201)
   await pastSecond()
   const report = await collectGarbage(gcDriver, { gracePeriodMs: 0, deleteUntagged: true })
-  t.deepEqual(report.manifests.map(m => m.digest), [untagged.digest])
+  t.deepEqual(
+    report.manifests.map(m => m.digest),
+    [untagged.digest],
+  )
   t.deepEqual(report.blobs.map(b => b.digest).sort(), [untagged.digest, untagged.config.digest, ...untagged.layers.map(l => l.digest)].sort())
   for (const child of children) await assertPulls(t, app, 'multi', child.digest)
   t.is((await request(app.server, `/v2/multi/manifests/${untagged.digest}`, { method: 'HEAD', headers: { Accept: OCI_MANIFEST } })).status, 404)

@@ -86,7 +86,10 @@ test('GC frees exactly the unreferenced blobs; a dry run lists the same and dele
   ])
   const dry = await collectGarbage(running.driver, { dryRun: true })
   t.deepEqual(sizes(dry.blobs), sizes([...expected].map(([digest, size]) => ({ digest, size }))))
-  t.is(dry.bytesFreed, [...expected.values()].reduce((a, b) => a + b, 0))
+  t.is(
+    dry.bytesFreed,
+    [...expected.values()].reduce((a, b) => a + b, 0),
+  )
   for (const digest of expected.keys()) t.true(await exists(blobFile(root, digest)), 'dry run deletes nothing')
 
   const report = await collectGarbage(running.driver)
@@ -188,7 +191,12 @@ async function pushIndex(running: Running, name: string, options: { tag?: string
     JSON.stringify({
       schemaVersion: 2,
       mediaType: OCI_INDEX,
-      manifests: children.map((c, i) => ({ mediaType: OCI_MANIFEST, digest: c.digest, size: c.manifest.byteLength, platform: { architecture: ['amd64', 'arm64'][i], os: 'linux' } })),
+      manifests: children.map((c, i) => ({
+        mediaType: OCI_MANIFEST,
+        digest: c.digest,
+        size: c.manifest.byteLength,
+        platform: { architecture: ['amd64', 'arm64'][i], os: 'linux' },
+      })),
     }),
   )
   t_ok(await putManifest(running.server, name, options.tag ?? sha256(index), index, OCI_INDEX))
@@ -226,7 +234,10 @@ test('a multi-arch index with untagged children survives --delete-untagged; its 
   await assertPulls(t, running, 'app', 'latest')
   for (const child of multi.children) await assertPulls(t, running, 'app', child.digest)
   const referrers = await request(running.server, `/v2/app/referrers/${multi.digest}`)
-  t.deepEqual(referrers.json.manifests.map((m: { digest: string }) => m.digest), [sha256(signature)])
+  t.deepEqual(
+    referrers.json.manifests.map((m: { digest: string }) => m.digest),
+    [sha256(signature)],
+  )
 
   const dropReferrers = await collectGarbage(running.driver, { deleteUntagged: true, keepReferrers: false })
   t.deepEqual(dropReferrers.manifests, [{ repository: 'app', digest: sha256(signature) }])
@@ -284,7 +295,9 @@ test('GC racing pushes of the same and other layers, many rounds: nothing refere
     tagged.push({ name, tag }, { name: 'other', tag })
     for (const image of tagged) await assertPulls(t, running, image.name, image.tag)
   }
-  t.log(`${rounds} rounds, ${gcRuns} GC runs during pushes: ${retries} pushes retried after MANIFEST_BLOB_UNKNOWN, ${restored} blobs/links put back after a push touched them`)
+  t.log(
+    `${rounds} rounds, ${gcRuns} GC runs during pushes: ${retries} pushes retried after MANIFEST_BLOB_UNKNOWN, ${restored} blobs/links put back after a push touched them`,
+  )
   const final = await collectGarbage(running.driver, { deleteUntagged: true, gracePeriodMs: 0 })
   t.deepEqual(final.warnings, [])
   for (const image of tagged) await assertPulls(t, running, image.name, image.tag)
@@ -304,7 +317,13 @@ test('blobs and revisions re-used between mark and sweep are kept: upload of a s
     beforeSweep: async phase => {
       if (phase === 'untagged') {
         // After marking: GC saw the child as an untagged manifest to delete.
-        const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: child.digest, size: child.manifest.byteLength }] }))
+        const index = Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            mediaType: OCI_INDEX,
+            manifests: [{ mediaType: OCI_MANIFEST, digest: child.digest, size: child.manifest.byteLength }],
+          }),
+        )
         t_ok(await putManifest(running.server, 'multi', 'latest', index, OCI_INDEX))
         return
       }
@@ -324,7 +343,11 @@ test('blobs and revisions re-used between mark and sweep are kept: upload of a s
   })
   // The child's revision link, the old config and 3 layers named by the new manifest, the re-uploaded orphan.
   t.is(report.restored, 6)
-  t.deepEqual(report.blobs.map(b => b.digest), [garbage.digest], 'only the old manifest bytes go')
+  t.deepEqual(
+    report.blobs.map(b => b.digest),
+    [garbage.digest],
+    'only the old manifest bytes go',
+  )
   t.deepEqual(report.manifests, [], 'the old child is re-used by the new index')
   await assertPulls(t, running, 'old', 'again')
   await assertPulls(t, running, 'multi', 'latest')
@@ -370,7 +393,11 @@ test('a push that comes after GC renamed a blob away finds it missing: the manif
   }
   const report = await collectGarbage(driver)
   t.true(acted)
-  t.deepEqual(report.blobs.map(b => b.digest), [orphanDigest], 'the old copy was deleted...')
+  t.deepEqual(
+    report.blobs.map(b => b.digest),
+    [orphanDigest],
+    'the old copy was deleted...',
+  )
   t.deepEqual(report.layerLinks, [], '...but not the link, since the blob is stored again')
   await assertPulls(t, running, 'app', 'v2')
   await assertPulls(t, running, 'app', 'v1')

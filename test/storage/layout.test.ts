@@ -64,7 +64,10 @@ maybe('the same push gives registry:2 and Berth identical trees, byte for byte',
   t.deepEqual([...ours.keys()].sort(), [...theirs.keys()].sort())
   for (const [path, content] of theirs) t.is(ours.get(path), content, path)
   t.true(ours.has('docker/registry/v2/repositories/library/app/_manifests/tags/latest/current/link'))
-  t.false([...ours.values()].some(v => v.endsWith('\n') && v.startsWith('sha256:')), 'link files hold no newline')
+  t.false(
+    [...ours.values()].some(v => v.endsWith('\n') && v.startsWith('sha256:')),
+    'link files hold no newline',
+  )
 })
 
 maybe('registry:2 serves what Berth stored, and Berth serves what registry:2 stored', async t => {

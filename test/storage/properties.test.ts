@@ -8,7 +8,10 @@ import { blobDataPath, layerLinkPath, tagCurrentLinkPath, uploadDataPath } from 
 import { isRepositoryName, isTag } from '../../src/storage/reference.js'
 
 const component = fc.stringMatching(/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/)
-const validName = fc.array(component, { minLength: 1, maxLength: 4 }).map(parts => parts.join('/')).filter(n => n.length <= 255)
+const validName = fc
+  .array(component, { minLength: 1, maxLength: 4 })
+  .map(parts => parts.join('/'))
+  .filter(n => n.length <= 255)
 const validTag = fc.stringMatching(/^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/)
 
 test('every valid name and tag gives paths the driver accepts, with no dot segments', t => {
@@ -16,7 +19,12 @@ test('every valid name and tag gives paths the driver accepts, with no dot segme
     fc.property(validName, validTag, fc.uint8Array({ maxLength: 64 }), (name, tag, bytes) => {
       t.true(isRepositoryName(name))
       const digest = digestOf(bytes)
-      for (const path of [layerLinkPath(name, digest), tagCurrentLinkPath(name, tag), blobDataPath(digest), uploadDataPath(name, '01234567-89ab-cdef-0123-456789abcdef')]) {
+      for (const path of [
+        layerLinkPath(name, digest),
+        tagCurrentLinkPath(name, tag),
+        blobDataPath(digest),
+        uploadDataPath(name, '01234567-89ab-cdef-0123-456789abcdef'),
+      ]) {
         assertValidPath(path)
         t.false(path.split('/').some(part => part === '.' || part === '..'))
         t.true(path.startsWith('/docker/registry/v2/'))

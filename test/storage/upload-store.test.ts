@@ -53,6 +53,9 @@ test('concurrent chunks of one upload are serialized, never interleaved', async 
   const data = await store.driver.getContent(`/docker/registry/v2/repositories/x/_uploads/${id}/data`)
   for (let i = 0; i < 8; i++) {
     const block = data.subarray(i * 100_000, (i + 1) * 100_000)
-    t.true(block.every(b => b === block[0]), `block ${i} is interleaved`)
+    t.true(
+      block.every(b => b === block[0]),
+      `block ${i} is interleaved`,
+    )
   }
 })

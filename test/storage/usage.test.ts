@@ -24,7 +24,16 @@ test('du: bytes per repository, unique vs shared, unreferenced and uploads, tota
   await pushBlob(running.server, 'b', own)
   // an unfinished upload of 300 bytes in b
   const start = await request(running.server, '/v2/b/blobs/uploads/', { method: 'POST' })
-  t.is((await request(running.server, String(start.headers.location), { method: 'PATCH', body: randomBytes(300), headers: { 'Content-Type': 'application/octet-stream' } })).status, 202)
+  t.is(
+    (
+      await request(running.server, String(start.headers.location), {
+        method: 'PATCH',
+        body: randomBytes(300),
+        headers: { 'Content-Type': 'application/octet-stream' },
+      })
+    ).status,
+    202,
+  )
 
   const report = await diskUsage(running.driver)
   const aBytes = image.manifest.byteLength + image.config.size + image.layers.reduce((s, l) => s + l.size, 0)
@@ -53,7 +62,10 @@ test('upload purge: uploads started before the cut-off (by startedat, as registr
   const uploads = join(running.root!, 'docker/registry/v2/repositories/app/_uploads')
   await writeFile(join(uploads, ids[0]!, 'startedat'), '2020-01-01T00:00:00Z') // written like registry:2 does
   const olderThan = new Date(Date.now() - 7 * 24 * 3600_000)
-  t.deepEqual((await findStaleUploads(running.driver, olderThan)).map(u => [u.id, u.size]), [[ids[0], 100]])
+  t.deepEqual(
+    (await findStaleUploads(running.driver, olderThan)).map(u => [u.id, u.size]),
+    [[ids[0], 100]],
+  )
   const dry = await purgeUploads(running.driver, running.app.store.uploads, { olderThan, dryRun: true })
   t.is(dry.bytesFreed, 100)
   t.is((await request(running.server, `/v2/app/blobs/uploads/${ids[0]}`)).status, 204, 'a dry run keeps it')
@@ -119,7 +131,10 @@ test('CLI: berth gc says why it freed nothing: untagged manifests (rerun with --
   t.is(await runCli(['node', 'berth', 'gc', '--datadir', datadir, '--grace', '0'], captureIo(cwd).io), 0)
   const untagged = captureIo(cwd)
   t.is(await runCli(['node', 'berth', 'gc', '--datadir', datadir, '--grace', '0'], untagged.io), 0)
-  t.regex(untagged.out(), new RegExp(`^nothing freed: 1 untagged manifest \\(${formatBytes(imageBytes).replace('.', '\\.')}\\) holds the space: rerun with --delete-untagged$`, 'm'))
+  t.regex(
+    untagged.out(),
+    new RegExp(`^nothing freed: 1 untagged manifest \\(${formatBytes(imageBytes).replace('.', '\\.')}\\) holds the space: rerun with --delete-untagged$`, 'm'),
+  )
   t.notRegex(untagged.out(), /younger than/)
 
   const deleted = captureIo(cwd)

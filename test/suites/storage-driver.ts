@@ -3,7 +3,7 @@
  * test file calls `storageDriverSuite` once; ava runs each file in its own process.
  */
 import { randomBytes } from 'node:crypto'
-import { Readable } from 'node:stream'
+import { type Readable } from 'node:stream'
 import anyTest, { type TestFn } from 'ava'
 import {
   InvalidOffsetError,
@@ -54,7 +54,10 @@ export function storageDriverSuite(label: string, factory: DriverFactory): void 
     t.true(await lock.stillHeld())
     const waiter = driver.lock('/locks/a', { waitMs: Infinity, pollMs: 20 })
     let acquired = false
-    void waiter.then(() => (acquired = true), () => {})
+    void waiter.then(
+      () => (acquired = true),
+      () => {},
+    )
     await new Promise(resolve => setTimeout(resolve, 100))
     t.false(acquired, 'a waiter waits while the lock is held')
     await lock.release()
@@ -273,7 +276,10 @@ export function storageDriverSuite(label: string, factory: DriverFactory): void 
       seen.map(i => `${i.path}${i.isDir ? '/' : ''}`),
       ['/t/a/', '/t/a/x', '/t/a/y/', '/t/a/y/z', '/t/b/', '/t/b/_skip/', '/t/c'],
     )
-    await t.throwsAsync(driver.walk('/nothing', () => {}), { instanceOf: PathNotFoundError })
+    await t.throwsAsync(
+      driver.walk('/nothing', () => {}),
+      { instanceOf: PathNotFoundError },
+    )
   })
 
   test(`${label}: concurrent putContent on one path leaves one whole value`, async t => {

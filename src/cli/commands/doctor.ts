@@ -42,7 +42,12 @@ export function doctorCommand(io: CliIo): Command {
     for (const { port, label } of portsOf(config)) results.push(await checkPort(port, label, config.host))
     for (const domain of config.domains) results.push(await checkDomain(domain))
     if (config.mode === 'https' && config.certificate.kind === 'none') {
-      results.push({ status: 'fail', subject: 'certificate', message: 'no certificate source', fix: 'add --tls-cert/--tls-key, --acme or --self-signed (or --local for plain HTTP)' })
+      results.push({
+        status: 'fail',
+        subject: 'certificate',
+        message: 'no certificate source',
+        fix: 'add --tls-cert/--tls-key, --acme or --self-signed (or --local for plain HTTP)',
+      })
     }
     if (config.certificate.kind === 'files') {
       results.push(...(await checkCertificateFiles(config.certificate.cert, config.certificate.key, config.domains)))

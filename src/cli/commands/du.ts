@@ -29,12 +29,28 @@ export function duCommand(io: CliIo): Command {
 
 export function renderUsage(report: UsageReport, root: string, size: (bytes: number) => string): string {
   const header = ['REPOSITORY', 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS']
-  const rows = report.repositories.map(r => [r.name, String(r.manifests), String(r.blobs), size(r.uniqueBytes), size(r.sharedBytes), size(r.bytes), size(r.uploadBytes)])
+  const rows = report.repositories.map(r => [
+    r.name,
+    String(r.manifests),
+    String(r.blobs),
+    size(r.uniqueBytes),
+    size(r.sharedBytes),
+    size(r.bytes),
+    size(r.uploadBytes),
+  ])
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(row => row[i]!.length)))
-  const line = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd()
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd()
   const lines = [line(header), ...rows.map(line), '']
-  lines.push(`stored:        ${size(report.bytes)} in ${report.blobs} blob${report.blobs === 1 ? '' : 's'} under ${root} (shared blobs counted once: ${size(report.sharedBytes)})`)
-  lines.push(`unreferenced:  ${size(report.unreferencedBytes)} in ${report.unreferencedBlobs} blob${report.unreferencedBlobs === 1 ? '' : 's'} no repository links (berth gc frees them)`)
+  lines.push(
+    `stored:        ${size(report.bytes)} in ${report.blobs} blob${report.blobs === 1 ? '' : 's'} under ${root} (shared blobs counted once: ${size(report.sharedBytes)})`,
+  )
+  lines.push(
+    `unreferenced:  ${size(report.unreferencedBytes)} in ${report.unreferencedBlobs} blob${report.unreferencedBlobs === 1 ? '' : 's'} no repository links (berth gc frees them)`,
+  )
   lines.push(`uploads:       ${size(report.uploadBytes)} in unfinished uploads`)
   return lines.join('\n') + '\n'
 }

@@ -106,7 +106,10 @@ export function gcCommand(io: CliIo): Command {
     .option('--delete-untagged', 'also delete manifests no tag reaches (never a child of a tagged multi-arch index)')
     .option('--no-keep-referrers', 'with --delete-untagged: also delete signatures/SBOMs (referrers) of kept images')
     .addOption(
-      new Option('--grace <duration>', 'keep anything written or re-used this recently (e.g. 30m, 2h); longer than your slowest push, since clients push layers before the manifest (0 only when nobody pushes)')
+      new Option(
+        '--grace <duration>',
+        'keep anything written or re-used this recently (e.g. 30m, 2h); longer than your slowest push, since clients push layers before the manifest (0 only when nobody pushes)',
+      )
         .argParser(parseDuration)
         .default(DEFAULT_GC_GRACE_MS, formatDuration(DEFAULT_GC_GRACE_MS)),
     )
@@ -116,7 +119,10 @@ export function gcCommand(io: CliIo): Command {
         .default(UPLOAD_PURGING.maxAgeMs, formatDuration(UPLOAD_PURGING.maxAgeMs)),
     )
     .addOption(
-      new Option('--wait <duration>', 'when another run holds the store (e.g. a serving instance\'s --gc-interval), wait this long for it instead of failing at once (e.g. 5m)')
+      new Option(
+        '--wait <duration>',
+        "when another run holds the store (e.g. a serving instance's --gc-interval), wait this long for it instead of failing at once (e.g. 5m)",
+      )
         .argParser(parseDuration)
         .default(0, '0'),
     )

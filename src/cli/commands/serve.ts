@@ -110,7 +110,10 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
   }
   add('storing', server.storage ?? `nothing here: fronting ${server.upstream}`)
   if (server.certificate) {
-    add('certificate', `${server.certificateSource ?? ''}: ${server.certificate.names.join(', ')}, valid until ${server.certificate.notAfter.toISOString().slice(0, 10)}`)
+    add(
+      'certificate',
+      `${server.certificateSource ?? ''}: ${server.certificate.names.join(', ')}, valid until ${server.certificate.notAfter.toISOString().slice(0, 10)}`,
+    )
   } else if (server.certificateSource) {
     add('certificate', `${server.certificateSource}: not obtained yet (see the log)`)
   }

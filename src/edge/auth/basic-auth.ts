@@ -62,13 +62,15 @@ export function throttleKey(address: string): string {
   const left = head ? head.split(':') : []
   const right = address.includes('::') ? (tail ? tail.split(':') : []) : []
   const groups = address.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left
-  return groups.slice(0, 4).map(group => group.replace(/^0+(?=.)/, '')).join(':') + '::/64'
+  return (
+    groups
+      .slice(0, 4)
+      .map(group => group.replace(/^0+(?=.)/, ''))
+      .join(':') + '::/64'
+  )
 }
 
-type State =
-  | { readonly kind: 'open' }
-  | { readonly kind: 'closed' }
-  | { readonly kind: 'users'; readonly verifier: CredentialVerifier }
+type State = { readonly kind: 'open' } | { readonly kind: 'closed' } | { readonly kind: 'users'; readonly verifier: CredentialVerifier }
 
 export class HtpasswdAccessController {
   private state: State = { kind: 'open' }
@@ -160,7 +162,10 @@ export class HtpasswdAccessController {
     const cost = verifier.costOf(user) ?? DEFAULT_BCRYPT_COST
     if (cost >= DEFAULT_BCRYPT_COST || this.cheapHashNoted.has(user)) return
     this.cheapHashNoted.add(user)
-    this.logger.info(`the password hash of this user has bcrypt cost ${cost}, below Berth's ${DEFAULT_BCRYPT_COST}; to strengthen it: berth htpasswd add ${user} --file ${this.path}`, { user })
+    this.logger.info(
+      `the password hash of this user has bcrypt cost ${cost}, below Berth's ${DEFAULT_BCRYPT_COST}; to strengthen it: berth htpasswd add ${user} --file ${this.path}`,
+      { user },
+    )
   }
 
   private async reload(): Promise<void> {
@@ -223,7 +228,12 @@ export class HtpasswdAccessController {
     if (!initial && this.state.kind === this.whenMissing) return
     if (this.whenMissing === 'open') {
       this.state = { kind: 'open' }
-      this.logger.warn(initial ? `${what}: the registry accepts requests without credentials` : `${what} any more: the registry now accepts requests without credentials (local mode)`, fields)
+      this.logger.warn(
+        initial
+          ? `${what}: the registry accepts requests without credentials`
+          : `${what} any more: the registry now accepts requests without credentials (local mode)`,
+        fields,
+      )
       return
     }
     this.state = { kind: 'closed' }

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto'
 import bcrypt from 'bcryptjs'
-import { BcryptPool, sharedBcryptPool } from './bcrypt-pool.js'
+import { type BcryptPool, sharedBcryptPool } from './bcrypt-pool.js'
 
 /**
  * Default bcrypt cost for `berth htpasswd`: 10. A compare then takes ~60 ms with bcryptjs — slow enough

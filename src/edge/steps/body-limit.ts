@@ -43,7 +43,14 @@ export function bodyLimit(maxBodyBytes: number): Step {
     const declared = req.headers['content-length']
     if (declared !== undefined && Number(declared) > maxBodyBytes) {
       const error = new BodyTooLargeError(maxBodyBytes)
-      sendError(exchange, new RegistryError('SIZE_INVALID', { limit: maxBodyBytes }, { status: 413, message: `request body of ${declared} bytes is larger than the limit of ${maxBodyBytes} bytes`, cause: error }))
+      sendError(
+        exchange,
+        new RegistryError(
+          'SIZE_INVALID',
+          { limit: maxBodyBytes },
+          { status: 413, message: `request body of ${declared} bytes is larger than the limit of ${maxBodyBytes} bytes`, cause: error },
+        ),
+      )
       return Promise.resolve()
     }
     if (hasRequestBody(req)) {

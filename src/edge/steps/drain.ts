@@ -16,7 +16,9 @@ export class Drain {
 
   readonly step: Step = async (exchange, next) => {
     if (this.draining) {
-      return sendError(exchange, new RegistryError('UNAVAILABLE', null, { message: 'the registry is shutting down', headers: { 'Retry-After': '10' } }), { close: true })
+      return sendError(exchange, new RegistryError('UNAVAILABLE', null, { message: 'the registry is shutting down', headers: { 'Retry-After': '10' } }), {
+        close: true,
+      })
     }
     this.active++
     exchange.res.once('close', () => {

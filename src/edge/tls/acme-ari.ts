@@ -41,7 +41,7 @@ function readTlv(der: Uint8Array, offset: number): Tlv {
 
 function children(der: Uint8Array, parent: Tlv): Tlv[] {
   const result: Tlv[] = []
-  for (let offset = parent.start; offset < parent.end; ) {
+  for (let offset = parent.start; offset < parent.end;) {
     const child = readTlv(der, offset)
     result.push(child)
     offset = child.end
@@ -62,7 +62,7 @@ export function certificateIdentifiers(der: Uint8Array): { serial: Buffer; autho
   const serialTlv = fields[index]
   if (!serialTlv || serialTlv.tag !== 0x02) throw new AriError('certificate has no serial number')
   const serial = Buffer.from(der.subarray(serialTlv.start, serialTlv.end))
-  const extensionsWrapper = fields.find((f) => f.tag === 0xa3) // [3] EXPLICIT Extensions
+  const extensionsWrapper = fields.find(f => f.tag === 0xa3) // [3] EXPLICIT Extensions
   const extensionList = extensionsWrapper ? children(der, extensionsWrapper)[0] : undefined
   for (const extension of extensionList ? children(der, extensionList) : []) {
     const parts = children(der, extension)
@@ -70,7 +70,7 @@ export function certificateIdentifiers(der: Uint8Array): { serial: Buffer; autho
     const value = parts[parts.length - 1] // extnValue OCTET STRING (critical BOOLEAN may sit between)
     if (!oid || !value || !Buffer.from(der.subarray(oid.start, oid.end)).equals(AKI_OID)) continue
     const aki = readTlv(der, value.start) // AuthorityKeyIdentifier ::= SEQUENCE { [0] keyIdentifier … }
-    const keyId = children(der, aki).find((c) => c.tag === 0x80)
+    const keyId = children(der, aki).find(c => c.tag === 0x80)
     if (!keyId) break
     return { serial, authorityKeyId: Buffer.from(der.subarray(keyId.start, keyId.end)) }
   }

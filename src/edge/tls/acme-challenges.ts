@@ -47,7 +47,7 @@ export class MemoryChallengeResponder implements ChallengeResponder {
    * while we wait for its lock; the CA may reach us instead of it). Our own challenges are kept.
    */
   syncShared(entries: ReadonlyArray<{ token: string; name: string; keyAuthorization: string }>): void {
-    const wanted = new Set(entries.map((e) => e.token))
+    const wanted = new Set(entries.map(e => e.token))
     for (const [token, entry] of this.pending) if (entry.shared && !wanted.has(token)) this.pending.delete(token)
     for (const entry of entries) {
       if (this.pending.has(entry.token)) continue

@@ -127,7 +127,10 @@ export class AcmeIssuer {
     this.clockChecked = true
     const skewMs = Date.now() - caTime
     if (Math.abs(skewMs) > 5 * 60_000) {
-      this.logger.warn(`this machine's clock is ${Math.round(Math.abs(skewMs) / 60_000)} minutes ${skewMs > 0 ? 'ahead of' : 'behind'} the CA's; fix the time (NTP) or certificates may be refused or renewed at the wrong time`, { ca: this.options.directoryUrl })
+      this.logger.warn(
+        `this machine's clock is ${Math.round(Math.abs(skewMs) / 60_000)} minutes ${skewMs > 0 ? 'ahead of' : 'behind'} the CA's; fix the time (NTP) or certificates may be refused or renewed at the wrong time`,
+        { ca: this.options.directoryUrl },
+      )
     }
   }
 
@@ -192,7 +195,11 @@ export class AcmeIssuer {
           const explained = await this.explain(error, 'ACCOUNT_FAILED', 'registering the ACME account failed')
           const problem = this.recorded()
           if (!this.options.eab && (/externalAccountRequired/.test(problem?.type ?? '') || /externalAccountBinding/i.test(explained.message))) {
-            throw new AcmeError('ACCOUNT_FAILED', `${explained.message}. This CA requires external account binding: pass --acme-eab-kid and --acme-eab-hmac from your account page at the CA`, { cause: error })
+            throw new AcmeError(
+              'ACCOUNT_FAILED',
+              `${explained.message}. This CA requires external account binding: pass --acme-eab-kid and --acme-eab-hmac from your account page at the CA`,
+              { cause: error },
+            )
           }
           throw explained
         }
@@ -231,7 +238,7 @@ export class AcmeIssuer {
     signal?.throwIfAborted()
     this.lastProblem = undefined
     let order: acme.Order
-    const identifiers = names.map((value) => ({ type: 'dns', value }))
+    const identifiers = names.map(value => ({ type: 'dns', value }))
     try {
       try {
         const payload = { identifiers, ...(options.replaces ? { replaces: options.replaces } : {}) }
@@ -255,9 +262,9 @@ export class AcmeIssuer {
     try {
       authorizations = await client.getAuthorizations(order)
     } catch (error) {
-      throw await this.explain(error, 'ORDER_FAILED', 'fetching the order\'s authorizations failed')
+      throw await this.explain(error, 'ORDER_FAILED', "fetching the order's authorizations failed")
     }
-    const results = await Promise.allSettled(authorizations.map((authz) => this.authorize(client, authz, signal)))
+    const results = await Promise.allSettled(authorizations.map(authz => this.authorize(client, authz, signal)))
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failure) throw failure.reason
 
@@ -279,9 +286,12 @@ export class AcmeIssuer {
       this.logger.info('ACME authorization still valid, no challenge needed', { domain: name })
       return
     }
-    const challenge = authz.challenges.find((c) => c.type === 'http-01')
+    const challenge = authz.challenges.find(c => c.type === 'http-01')
     if (!challenge) {
-      throw new AcmeError('VALIDATION_FAILED', `the CA offers no HTTP-01 challenge for ${name} (offered: ${authz.challenges.map((c) => c.type).join(', ')}); Berth can only answer HTTP-01`)
+      throw new AcmeError(
+        'VALIDATION_FAILED',
+        `the CA offers no HTTP-01 challenge for ${name} (offered: ${authz.challenges.map(c => c.type).join(', ')}); Berth can only answer HTTP-01`,
+      )
     }
     const keyAuthorization = await client.getChallengeKeyAuthorization(challenge)
     const { challenges } = this.options
@@ -300,7 +310,7 @@ export class AcmeIssuer {
         else this.logger.info('self-check of the HTTP-01 challenge passed', { domain: name })
       }
       const remaining = sharedReadyAt - Date.now()
-      if (remaining > 0) await new Promise((r) => setTimeout(r, remaining))
+      if (remaining > 0) await new Promise(r => setTimeout(r, remaining))
       signal?.throwIfAborted()
       challenges.logNextAnswer(challenge.token)
       this.lastProblem = undefined
@@ -329,14 +339,14 @@ export class AcmeIssuer {
     const portWords = port === 80 ? 'port 80' : `port ${port} (Berth's HTTP port; the CA itself always connects to port 80, which must reach it)`
     let addresses: string[]
     try {
-      addresses = (await lookup(name, { all: true })).map((a) => a.address)
+      addresses = (await lookup(name, { all: true })).map(a => a.address)
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? String(error)
       return `DNS: ${name} does not resolve (${code}). Create an A/AAAA record pointing ${name} at this server's public IP address; Berth retries by itself`
     }
     let last = ''
     for (let attempt = 0; attempt < 3; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 1_000))
+      if (attempt > 0) await new Promise(r => setTimeout(r, 1_000))
       signal?.throwIfAborted()
       const result = await fetchText(`http://${hostForUrl(name)}:${port}/.well-known/acme-challenge/${token}`, 5_000)
       if (result.ok && result.body.trim() === expected) return undefined
@@ -387,7 +397,10 @@ export class AcmeIssuer {
     const problem = this.lastProblem
     const detail = problem?.detail ?? (error instanceof Error ? error.message : String(error))
     if (problem && (problem.status === 429 || /rateLimited/.test(problem.type ?? ''))) {
-      return new AcmeError('RATE_LIMITED', `the CA rate-limited us: ${detail}`, { cause: error, ...(problem.retryAfterMs !== undefined ? { retryAfterMs: problem.retryAfterMs } : {}) })
+      return new AcmeError('RATE_LIMITED', `the CA rate-limited us: ${detail}`, {
+        cause: error,
+        ...(problem.retryAfterMs !== undefined ? { retryAfterMs: problem.retryAfterMs } : {}),
+      })
     }
     if (!problem) {
       // No ACME response at all: usually the CA is down or unreachable. acme-client then throws a bare
@@ -397,22 +410,28 @@ export class AcmeIssuer {
       const last = this.lastRequestUrl
       if (last && new URL(last).origin !== this.origin) {
         const other = await this.probe(new URL(last).origin + '/', false)
-        if (other) return new AcmeError('CA_UNREACHABLE', `cannot reach ${new URL(last).origin}, which the ACME directory points to: ${other}`, { cause: error })
+        if (other)
+          return new AcmeError('CA_UNREACHABLE', `cannot reach ${new URL(last).origin}, which the ACME directory points to: ${other}`, { cause: error })
       }
       if (error instanceof TypeError) {
-        return new AcmeError('CA_UNREACHABLE', `${what}: the connection to ${last ?? this.options.directoryUrl} failed without an answer (network error)`, { cause: error })
+        return new AcmeError('CA_UNREACHABLE', `${what}: the connection to ${last ?? this.options.directoryUrl} failed without an answer (network error)`, {
+          cause: error,
+        })
       }
     }
     if (problem && problem.status >= 500) {
-      return new AcmeError('CA_UNREACHABLE', `${what}: the CA answered HTTP ${problem.status}: ${detail}`, { cause: error, ...(problem.retryAfterMs !== undefined ? { retryAfterMs: problem.retryAfterMs } : {}) })
+      return new AcmeError('CA_UNREACHABLE', `${what}: the CA answered HTTP ${problem.status}: ${detail}`, {
+        cause: error,
+        ...(problem.retryAfterMs !== undefined ? { retryAfterMs: problem.retryAfterMs } : {}),
+      })
     }
     return new AcmeError(code, `${what}: ${detail}`, { cause: error })
   }
 
   /** undefined when `url` answers (with 200 if `needOk`), else why not (ECONNREFUSED, certificate error, timeout …). */
   private probe(url: string, needOk: boolean): Promise<string | undefined> {
-    return new Promise((resolve) => {
-      const request = httpsGet(url, { ...(this.agent ? { agent: this.agent } : {}), timeout: 10_000 }, (response) => {
+    return new Promise(resolve => {
+      const request = httpsGet(url, { ...(this.agent ? { agent: this.agent } : {}), timeout: 10_000 }, response => {
         response.resume()
         resolve(!needOk || response.statusCode === 200 ? undefined : `it answered HTTP ${response.statusCode}`)
       })
@@ -434,15 +453,15 @@ type FetchResult = { ok: true; status: number; body: string } | { ok: false; err
 
 /** A small GET with a timeout and a size cap; no redirects followed (a redirect is reported as not-the-answer). */
 function fetchText(url: string, timeoutMs: number): Promise<FetchResult> {
-  return new Promise((resolve) => {
-    const request = httpGet(url, { timeout: timeoutMs, headers: { 'user-agent': 'berth-acme-self-check' } }, (response) => {
+  return new Promise(resolve => {
+    const request = httpGet(url, { timeout: timeoutMs, headers: { 'user-agent': 'berth-acme-self-check' } }, response => {
       let body = ''
       response.setEncoding('utf8')
       response.on('data', (chunk: string) => {
         if (body.length < 4096) body += chunk
       })
       response.on('end', () => resolve({ ok: true, status: response.statusCode ?? 0, body }))
-      response.on('error', (error) => resolve({ ok: false, error: error.message }))
+      response.on('error', error => resolve({ ok: false, error: error.message }))
     })
     request.on('timeout', () => request.destroy(Object.assign(new Error(`no answer within ${timeoutMs / 1000} s`), { code: 'ETIMEDOUT' })))
     request.on('error', (error: NodeJS.ErrnoException) => resolve({ ok: false, error: error.code ?? error.message }))

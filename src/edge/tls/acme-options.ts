@@ -6,14 +6,7 @@
 import { isIP } from 'node:net'
 import acme from 'acme-client'
 
-export type AcmeErrorCode =
-  | 'TOS_NOT_AGREED'
-  | 'INVALID_OPTIONS'
-  | 'CA_UNREACHABLE'
-  | 'RATE_LIMITED'
-  | 'VALIDATION_FAILED'
-  | 'ORDER_FAILED'
-  | 'ACCOUNT_FAILED'
+export type AcmeErrorCode = 'TOS_NOT_AGREED' | 'INVALID_OPTIONS' | 'CA_UNREACHABLE' | 'RATE_LIMITED' | 'VALIDATION_FAILED' | 'ORDER_FAILED' | 'ACCOUNT_FAILED'
 
 /** Anything ACME that went wrong, with a message meant for the person running Berth. */
 export class AcmeError extends Error {
@@ -65,7 +58,10 @@ export function resolveAcmeDirectory(value: string | undefined): string {
   try {
     url = new URL(choice)
   } catch {
-    throw new AcmeError('INVALID_OPTIONS', `--acme-directory must be ${Object.keys(ACME_DIRECTORY_PRESETS).join(', ')} or an https:// ACME directory URL, not ${JSON.stringify(choice)}`)
+    throw new AcmeError(
+      'INVALID_OPTIONS',
+      `--acme-directory must be ${Object.keys(ACME_DIRECTORY_PRESETS).join(', ')} or an https:// ACME directory URL, not ${JSON.stringify(choice)}`,
+    )
   }
   if (url.protocol !== 'https:') {
     throw new AcmeError('INVALID_OPTIONS', `--acme-directory must be an https:// URL (RFC 8555 requires TLS), not ${JSON.stringify(choice)}`)
@@ -79,12 +75,15 @@ const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/
 export function normalizeDomain(value: string): string {
   const name = value.trim().toLowerCase().replace(/\.$/, '')
   if (name.startsWith('*.')) {
-    throw new AcmeError('INVALID_OPTIONS', `--domain ${value}: wildcard certificates need the DNS-01 challenge, which Berth does not do; list each name instead`)
+    throw new AcmeError(
+      'INVALID_OPTIONS',
+      `--domain ${value}: wildcard certificates need the DNS-01 challenge, which Berth does not do; list each name instead`,
+    )
   }
   if (isIP(name.replace(/^\[|\]$/g, ''))) {
     throw new AcmeError('INVALID_OPTIONS', `--domain ${value}: an IP address is not a domain name; point a DNS name at this server and use that`)
   }
-  if (name.length > 253 || !name.split('.').every((label) => LABEL.test(label))) {
+  if (name.length > 253 || !name.split('.').every(label => LABEL.test(label))) {
     throw new AcmeError('INVALID_OPTIONS', `--domain ${JSON.stringify(value)} is not a valid DNS name`)
   }
   return name

@@ -193,12 +193,16 @@ export class AcmeCertificateProvider implements CertificateProvider {
     const stored = await this.loadStored()
     if (stored.certificate) {
       this.swap(stored.certificate, 'loaded')
-      if (stored.reason !== 'ok') this.logger.warn(`${stored.reason}: serving it until a new certificate for all names is obtained`, { domains: this.names.join(',') })
+      if (stored.reason !== 'ok')
+        this.logger.warn(`${stored.reason}: serving it until a new certificate for all names is obtained`, { domains: this.names.join(',') })
     } else {
-      this.logger.warn(`HTTPS is not up yet: ${stored.reason}; ordering one from the CA now (the HTTP port answers the CA's challenges and redirects meanwhile)`, {
-        domains: this.names.join(','),
-        ca: this.directoryUrl,
-      })
+      this.logger.warn(
+        `HTTPS is not up yet: ${stored.reason}; ordering one from the CA now (the HTTP port answers the CA's challenges and redirects meanwhile)`,
+        {
+          domains: this.names.join(','),
+          ca: this.directoryUrl,
+        },
+      )
     }
     this.schedule(0)
   }
@@ -211,7 +215,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
     this.rejectFirst(new AcmeError('ORDER_FAILED', 'the ACME provider was stopped before it had a certificate'))
     // An order in flight stops at its next step; don't hold a shutdown hostage to a slow CA.
     let timer: NodeJS.Timeout | undefined
-    await Promise.race([this.queue.catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, 3_000)))])
+    await Promise.race([this.queue.catch(() => {}), new Promise(resolve => (timer = setTimeout(resolve, 3_000)))])
     clearTimeout(timer)
     this.acme?.close()
   }
@@ -231,7 +235,14 @@ export class AcmeCertificateProvider implements CertificateProvider {
       directoryUrl: this.directoryUrl,
       names: this.names,
       ...(this.served && decision
-        ? { certificate: { notAfter: this.served.tls.notAfter.toISOString(), fingerprint256: this.served.fingerprint, renewalAt: decision.at.toISOString(), renewalReason: decision.reason } }
+        ? {
+            certificate: {
+              notAfter: this.served.tls.notAfter.toISOString(),
+              fingerprint256: this.served.fingerprint,
+              renewalAt: decision.at.toISOString(),
+              renewalReason: decision.reason,
+            },
+          }
         : {}),
       ...(this.meta?.retry ? { retry: this.meta.retry } : {}),
     }
@@ -300,7 +311,11 @@ export class AcmeCertificateProvider implements CertificateProvider {
       return
     }
     if (decision) {
-      this.logger.info('certificate renewal is due', { domains: this.names.join(','), reason: decision.reason, notAfter: this.served?.tls.notAfter.toISOString() })
+      this.logger.info('certificate renewal is due', {
+        domains: this.names.join(','),
+        reason: decision.reason,
+        notAfter: this.served?.tls.notAfter.toISOString(),
+      })
     }
     await this.obtain(false).catch(() => {}) // obtain() logged it and persisted the retry time
   }
@@ -308,7 +323,9 @@ export class AcmeCertificateProvider implements CertificateProvider {
   /** Newer stored certificates win, so two processes converge on the same one. */
   private isBetter(candidate: Stored): boolean {
     if (this.served && this.covers(candidate) !== this.covers(this.served)) return this.covers(candidate)
-    return !this.served || candidate.tls.notAfter.getTime() > this.served.tls.notAfter.getTime() || candidate.notBefore.getTime() > this.served.notBefore.getTime()
+    return (
+      !this.served || candidate.tls.notAfter.getTime() > this.served.tls.notAfter.getTime() || candidate.notBefore.getTime() > this.served.notBefore.getTime()
+    )
   }
 
   /** Takes the lock, re-checks storage, orders if still needed, stores, swaps. */
@@ -371,7 +388,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
     const sync = async (): Promise<void> => {
       while (waiting) {
         await this.syncSharedChallenges().catch((error: unknown) => this.logger.debug('could not read shared challenges', { error: describe(error) }))
-        await new Promise((resolve) => setTimeout(resolve, 100))
+        await new Promise(resolve => setTimeout(resolve, 100))
       }
       this.responder.syncShared([])
     }
@@ -400,7 +417,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
 
   private async recordFailure(error: unknown, attemptAt: number): Promise<void> {
     const failures = (this.meta?.retry?.failures ?? 0) + 1
-    const retryAfterMs = error instanceof AcmeError ? error.retryAfterMs ?? 0 : 0
+    const retryAfterMs = error instanceof AcmeError ? (error.retryAfterMs ?? 0) : 0
     const wait = retryDelay(failures, this.options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS, retryAfterMs)
     const nextAttemptAt = new Date(this.clock.now() + wait).toISOString()
     const message = describe(error)
@@ -442,7 +459,9 @@ export class AcmeCertificateProvider implements CertificateProvider {
       const info = await acme.renewalInfo(certId, now)
       if (!info) return
       const keep = known && known.certId === certId && known.windowStart === info.windowStart.toISOString() && known.windowEnd === info.windowEnd.toISOString()
-      const selectedAt = keep ? known.selectedAt : new Date(selectInWindow(info.windowStart.getTime(), info.windowEnd.getTime(), now, this.random)).toISOString()
+      const selectedAt = keep
+        ? known.selectedAt
+        : new Date(selectInWindow(info.windowStart.getTime(), info.windowEnd.getTime(), now, this.random)).toISOString()
       this.meta = {
         ...(this.meta ?? this.metaFor(stored, now)),
         ari: {
@@ -455,11 +474,17 @@ export class AcmeCertificateProvider implements CertificateProvider {
         },
       }
       await this.saveMeta(this.meta)
-      if (!keep) this.logger.info('CA renewal window (ARI) updated', { windowStart: info.windowStart.toISOString(), windowEnd: info.windowEnd.toISOString(), renewAt: selectedAt, explanation: info.explanationUrl })
+      if (!keep)
+        this.logger.info('CA renewal window (ARI) updated', {
+          windowStart: info.windowStart.toISOString(),
+          windowEnd: info.windowEnd.toISOString(),
+          renewAt: selectedAt,
+          explanation: info.explanationUrl,
+        })
     } catch (error) {
       // Only worth a warning when the CA is known to offer ARI; otherwise (CA down at start) the order path reports it.
       const log = acme.offersRenewalInfo ? this.logger.warn : this.logger.debug
-      log('could not fetch the CA\'s renewal information (ARI); using the lifetime rule', { error: describe(error) })
+      log("could not fetch the CA's renewal information (ARI); using the lifetime rule", { error: describe(error) })
     }
   }
 
@@ -471,7 +496,11 @@ export class AcmeCertificateProvider implements CertificateProvider {
       this.meta = rest
     }
     const decision = this.decide(next)
-    const words = { loaded: 'certificate loaded from storage', obtained: 'certificate obtained and now served', adopted: 'certificate renewed by another Berth process, now served' }
+    const words = {
+      loaded: 'certificate loaded from storage',
+      obtained: 'certificate obtained and now served',
+      adopted: 'certificate renewed by another Berth process, now served',
+    }
     this.logger.info(words[how], {
       domains: next.tls.names.join(','),
       notAfter: next.tls.notAfter.toISOString(),
@@ -524,12 +553,12 @@ export class AcmeCertificateProvider implements CertificateProvider {
       return { reason: `the stored certificate cannot be used (${describe(error)})` }
     }
     if (stored.tls.notAfter.getTime() <= this.clock.now()) return { reason: `the stored certificate expired on ${stored.tls.notAfter.toISOString()}` }
-    const missing = this.names.filter((name) => !stored.tls.names.includes(name))
+    const missing = this.names.filter(name => !stored.tls.names.includes(name))
     return { certificate: stored, reason: missing.length > 0 ? `the stored certificate does not cover ${missing.join(', ')}` : 'ok' }
   }
 
   private covers(stored: Stored): boolean {
-    return this.names.every((name) => stored.tls.names.includes(name))
+    return this.names.every(name => stored.tls.names.includes(name))
   }
 }
 
@@ -539,9 +568,9 @@ function parseChain(chain: string, key: string): Stored {
   if (!leaf.checkPrivateKey(createPrivateKey(key))) throw new Error('the key does not belong to the certificate')
   const names = (leaf.subjectAltName ?? '')
     .split(/,\s*/)
-    .map((entry) => /^DNS:(.+)$/.exec(entry)?.[1])
+    .map(entry => /^DNS:(.+)$/.exec(entry)?.[1])
     .filter((name): name is string => Boolean(name))
-    .map((name) => name.toLowerCase())
+    .map(name => name.toLowerCase())
   return {
     tls: { key, cert: chain, names, notAfter: new Date(leaf.validTo) },
     notBefore: new Date(leaf.validFrom),

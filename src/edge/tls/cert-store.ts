@@ -51,7 +51,10 @@ export interface CertStore {
 
 export class CertStoreNotFoundError extends Error {
   override readonly name = 'CertStoreNotFoundError'
-  constructor(readonly key: string, options?: ErrorOptions) {
+  constructor(
+    readonly key: string,
+    options?: ErrorOptions,
+  ) {
     super(`no such entry in the certificate store: ${key}`, options)
   }
 }
@@ -72,7 +75,10 @@ export const CERT_STORE_ROOT = '/berth/certs'
 
 /** Makes a string safe as one path segment (certmagic's `[^\w@.-]` → `_` rule). */
 export function safeSegment(value: string): string {
-  const cleaned = value.toLowerCase().replace(/\*/g, 'wildcard_').replace(/[^\w@.-]/g, '_')
+  const cleaned = value
+    .toLowerCase()
+    .replace(/\*/g, 'wildcard_')
+    .replace(/[^\w@.-]/g, '_')
   // '.' and '..' are legal characters but not legal segments.
   return /^\.+$/.test(cleaned) || cleaned === '' ? `_${cleaned}` : cleaned
 }

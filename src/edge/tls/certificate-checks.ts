@@ -31,7 +31,8 @@ export function daysLeft(notAfter: Date, now: number): number {
  */
 export function inspectClientCa(pem: string, now: number): { subjects: string[]; problems: CertificateProblem[] } {
   const blocks = pem.match(PEM_CERTIFICATE) ?? []
-  if (blocks.length === 0) return { subjects: [], problems: [{ severity: 'fail', message: 'no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)' }] }
+  if (blocks.length === 0)
+    return { subjects: [], problems: [{ severity: 'fail', message: 'no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)' }] }
   const certificates: X509Certificate[] = []
   for (const [index, block] of blocks.entries()) {
     try {

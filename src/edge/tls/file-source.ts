@@ -87,7 +87,8 @@ export class FileCertificateProvider implements CertificateProvider {
     try {
       fingerprint = await this.stamp()
     } catch (error) {
-      if (this.fingerprint !== 'error') this.logger.error('TLS certificate files unreadable; keeping the current certificate', { error: (error as Error).message })
+      if (this.fingerprint !== 'error')
+        this.logger.error('TLS certificate files unreadable; keeping the current certificate', { error: (error as Error).message })
       this.fingerprint = 'error'
       return
     }
@@ -103,7 +104,8 @@ export class FileCertificateProvider implements CertificateProvider {
     } catch (error) {
       // certbot writes the chain and the key one after the other: a poll between the two sees a
       // mismatched pair. Keep the old certificate; the next change of either file retries.
-      if (force || previous !== fingerprint) this.logger.error('new TLS certificate not loaded; keeping the current certificate', { error: (error as Error).message })
+      if (force || previous !== fingerprint)
+        this.logger.error('new TLS certificate not loaded; keeping the current certificate', { error: (error as Error).message })
     }
   }
 

@@ -51,11 +51,7 @@ export const EMERGENCY_RATIO = 1 / 20
  * Decides whether `certificate` should be renewed at `now`. `checkIntervalMs` is how often the
  * caller looks; an ARI time is honoured one interval early so the renewal happens inside the window.
  */
-export function renewalDecision(
-  certificate: Lifetime,
-  now: number,
-  options: { ari?: AriState | undefined; checkIntervalMs?: number } = {},
-): RenewalDecision {
+export function renewalDecision(certificate: Lifetime, now: number, options: { ari?: AriState | undefined; checkIntervalMs?: number } = {}): RenewalDecision {
   const notBefore = certificate.notBefore.getTime()
   // certmagic: NotAfter truncated to the second, +1 s (the last valid second is inclusive).
   const expiresAt = Math.floor(certificate.notAfter.getTime() / 1000) * 1000 + 1000
@@ -80,13 +76,30 @@ const HOUR = 60 * MINUTE
 
 /** certmagic `retryIntervals` (async.go): the wait after the n-th consecutive failure. */
 export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [
-  1 * MINUTE, 2 * MINUTE, 2 * MINUTE, 5 * MINUTE,
-  10 * MINUTE, 10 * MINUTE, 10 * MINUTE,
-  20 * MINUTE, 20 * MINUTE, 20 * MINUTE, 20 * MINUTE,
-  30 * MINUTE, 30 * MINUTE, 30 * MINUTE, 30 * MINUTE, 30 * MINUTE, 30 * MINUTE,
-  1 * HOUR, 1 * HOUR, 1 * HOUR,
-  2 * HOUR, 2 * HOUR,
-  3 * HOUR, 3 * HOUR,
+  1 * MINUTE,
+  2 * MINUTE,
+  2 * MINUTE,
+  5 * MINUTE,
+  10 * MINUTE,
+  10 * MINUTE,
+  10 * MINUTE,
+  20 * MINUTE,
+  20 * MINUTE,
+  20 * MINUTE,
+  20 * MINUTE,
+  30 * MINUTE,
+  30 * MINUTE,
+  30 * MINUTE,
+  30 * MINUTE,
+  30 * MINUTE,
+  30 * MINUTE,
+  1 * HOUR,
+  1 * HOUR,
+  1 * HOUR,
+  2 * HOUR,
+  2 * HOUR,
+  3 * HOUR,
+  3 * HOUR,
   6 * HOUR,
 ]
 

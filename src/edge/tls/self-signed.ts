@@ -65,7 +65,10 @@ function newCertificate(publicKey: forge.pki.PublicKey, days: number): forge.pki
 export async function createCertificateAuthority(options: { commonName?: string; days?: number } = {}): Promise<PemPair> {
   const key = await newRsaKey()
   const cert = newCertificate(key.forgePublic, options.days ?? 3650)
-  const subject = [{ name: 'commonName', value: options.commonName ?? 'Berth local CA' }, { name: 'organizationName', value: 'Berth' }]
+  const subject = [
+    { name: 'commonName', value: options.commonName ?? 'Berth local CA' },
+    { name: 'organizationName', value: 'Berth' },
+  ]
   cert.setSubject(subject)
   cert.setIssuer(subject)
   cert.setExtensions([

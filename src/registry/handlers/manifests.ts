@@ -42,12 +42,7 @@ function accepts(accepted: readonly string[], type: string): boolean {
  * manifest list asked for by a client that only knows schema 2 manifests resolves to its
  * linux/amd64 entry. A request with no Accept header at all (curl) gets the stored bytes.
  */
-async function negotiate(
-  context: Parameters<Handler>[0],
-  name: string,
-  ref: string,
-  manifest: StoredManifest,
-): Promise<StoredManifest> {
+async function negotiate(context: Parameters<Handler>[0], name: string, ref: string, manifest: StoredManifest): Promise<StoredManifest> {
   const accepted = acceptedTypes(context.request)
   if (accepted === undefined || isDigestReference(ref) || accepts(accepted, manifest.mediaType)) return manifest
   if (manifest.mediaType === MEDIA_TYPES.ociManifest || manifest.mediaType === MEDIA_TYPES.ociIndex) {
@@ -104,10 +99,14 @@ function tagParameters(query: URLSearchParams, ref: string): string[] {
   if (!isDigestReference(ref)) return []
   const tags = [...new Set(query.getAll('tag'))]
   if (tags.length > MAX_TAGS_PER_PUSH) {
-    throw new RegistryError('TAG_INVALID', { tags: tags.length, limit: MAX_TAGS_PER_PUSH }, {
-      status: 414,
-      message: `more than ${MAX_TAGS_PER_PUSH} tag parameters; push the rest in another request`,
-    })
+    throw new RegistryError(
+      'TAG_INVALID',
+      { tags: tags.length, limit: MAX_TAGS_PER_PUSH },
+      {
+        status: 414,
+        message: `more than ${MAX_TAGS_PER_PUSH} tag parameters; push the rest in another request`,
+      },
+    )
   }
   return tags
 }
@@ -134,4 +133,3 @@ export const deleteManifest: Handler = async ({ response, params, store }) => {
   await store.manifests.delete(name, ref)
   sendEmpty(response, 202)
 }
-

@@ -15,16 +15,6 @@ import { constants, readFile as readFileCallback, stat as statCallback, type Sta
 import { link, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, utimes, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
-
-// Links and manifests are read on every manifest request: the callback forms of readFile/stat
-// cost less CPU per call than their fs/promises forms.
-function readSmallFile(file: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => readFileCallback(file, (error, data) => (error ? reject(error) : resolve(data))))
-}
-
-function statFile(file: string): Promise<Stats> {
-  return new Promise((resolve, reject) => statCallback(file, (error, stats) => (error ? reject(error) : resolve(stats))))
-}
 import {
   assertValidPath,
   InvalidOffsetError,
@@ -37,6 +27,16 @@ import {
   type StoreLock,
 } from './storage-driver.js'
 import { takeStoreLock } from './store-lock.js'
+
+// Links and manifests are read on every manifest request: the callback forms of readFile/stat
+// cost less CPU per call than their fs/promises forms.
+function readSmallFile(file: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => readFileCallback(file, (error, data) => (error ? reject(error) : resolve(data))))
+}
+
+function statFile(file: string): Promise<Stats> {
+  return new Promise((resolve, reject) => statCallback(file, (error, stats) => (error ? reject(error) : resolve(stats))))
+}
 
 /**
  * Writes are gathered up to this size before one `writev`, so a socket chunk is not a syscall.
@@ -497,7 +497,10 @@ export class FilesystemDriver implements StorageDriver {
     try {
       const entries = await readdir(directory)
       const prefix = path === '/' ? '' : path
-      return entries.filter(name => !isTemporaryName(name)).sort().map(name => `${prefix}/${name}`)
+      return entries
+        .filter(name => !isTemporaryName(name))
+        .sort()
+        .map(name => `${prefix}/${name}`)
     } catch (error) {
       throw this.#wrap(path, error)
     }

@@ -149,7 +149,7 @@ export class InMemoryDriver implements StorageDriver {
     assertValidPath(path)
     const prefix = path === '/' ? '/' : `${path}/`
     let found = this.#files.delete(path)
-    for (const key of [...this.#files.keys()]) {
+    for (const key of Array.from(this.#files.keys())) {
       if (key.startsWith(prefix)) {
         this.#files.delete(key)
         found = true

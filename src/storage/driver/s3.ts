@@ -303,9 +303,7 @@ export class S3Driver implements StorageDriver {
   async putContentIfAbsent(path: string, content: Uint8Array): Promise<boolean> {
     const key = this.key(path)
     try {
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: content, ContentLength: content.byteLength, IfNoneMatch: '*' }),
-      )
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: content, ContentLength: content.byteLength, IfNoneMatch: '*' }))
       return true
     } catch (error) {
       const status = httpStatus(error)
@@ -445,7 +443,12 @@ export class S3Driver implements StorageDriver {
       let token: string | undefined
       do {
         const out = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: DELETE_BATCH, ...(token !== undefined ? { ContinuationToken: token } : {}) }),
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            MaxKeys: DELETE_BATCH,
+            ...(token !== undefined ? { ContinuationToken: token } : {}),
+          }),
         )
         const keys = (out.Contents ?? []).flatMap(o => (o.Key !== undefined ? [{ Key: o.Key }] : []))
         if (keys.length > 0) {
@@ -453,7 +456,10 @@ export class S3Driver implements StorageDriver {
           const result = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }))
           const failed = (result.Errors ?? []).filter(e => e.Code !== 'NoSuchKey')
           if (failed.length > 0) {
-            throw new StorageDriverError('IO_ERROR', `${this.name}: could not delete ${failed.length} objects under ${path}: ${failed[0]?.Code ?? ''} ${failed[0]?.Key ?? ''}`)
+            throw new StorageDriverError(
+              'IO_ERROR',
+              `${this.name}: could not delete ${failed.length} objects under ${path}: ${failed[0]?.Code ?? ''} ${failed[0]?.Key ?? ''}`,
+            )
           }
         }
         token = out.IsTruncated ? out.NextContinuationToken : undefined
@@ -756,7 +762,16 @@ class S3FileWriter implements FileWriter {
     this.#parts.push(slot)
     const uploadId = this.#uploadId as string
     const sending = this.driver.client
-      .send(new UploadPartCommand({ Bucket: this.driver.bucket, Key: this.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength }))
+      .send(
+        new UploadPartCommand({
+          Bucket: this.driver.bucket,
+          Key: this.key,
+          UploadId: uploadId,
+          PartNumber: partNumber,
+          Body: body,
+          ContentLength: body.byteLength,
+        }),
+      )
       .then(out => {
         slot.ETag = out.ETag
         // The SDK resolves once the body is written and answered: nothing refers to the bytes now.

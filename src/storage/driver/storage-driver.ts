@@ -166,7 +166,10 @@ export class StorageDriverError extends Error {
 }
 
 export class PathNotFoundError extends StorageDriverError {
-  constructor(readonly path: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    options?: { cause?: unknown },
+  ) {
     super('PATH_NOT_FOUND', `path not found: ${path}`, options)
   }
 }
@@ -178,7 +181,10 @@ export function ignoreMissing(error: unknown): void {
 
 /** Another holder has the lock; `holder` describes it when its record is readable. */
 export class LockBusyError extends StorageDriverError {
-  constructor(readonly path: string, readonly holder: string | undefined) {
+  constructor(
+    readonly path: string,
+    readonly holder: string | undefined,
+  ) {
     super('LOCK_BUSY', `${path} is locked${holder === undefined ? '' : ` by ${holder}`}`)
   }
 }
@@ -190,7 +196,10 @@ export class InvalidPathError extends StorageDriverError {
 }
 
 export class InvalidOffsetError extends StorageDriverError {
-  constructor(readonly path: string, readonly offset: number) {
+  constructor(
+    readonly path: string,
+    readonly offset: number,
+  ) {
     super('INVALID_OFFSET', `invalid offset ${offset} for ${path}`)
   }
 }

@@ -60,7 +60,8 @@ function isAlive(pid: number): boolean {
 
 function isStale(driver: StorageDriver, seen: Seen, staleMs: number): boolean {
   const { record } = seen
-  if (record !== undefined && !driver.capabilities.sharedAcrossHosts && record.host === hostname() && record.pid !== process.pid && !isAlive(record.pid)) return true
+  if (record !== undefined && !driver.capabilities.sharedAcrossHosts && record.host === hostname() && record.pid !== process.pid && !isAlive(record.pid))
+    return true
   return Date.now() - (record?.updated ?? seen.modTime.getTime()) >= staleMs
 }
 
@@ -86,9 +87,11 @@ export async function takeStoreLock(driver: StorageDriver, path: string, options
       continue
     }
     if (Date.now() >= deadline) throw new LockBusyError(path, describe(seen.record))
-    await sleep(Math.min(options.pollMs ?? 1_000, Math.max(1, deadline - Date.now())), undefined, options.signal ? { signal: options.signal } : {}).catch(() => {
-      throw options.signal?.reason
-    })
+    await sleep(Math.min(options.pollMs ?? 1_000, Math.max(1, deadline - Date.now())), undefined, options.signal ? { signal: options.signal } : {}).catch(
+      () => {
+        throw options.signal?.reason
+      },
+    )
   }
   return hold(driver, path, nonce, record, options.heartbeatMs ?? 5_000)
 }

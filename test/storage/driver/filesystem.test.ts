@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { FileRangeReader, FilesystemDriver, MIN_READ_CHUNK_BYTES, READ_CHUNK_BYTES } from '../../../src/storage/driver/filesystem.js'
+import { type FileRangeReader, FilesystemDriver, MIN_READ_CHUNK_BYTES, READ_CHUNK_BYTES } from '../../../src/storage/driver/filesystem.js'
 import { InvalidPathError, PathNotFoundError } from '../../../src/storage/driver/storage-driver.js'
 import { storageDriverSuite } from '../../suites/storage-driver.js'
 
@@ -53,7 +53,7 @@ test('filesystem: reading a directory as content is PathNotFoundError', async t 
   await t.throwsAsync(driver.reader('/d'), { instanceOf: PathNotFoundError })
 })
 
-test.serial('filesystem: read buffers handed back with recycle are reused by the next reads, and concurrent readers never see each other\'s bytes', async t => {
+test.serial("filesystem: read buffers handed back with recycle are reused by the next reads, and concurrent readers never see each other's bytes", async t => {
   // Serial: the pool is shared by the process, and the suite's other readers take from it.
   const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
   t.teardown(() => rm(root, { recursive: true, force: true }))
@@ -85,42 +85,45 @@ test.serial('filesystem: read buffers handed back with recycle are reused by the
   t.true(seen.size <= 8, `${seen.size} distinct buffers for 30 chunks`)
 })
 
-test.serial('filesystem: a reader\'s chunkBytes sets the size of its next reads (powers of two from 16 KiB to 256 KiB), and its bytes stay right while it changes', async t => {
-  // The blob GET handler starts a download at 16 KiB reads and grows them as the client takes
-  // bytes, so a client that stops reading holds small chunks (issue #8, slow read).
-  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
-  t.teardown(() => rm(root, { recursive: true, force: true }))
-  const driver = new FilesystemDriver(root)
-  const bytes = randomBytes(8 * READ_CHUNK_BYTES + 5)
-  await driver.putContent('/f', bytes)
-  const reader = (await driver.reader('/f', 3)) as FileRangeReader
-  t.is(reader.chunkBytes, READ_CHUNK_BYTES, 'a reader nobody resizes reads whole chunks')
-  reader.chunkBytes = 0
-  t.is(reader.chunkBytes, MIN_READ_CHUNK_BYTES)
-  reader.chunkBytes = 100_000
-  t.is(reader.chunkBytes, 64 * 1024, 'rounded down to a power of two')
-  reader.chunkBytes = 10 * READ_CHUNK_BYTES
-  t.is(reader.chunkBytes, READ_CHUNK_BYTES)
-  reader.chunkBytes = 0
-  const sizes: number[] = []
-  const parts: Buffer[] = []
-  const takenBefore: number[] = []
-  let taken = 0
-  for await (const chunk of reader as AsyncIterable<Buffer>) {
-    sizes.push(chunk.byteLength)
-    takenBefore.push(taken)
-    parts.push(Buffer.from(chunk))
-    taken += chunk.byteLength
-    reader.chunkBytes = taken / 4 // as the handler does
-    reader.recycle(chunk)
-  }
-  t.true(Buffer.concat(parts).equals(bytes.subarray(3)))
-  // One chunk is read ahead, so a size set after chunk i applies from chunk i + 2 on: no chunk is
-  // larger than a quarter of what was taken two chunks before, and none is smaller than 16 KiB.
-  sizes.slice(0, -1).forEach((size, i) => {
-    const allowed = Math.max(MIN_READ_CHUNK_BYTES, Math.min(READ_CHUNK_BYTES, (takenBefore[i - 1] ?? 0) / 4))
-    t.true(size >= MIN_READ_CHUNK_BYTES && size <= allowed, `chunk ${i}: ${size} bytes, ${allowed} allowed`)
-  })
-  t.deepEqual(sizes.slice(0, 8), Array(8).fill(MIN_READ_CHUNK_BYTES), 'the first 128 KiB in 16 KiB reads')
-  t.is(Math.max(...sizes), READ_CHUNK_BYTES, 'whole chunks once 1 MiB was taken')
-})
+test.serial(
+  "filesystem: a reader's chunkBytes sets the size of its next reads (powers of two from 16 KiB to 256 KiB), and its bytes stay right while it changes",
+  async t => {
+    // The blob GET handler starts a download at 16 KiB reads and grows them as the client takes
+    // bytes, so a client that stops reading holds small chunks (issue #8, slow read).
+    const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+    t.teardown(() => rm(root, { recursive: true, force: true }))
+    const driver = new FilesystemDriver(root)
+    const bytes = randomBytes(8 * READ_CHUNK_BYTES + 5)
+    await driver.putContent('/f', bytes)
+    const reader = (await driver.reader('/f', 3)) as FileRangeReader
+    t.is(reader.chunkBytes, READ_CHUNK_BYTES, 'a reader nobody resizes reads whole chunks')
+    reader.chunkBytes = 0
+    t.is(reader.chunkBytes, MIN_READ_CHUNK_BYTES)
+    reader.chunkBytes = 100_000
+    t.is(reader.chunkBytes, 64 * 1024, 'rounded down to a power of two')
+    reader.chunkBytes = 10 * READ_CHUNK_BYTES
+    t.is(reader.chunkBytes, READ_CHUNK_BYTES)
+    reader.chunkBytes = 0
+    const sizes: number[] = []
+    const parts: Buffer[] = []
+    const takenBefore: number[] = []
+    let taken = 0
+    for await (const chunk of reader as AsyncIterable<Buffer>) {
+      sizes.push(chunk.byteLength)
+      takenBefore.push(taken)
+      parts.push(Buffer.from(chunk))
+      taken += chunk.byteLength
+      reader.chunkBytes = taken / 4 // as the handler does
+      reader.recycle(chunk)
+    }
+    t.true(Buffer.concat(parts).equals(bytes.subarray(3)))
+    // One chunk is read ahead, so a size set after chunk i applies from chunk i + 2 on: no chunk is
+    // larger than a quarter of what was taken two chunks before, and none is smaller than 16 KiB.
+    sizes.slice(0, -1).forEach((size, i) => {
+      const allowed = Math.max(MIN_READ_CHUNK_BYTES, Math.min(READ_CHUNK_BYTES, (takenBefore[i - 1] ?? 0) / 4))
+      t.true(size >= MIN_READ_CHUNK_BYTES && size <= allowed, `chunk ${i}: ${size} bytes, ${allowed} allowed`)
+    })
+    t.deepEqual(sizes.slice(0, 8), Array(8).fill(MIN_READ_CHUNK_BYTES), 'the first 128 KiB in 16 KiB reads')
+    t.is(Math.max(...sizes), READ_CHUNK_BYTES, 'whole chunks once 1 MiB was taken')
+  },
+)

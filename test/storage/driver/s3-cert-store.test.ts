@@ -56,7 +56,10 @@ test('a lock whose holder stopped updating it is taken over; a waiter can be abo
   const driver = driverFor(s3, uniquePrefix('stale'))
   // A holder that died a minute ago.
   const old = Date.now() - 60_000
-  await driver.putContent('/berth/certs/locks/issue_cert_y.lock', Buffer.from(JSON.stringify({ nonce: 'dead', host: 'gone', pid: 1, created: old, updated: old })))
+  await driver.putContent(
+    '/berth/certs/locks/issue_cert_y.lock',
+    Buffer.from(JSON.stringify({ nonce: 'dead', host: 'gone', pid: 1, created: old, updated: old })),
+  )
   const store = storeFor(driver, { lockStaleMs: 1000 })
   const unlock = await store.lock('issue_cert_y')
   const waiting = new AbortController()

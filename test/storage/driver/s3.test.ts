@@ -7,7 +7,7 @@
 import { randomBytes, createHash } from 'node:crypto'
 import anyTest, { type TestFn } from 'ava'
 import { ListObjectsV2Command, GetObjectCommand, PutObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
-import { S3Driver, MIN_PART_SIZE } from '../../../src/storage/driver/s3.js'
+import { type S3Driver, MIN_PART_SIZE } from '../../../src/storage/driver/s3.js'
 import { PathNotFoundError, StorageDriverError } from '../../../src/storage/driver/storage-driver.js'
 import { uniquePrefix, type S3Server } from '../../helpers/ceph.js'
 import { s3DriverFor, s3ForFile } from '../../helpers/s3.js'
@@ -38,7 +38,7 @@ async function keysUnder(driver: S3Driver, prefix: string): Promise<string[]> {
   return (out.Contents ?? []).map(o => o.Key as string).sort()
 }
 
-test('s3: driver paths are distribution\'s keys under the prefix (rootdirectory), no leading slash', async t => {
+test("s3: driver paths are distribution's keys under the prefix (rootdirectory), no leading slash", async t => {
   const s = await s3()
   const prefix = uniquePrefix('layout')
   const driver = driverFor(s, `/${prefix}/`)
