@@ -151,14 +151,14 @@ test.serial('a layer of several hundred MiB goes through the edge; a flood of ba
   // and watch its event loop while the flood and the push run.
   // Compares run in the shared worker pool; counted where the verifier submits them.
   const pool = sharedBcryptPool()
-  const compare = pool.compare
+  const compare = pool.compare.bind(pool)
   let compares = 0
   let running = 0
   let mostAtOnce = 0
   pool.compare = ((key: string, password: string, hash: string) => {
     compares++
     mostAtOnce = Math.max(mostAtOnce, ++running)
-    return compare.call(pool, key, password, hash).finally(() => running--)
+    return compare(key, password, hash).finally(() => running--)
   }) as typeof compare
   t.teardown(() => {
     pool.compare = compare
