@@ -9,24 +9,10 @@ import type { LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
 import { DEFAULTS } from './settings.js'
+import type { StorageChoice } from '../storage/open-storage.js'
 
 export { DEFAULTS }
-
-/** Where images are stored. */
-export type StorageChoice =
-  | { readonly kind: 'filesystem' }
-  | {
-      readonly kind: 's3'
-      /** Undefined: AWS itself. */
-      readonly endpoint: string | undefined
-      readonly bucket: string
-      /** Undefined: AWS_REGION, else us-east-1 (decided where the client is made). */
-      readonly region: string | undefined
-      /** Folder in the bucket ('' = root), as registry:2's `rootdirectory`. */
-      readonly prefix: string
-      /** Blob GETs answered with a redirect to a presigned URL. */
-      readonly redirect: boolean
-    }
+export type { StorageChoice }
 
 /** Where the HTTPS certificate comes from. */
 export type CertificateChoice =

@@ -9,17 +9,24 @@ import { join } from 'node:path'
 import { FilesystemDriver } from './driver/filesystem.js'
 import type { StorageDriver } from './driver/storage-driver.js'
 
+/** Where images are stored. */
+export type StorageChoice =
+  | { readonly kind: 'filesystem' }
+  | {
+      readonly kind: 's3'
+      /** Undefined: AWS itself. */
+      readonly endpoint: string | undefined
+      readonly bucket: string
+      /** Undefined: AWS_REGION, else us-east-1 (decided where the client is made). */
+      readonly region: string | undefined
+      /** Folder in the bucket ('' = root), as registry:2's `rootdirectory`. */
+      readonly prefix: string
+      /** Blob GETs answered with a redirect to a presigned URL. */
+      readonly redirect: boolean
+    }
+
 export interface StorageOptions {
-  readonly storage:
-    | { readonly kind: 'filesystem' }
-    | {
-        readonly kind: 's3'
-        readonly endpoint: string | undefined
-        readonly bucket: string
-        readonly region: string | undefined
-        readonly prefix: string
-        readonly redirect: boolean
-      }
+  readonly storage: StorageChoice
   /** The filesystem store is `<datadir>/data` (registry:2's `rootdirectory`). */
   readonly datadir: string
   /** Create `<datadir>/data` when missing (serve); otherwise a missing one is an error (maintenance commands). */
