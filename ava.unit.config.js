@@ -8,6 +8,7 @@ const { ava } = JSON.parse(readFileSync(new URL('./package.json', import.meta.ur
 export default {
   ...ava,
   files: [
+    'test/scheduler.test.ts',
     'test/config/**/*.test.ts',
     'test/registry/**/*.test.ts',
     'test/storage/**/*.test.ts',

@@ -3,7 +3,7 @@
  *
  *   config ─► FilesystemDriver(<datadir>/data) or S3Driver(bucket) ─► registry engine (a handler)
  *          ─► edge: doors (HTTPS + port 80, or local; the internal door) → the chain of steps → engine
- *          ─► scheduler: upload purging, garbage collection
+ *          ─► scheduler: upload purging, garbage collection, ACME certificate maintenance
  *
  * The edge calls the engine's handler in this process. With `upstream` set no engine is started:
  * the chain's innermost handler is the streaming proxy to that registry instead.
@@ -20,12 +20,13 @@ import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
 import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cert-store.js'
+import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { runGc } from './storage/gc-schedule.js'
-import { every, type PeriodicJob } from './scheduler.js'
+import { every, scheduled, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
 import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageOpenError } from './storage/open-storage.js'
 import { purgeAbandonedUploads } from './storage/purge-uploads.js'
@@ -82,10 +83,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
-  const { provider, challenges, source, hints } = await certificateFor(config, logger, sharedCertStore)
+  const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore)
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
   const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
-  const jobs = app === undefined || opened === undefined ? [] : backgroundJobs(config, opened.driver, app, logger)
   const drain = new Drain()
 
   // Memory: a small V8 young generation (process-memory.ts says why and how).
@@ -102,11 +102,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   } catch (error) {
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
-    await Promise.all(jobs.map(job => job.stop()))
     await app?.close()
     throw explainStartError(error, config)
   }
 
+  // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -164,12 +165,28 @@ function edgeOptions(
 }
 
 /**
- * The background jobs, all started here: upload purging always, garbage collection with
- * --gc-interval (on S3 a run takes the lock in the bucket, so one instance collects at a time).
+ * The background jobs, all started here: with the engine, upload purging always and garbage
+ * collection with --gc-interval (on S3 a run takes the lock in the bucket, so one instance collects
+ * at a time); with ACME, certificate maintenance at once and then whenever the provider says it is
+ * next due.
  */
-function backgroundJobs(config: Config, driver: StorageDriver, app: RegistryApp, logger: Logger): PeriodicJob<unknown>[] {
-  const jobs: PeriodicJob<unknown>[] = [every(UPLOAD_PURGING.intervalMs, () => purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger))]
-  if (config.gcIntervalMs !== undefined) jobs.push(every(config.gcIntervalMs, signal => runGc(driver, logger, signal)))
+function backgroundJobs(
+  config: Config,
+  parts: { driver: StorageDriver | undefined; app: RegistryApp | undefined; acme: AcmeCertificateProvider | undefined },
+  logger: Logger,
+): PeriodicJob<unknown>[] {
+  const { driver, app, acme } = parts
+  const jobs: PeriodicJob<unknown>[] = []
+  if (app !== undefined) jobs.push(every(UPLOAD_PURGING.intervalMs, () => purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger)))
+  if (driver !== undefined && config.gcIntervalMs !== undefined) jobs.push(every(config.gcIntervalMs, signal => runGc(driver, logger, signal)))
+  if (acme !== undefined)
+    jobs.push(
+      scheduled(
+        () => acme.nextCheckDelay(),
+        signal => acme.maintain(signal),
+        { runAtStart: true },
+      ),
+    )
   return jobs
 }
 
@@ -177,7 +194,7 @@ async function certificateFor(
   config: Config,
   logger: Logger,
   sharedCertStore?: CertStore,
-): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[] }> {
+): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[]; acme?: AcmeCertificateProvider }> {
   const choice = config.certificate
   switch (choice.kind) {
     case 'none':
@@ -204,13 +221,13 @@ async function certificateFor(
   }
 }
 
-/** Automatic HTTPS: the provider orders in the background and answers HTTP-01 on the HTTP port. */
+/** Automatic HTTPS: the provider answers HTTP-01 on the HTTP port; backgroundJobs schedules its orders and renewals. */
 async function acmeProvider(
   config: Config,
   choice: Extract<Config['certificate'], { kind: 'acme' }>,
   logger: Logger,
   sharedCertStore?: CertStore,
-): Promise<{ provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[] }> {
+): Promise<{ provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[]; acme: AcmeCertificateProvider }> {
   const [{ AcmeCertificateProvider }, { AcmeError }] = await Promise.all([import('./edge/tls/acme-provider.js'), import('./edge/tls/acme-options.js')])
   let provider: InstanceType<typeof AcmeCertificateProvider>
   try {
@@ -223,6 +240,7 @@ async function acmeProvider(
       certsDir: config.certs,
       httpPort: config.httpPort,
       logger,
+      selfSchedule: false,
       ...(sharedCertStore !== undefined ? { store: sharedCertStore } : {}),
     })
   } catch (error) {
@@ -231,7 +249,7 @@ async function acmeProvider(
   }
   const hints =
     config.httpPort === 80 ? [] : [`ACME HTTP-01 needs the CA to reach port 80 of ${config.domains.join(', ')}; forward it to --http-port ${config.httpPort}`]
-  return { provider, challenges: provider.challenges, source: `ACME ${provider.directoryUrl}`, hints }
+  return { provider, challenges: provider.challenges, source: `ACME ${provider.directoryUrl}`, hints, acme: provider }
 }
 
 /**

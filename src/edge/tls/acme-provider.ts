@@ -7,8 +7,11 @@
  *   certificate for the configured names is served at once and never re-ordered (CA rate limits).
  *   Without one, `start()` still resolves (the edge must be listening on port 80 for the CA to reach
  *   us); the first order runs in the background and `onChange` fires when it lands.
- * - A maintenance loop wakes every `checkIntervalMs` (±10 % jitter): it adopts a certificate another
- *   Berth process stored, refreshes ARI when the CA offers it, and renews when renewal.ts says so.
+ * - Maintenance runs at start and then after `nextCheckDelay()` (every `checkIntervalMs` ±10 % jitter,
+ *   earlier for a retry or renewal time): it adopts a certificate another Berth process stored,
+ *   refreshes ARI when the CA offers it, and renews when renewal.ts says so. The composition root
+ *   schedules `maintain()` with its other background jobs (`selfSchedule: false`); otherwise `start()`
+ *   schedules it the same way.
  * - Orders happen under a store lock, after re-reading storage, so processes sharing `certs/` place
  *   one order. Failures are persisted in the certificate's metadata with the next attempt time
  *   (growing delays, at least the CA's Retry-After), so a restart does not reset the backoff; the old
@@ -22,6 +25,7 @@ import { MemoryChallengeResponder } from './acme-challenges.js'
 import { AcmeIssuer } from './acme-issuer.js'
 import { AcmeError, assertAcmeOptions } from './acme-options.js'
 import { ariCertId } from './acme-ari.js'
+import { scheduled, type PeriodicJob } from '../../scheduler.js'
 import { CertStoreNotFoundError, FileCertStore, certKeys, issuerKey, type CertStore, type CertStoreLockOptions } from './cert-store.js'
 import {
   DEFAULT_CHECK_INTERVAL_MS,
@@ -59,8 +63,10 @@ export interface AcmeProviderOptions {
   caCertificates?: string | undefined
   /** Injectable time for renewal decisions (tests jump years ahead). Timers still run in real time. */
   clock?: Clock
-  /** How often the maintenance loop looks (default 10 min; jittered ±10 %). */
+  /** How often maintenance looks (default 10 min; jittered ±10 %). */
   checkIntervalMs?: number
+  /** `start()` schedules `maintain()` itself (default true); false when the caller schedules it. */
+  selfSchedule?: boolean
   /** Waits after 1, 2, … consecutive failures (default certmagic's 1 m … 6 h schedule). */
   retryDelaysMs?: readonly number[]
   /** acme-client polling while the CA validates (defaults 1 s … 10 s, 15 attempts). */
@@ -119,7 +125,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
   private readonly firstCertificate: Promise<TlsCertificate>
   private resolveFirst!: (certificate: TlsCertificate) => void
   private rejectFirst!: (error: unknown) => void
-  private timer: NodeJS.Timeout | undefined
+  private maintenance: PeriodicJob<void> | undefined
   private queue: Promise<unknown> = Promise.resolve()
   private readonly abort = new AbortController()
   private started = false
@@ -204,18 +210,22 @@ export class AcmeCertificateProvider implements CertificateProvider {
         },
       )
     }
-    this.schedule(0)
+    if (this.options.selfSchedule !== false)
+      this.maintenance = scheduled(
+        () => this.nextCheckDelay(),
+        signal => this.maintain(signal),
+        { runAtStart: true },
+      )
   }
 
   async stop(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    if (this.timer) clearTimeout(this.timer)
     this.abort.abort(new AcmeError('ORDER_FAILED', 'stopped'))
     this.rejectFirst(new AcmeError('ORDER_FAILED', 'the ACME provider was stopped before it had a certificate'))
     // An order in flight stops at its next step; don't hold a shutdown hostage to a slow CA.
     let timer: NodeJS.Timeout | undefined
-    await Promise.race([this.queue.catch(() => {}), new Promise(resolve => (timer = setTimeout(resolve, 3_000)))])
+    await Promise.race([Promise.all([this.queue.catch(() => {}), this.maintenance?.stop()]), new Promise(resolve => (timer = setTimeout(resolve, 3_000)))])
     clearTimeout(timer)
     this.acme?.close()
   }
@@ -254,19 +264,21 @@ export class AcmeCertificateProvider implements CertificateProvider {
     return run
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      void this.enqueue(() => this.maintain())
-        .catch((error: unknown) => this.logger.error('certificate maintenance failed', { error: describe(error) }))
-        .finally(() => this.schedule(this.nextCheckDelay()))
-    }, delayMs)
+  /**
+   * One maintenance pass (after `start()`), queued behind any order in progress. Never rejects: a
+   * failure is logged (a failed order also persists its retry time). Aborting `signal` stops an
+   * order at its next step and resolves at once; `stop()` does the same.
+   */
+  async maintain(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return
+    const pass = this.enqueue(() => this.maintainOnce(signal)).catch((error: unknown) =>
+      this.logger.error('certificate maintenance failed', { error: describe(error) }),
+    )
+    await untilAborted(pass, signal)
   }
 
-  /** The regular interval, but wake earlier for a retry or renewal time that falls inside it. */
-  private nextCheckDelay(): number {
+  /** When the next `maintain()` is due: the regular interval, or earlier for a retry or renewal time inside it. */
+  nextCheckDelay(): number {
     const now = this.clock.now()
     let delay = jittered(this.interval, 0.1, this.random)
     const retryAt = this.meta?.retry ? Date.parse(this.meta.retry.nextAttemptAt) : NaN
@@ -293,9 +305,8 @@ export class AcmeCertificateProvider implements CertificateProvider {
     }
   }
 
-  /** One pass of the maintenance loop. */
-  private async maintain(): Promise<void> {
-    if (this.stopped) return
+  private async maintainOnce(signal: AbortSignal | undefined): Promise<void> {
+    if (this.stopped || signal?.aborted) return
     // Another process sharing certs/ may have renewed: serve what it stored.
     this.meta = (await this.loadMeta()) ?? this.meta
     const stored = await this.loadStored()
@@ -317,7 +328,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
         notAfter: this.served?.tls.notAfter.toISOString(),
       })
     }
-    await this.obtain(false).catch(() => {}) // obtain() logged it and persisted the retry time
+    await this.obtain(false, signal).catch(() => {}) // obtain() logged it and persisted the retry time
   }
 
   /** Newer stored certificates win, so two processes converge on the same one. */
@@ -329,10 +340,10 @@ export class AcmeCertificateProvider implements CertificateProvider {
   }
 
   /** Takes the lock, re-checks storage, orders if still needed, stores, swaps. */
-  private async obtain(force: boolean): Promise<TlsCertificate> {
+  private async obtain(force: boolean, caller?: AbortSignal): Promise<TlsCertificate> {
     const acme = this.acme
     if (!acme || this.stopped) throw new AcmeError('ORDER_FAILED', 'the ACME provider is not running')
-    const signal = this.abort.signal
+    const signal = caller ? AbortSignal.any([this.abort.signal, caller]) : this.abort.signal
     const unlock = await this.lockWhileAnswering(signal)
     try {
       // Someone (another process, or us before a restart) may have done the work while we waited.
@@ -577,6 +588,19 @@ function parseChain(chain: string, key: string): Stored {
     fingerprint: leaf.fingerprint256,
     chain,
   }
+}
+
+/** Settles with `work`, or as soon as `signal` aborts (`work` then ends unobserved). */
+function untilAborted(work: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return work
+  return new Promise(resolve => {
+    const done = (): void => {
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done)
+    void work.then(done)
+  })
 }
 
 function describe(error: unknown): string {
