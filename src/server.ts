@@ -17,6 +17,7 @@ import { warnIfDomainsUncovered } from './edge/tls/certificate-checks.js'
 import { ConfigError } from './config/errors.js'
 import { UPLOAD_PURGING } from './config/settings.js'
 import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
+import { connectionLimitFor, readFileLimit, type ConnectionLimitOptions } from './edge/connection-limits.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
 import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cert-store.js'
@@ -98,7 +99,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         if (config.certificate.kind !== 'files') throw error
         throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
       })
-    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, logger }))
+    const connectionLimits = connectionLimitsFor(config, await readFileLimit(), logger)
+    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, logger }))
   } catch (error) {
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
@@ -135,7 +137,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 /** The edge's options from the config: doors, limits, and the engine (or the upstream) innermost. */
 function edgeOptions(
   config: Config,
-  parts: { app: RegistryApp | undefined; drain: Drain; provider: CertificateProvider | undefined; challenges: ChallengeResponder | undefined; logger: Logger },
+  parts: {
+    app: RegistryApp | undefined
+    drain: Drain
+    provider: CertificateProvider | undefined
+    challenges: ChallengeResponder | undefined
+    connectionLimits: ConnectionLimitOptions
+    logger: Logger
+  },
 ): EdgeOptions {
   const { app, provider } = parts
   return {
@@ -153,6 +162,8 @@ function edgeOptions(
     maxBodyBytes: config.maxBody,
     idleTimeoutMs: config.idleTimeoutMs,
     headersTimeoutMs: DEFAULTS.headersTimeout,
+    handshakeTimeoutMs: DEFAULTS.handshakeTimeout,
+    connectionLimits: parts.connectionLimits,
     ...(provider !== undefined ? { certificate: provider } : {}),
     ...(parts.challenges !== undefined ? { challenges: parts.challenges } : {}),
     // Always passed: the edge turns basic auth on when the file exists and watches it for changes.
@@ -162,6 +173,20 @@ function edgeOptions(
     ...(config.clientCa !== undefined ? { clientCaPath: config.clientCa } : {}),
     logger: parts.logger,
   }
+}
+
+/**
+ * The connection limits: as configured, else the total below the open-file limit and per address
+ * the default, at most a quarter of the total (so one address never takes the whole registry).
+ */
+function connectionLimitsFor(config: Config, fileLimit: number | undefined, logger: Logger): ConnectionLimitOptions {
+  const safe = fileLimit === undefined ? DEFAULTS.maxConnections : connectionLimitFor(fileLimit)
+  const maxConnections = config.maxConnections ?? safe
+  if (maxConnections > safe && fileLimit !== undefined) {
+    logger.warn('--max-connections is close to the open-file limit: requests may fail with "too many open files"', { maxConnections, fileLimit, safe })
+  }
+  const maxConnectionsPerAddress = config.maxConnectionsPerAddress ?? Math.min(DEFAULTS.maxConnectionsPerAddress, Math.max(1, Math.floor(maxConnections / 4)))
+  return { maxConnections, maxConnectionsPerAddress }
 }
 
 /**

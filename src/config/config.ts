@@ -63,6 +63,10 @@ export interface Config {
   readonly internalListen: string | undefined
   /** Socket inactivity limit of every connection. */
   readonly idleTimeoutMs: number
+  /** Open connections in total; undefined: derived from the open-file limit at start (edge/connection-limits.ts). */
+  readonly maxConnections: number | undefined
+  /** Open connections per client address; undefined: DEFAULTS.maxConnectionsPerAddress, at most a quarter of the total. */
+  readonly maxConnectionsPerAddress: number | undefined
   /** Abandoned uploads older than this are purged. */
   readonly uploadMaxAgeMs: number
   /** Accept manifests whose layers or index children are not stored (registry app `allowSparseManifests`). */
@@ -207,6 +211,8 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     gcIntervalMs: values.gcInterval !== undefined && values.gcInterval > 0 ? values.gcInterval : undefined,
     internalListen: values.internalListen,
     idleTimeoutMs: values.idleTimeout ?? DEFAULTS.idleTimeout,
+    maxConnections: values.maxConnections,
+    maxConnectionsPerAddress: values.maxConnectionsPerAddress,
     uploadMaxAgeMs: values.uploadMaxAge ?? DEFAULTS.uploadMaxAge,
     allowSparseManifests: values.allowSparseManifests === true,
     configFile,

@@ -8,6 +8,7 @@ import {
   ACME_DIRECTORIES,
   parseAcmeDirectory,
   parseBoolean,
+  parseCount,
   parseDomains,
   parseDuration,
   parseEmail,
@@ -39,6 +40,12 @@ export const DEFAULTS = {
   idleTimeout: 15 * 60_000,
   /** Time a client has to send complete request headers (nginx's client_header_timeout). */
   headersTimeout: 60_000,
+  /** Time a client has to complete its TLS handshake (Node's own default is 120 s). */
+  handshakeTimeout: 10_000,
+  /** Open connections in total when the process's file limit is unknown (else edge/connection-limits.ts derives it from that limit). */
+  maxConnections: 1024,
+  /** Open connections per client address (IPv6: per /64); never more than a quarter of the total unless set. */
+  maxConnectionsPerAddress: 64,
   /** registry:2's `uploadpurging` age and interval. */
   uploadMaxAge: 168 * 3600_000,
   uploadPurgeInterval: 24 * 3600_000,
@@ -82,6 +89,8 @@ export interface SettingValues {
   gcInterval: number
   internalListen: string
   idleTimeout: number
+  maxConnections: number
+  maxConnectionsPerAddress: number
   uploadMaxAge: number
   allowSparseManifests: boolean
 }
@@ -398,6 +407,24 @@ export const SETTINGS = [
     parse: parseDuration,
     defaultText: '15m',
     description: 'close a connection when nothing moves on it this long (no limit on a whole upload)',
+  }),
+  setting({
+    key: 'maxConnections',
+    flag: 'max-connections',
+    argument: '<count>',
+    env: 'BERTH_MAX_CONNECTIONS',
+    parse: parseCount,
+    defaultText: 'from the open-file limit',
+    description: 'open connections in total; beyond it new ones are answered 503 (keep it below the open-file limit, ulimit -n)',
+  }),
+  setting({
+    key: 'maxConnectionsPerAddress',
+    flag: 'max-connections-per-address',
+    argument: '<count>',
+    env: 'BERTH_MAX_CONNECTIONS_PER_ADDRESS',
+    parse: parseCount,
+    defaultText: '64, at most a quarter of the total',
+    description: 'open connections from one client address (IPv6: one /64); beyond it new ones are closed at once',
   }),
   setting({
     key: 'uploadMaxAge',

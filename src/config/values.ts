@@ -32,6 +32,14 @@ export function parsePort(raw: unknown): number {
   return port
 }
 
+/** A whole number of at least 1 (a count of connections …). */
+export function parseCount(raw: unknown): number {
+  const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : ''
+  const count = /^\d{1,9}$/.test(text) ? Number(text) : 0
+  if (count < 1) throw new InvalidValue('a whole number of at least 1')
+  return count
+}
+
 export function parseString(raw: unknown): string {
   if (typeof raw === 'number') return String(raw)
   if (typeof raw !== 'string' || raw.trim() === '') throw new InvalidValue('a non-empty text')

@@ -3,7 +3,7 @@
  * one chain of steps around one innermost handler — the engine in this process, or the streaming
  * proxy with `--upstream`:
  *
- *   access log → [HSTS → client certificate]  (HTTPS door only) → Host check → body limit
+ *   access log → connection limit → [HSTS → client certificate]  (HTTPS door only) → Host check → body limit
  *     → authentication → [steps of the composition root, e.g. drain] → 100-continue + response turn
  *     → engine | proxy
  *
@@ -18,6 +18,7 @@ import { compose, type Door, type Handler, type Step } from '../http/exchange.js
 import type { Logger } from '../log.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
 import type { LoginThrottleOptions } from './auth/throttle.js'
+import { ConnectionLimits, type ConnectionLimitOptions } from './connection-limits.js'
 import { closeServer, listen, serve, serverOptions, urlOf, type ListenerTimeouts, type Server } from './listeners.js'
 import { UpstreamProxy } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
@@ -60,6 +61,8 @@ export interface EdgeOptions extends ListenerTimeouts {
   maxBodyBytes: number
   /** Failed-login throttle per address. */
   loginThrottle?: LoginThrottleOptions
+  /** Open connections over all doors, in total and per client address; unlimited when undefined. */
+  connectionLimits?: ConnectionLimitOptions
   /** The innermost handler: Berth's engine, called in this process. */
   engine?: Handler
   /** Without `engine`: the registry the proxy forwards to (`--upstream`). */
@@ -98,8 +101,10 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   }
   try {
     const clientCa = options.mode === 'https' && options.clientCaPath ? await readFile(options.clientCaPath, 'utf8') : undefined
-    const chainFor = await buildChains(options, clientCa, cleanups)
+    const limits = options.connectionLimits ? new ConnectionLimits(options.connectionLimits) : undefined
+    const chainFor = await buildChains(options, clientCa, limits, cleanups)
     const open = async (server: Server, door: Door, port: number | string, host: string | undefined, scheme = 'http'): Promise<string> => {
+      limits?.attach(server)
       serve(server, door, chainFor(door), options, logger)
       cleanups.push(() => closeServer(server))
       await listen(server, port, host)
@@ -109,7 +114,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     if (options.mode === 'local') {
       urls.local = await open(http.createServer(serverOptions(options)), 'local', required(options.localPort, 'localPort'), options.host)
     } else {
-      await startHttpsDoors(options, clientCa, open, urls, cleanups)
+      await startHttpsDoors(options, clientCa, limits, open, urls, cleanups)
     }
     if (options.internalListen !== undefined) {
       const { port, host } = parseListenAddress(options.internalListen)
@@ -130,7 +135,12 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
 }
 
 /** The request chain of each door, around one innermost handler. */
-async function buildChains(options: EdgeOptions, clientCa: string | undefined, cleanups: (() => Promise<void> | void)[]): Promise<(door: Door) => Handler> {
+async function buildChains(
+  options: EdgeOptions,
+  clientCa: string | undefined,
+  limits: ConnectionLimits | undefined,
+  cleanups: (() => Promise<void> | void)[],
+): Promise<(door: Door) => Handler> {
   const { logger } = options
   const secure = options.mode === 'https'
   const auth = options.htpasswdPath
@@ -150,6 +160,7 @@ async function buildChains(options: EdgeOptions, clientCa: string | undefined, c
     inner = proxy.handle
   }
   const log = accessLog(logger)
+  const first = [log, ...(limits ? [limits.step] : [])]
   const common: Step[] = [
     hostCheck,
     bodyLimit(options.maxBodyBytes),
@@ -157,8 +168,8 @@ async function buildChains(options: EdgeOptions, clientCa: string | undefined, c
     ...(options.innerSteps ?? []),
     continueAndTakeTurn,
   ]
-  const registry = compose([log, ...common], inner)
-  const tls = compose([log, securityHeaders, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
+  const registry = compose([...first, ...common], inner)
+  const tls = compose([...first, securityHeaders, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
   return door => (door === 'https' ? tls : registry)
 }
 
@@ -168,6 +179,7 @@ type OpenDoor = (server: Server, door: Door, port: number | string, host: string
 async function startHttpsDoors(
   options: EdgeOptions,
   clientCa: string | undefined,
+  limits: ConnectionLimits | undefined,
   open: OpenDoor,
   urls: EdgeUrls,
   cleanups: (() => Promise<void> | void)[],
@@ -180,7 +192,8 @@ async function startHttpsDoors(
     httpsPort: () => options.publicHttpsPort ?? (httpsServer?.address() as AddressInfo | null)?.port ?? required(options.httpsPort, 'httpsPort'),
   })
   const port80 = http.createServer(serverOptions(options))
-  serve(port80, 'http', compose([accessLog(options.logger)], redirect), options, options.logger)
+  limits?.attach(port80)
+  serve(port80, 'http', compose([accessLog(options.logger), ...(limits ? [limits.step] : [])], redirect), options, options.logger)
   cleanups.push(() => closeServer(port80))
   await listen(port80, required(options.httpPort, 'httpPort'), options.host)
   urls.http = urlOf('http', port80)

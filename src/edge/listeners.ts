@@ -4,7 +4,7 @@
  */
 import type http from 'node:http'
 import type https from 'node:https'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { createExchange, type Door, type Handler } from '../http/exchange.js'
 import type { Logger } from '../log.js'
 
@@ -20,8 +20,10 @@ export type Server = http.Server | https.Server
 export interface ListenerTimeouts {
   /** Socket inactivity limit (no total request timeout: uploads take long). */
   idleTimeoutMs: number
-  /** Time a client has to send its complete request headers (slowloris). */
+  /** Time a client has to send its complete request headers (slowloris); on TLS doors counted from the end of the handshake. */
   headersTimeoutMs: number
+  /** Time a client has to complete its TLS handshake (TLS doors only). */
+  handshakeTimeoutMs: number
 }
 
 /** Options shared by every Node HTTP server of the edge (edge-anchors §0.1, §10). */
@@ -50,7 +52,27 @@ export function serve(server: Server, door: Door, handler: Handler, timeouts: Li
   server.on('request', accept(false))
   server.on('checkContinue', accept(true))
   server.setTimeout(timeouts.idleTimeoutMs) // idle sockets are destroyed (no 'timeout' listener → Node destroys)
+  closeSilentTls(server, timeouts.headersTimeoutMs)
+  // Accept failures (EMFILE, ENFILE) are reported here; they must not end the process.
+  server.on('error', (error: NodeJS.ErrnoException) => {
+    if (server.listening) logger.error('listener error', { code: error.code, error: error.message })
+  })
   return server
+}
+
+/**
+ * Destroys a TLS connection that sends nothing within `ms` of its handshake. Node's headers timeout
+ * covers a plain connection from accept and a TLS one once its first bytes arrive, but not a TLS
+ * connection that stays silent after the handshake (the idle timeout would hold it).
+ */
+function closeSilentTls(server: Server, ms: number): void {
+  server.on('secureConnection', (socket: Socket) => {
+    const timer = setTimeout(() => socket.destroy(), ms)
+    timer.unref()
+    const stop = (): void => clearTimeout(timer)
+    socket.once('data', stop)
+    socket.once('close', stop)
+  })
 }
 
 /** Listens on `port`; without `host`, on every interface ('::' dual-stack, '0.0.0.0' where IPv6 is off). */

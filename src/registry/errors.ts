@@ -68,6 +68,14 @@ export function toRegistryError(error: unknown): RegistryError {
       message: 'the registry is out of storage space (no space left on its disk); ask its operator to free some',
     })
   }
+  // Out of file descriptors is a moment's overload, not a fault of the request: clients retry a 503.
+  if (code === 'EMFILE' || code === 'ENFILE') {
+    return new RegistryError('UNAVAILABLE', undefined, {
+      cause: error,
+      message: 'the registry has too many open files at the moment; try again shortly',
+      headers: { 'Retry-After': '5' },
+    })
+  }
   if (code === 'EROFS') {
     return new RegistryError('UNKNOWN', undefined, { cause: error, status: 507, message: "the registry's storage is read-only; ask its operator" })
   }

@@ -1,16 +1,16 @@
 /**
  * Purging uploads left unfinished (a client that died mid-push leaves `_uploads/<id>/data`
  * behind). Age is counted from `startedat`, as registry:2's upload purging does, so a datadir
- * written by registry:2 is purged the same way; an upload without a readable `startedat` is kept.
+ * written by registry:2 is purged the same way; an upload without a readable `startedat` (a start
+ * that failed half way) ages from its folder's last modification.
  * The deletion itself is `UploadStore.purge`, which takes each upload's in-process lock, so a
  * chunk being appended by this process is never cut from under it.
  */
 import type { Logger } from '../log.js'
 import type { StorageDriver } from './driver/storage-driver.js'
 import { listOrEmpty, listRepositories, statOrUndefined } from './maintenance-scan.js'
-import { isUploadId, uploadDataPath, uploadStartedAtPath, uploadsPath } from './paths.js'
-import type { UploadStore } from './upload-store.js'
-import { PathNotFoundError } from './driver/storage-driver.js'
+import { isUploadId, uploadDataPath, uploadsPath } from './paths.js'
+import { uploadStartedAt, type UploadStore } from './upload-store.js'
 
 export interface StaleUpload {
   readonly repository: string
@@ -35,14 +35,9 @@ export async function findStaleUploads(driver: StorageDriver, olderThan: Date): 
     for (const dir of await listOrEmpty(driver, uploadsPath(repository))) {
       const id = dir.slice(dir.lastIndexOf('/') + 1)
       if (!isUploadId(id)) continue
-      let startedAt: Date
-      try {
-        startedAt = new Date((await driver.getContent(uploadStartedAtPath(repository, id))).toString('utf8').trim())
-      } catch (error) {
-        if (error instanceof PathNotFoundError) continue
-        throw error
-      }
-      if (Number.isNaN(startedAt.getTime()) || startedAt.getTime() >= olderThan.getTime()) continue
+      const started = await uploadStartedAt(driver, repository, id)
+      if (started === undefined || started >= olderThan.getTime()) continue
+      const startedAt = new Date(started)
       const size = (await statOrUndefined(driver, uploadDataPath(repository, id)))?.size ?? 0
       stale.push({ repository, id, startedAt, size })
     }

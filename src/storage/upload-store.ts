@@ -56,6 +56,33 @@ function rfc3339(now: Date): string {
   return now.toISOString().replace(/\.\d{3}Z$/, 'Z')
 }
 
+/**
+ * When an upload began (ms since the epoch): its `startedat`, or, where that is missing or
+ * unreadable (a start that failed after creating the folder), the latest modification time of the
+ * folder and the files in it, so such a folder ages like an upload. Undefined when the folder is gone.
+ */
+export async function uploadStartedAt(driver: StorageDriver, name: string, id: string): Promise<number | undefined> {
+  try {
+    const startedAt = Date.parse((await driver.getContent(uploadStartedAtPath(name, id))).toString('utf8').trim())
+    if (!Number.isNaN(startedAt)) return startedAt
+  } catch (error) {
+    if (!(error instanceof PathNotFoundError)) throw error
+  }
+  const modified = async (path: string): Promise<number | undefined> => {
+    try {
+      return (await driver.stat(path)).modTime.getTime()
+    } catch (error) {
+      if (error instanceof PathNotFoundError) return undefined
+      throw error
+    }
+  }
+  const folder = uploadPath(name, id)
+  let latest = await modified(folder)
+  if (latest === undefined) return undefined
+  for (const child of await driver.list(folder).catch(() => [] as string[])) latest = Math.max(latest, (await modified(child)) ?? 0)
+  return latest
+}
+
 export class UploadStore {
   readonly #hashes = new Map<string, HashState>()
   readonly #locks = new Map<string, Promise<unknown>>()
@@ -136,8 +163,8 @@ export class UploadStore {
   }
 
   /**
-   * Deletes uploads started before `olderThan`, as registry:2's upload purging does (by
-   * `startedat`; an upload without a readable `startedat` is kept, as there). Walks every
+   * Deletes uploads started before `olderThan` (`uploadStartedAt`: by `startedat`, as registry:2's
+   * upload purging does, else by the folder's last modification). Walks every
    * repository's `_uploads`: a maintenance task for a timer, never a request path.
    * Resolves with the number of uploads deleted.
    */
@@ -164,14 +191,8 @@ export class UploadStore {
     }
     let purged = 0
     for (const { name, id } of found) {
-      let startedAt: number
-      try {
-        startedAt = Date.parse((await this.driver.getContent(uploadStartedAtPath(name, id))).toString('utf8').trim())
-      } catch (error) {
-        if (error instanceof PathNotFoundError) continue
-        throw error
-      }
-      if (Number.isNaN(startedAt) || startedAt >= olderThan.getTime()) continue
+      const startedAt = await uploadStartedAt(this.driver, name, id)
+      if (startedAt === undefined || startedAt >= olderThan.getTime()) continue
       await this.#locked(name, id, () => this.#discard(name, id))
       purged++
     }

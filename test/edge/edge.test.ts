@@ -627,3 +627,82 @@ test.serial('slowloris: a client dribbling its headers is cut off after the head
   t.regex(answer, /^HTTP\/1\.1 408/)
   t.is(upstream.seen.length, 0)
 })
+
+/** Resolves with how long `socket` stayed open (ms), or rejects after `deadlineMs`. */
+function openFor(socket: net.Socket, deadlineMs: number): Promise<number> {
+  const started = Date.now()
+  socket.on('error', () => {})
+  return withDeadline(new Promise<number>(resolve => socket.on('close', () => resolve(Date.now() - started))), deadlineMs, 'the connection was not closed')
+}
+
+test.serial('HTTPS: a TCP connection that never starts its TLS handshake is closed after the handshake timeout', async t => {
+  const { edge } = await setup(t, { handshakeTimeoutMs: 500 })
+  const target = new URL(edge.urls.https!)
+  const elapsed = await openFor(net.connect(Number(target.port), target.hostname), 10_000)
+  t.true(elapsed >= 400 && elapsed < 5000, `closed after ${elapsed} ms`)
+})
+
+test.serial('HTTPS: a connection silent after its handshake, or dribbling headers, is closed after the headers timeout', async t => {
+  const { edge, upstream } = await setup(t, { headersTimeoutMs: 1000 })
+  const target = new URL(edge.urls.https!)
+  const connect = () =>
+    new Promise<tls.TLSSocket>((resolve, reject) => {
+      const socket = tls.connect({ port: Number(target.port), host: target.hostname, ca: pki.ca.cert, servername: 'localhost' }, () => resolve(socket))
+      socket.once('error', reject)
+    })
+  const silent = await connect()
+  const partial = await connect()
+  let answer = ''
+  partial.on('data', (chunk: Buffer) => (answer += chunk.toString()))
+  partial.write('GET /v2/ HTTP/1.1\r\nHost: localhost\r\n')
+  const [silentMs, partialMs] = await Promise.all([openFor(silent, 15_000), openFor(partial, 15_000)])
+  t.true(silentMs >= 900, `silent connection closed after ${silentMs} ms`)
+  t.true(partialMs >= 900, `partial request closed after ${partialMs} ms`)
+  t.regex(answer, /^HTTP\/1\.1 408/)
+  t.is(upstream.seen.length, 0)
+})
+
+test.serial('connection limits: beyond the per-address limit a connection is closed at once; beyond the total it is answered 503', async t => {
+  const { edge } = await setup(t, { mode: 'local', connectionLimits: { maxConnections: 3, maxConnectionsPerAddress: 2 } })
+  const target = new URL(edge.urls.local!)
+  const port = Number(target.port)
+  const held: net.Socket[] = []
+  t.teardown(() => held.forEach(socket => socket.destroy()))
+  const connect = (localAddress: string) =>
+    new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect({ port, host: '127.0.0.1', localAddress }, () => resolve(socket))
+      socket.once('error', reject)
+      held.push(socket)
+    })
+  await connect('127.0.0.5')
+  await connect('127.0.0.5')
+  const third = await connect('127.0.0.5')
+  t.true((await openFor(third, 5000)) < 2000)
+  // The total: 127.0.0.6 takes the third place; the next connection, from anywhere, gets 503.
+  await connect('127.0.0.6')
+  const refused = await connect('127.0.0.7')
+  let answer = ''
+  refused.on('data', (chunk: Buffer) => (answer += chunk.toString()))
+  refused.write('GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  await openFor(refused, 5000)
+  t.regex(answer, /^HTTP\/1\.1 503 /)
+  t.regex(answer, /\r\nRetry-After: 5\r\n/i)
+  t.regex(answer, /"code":"UNAVAILABLE"/)
+  // Once connections close, new ones are served again.
+  held.splice(0).forEach(socket => socket.destroy())
+  await sleep(200)
+  const result = await curl([`${edge.urls.local}/v2/`])
+  t.is(result.status, 200)
+})
+
+test.serial('connection limits apply on the HTTPS door: a refused TLS connection reads its 503', async t => {
+  const { edge } = await setup(t, { connectionLimits: { maxConnections: 1, maxConnectionsPerAddress: 5 } })
+  const target = new URL(edge.urls.https!)
+  const first = net.connect(Number(target.port), '127.0.0.1')
+  first.on('error', () => {})
+  t.teardown(() => first.destroy())
+  await new Promise(resolve => first.once('connect', resolve))
+  const result = await curl([`${edge.urls.https}/v2/`, ...tlsArgs()])
+  t.is(result.status, 503)
+  t.is(result.headers['retry-after'], '5')
+})

@@ -16,6 +16,12 @@ export function size<T>(quick: T, full: T): T {
   return FULL ? full : quick
 }
 
+/**
+ * `berth serve` arguments for attacks whose hundreds of connections stand for as many clients but
+ * come from one loopback address: the per-address connection limit would otherwise close them.
+ */
+export const ONE_ADDRESS_IS_MANY_CLIENTS = ['--max-connections-per-address', '1000000']
+
 export function sha256(content: Buffer | string): string {
   return `sha256:${createHash('sha256').update(content).digest('hex')}`
 }

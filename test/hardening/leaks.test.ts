@@ -18,7 +18,7 @@ import test from 'ava'
 import { startBerth } from '../helpers/berth.js'
 import { request } from '../helpers/http.js'
 import { freePort } from '../helpers/procs.js'
-import { fdCounts, pushBlob, pushImage, rssKiB, settle, sha256, size, socketStates, tempDir } from './common.js'
+import { ONE_ADDRESS_IS_MANY_CLIENTS, fdCounts, pushBlob, pushImage, rssKiB, settle, sha256, size, socketStates, tempDir } from './common.js'
 
 const ENGINE = fileURLToPath(new URL('./fixtures/engine.ts', import.meta.url))
 
@@ -120,7 +120,7 @@ test('clients vanishing mid-upload and mid-download leak no sockets or files', a
 test('thousands of idle connections are held and released; others keep being served meanwhile', async t => {
   t.timeout(170_000)
   const dir = await tempDir(t)
-  const berth = await startBerth({ datadir: join(dir, 'datadir') })
+  const berth = await startBerth({ datadir: join(dir, 'datadir'), args: ONE_ADDRESS_IS_MANY_CLIENTS })
   t.teardown(() => berth.stop())
   const pid = berth.pid!
   const image = await pushImage(berth.url, 'idle/test', 'v1', [randomBytes(100_000)])

@@ -16,7 +16,7 @@ import { run } from '../helpers/procs.js'
 import { join } from 'node:path'
 import { startBerth } from '../helpers/berth.js'
 import { readdir } from 'node:fs/promises'
-import { ethernetLoopback, pushImage, requestFrom, rssKiB, settle, sha256, size, tempDir } from './common.js'
+import { ONE_ADDRESS_IS_MANY_CLIENTS, ethernetLoopback, pushImage, requestFrom, rssKiB, settle, sha256, size, tempDir } from './common.js'
 
 const CONNECTIONS = size(400, 3000)
 const SECONDS = size(8, 60)
@@ -35,7 +35,7 @@ for (const [name, flags] of Object.entries(ATTACKS)) {
     const host = await ethernetLoopback(t)
     if (host === undefined) t.log('no Ethernet-sized loopback route (needs root): attacking over 127.0.0.1, where the kernel queues far more per connection')
     const datadir = join(await tempDir(t), 'datadir')
-    const berth = await startBerth({ datadir, host })
+    const berth = await startBerth({ datadir, host, args: ONE_ADDRESS_IS_MANY_CLIENTS })
     t.teardown(() => berth.stop())
     const image = await pushImage(berth.url, 'slow/victim', 'v1', [randomBytes(512 * 1024)])
     const rssBefore = (await rssKiB(berth.pid!)).rss
@@ -131,7 +131,7 @@ test.serial('regression: 300 uploads in progress at once (slow PATCH bodies) and
   // could take every upstream socket and every other request waited.
   t.timeout(120_000)
   const net = await import('node:net')
-  const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir') })
+  const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir'), args: ONE_ADDRESS_IS_MANY_CLIENTS })
   t.teardown(() => berth.stop())
   const image = await pushImage(berth.url, 'slow/victim', 'v1', [randomBytes(1000)])
   const sockets: import('node:net').Socket[] = []
@@ -173,7 +173,7 @@ test.serial('downloads that stop reading hold a bounded amount of memory each (b
   // with the 1 MiB socket buffer and an fs.ReadStream per download it was 1.5 MiB.
   t.timeout(120_000)
   const net = await import('node:net')
-  const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir') })
+  const berth = await startBerth({ datadir: join(await tempDir(t), 'datadir'), args: ONE_ADDRESS_IS_MANY_CLIENTS })
   t.teardown(() => berth.stop())
   const layer = randomBytes(16 * 1024 * 1024)
   const image = await pushImage(berth.url, 'slow/big', 'v1', [layer])

@@ -7,5 +7,6 @@ export const EDGE_DEFAULTS = {
   maxBodyBytes: DEFAULTS.maxBody,
   idleTimeoutMs: DEFAULTS.idleTimeout,
   headersTimeoutMs: DEFAULTS.headersTimeout,
+  handshakeTimeoutMs: DEFAULTS.handshakeTimeout,
   logger: silentLogger,
 }

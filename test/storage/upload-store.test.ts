@@ -1,9 +1,13 @@
 import test from 'ava'
+import { randomUUID } from 'node:crypto'
+import { mkdir, utimes, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { parseDigest } from '../../src/storage/digest.js'
 import { UploadRangeError, UploadSizeError, UploadUnknownError } from '../../src/storage/errors.js'
-import { uploadStartedAtPath } from '../../src/storage/paths.js'
+import { uploadPath, uploadStartedAtPath } from '../../src/storage/paths.js'
+import { findStaleUploads } from '../../src/storage/purge-uploads.js'
 import { createRegistryStore } from '../../src/storage/registry-store.js'
 import { sha256, tempRoot } from '../registry/fixtures.js'
 
@@ -30,6 +34,37 @@ test('purge deletes uploads older than the cut-off and keeps the rest', async t 
   await t.throwsAsync(store.uploads.size('team/app/sub', nested), { instanceOf: UploadUnknownError })
   t.is(await store.uploads.size('team/app', fresh), 0)
   t.is(await createRegistryStore(new InMemoryDriver()).uploads.purge(new Date()), 0)
+})
+
+test('purge deletes an upload folder without startedat (a start that failed) once its last change is older than the cut-off', async t => {
+  const root = await tempRoot(t)
+  const driver = new FilesystemDriver(root)
+  const store = createRegistryStore(driver)
+  const live = await store.uploads.start('team/app')
+  // What a putContent of startedat cut by EMFILE leaves: the folder, maybe its temporary file.
+  const failed = async (age: Date | undefined): Promise<string> => {
+    const id = randomUUID()
+    const folder = join(root, uploadPath('team/app', id))
+    await mkdir(folder, { recursive: true })
+    const temporary = join(folder, `.startedat.${randomUUID()}.tmp`)
+    await writeFile(temporary, '')
+    if (age) {
+      await utimes(temporary, age, age)
+      await utimes(folder, age, age)
+    }
+    return id
+  }
+  const old = await failed(new Date('2020-01-01T00:00:00Z'))
+  const recent = await failed(undefined)
+  const cutOff = new Date(Date.now() - 3600_000)
+  t.deepEqual(
+    (await findStaleUploads(driver, cutOff)).map(upload => upload.id),
+    [old],
+  )
+  t.is(await store.uploads.purge(cutOff), 1)
+  await t.throwsAsync(driver.stat(uploadPath('team/app', old)))
+  t.truthy(await driver.stat(uploadPath('team/app', recent)))
+  t.is(await store.uploads.size('team/app', live), 0)
 })
 
 test('append and complete through the store API', async t => {

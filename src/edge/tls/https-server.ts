@@ -35,6 +35,7 @@ export function createHttpsServer(options: HttpsServerOptions): https.Server {
   if (!initial) logger.warn('no TLS certificate yet: HTTPS handshakes fail until one is obtained')
   const server = https.createServer({
     ...serverOptions(options.timeouts),
+    handshakeTimeout: options.timeouts.handshakeTimeoutMs,
     ...contextOptions(initial, clientCa),
     ALPNProtocols: ALPN_PROTOCOLS,
     // Ask for a client certificate but decide per request: a clear 400 instead of an opaque TLS alert.
