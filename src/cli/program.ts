@@ -27,7 +27,7 @@ export function createProgram(io: CliIo): Command {
     .addHelpText(
       'after',
       '\nQuick start:\n' +
-        '  berth serve --local                               registry on http://localhost:5000\n' +
+        '  berth serve --local                               registry on http://127.0.0.1:5000 (this machine only)\n' +
         '  berth htpasswd add alice                          add a user (prompts for the password)\n' +
         '  berth serve --domain registry.example.com --acme --acme-email me@example.com --acme-agree-tos\n' +
         '  berth doctor --domain registry.example.com        check ports, DNS, certificates, permissions',

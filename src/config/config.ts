@@ -30,7 +30,7 @@ export type CertificateChoice =
 export interface Config {
   /** `local`: plain HTTP on `port`. `https`: HTTPS on `httpsPort` plus redirects/challenges on `httpPort`. */
   readonly mode: 'local' | 'https'
-  /** Listen address; undefined = all interfaces (dual-stack). */
+  /** Listen address; undefined = all interfaces (dual-stack). Local mode defaults to loopback (`DEFAULTS.localHost`). */
   readonly host: string | undefined
   readonly port: number
   readonly httpsPort: number
@@ -191,7 +191,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
 
   return {
     mode,
-    host: values.host,
+    host: values.host ?? (mode === 'local' ? DEFAULTS.localHost : undefined),
     port: values.port ?? DEFAULTS.port,
     httpsPort,
     httpPort,

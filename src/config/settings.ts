@@ -19,6 +19,7 @@ import {
   parseString,
   parseUpstream,
   InvalidValue,
+  isLoopbackHost,
 } from './values.js'
 
 /**
@@ -27,6 +28,8 @@ import {
  */
 export const DEFAULTS = {
   port: 5000,
+  /** Local mode's listen address: this machine only (HTTPS mode listens on every interface). */
+  localHost: '127.0.0.1',
   datadir: './datadir',
   httpsPort: 443,
   httpPort: 80,
@@ -129,7 +132,7 @@ const parseListen = (raw: unknown): string => {
   if (value.startsWith('unix:/')) return value
   const match = /^(?:\[([0-9a-fA-F:]+)\]|([0-9.]+|localhost)):(\d{1,5})$|^(\d{1,5})$/.exec(value)
   const host = match?.[1] ?? match?.[2] ?? '127.0.0.1'
-  if (!match || !/^(127\.|::1$|localhost$)/.test(host)) throw new InvalidValue('a loopback address:port (127.0.0.1:5001, [::1]:5001) or unix:/path')
+  if (!match || !isLoopbackHost(host)) throw new InvalidValue('a loopback address:port (127.0.0.1:5001, [::1]:5001) or unix:/path')
   return value
 }
 
@@ -159,8 +162,9 @@ export const SETTINGS = [
     argument: '<address>',
     env: 'BERTH_HOST',
     parse: parseHost,
-    defaultText: 'all interfaces',
-    description: 'address to listen on (e.g. 127.0.0.1 to stay private)',
+    defaultText: '127.0.0.1 with --local, else all interfaces',
+    description:
+      'address to listen on; 0.0.0.0 or :: opens --local to other machines (then anyone who reaches it can push, pull and delete unless the htpasswd file has a user)',
   }),
   setting({
     key: 'datadir',

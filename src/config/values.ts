@@ -4,7 +4,7 @@
  * the typed value, or throws `InvalidValue` with what is accepted. The loader adds the setting's
  * name and source to make the one-line error a user sees.
  */
-import { isIP } from 'node:net'
+import { isIP, isIPv4 } from 'node:net'
 
 /** Thrown by a parser; `accepted` completes "expected ..." in the user's error line. */
 export class InvalidValue extends Error {
@@ -53,6 +53,17 @@ export function parseHost(raw: unknown): string {
   if (isIP(bare) !== 0) return bare
   if (/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(bare)) return bare
   throw new InvalidValue('an IP address (0.0.0.0, ::, 127.0.0.1) or a host name')
+}
+
+/**
+ * Whether a listen address accepts connections from this machine only: `localhost`, 127.0.0.0/8,
+ * `::1` or an IPv4-mapped 127.x. Any other name counts as reachable from other machines, since
+ * what it resolves to can change.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const bare = (host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host).toLowerCase()
+  const v4 = bare.startsWith('::ffff:') ? bare.slice('::ffff:'.length) : bare
+  return bare === 'localhost' || bare === '::1' || (isIPv4(v4) && v4.startsWith('127.'))
 }
 
 /**

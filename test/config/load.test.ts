@@ -12,7 +12,7 @@ async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<
   return dir
 }
 
-test('defaults: local mode on 5000, ./datadir, htpasswd inside it, 5 GiB body limit', async t => {
+test('defaults: local mode on 127.0.0.1:5000, ./datadir, htpasswd inside it, 5 GiB body limit', async t => {
   const config = await loadConfig({ flags: { local: true }, env: {}, cwd: '/srv/berth' })
   t.is(config.mode, 'local')
   t.is(config.port, 5000)
@@ -23,8 +23,15 @@ test('defaults: local mode on 5000, ./datadir, htpasswd inside it, 5 GiB body li
   t.is(config.certs, '/srv/berth/certs')
   t.is(config.httpsPort, 443)
   t.is(config.httpPort, 80)
-  t.is(config.host, undefined)
+  t.is(config.host, '127.0.0.1', 'this machine only')
   t.is(config.logLevel, 'info')
+})
+
+test('listen address: local mode defaults to 127.0.0.1, HTTPS mode to every interface; --host wins in both', async t => {
+  const load = (flags: Record<string, unknown>) => loadConfig({ flags, env: {}, cwd: '/srv/berth' })
+  t.is((await load({ local: true, host: '::' })).host, '::')
+  t.is((await load({ selfSigned: true })).host, undefined)
+  t.is((await load({ selfSigned: true, host: '127.0.0.1' })).host, '127.0.0.1')
 })
 
 test('precedence: flag > BERTH_* > config file > default, setting by setting', async t => {

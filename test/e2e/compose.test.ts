@@ -226,13 +226,18 @@ test('docker-compose up -d --build registry: the image builds, runs as uid 1000,
     ].join('\n'),
   )
   const localEnv = { ...env, COMPOSE_PROJECT_NAME: `${PROJECT}local` }
-  const localMerged = parseYaml(
-    (await run('docker-compose', ['-f', 'docker-compose.local.yml', '-f', 'docker-compose.local-test.yml', 'config'], { cwd: clone, env: localEnv })).stdout,
-  ) as typeof document
-  t.deepEqual(
-    (localMerged.services.registry.ports as Array<{ published: number; target: number }>).map(port => `${port.published}:${port.target}`),
-    ['5000:5000'],
-  )
+  const localConfig = async (files: string[]) =>
+    parseYaml((await run('docker-compose', [...files.flatMap(file => ['-f', file]), 'config'], { cwd: clone, env: localEnv })).stdout) as typeof document
+  // compose 1.29 prints a port with a host address in the short syntax (`127.0.0.1:5000:5000/tcp`).
+  const published = (service: Record<string, unknown>) =>
+    (service.ports as Array<string | { published: number; target: number }>).map(port => (typeof port === 'string' ? port : `${port.published}:${port.target}`))
+  // The user file: this machine only. Berth listens on every address of the container's own network,
+  // and compose publishes the port on the host's loopback.
+  const userLocal = (await localConfig(['docker-compose.local.yml'])).services.registry
+  t.deepEqual(published(userLocal), ['127.0.0.1:5000:5000/tcp'])
+  t.is((userLocal.environment as Record<string, string>).BERTH_HOST, '0.0.0.0')
+  const localMerged = await localConfig(['docker-compose.local.yml', 'docker-compose.local-test.yml'])
+  t.deepEqual(published(localMerged.services.registry), ['127.0.0.1:5000:5000/tcp'])
   delete localMerged.services.registry.ports
   await writeFile(path.join(clone, 'docker-compose.local-hostnet.yml'), stringifyYaml(localMerged))
   const local = (args: string[]) =>

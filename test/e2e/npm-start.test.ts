@@ -3,9 +3,10 @@
  *
  * `npm start` runs in a copy of the checkout (src, package files, tsconfig; node_modules linked, as
  * `npm install` would have made it), so its build (prestart → dist/berth.cjs) and its default
- * `./datadir` never touch the working tree or race the binary test's build. The only departures from
- * the newcomer's defaults are BERTH_PORT (a free port instead of 5000, which may be taken) and
- * BERTH_HOST=127.0.0.1 (tests bind loopback only); both are the documented environment settings.
+ * `./datadir` never touch the working tree or race the binary test's build. The only departure from
+ * the newcomer's defaults is BERTH_PORT (a free port instead of 5000, which may be taken). The
+ * default listen address is 127.0.0.1, so docker's `localhost` (also ::1 in its /etc/hosts) has to
+ * fall back to it, as it does on a newcomer's machine.
  */
 import test from 'ava'
 import { cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
@@ -41,7 +42,7 @@ test("npm start serves the seed's local flow: docker tag, push, rmi, pull", asyn
   const started = Date.now()
   npmStart = startDaemon('npm start', 'npm', ['start'], {
     cwd: checkout,
-    env: { BERTH_PORT: String(port), BERTH_HOST: '127.0.0.1', BERTH_DATADIR: undefined, npm_config_update_notifier: 'false' },
+    env: { BERTH_PORT: String(port), BERTH_HOST: undefined, BERTH_DATADIR: undefined, npm_config_update_notifier: 'false' },
   })
   const server = npmStart
   await waitFor('npm start to serve /v2/', async () => (await probeStatus(`http://127.0.0.1:${port}/v2/`)) === 200, {
@@ -49,6 +50,9 @@ test("npm start serves the seed's local flow: docker tag, push, rmi, pull", asyn
     timeoutMs: 90_000,
   })
   t.log(`npm start (build + start) answered /v2/ after ${Date.now() - started} ms`)
+  await waitFor('the start-up summary', async () => /\n {2}pull /.test(server.output()), { daemon: server, timeoutMs: 30_000 })
+  t.regex(server.output(), new RegExp(`^ {2}listening +http://127\\.0\\.0\\.1:${port} \\(plain HTTP, this machine only\\)$`, 'm'))
+  t.notRegex(server.output(), /WARNING/)
   dockerd = await dockerdStarting
 
   const reference = `localhost:${port}/app`

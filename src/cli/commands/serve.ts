@@ -8,7 +8,8 @@ import { Command, Option } from 'commander'
 import type { Config } from '../../config/config.js'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
 import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
-import { addUserCommand } from '../../container.js'
+import { isLoopbackHost } from '../../config/values.js'
+import { addUserCommand, isInContainer } from '../../container.js'
 import { inspectClientCa, warnIfDomainsUncovered } from '../../edge/tls/certificate-checks.js'
 import { createLogger, type Logger } from '../../log.js'
 import type { RunningServer } from '../../server.js'
@@ -39,7 +40,8 @@ export function serveCommand(io: CliIo): Command {
   command.addHelpText(
     'after',
     '\nExamples:\n' +
-      '  berth serve --local                                        http://localhost:5000, data in ./datadir/data\n' +
+      '  berth serve --local                                        http://127.0.0.1:5000 (this machine only), data in ./datadir/data\n' +
+      '  berth serve --local --host 0.0.0.0                         the same, open to other machines (add a user first)\n' +
       '  berth htpasswd add alice                                   HTTPS mode needs a user first (or --allow-anonymous)\n' +
       '  berth serve --domain registry.example.com --tls-cert /etc/letsencrypt/live/registry.example.com/fullchain.pem \\\n' +
       '              --tls-key /etc/letsencrypt/live/registry.example.com/privkey.pem\n' +
@@ -104,7 +106,7 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
   const add = (label: string, text: string) => lines.push(`  ${label.padEnd(12)}${text}`)
   lines.push('Berth registry is running')
   if (config.mode === 'local') {
-    add('listening', `${server.urls.local ?? ''} (plain HTTP)`)
+    add('listening', `${server.urls.local ?? ''} (plain HTTP${scopeOf(config.host)})`)
   } else {
     add('listening', `${server.urls.https ?? ''} (HTTPS)${server.urls.http ? `, ${server.urls.http} (redirects to HTTPS, ACME challenges)` : ''}`)
   }
@@ -133,14 +135,58 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
   add('push', `docker tag <image> ${host}/<name> && docker push ${host}/<name>`)
   add('pull', `docker pull ${host}/<name>`)
   for (const hint of server.hints) add('note', hint)
+  const exposure = exposureOf(config, server, env)
+  if (exposure !== undefined) add(exposure.label, exposure.text)
   return lines.join('\n') + '\n'
+}
+
+function isWildcard(host: string | undefined): boolean {
+  return host === undefined || host === '0.0.0.0' || host === '::'
+}
+
+/** `, this machine only` / `, every interface` after the listening URL (a wildcard bind shows as localhost there). */
+function scopeOf(host: string | undefined): string {
+  if (host !== undefined && isLoopbackHost(host)) return ', this machine only'
+  return isWildcard(host) ? ', every interface' : ''
+}
+
+/**
+ * The banner line about who can reach a registry that asks for no login: a warning when it listens
+ * beyond loopback (local mode with --host, HTTPS with --allow-anonymous). In the container image the
+ * published port decides instead, so the line says what the compose files publish.
+ */
+function exposureOf(config: Config, server: RunningServer, env: NodeJS.ProcessEnv): { label: string; text: string } | undefined {
+  const isLoopback = config.host !== undefined && isLoopbackHost(config.host)
+  if (isLoopback && isInContainer(env)) {
+    return {
+      label: 'note',
+      text: `listening on ${config.host ?? ''} inside the container: a published port cannot reach it (unless the container uses the host's network); set BERTH_HOST=0.0.0.0, as docker-compose.local.yml does`,
+    }
+  }
+  if (isLoopback || (server.auth !== undefined && server.auth.users > 0)) return undefined
+  if (config.mode === 'local' && isInContainer(env)) {
+    return {
+      label: 'note',
+      text: 'no login: anyone who reaches the published port can push, pull and delete (docker-compose.local.yml publishes it on 127.0.0.1 only)',
+    }
+  }
+  const where = isWildcard(config.host) ? 'every interface' : (config.host ?? '')
+  const why = config.mode === 'local' ? `--host ${config.host ?? ''}` : '--allow-anonymous'
+  const fix =
+    config.mode === 'local'
+      ? `add a user (${addUserCommand(config.htpasswd, env)}) or leave out --host to listen on 127.0.0.1 only`
+      : `add a user (${addUserCommand(config.htpasswd, env)})`
+  return {
+    label: 'WARNING',
+    text: `reachable from other machines without a login (${why}, listening on ${where}): anyone on the network can push, pull and delete; ${fix}`,
+  }
 }
 
 /** The name clients put in front of image names: `localhost:5000`, `registry.example.com`, ... */
 function registryHost(config: Config, server: RunningServer): string {
   if (config.mode === 'local') {
-    const port = server.urls.local ? new URL(server.urls.local).port : String(config.port)
-    return `localhost:${port}`
+    const url = new URL(server.urls.local ?? `http://localhost:${config.port}`)
+    return isWildcard(config.host) || isLoopbackHost(url.hostname) ? `localhost:${url.port}` : url.host
   }
   const name = config.domains[0] ?? server.certificate?.names[0] ?? 'localhost'
   const port = server.urls.https ? new URL(server.urls.https).port : String(config.httpsPort)
