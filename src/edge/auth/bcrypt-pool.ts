@@ -135,6 +135,8 @@ export class BcryptPool {
       this.queues.delete(key)
       if (queue.length > 0) this.queues.set(key, queue)
       slot.job = job
+      // Referenced while it works, so a caller awaiting a result keeps the process alive.
+      slot.worker.ref()
       slot.worker.postMessage({ id: job.id, ...job.operation })
     }
     this.armIdleTimer()
@@ -142,12 +144,12 @@ export class BcryptPool {
 
   private spawn(): Slot {
     const worker = new Worker(WORKER_SOURCE, { eval: true, name: 'berth-bcrypt' })
-    worker.unref()
     const slot: Slot = { worker, job: undefined }
     worker.on('message', (message: { id: number; value?: unknown; ms?: number; error?: string }) => {
       const job = slot.job
       if (!job || job.id !== message.id) return
       slot.job = undefined
+      worker.unref()
       if (message.error !== undefined) this.settle(job, () => job.reject(new Error(`bcrypt: ${message.error}`)))
       else this.settle(job, () => job.resolve({ value: message.value, ms: message.ms ?? 0 }))
       this.dispatch()
@@ -163,6 +165,8 @@ export class BcryptPool {
     }
     worker.on('error', fail)
     worker.on('exit', code => fail(new Error(`bcrypt worker exited with code ${code}`)))
+    // Idle workers never keep the process alive (after the listeners: adding one refs the port again).
+    worker.unref()
     this.slots.push(slot)
     return slot
   }
