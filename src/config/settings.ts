@@ -48,7 +48,7 @@ export const DEFAULTS = {
   /** Open connections in total when the process's file limit is unknown (else edge/connection-limits.ts derives it from that limit). */
   maxConnections: 1024,
   /** Open connections per client address (IPv6: per /64); never more than a quarter of the total unless set. */
-  maxConnectionsPerAddress: 64,
+  maxConnectionsPerAddress: 512,
   /** registry:2's `uploadpurging` age and interval. */
   uploadMaxAge: 168 * 3600_000,
   uploadPurgeInterval: 24 * 3600_000,
@@ -427,7 +427,7 @@ export const SETTINGS = [
     argument: '<count>',
     env: 'BERTH_MAX_CONNECTIONS_PER_ADDRESS',
     parse: parseCount,
-    defaultText: '64, at most a quarter of the total',
+    defaultText: '512, at most a quarter of the total',
     description: 'open connections from one client address (IPv6: one /64); beyond it new ones are closed at once',
   }),
   setting({
