@@ -44,7 +44,7 @@ export interface EdgeOptions extends ListenerTimeouts {
   /** The HTTPS port clients use, for redirect Locations, when it differs from httpsPort (a container mapping 443→8443). */
   publicHttpsPort?: number
   /** Configured names: port 80 redirects only to these (no open redirect). */
-  domains: string[]
+  domains: readonly string[]
   /** Required in https mode; started once port 80 listens (so ACME HTTP-01 can be answered), stopped on close. */
   certificate?: CertificateProvider
   /** ACME HTTP-01 answers served on port 80. */

@@ -15,7 +15,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { X509Certificate } from 'node:crypto'
 import { startEdge } from '../../src/edge/edge.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { EDGE_DEFAULTS, LOCAL_TEST_EDGE } from '../helpers/edge.js'
 import type { Edge, EdgeOptions } from '../../src/edge/edge.js'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
@@ -244,12 +244,9 @@ test('an htpasswd file with a non-bcrypt line is refused at start, naming the li
   await writeFile(file, `ok:${hashPassword('x', 4)}\nold:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n`)
   const upstream = await startUpstream()
   t.teardown(() => upstream.close())
-  await t.throwsAsync(
-    startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], htpasswdPath: file, upstream: { url: upstream.url } }),
-    {
-      message: /htpasswd line 2: user "old" has a SHA-1 \(\{SHA\}\) hash/,
-    },
-  )
+  await t.throwsAsync(startEdge({ ...LOCAL_TEST_EDGE, htpasswdPath: file, upstream: { url: upstream.url } }), {
+    message: /htpasswd line 2: user "old" has a SHA-1 \(\{SHA\}\) hash/,
+  })
 })
 
 test('local mode without an htpasswd file is open; creating the file turns auth on', async t => {
@@ -259,11 +256,7 @@ test('local mode without an htpasswd file is open; creating the file turns auth 
   const upstream = await startUpstream()
   const laterLogs: string[] = []
   const later = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'local',
-    host: '127.0.0.1',
-    localPort: 0,
-    domains: [],
+    ...LOCAL_TEST_EDGE,
     htpasswdPath: file,
     upstream: { url: upstream.url },
     logger: createLogger({ level: 'debug', write: line => laterLogs.push(line) }),
@@ -361,11 +354,7 @@ test('an upstream closing a kept-alive connection as it is reused: a GET is sent
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as net.AddressInfo).port
   const edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'local',
-    host: '127.0.0.1',
-    localPort: 0,
-    domains: [],
+    ...LOCAL_TEST_EDGE,
     upstream: { url: `http://127.0.0.1:${port}` },
     logger: createLogger({ level: 'error', write: () => {} }),
   })

@@ -12,7 +12,7 @@ import path from 'node:path'
 import { startEdge } from '../../src/edge/edge.js'
 import type { Edge } from '../../src/edge/edge.js'
 import type { Exchange } from '../../src/http/exchange.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { LOCAL_TEST_EDGE } from '../helpers/edge.js'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { createRegistryApp } from '../../src/registry/app.js'
 import type { RegistryApp } from '../../src/registry/app.js'
@@ -49,11 +49,7 @@ test.before(async () => {
   }
   // A Berth whose internal door is a unix socket, and a second edge in front of it (--upstream unix:...).
   inner = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'local',
-    host: '127.0.0.1',
-    localPort: 0,
-    domains: [],
+    ...LOCAL_TEST_EDGE,
     htpasswdPath: htpasswd,
     maxBodyBytes: LIMIT,
     engine,
@@ -61,11 +57,7 @@ test.before(async () => {
   })
   await chmod(socketPath, 0o600)
   edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'local',
-    host: '127.0.0.1',
-    localPort: 0,
-    domains: [],
+    ...LOCAL_TEST_EDGE,
     htpasswdPath: htpasswd,
     maxBodyBytes: LIMIT,
     upstream: { url: `unix:${socketPath}` },

@@ -12,7 +12,7 @@ import http from 'node:http'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startEdge } from '../../src/edge/edge.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { HTTPS_TEST_EDGE, LOCAL_TEST_EDGE } from '../helpers/edge.js'
 import type { Edge } from '../../src/edge/edge.js'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
@@ -55,11 +55,7 @@ test.before(async () => {
   const htpasswd = path.join(root, 'htpasswd')
   await writeFile(htpasswd, `ci:${hashPassword('ci-password', 5)}\n`)
   edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'local',
-    host: '127.0.0.1',
-    localPort: 0,
-    domains: [],
+    ...LOCAL_TEST_EDGE,
     htpasswdPath: htpasswd,
     maxBodyBytes: LIMIT,
     logger: silentLogger,
@@ -256,12 +252,7 @@ test.serial('a client that aborts mid-PATCH: the server keeps serving and the up
 test.serial("HTTPS served in process carries HSTS, on engine answers and on the edge's own 401/413", async t => {
   const pki = await createTestPki(path.join(root, 'pki'))
   const secure = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'https',
-    host: '127.0.0.1',
-    httpPort: 0,
-    httpsPort: 0,
-    domains: ['localhost'],
+    ...HTTPS_TEST_EDGE,
     certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath, pollMs: 100, logger: silentLogger }),
     htpasswdPath: path.join(root, 'htpasswd'),
     maxBodyBytes: LIMIT,
@@ -291,11 +282,7 @@ test.serial("HTTPS served in process carries HSTS, on engine answers and on the 
 
 test.serial('a PATCH whose client stalls past the idle timeout: the chunk is cut back, the upload keeps its earlier bytes', async t => {
   const stalling = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'local',
-    host: '127.0.0.1',
-    localPort: 0,
-    domains: [],
+    ...LOCAL_TEST_EDGE,
     htpasswdPath: path.join(root, 'htpasswd'),
     maxBodyBytes: LIMIT,
     // Long enough that the status check below sees the stalled chunk's bytes before the cut, even on a loaded machine.

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { startEdge } from '../../src/edge/edge.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { HTTPS_TEST_EDGE } from '../helpers/edge.js'
 import type { Edge } from '../../src/edge/edge.js'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
@@ -49,12 +49,7 @@ test.before(async () => {
   // Cost 10, like `berth htpasswd`: the credential cache is what keeps a push fast.
   await writeFile(htpasswd, `${USER}:${hashPassword(PASSWORD, 10)}\n`)
   edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'https',
-    host: '127.0.0.1',
-    httpPort: 0,
-    httpsPort: 0,
-    domains: ['localhost'],
+    ...HTTPS_TEST_EDGE,
     certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }),
     htpasswdPath: htpasswd,
     upstream: { url: registry.url },

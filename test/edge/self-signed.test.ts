@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startEdge } from '../../src/edge/edge.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { HTTPS_TEST_EDGE } from '../helpers/edge.js'
 import { SelfSignedCertificateProvider } from '../../src/edge/tls/self-signed.js'
 import { curl } from './curl.js'
 import { startUpstream } from './upstream-fixture.js'
@@ -42,12 +42,7 @@ test('the edge serves the self-signed certificate and curl trusts it with the pr
   const upstream = await startUpstream()
   const provider = new SelfSignedCertificateProvider({ certsDir, names: [] })
   const edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'https',
-    host: '127.0.0.1',
-    httpPort: 0,
-    httpsPort: 0,
-    domains: ['localhost'],
+    ...HTTPS_TEST_EDGE,
     certificate: provider,
     upstream: { url: upstream.url },
   })

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startEdge } from '../../src/edge/edge.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { HTTPS_TEST_EDGE } from '../helpers/edge.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
 import { createTestPki } from '../helpers/tls.js'
 import { startUpstream } from './upstream-fixture.js'
@@ -15,12 +15,7 @@ test('sslscan: TLS 1.2 and 1.3 only, ECDHE with AEAD ciphers only, no compressio
   const pki = await createTestPki(dir)
   const upstream = await startUpstream()
   const edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'https',
-    host: '127.0.0.1',
-    httpPort: 0,
-    httpsPort: 0,
-    domains: ['localhost'],
+    ...HTTPS_TEST_EDGE,
     certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }),
     upstream: { url: upstream.url },
   })

@@ -13,7 +13,7 @@ import { startEdge, type Edge } from '../../src/edge/edge.js'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { createRegistryApp } from '../../src/registry/app.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { LOCAL_TEST_EDGE } from '../helpers/edge.js'
 import { basic, size, tempDir } from './common.js'
 
 const LIMITS = [1024, 8 * 1024, 32 * 1024]
@@ -64,11 +64,7 @@ test('no body limit, chunk size or route ends the process; uploads over the limi
     edges.set(
       limit,
       await startEdge({
-        ...EDGE_DEFAULTS,
-        mode: 'local',
-        host: '127.0.0.1',
-        localPort: 0,
-        domains: [],
+        ...LOCAL_TEST_EDGE,
         htpasswdPath: htpasswd,
         maxBodyBytes: limit,
         engine: app.serve,

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import test from 'ava'
 import { createRegistryApp } from '../../src/registry/app.js'
 import { startEdge } from '../../src/edge/edge.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { LOCAL_TEST_EDGE } from '../helpers/edge.js'
 import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import { basic, pushImage, rawExchange, startAuthBerth, statuses, tempDir } from './common.js'
 
@@ -69,7 +69,7 @@ test('CL/TE conflicts, duplicate lengths, obs-fold, bad framing and oversized he
   // The engine behind the chain without TLS and without logins (what the internal door serves).
   const dir = await tempDir(t)
   const app = createRegistryApp({ driver: new FilesystemDriver(join(dir, 'data')) })
-  const engine = await startEdge({ ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [], engine: app.serve })
+  const engine = await startEdge({ ...LOCAL_TEST_EDGE, engine: app.serve })
   t.teardown(async () => {
     await engine.close()
     await app.close()

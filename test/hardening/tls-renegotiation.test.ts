@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava'
 import { startEdge } from '../../src/edge/edge.js'
 import { FileCertificateProvider } from '../../src/edge/tls/file-source.js'
 import { startUpstream } from '../edge/upstream-fixture.js'
-import { EDGE_DEFAULTS } from '../helpers/edge.js'
+import { HTTPS_TEST_EDGE } from '../helpers/edge.js'
 import { createTestPki, type TestPki } from '../helpers/tls.js'
 import { tempDir } from './common.js'
 
@@ -20,12 +20,7 @@ async function startHttpsEdge(t: ExecutionContext): Promise<{ hostPort: string; 
   const pki = await createTestPki(await tempDir(t, 'berth-reneg-'))
   const upstream = await startUpstream()
   const edge = await startEdge({
-    ...EDGE_DEFAULTS,
-    mode: 'https',
-    host: '127.0.0.1',
-    httpPort: 0,
-    httpsPort: 0,
-    domains: ['localhost'],
+    ...HTTPS_TEST_EDGE,
     certificate: new FileCertificateProvider({ certPath: pki.certPath, keyPath: pki.keyPath }),
     upstream: { url: upstream.url },
   })

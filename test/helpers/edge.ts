@@ -10,3 +10,9 @@ export const EDGE_DEFAULTS = {
   handshakeTimeoutMs: DEFAULTS.handshakeTimeout,
   logger: silentLogger,
 }
+
+/** An HTTPS edge on loopback with random ports for `localhost`; add the certificate and the innermost handler. */
+export const HTTPS_TEST_EDGE = { ...EDGE_DEFAULTS, mode: 'https', host: '127.0.0.1', httpPort: 0, httpsPort: 0, domains: ['localhost'] } as const
+
+/** A local-mode edge on loopback with a random port; add the innermost handler. */
+export const LOCAL_TEST_EDGE = { ...EDGE_DEFAULTS, mode: 'local', host: '127.0.0.1', localPort: 0, domains: [] as readonly string[] } as const
