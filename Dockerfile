@@ -29,5 +29,10 @@ RUN mkdir -p /srv/berth/datadir /srv/berth/certs && chown node:node /srv/berth/d
 # capability or setcap is needed; `ports:` in compose publishes them on the host.
 USER node
 EXPOSE 80 443 5000
+# Healthy when GET /readyz answers 200 (storage writable, a certificate loaded, not shutting down),
+# asked on the port that serves it without a login: BERTH_PORT in local mode, else port 80's
+# BERTH_HTTP_PORT (before its redirect). No curl in the image: node's own http client.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "const e=process.env,l=/^(1|true|yes|on)$/i.test((e.BERTH_LOCAL||'').trim()),h=e.BERTH_HOST,r=require('http').get({host:!h||h==='0.0.0.0'||h==='::'?'127.0.0.1':h,port:l?e.BERTH_PORT||5000:e.BERTH_HTTP_PORT||80,path:'/readyz',timeout:4000},s=>process.exit(s.statusCode===200?0:1));r.on('error',()=>process.exit(1));r.on('timeout',()=>process.exit(1))"]
 ENTRYPOINT ["node", "/usr/local/lib/berth/berth.cjs"]
 CMD ["serve"]

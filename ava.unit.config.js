@@ -9,6 +9,8 @@ export default {
   ...ava,
   files: [
     'test/scheduler.test.ts',
+    'test/log.test.ts',
+    'test/health.test.ts',
     'test/config/**/*.test.ts',
     'test/registry/**/*.test.ts',
     'test/storage/**/*.test.ts',

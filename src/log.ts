@@ -1,8 +1,13 @@
 /**
- * One-line structured logging. Every line is `<time> <level> <message> key=value ...`.
+ * One-line structured logging, one event per line, in one of two formats:
+ * - text: `<time> <LEVEL> <message> key=value ...` (values with spaces, quotes or `=` JSON-quoted);
+ * - json: one object per line, `{"time":…,"level":…,"msg":…, …fields}` (a field named time, level
+ *   or msg is dropped rather than overwriting those).
+ * Fields that are undefined or null are left out in both. Lines of one request carry its `id`.
  * Never pass secrets (passwords, Authorization headers, private keys) as fields.
  */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+export type LogFormat = 'text' | 'json'
 export type LogFields = Record<string, string | number | boolean | undefined | null>
 
 export interface Logger {
@@ -28,11 +33,21 @@ export function formatLine(level: LogLevel, message: string, fields: LogFields =
   return line
 }
 
-export function createLogger(options: { level?: LogLevel; write?: (line: string) => void } = {}): Logger {
+export function formatJsonLine(level: LogLevel, message: string, fields: LogFields = {}, now = new Date()): string {
+  const entry: Record<string, string | number | boolean> = { time: now.toISOString(), level, msg: message }
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined || value === null || Object.hasOwn(entry, key)) continue
+    entry[key] = value
+  }
+  return JSON.stringify(entry)
+}
+
+export function createLogger(options: { level?: LogLevel; format?: LogFormat; write?: (line: string) => void } = {}): Logger {
   const threshold = order[options.level ?? 'info']
   const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'))
+  const format = options.format === 'json' ? formatJsonLine : formatLine
   const log = (level: LogLevel) => (message: string, fields?: LogFields) => {
-    if (order[level] >= threshold) write(formatLine(level, message, fields))
+    if (order[level] >= threshold) write(format(level, message, fields))
   }
   return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') }
 }

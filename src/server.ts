@@ -9,6 +9,7 @@
  * the chain's innermost handler is the streaming proxy to that registry instead.
  * Each layer gets a plain options object; nothing else reads the Config.
  */
+import { randomUUID } from 'node:crypto'
 import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
 import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
@@ -23,6 +24,7 @@ import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './
 import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cert-store.js'
 import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
+import { CachedCheck, type ReadinessCheck } from './health.js'
 import type { Logger } from './log.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
@@ -31,6 +33,7 @@ import { every, scheduled, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
 import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageOpenError } from './storage/open-storage.js'
 import { purgeAbandonedUploads } from './storage/purge-uploads.js'
+import { probeStorage } from './storage/storage-probe.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
 
 export interface RunningServer {
@@ -88,6 +91,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
   const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
   const drain = new Drain()
+  const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
+  const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
 
   // Memory: a small V8 young generation (process-memory.ts says why and how).
   const uncapYoungGeneration = capYoungGeneration()
@@ -100,8 +105,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
       })
     const connectionLimits = connectionLimitsFor(config, await readFileLimit(), logger)
-    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, logger }))
+    // Before the doors open, so the first /readyz already knows whether storage takes writes.
+    await storageCheck?.start()
+    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, logger }))
   } catch (error) {
+    await storageCheck?.stop()
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
     await app?.close()
@@ -125,7 +133,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         await drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
         await provider?.stop().catch(() => {})
-        await Promise.all(jobs.map(job => job.stop()))
+        await Promise.all([...jobs.map(job => job.stop()), storageCheck?.stop()])
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
         uncapYoungGeneration()
       })()
@@ -143,6 +151,7 @@ function edgeOptions(
     provider: CertificateProvider | undefined
     challenges: ChallengeResponder | undefined
     connectionLimits: ConnectionLimitOptions
+    readiness: readonly ReadinessCheck[]
     logger: Logger
   },
 ): EdgeOptions {
@@ -158,6 +167,7 @@ function edgeOptions(
     ...(app !== undefined ? { engine: app.serve } : { upstream: { url: config.upstream ?? '' } }),
     ...(config.internalListen !== undefined ? { internalListen: config.internalListen } : {}),
     innerSteps: [parts.drain.step],
+    readiness: { checks: parts.readiness, probeIntervalMs: DEFAULTS.readinessInterval, probeTimeoutMs: DEFAULTS.readinessTimeout },
     realm: config.realm,
     maxBodyBytes: config.maxBody,
     idleTimeoutMs: config.idleTimeoutMs,
@@ -173,6 +183,27 @@ function edgeOptions(
     ...(config.clientCa !== undefined ? { clientCaPath: config.clientCa } : {}),
     logger: parts.logger,
   }
+}
+
+/**
+ * /readyz's storage check: every DEFAULTS.readinessInterval a small object is written and deleted
+ * through the driver (storage/storage-probe.ts), under a name of this process.
+ */
+function storageReadiness(driver: StorageDriver, logger: Logger): CachedCheck {
+  const instance = randomUUID()
+  return new CachedCheck({
+    name: 'storage',
+    probe: () => probeStorage(driver, instance),
+    failureText: 'not writable',
+    intervalMs: DEFAULTS.readinessInterval,
+    timeoutMs: DEFAULTS.readinessTimeout,
+    logger,
+  })
+}
+
+/** /readyz fails once shutdown has begun, so a load balancer stops sending before the doors close. */
+function drainReadiness(drain: Drain): ReadinessCheck {
+  return { name: 'shutdown', failure: () => (drain.isDraining ? 'draining' : undefined) }
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { resolve } from 'node:path'
 import { addUserCommand } from '../container.js'
-import type { LogLevel } from '../log.js'
+import type { LogFormat, LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
 import { DEFAULTS } from './settings.js'
@@ -57,6 +57,7 @@ export interface Config {
   /** Another registry to front; when set no engine is started. */
   readonly upstream: string | undefined
   readonly logLevel: LogLevel
+  readonly logFormat: LogFormat
   /** Garbage collection inside serve every this many ms (storage/gc-schedule.ts); undefined: off. */
   readonly gcIntervalMs: number | undefined
   /** The internal door (`host:port` on loopback, or `unix:/path`); undefined: off. */
@@ -208,6 +209,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     clientCa: values.clientCa,
     upstream: values.upstream,
     logLevel: values.logLevel ?? DEFAULTS.logLevel,
+    logFormat: values.logFormat ?? DEFAULTS.logFormat,
     gcIntervalMs: values.gcInterval !== undefined && values.gcInterval > 0 ? values.gcInterval : undefined,
     internalListen: values.internalListen,
     idleTimeoutMs: values.idleTimeout ?? DEFAULTS.idleTimeout,

@@ -3,7 +3,7 @@
  * their `--help` text, the `BERTH_*` environment variables and the config-file keys, so the three
  * can never disagree. Precedence (see load.ts): flag > environment > config file > default.
  */
-import type { LogLevel } from '../log.js'
+import type { LogFormat, LogLevel } from '../log.js'
 import {
   ACME_DIRECTORIES,
   parseAcmeDirectory,
@@ -39,6 +39,7 @@ export const DEFAULTS = {
   acmeDirectory: ACME_DIRECTORIES.letsencrypt,
   certs: './certs',
   logLevel: 'info' as LogLevel,
+  logFormat: 'text' as LogFormat,
   /** The seed recipe's proxy_read_timeout 900. */
   idleTimeout: 15 * 60_000,
   /** Time a client has to send complete request headers (nginx's client_header_timeout). */
@@ -49,6 +50,9 @@ export const DEFAULTS = {
   maxConnections: 1024,
   /** Open connections per client address (IPv6: per /64); never more than a quarter of the total unless set. */
   maxConnectionsPerAddress: 512,
+  /** How often /readyz's background checks (storage write, upstream) run, and how long one may take (distribution's storagedriver health interval). */
+  readinessInterval: 10_000,
+  readinessTimeout: 5_000,
   /** registry:2's `uploadpurging` age and interval. */
   uploadMaxAge: 168 * 3600_000,
   uploadPurgeInterval: 24 * 3600_000,
@@ -83,6 +87,7 @@ export interface SettingValues {
   acmeEabHmac: string
   certs: string
   logLevel: LogLevel
+  logFormat: LogFormat
   storage: 'filesystem' | 's3'
   s3Endpoint: string
   s3Bucket: string
@@ -462,6 +467,15 @@ export const SETTINGS = [
     parse: parseEnum(['debug', 'info', 'warn', 'error'] as const),
     defaultText: 'info',
     description: 'debug, info, warn or error',
+  }),
+  setting({
+    key: 'logFormat',
+    flag: 'log-format',
+    argument: '<format>',
+    env: 'BERTH_LOG_FORMAT',
+    parse: parseEnum(['text', 'json'] as const),
+    defaultText: 'text',
+    description: 'text (time LEVEL message key=value) or json (one object per line: time, level, msg and the fields)',
   }),
 ] as const satisfies readonly Setting[]
 

@@ -3,11 +3,12 @@
  * one chain of steps around one innermost handler — the engine in this process, or the streaming
  * proxy with `--upstream`:
  *
- *   access log → connection limit → [HSTS → client certificate]  (HTTPS door only) → Host check → body limit
- *     → authentication → [steps of the composition root, e.g. drain] → 100-continue + response turn
- *     → engine | proxy
+ *   access log → connection limit → [HSTS] → health probes → [client certificate] → Host check
+ *     → body limit → authentication → [steps of the composition root, e.g. drain]
+ *     → 100-continue + response turn → engine | proxy                       ([…]: HTTPS door only)
  *
- * Doors: HTTPS (TLS) with port 80 beside it (ACME HTTP-01 and redirects, its own short chain), or
+ * Doors: HTTPS (TLS) with port 80 beside it (ACME HTTP-01, health probes and redirects, its own
+ * short chain: access log → connection limit → health probes → redirect), or
  * plain HTTP in local mode; and optionally the internal door (loopback or a unix socket), which
  * serves the same chain minus the TLS-only steps.
  */
@@ -15,6 +16,7 @@ import http from 'node:http'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { compose, type Door, type Handler, type Step } from '../http/exchange.js'
+import { CachedCheck, type ReadinessCheck } from '../health.js'
 import type { Logger } from '../log.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
 import type { LoginThrottleOptions } from './auth/throttle.js'
@@ -26,6 +28,7 @@ import { accessLog } from './steps/access-log.js'
 import { authenticate } from './steps/authenticate.js'
 import { bodyLimit } from './steps/body-limit.js'
 import { clientCertificate } from './steps/client-cert.js'
+import { healthProbes } from './steps/health.js'
 import { hostCheck } from './steps/host-check.js'
 import { securityHeaders } from './steps/security-headers.js'
 import { continueAndTakeTurn } from './steps/turn.js'
@@ -71,6 +74,12 @@ export interface EdgeOptions extends ListenerTimeouts {
   internalListen?: string
   /** Steps of the composition root, run after authentication, just before the innermost handler. */
   innerSteps?: readonly Step[]
+  /**
+   * What `/readyz` checks besides what the edge knows itself: in HTTPS mode, a certificate loaded
+   * and not expired; with `upstream` and this option, that the upstream answers (`GET /v2/` below
+   * 500, probed every `probeIntervalMs`).
+   */
+  readiness?: { checks?: readonly ReadinessCheck[]; probeIntervalMs: number; probeTimeoutMs: number }
   logger: Logger
 }
 
@@ -102,7 +111,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   try {
     const clientCa = options.mode === 'https' && options.clientCaPath ? await readFile(options.clientCaPath, 'utf8') : undefined
     const limits = options.connectionLimits ? new ConnectionLimits(options.connectionLimits) : undefined
-    const chainFor = await buildChains(options, clientCa, limits, cleanups)
+    const { chainFor, health } = await buildChains(options, clientCa, limits, cleanups)
     const open = async (server: Server, door: Door, port: number | string, host: string | undefined, scheme = 'http'): Promise<string> => {
       limits?.attach(server)
       serve(server, door, chainFor(door), options, logger)
@@ -114,7 +123,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     if (options.mode === 'local') {
       urls.local = await open(http.createServer(serverOptions(options)), 'local', required(options.localPort, 'localPort'), options.host)
     } else {
-      await startHttpsDoors(options, clientCa, limits, open, urls, cleanups)
+      await startHttpsDoors(options, clientCa, limits, health, open, urls, cleanups)
     }
     if (options.internalListen !== undefined) {
       const { port, host } = parseListenAddress(options.internalListen)
@@ -140,7 +149,7 @@ async function buildChains(
   clientCa: string | undefined,
   limits: ConnectionLimits | undefined,
   cleanups: (() => Promise<void> | void)[],
-): Promise<(door: Door) => Handler> {
+): Promise<{ chainFor: (door: Door) => Handler; health: Step }> {
   const { logger } = options
   const secure = options.mode === 'https'
   const auth = options.htpasswdPath
@@ -152,15 +161,19 @@ async function buildChains(
     : undefined
   if (auth) cleanups.push(() => auth.close())
   else if (secure) logger.warn('no htpasswd file configured: the registry accepts requests without credentials')
+  const checks = [...(options.readiness?.checks ?? [])]
+  if (secure) checks.push(certificateCheck(options.certificate as CertificateProvider))
   let inner = options.engine
   if (inner === undefined) {
     if (options.upstream === undefined) throw new TypeError('startEdge: needs an engine or an upstream')
     const proxy = new UpstreamProxy({ url: options.upstream.url, logger, idleTimeoutMs: options.idleTimeoutMs })
     cleanups.push(() => proxy.close())
     inner = proxy.handle
+    if (options.readiness !== undefined) checks.push(upstreamCheck(proxy, options.readiness, logger, cleanups))
   }
   const log = accessLog(logger)
   const first = [log, ...(limits ? [limits.step] : [])]
+  const health = healthProbes(checks)
   const common: Step[] = [
     hostCheck,
     bodyLimit(options.maxBodyBytes),
@@ -168,9 +181,41 @@ async function buildChains(
     ...(options.innerSteps ?? []),
     continueAndTakeTurn,
   ]
-  const registry = compose([...first, ...common], inner)
-  const tls = compose([...first, securityHeaders, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
-  return door => (door === 'https' ? tls : registry)
+  const registry = compose([...first, health, ...common], inner)
+  const tls = compose([...first, securityHeaders, health, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
+  return { chainFor: door => (door === 'https' ? tls : registry), health }
+}
+
+/** `--upstream` readiness: the upstream answers, probed in the background (stopped with the edge). */
+function upstreamCheck(
+  proxy: UpstreamProxy,
+  timing: { probeIntervalMs: number; probeTimeoutMs: number },
+  logger: Logger,
+  cleanups: (() => Promise<void> | void)[],
+): ReadinessCheck {
+  const check = new CachedCheck({
+    name: 'upstream',
+    probe: () => proxy.probe(timing.probeTimeoutMs),
+    failureText: 'not answering',
+    intervalMs: timing.probeIntervalMs,
+    timeoutMs: timing.probeTimeoutMs,
+    logger,
+  })
+  void check.start()
+  cleanups.push(() => check.stop())
+  return check
+}
+
+/** HTTPS readiness: a certificate is loaded and has not expired. */
+function certificateCheck(provider: CertificateProvider): ReadinessCheck {
+  return {
+    name: 'certificate',
+    failure() {
+      const certificate = provider.current()
+      if (certificate === undefined) return 'none loaded'
+      return certificate.notAfter.getTime() <= Date.now() ? 'expired' : undefined
+    },
+  }
 }
 
 type OpenDoor = (server: Server, door: Door, port: number | string, host: string | undefined, scheme?: string) => Promise<string>
@@ -180,6 +225,7 @@ async function startHttpsDoors(
   options: EdgeOptions,
   clientCa: string | undefined,
   limits: ConnectionLimits | undefined,
+  health: Step,
   open: OpenDoor,
   urls: EdgeUrls,
   cleanups: (() => Promise<void> | void)[],
@@ -193,7 +239,7 @@ async function startHttpsDoors(
   })
   const port80 = http.createServer(serverOptions(options))
   limits?.attach(port80)
-  serve(port80, 'http', compose([accessLog(options.logger), ...(limits ? [limits.step] : [])], redirect), options, options.logger)
+  serve(port80, 'http', compose([accessLog(options.logger), ...(limits ? [limits.step] : []), health], redirect), options, options.logger)
   cleanups.push(() => closeServer(port80))
   await listen(port80, required(options.httpPort, 'httpPort'), options.host)
   urls.http = urlOf('http', port80)

@@ -134,6 +134,28 @@ export class UpstreamProxy {
   }
 
   /** Closes the idle upstream connections. */
+  /**
+   * One readiness attempt: `GET <prefix>/v2/` on the upstream. Resolves when it answers with a
+   * status below 500 (401 included: it serves, and checks logins itself); rejects otherwise.
+   */
+  probe(timeoutMs: number): Promise<void> {
+    const { transport, host, port, socketPath, prefix } = this.target
+    return new Promise((resolve, reject) => {
+      const request = transport.request(
+        { agent: this.agent, host, port, socketPath, method: 'GET', path: `${prefix}/v2/` } as http.RequestOptions,
+        response => {
+          response.resume()
+          const status = response.statusCode ?? 0
+          if (status < 500) resolve()
+          else reject(new Error(`upstream answered ${status}`))
+        },
+      )
+      request.setTimeout(timeoutMs, () => request.destroy(new Error(`upstream gave no answer within ${timeoutMs} ms`)))
+      request.once('error', reject)
+      request.end()
+    })
+  }
+
   close(): void {
     this.agent.destroy()
   }

@@ -32,7 +32,11 @@ export interface Meter {
 export interface Exchange {
   readonly req: IncomingMessage
   readonly res: ServerResponse
-  /** The request id: X-Request-Id as sent by the client when it is sane, else a new UUID. */
+  /**
+   * The request id: X-Request-Id as sent by the client (or a front proxy) when it is sane (1 to 128
+   * of `A-Z a-z 0-9 . _ : -`), else a new UUID. Returned in the answer's X-Request-Id and logged as
+   * `id` on every log line of this exchange.
+   */
   readonly id: string
   readonly door: Door
   /** The client's address, IPv4-mapped IPv6 shown as IPv4; read at the start (Node may detach the socket later). */
@@ -47,6 +51,8 @@ export interface Exchange {
   /** The client sent `Expect: 100-continue` and waits for it before the body. */
   readonly expectsContinue: boolean
   readonly meter: Meter
+  /** The access log writes this exchange at debug, not info (health probes, which come every few seconds). */
+  isQuiet: boolean
 }
 
 export type Handler = (exchange: Exchange) => Promise<void>
@@ -79,6 +85,7 @@ export function createExchange(req: IncomingMessage, res: ServerResponse, door: 
     user: undefined,
     expectsContinue: options.expectsContinue ?? false,
     meter: { received: 0, sent: 0 },
+    isQuiet: false,
   }
 }
 

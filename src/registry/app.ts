@@ -90,7 +90,8 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   function writeError(exchange: Exchange, caught: unknown): void {
     const { req: request } = exchange
     const error = toRegistryError(caught)
-    const clientGone = request.destroyed && !request.complete
+    // A client that leaves mid-upload or mid-download is normal: the access line says `aborted`.
+    const clientGone = (request.destroyed && !request.complete) || (exchange.res.destroyed && !exchange.res.writableFinished)
     if (error.status >= 500 && !clientGone) {
       const cause = error.cause instanceof Error ? error.cause : error
       logger.error('request failed', {

@@ -32,6 +32,11 @@
  * never read it; distribution PR #4828 uses the same idea). It is an index, not the truth: a
  * referrer whose revision link is gone (deleted here or by registry:2) is skipped on read.
  *
+ * Outside that tree, under `/berth/`, Berth keeps what registry:2 never reads: the readiness probe's
+ * object `/berth/health/<instance>` (written and deleted every few seconds, see
+ * storage-probe.ts), the collector's state on S3 (`gc-guard.ts`) and, on S3, the ACME state
+ * (`edge/tls/cert-store.ts`).
+ *
  * Names, tags and digests are checked against the spec's grammar here, before any path is built,
  * so nothing a client sends can point outside the tree.
  */
@@ -41,6 +46,14 @@ import { assertRepositoryName, assertTag } from './reference.js'
 export const ROOT = '/docker/registry/v2'
 export const BLOBS_ROOT = `${ROOT}/blobs`
 export const REPOSITORIES_ROOT = `${ROOT}/repositories`
+
+export const HEALTH_ROOT = '/berth/health'
+
+/** The readiness probe's object of one process (`instance`: letters, digits and dashes). */
+export function healthProbePath(instance: string): string {
+  if (!/^[A-Za-z0-9-]{1,64}$/.test(instance)) throw new TypeError(`invalid instance name ${JSON.stringify(instance)}`)
+  return `${HEALTH_ROOT}/${instance}`
+}
 
 function digestOfAny(digest: Digest | string): Digest {
   return typeof digest === 'string' ? parseDigest(digest) : digest

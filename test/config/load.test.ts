@@ -25,6 +25,7 @@ test('defaults: local mode on 127.0.0.1:5000, ./datadir, htpasswd inside it, 5 G
   t.is(config.httpPort, 80)
   t.is(config.host, '127.0.0.1', 'this machine only')
   t.is(config.logLevel, 'info')
+  t.is(config.logFormat, 'text')
 })
 
 test('listen address: local mode defaults to 127.0.0.1, HTTPS mode to every interface; --host wins in both', async t => {
@@ -85,6 +86,11 @@ test('allowAnonymous: off by default; --allow-anonymous, BERTH_ALLOW_ANONYMOUS a
   )
 })
 
+test('--log-format json from the flag, BERTH_LOG_FORMAT or the config file', async t => {
+  t.is((await loadConfig({ flags: { local: true, logFormat: 'json' }, env: {} })).logFormat, 'json')
+  t.is((await loadConfig({ env: { BERTH_LOCAL: '1', BERTH_LOG_FORMAT: 'json' } })).logFormat, 'json')
+})
+
 test('BERTH_DOMAIN takes a comma-separated list; repeated --domain flags replace it', async t => {
   const fromEnv = await loadConfig({ env: { BERTH_DOMAIN: 'a.example.com, b.example.com', BERTH_SELF_SIGNED: 'true' } })
   t.deepEqual(fromEnv.domains, ['a.example.com', 'b.example.com'])
@@ -125,6 +131,7 @@ const badValues: Array<[string, Parameters<typeof loadConfig>[0], RegExp]> = [
     /^invalid --upstream "localhost:5000": expected an http:\/\/ or https:\/\/ URL/,
   ],
   ['log level', { env: { BERTH_LOG_LEVEL: 'loud', BERTH_LOCAL: '1' } }, /^invalid BERTH_LOG_LEVEL "loud": expected one of debug, info, warn, error$/],
+  ['log format', { env: { BERTH_LOG_FORMAT: 'xml', BERTH_LOCAL: '1' } }, /^invalid BERTH_LOG_FORMAT "xml": expected one of text, json$/],
   ['acme directory', { flags: { acme: true, domain: ['r.example.com'], acmeAgreeTos: true, acmeDirectory: 'http://ca' } }, /^invalid --acme-directory/],
   ['no certificate source', { env: {} }, /needs a certificate: .*--local/],
   ['two certificate sources', { flags: { selfSigned: true, acme: true } }, /^choose one certificate source, not --self-signed and --acme$/],

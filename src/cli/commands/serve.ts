@@ -53,7 +53,7 @@ export function serveCommand(io: CliIo): Command {
     for (const setting of SETTINGS) if (options[setting.key] !== undefined) flags[setting.key] = options[setting.key]
     const configFile = typeof options.config === 'string' ? options.config : undefined
     const config = await loadConfig({ flags, env: io.env, cwd: io.cwd, ...(configFile !== undefined ? { configFile } : {}) })
-    const logger = createLogger({ level: config.logLevel, write: line => io.stderr.write(line + '\n') })
+    const logger = createLogger({ level: config.logLevel, format: config.logFormat, write: line => io.stderr.write(line + '\n') })
     for (const warning of config.warnings) logger.warn(warning)
     const clientCas = config.clientCa !== undefined ? await checkClientCa(config.clientCa, logger) : undefined
     // Loaded here, not at the top: `berth htpasswd`/`doctor`/`--help` need none of the server's code.

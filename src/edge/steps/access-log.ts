@@ -1,6 +1,8 @@
 /**
- * The outermost step: one access-log line per exchange when its response closes, and the last guard
- * against a bug in an inner step (a rejection becomes a 500 and an error line, never a crash).
+ * The outermost step: the answer's X-Request-Id, one access-log line per exchange when its response
+ * closes (at debug for a quiet exchange, else info; a client gone before the end is `aborted`, never
+ * an error), and the last guard against a bug in an inner step (a rejection becomes a 500 and an
+ * error line, never a crash).
  */
 import type { Step } from '../../http/exchange.js'
 import { RegistryError } from '../../http/errors.js'
@@ -11,8 +13,10 @@ export function accessLog(logger: Logger): Step {
   return async (exchange, next) => {
     const started = process.hrtime.bigint()
     const { req, res, meter } = exchange
+    res.setHeader('X-Request-Id', exchange.id)
     res.once('close', () => {
-      logger.info('request', {
+      const write = exchange.isQuiet ? logger.debug : logger.info
+      write('request', {
         method: req.method,
         path: exchange.path,
         status: res.statusCode,

@@ -28,6 +28,11 @@ export class Drain {
     return next(exchange)
   }
 
+  /** Whether shutdown has begun (new exchanges are refused). */
+  get isDraining(): boolean {
+    return this.draining
+  }
+
   /** Refuses new exchanges from now on; resolves when none is in flight any more, or after graceMs. */
   async start(graceMs: number): Promise<void> {
     this.draining = true
