@@ -10,6 +10,7 @@ export default {
   files: [
     'test/scheduler.test.ts',
     'test/config/**/*.test.ts',
+    'test/metrics/**/*.test.ts',
     'test/registry/**/*.test.ts',
     'test/storage/**/*.test.ts',
     'test/edge/redirect.test.ts',

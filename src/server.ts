@@ -11,6 +11,7 @@
  */
 import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
 import { hostPath } from './container.js'
 import { warnIfDomainsUncovered } from './edge/tls/certificate-checks.js'
@@ -24,6 +25,8 @@ import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cer
 import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import type { Logger } from './log.js'
+import { startMetricsListener, type MetricsListener } from './metrics/listener.js'
+import { RegistryMetrics } from './metrics/registry-metrics.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { runGc } from './storage/gc-schedule.js'
@@ -47,6 +50,8 @@ export interface RunningServer {
   readonly hints: readonly string[]
   /** Basic auth: the file and how many users, or undefined when auth is off. */
   readonly auth: { readonly file: string; readonly users: number } | undefined
+  /** The metrics listener (`http://host:port`, serving /metrics), or undefined when off. */
+  readonly metricsUrl?: string | undefined
   /**
    * Stops accepting connections, lets requests in flight (uploads) finish for up to `graceMs`,
    * then ends the rest. Idempotent.
@@ -84,7 +89,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
-  const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore)
+  const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
+  const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
+  if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
   const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
   const drain = new Drain()
@@ -92,6 +99,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // Memory: a small V8 young generation (process-memory.ts says why and how).
   const uncapYoungGeneration = capYoungGeneration()
   let edge: Edge
+  let metricsListener: MetricsListener | undefined
   try {
     if (provider !== undefined)
       await provider.start().catch((error: unknown) => {
@@ -100,7 +108,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         throw new ConfigError(`--tls-cert/--tls-key: ${(error as Error).message}`, { cause: error })
       })
     const connectionLimits = connectionLimitsFor(config, await readFileLimit(), logger)
-    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, logger }))
+    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, metrics, logger }))
+    if (metrics !== undefined && config.metricsListen !== undefined) {
+      metricsListener = await startMetricsListener(metrics, config.metricsListen, logger).catch(async (error: unknown) => {
+        await edge.close()
+        throw metricsListenError(error, config.metricsListen as string)
+      })
+    }
   } catch (error) {
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
@@ -109,7 +123,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -119,11 +133,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     certificateSource: source,
     hints,
     auth,
+    metricsUrl: metricsListener?.url,
     close(graceMs = 10_000) {
       closing ??= (async () => {
         // Requests in flight (a layer upload) get up to graceMs to finish; new ones get 503 meanwhile.
         await drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
+        await metricsListener?.close()
         await provider?.stop().catch(() => {})
         await Promise.all(jobs.map(job => job.stop()))
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
@@ -143,6 +159,7 @@ function edgeOptions(
     provider: CertificateProvider | undefined
     challenges: ChallengeResponder | undefined
     connectionLimits: ConnectionLimitOptions
+    metrics: RegistryMetrics | undefined
     logger: Logger
   },
 ): EdgeOptions {
@@ -158,6 +175,7 @@ function edgeOptions(
     ...(app !== undefined ? { engine: app.serve } : { upstream: { url: config.upstream ?? '' } }),
     ...(config.internalListen !== undefined ? { internalListen: config.internalListen } : {}),
     innerSteps: [parts.drain.step],
+    ...(parts.metrics !== undefined ? { metrics: parts.metrics } : {}),
     realm: config.realm,
     maxBodyBytes: config.maxBody,
     idleTimeoutMs: config.idleTimeoutMs,
@@ -197,13 +215,32 @@ function connectionLimitsFor(config: Config, fileLimit: number | undefined, logg
  */
 function backgroundJobs(
   config: Config,
-  parts: { driver: StorageDriver | undefined; app: RegistryApp | undefined; acme: AcmeCertificateProvider | undefined },
+  parts: {
+    driver: StorageDriver | undefined
+    app: RegistryApp | undefined
+    acme: AcmeCertificateProvider | undefined
+    metrics: RegistryMetrics | undefined
+  },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
-  const { driver, app, acme } = parts
+  const { driver, app, acme, metrics } = parts
   const jobs: PeriodicJob<unknown>[] = []
-  if (app !== undefined) jobs.push(every(UPLOAD_PURGING.intervalMs, () => purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger)))
-  if (driver !== undefined && config.gcIntervalMs !== undefined) jobs.push(every(config.gcIntervalMs, signal => runGc(driver, logger, signal)))
+  if (app !== undefined)
+    jobs.push(
+      every(UPLOAD_PURGING.intervalMs, async () => {
+        const count = await purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger)
+        metrics?.uploadsPurgedCount(count)
+        return count
+      }),
+    )
+  if (driver !== undefined && config.gcIntervalMs !== undefined)
+    jobs.push(
+      every(config.gcIntervalMs, async signal => {
+        const report = await runGc(driver, logger, signal)
+        if (report !== undefined) metrics?.gcCompleted(report)
+        return report
+      }),
+    )
   if (acme !== undefined)
     jobs.push(
       scheduled(
@@ -215,10 +252,35 @@ function backgroundJobs(
   return jobs
 }
 
+/** What metrics read at scrape time: the data folder's filesystem, the served certificate, ACME's schedule. */
+function watchForMetrics(
+  metrics: RegistryMetrics,
+  config: Config,
+  parts: { provider: CertificateProvider | undefined; acme: AcmeCertificateProvider | undefined },
+): void {
+  if (config.upstream === undefined && config.storage.kind === 'filesystem') metrics.watchDisk(join(config.datadir, 'data'))
+  if (parts.provider !== undefined) metrics.watchCertificate(parts.provider)
+  if (parts.acme !== undefined) metrics.watchAcme(parts.acme)
+}
+
+function metricsListenError(error: unknown, address: string): Error {
+  const code = (error as NodeJS.ErrnoException).code
+  const reason =
+    code === 'EADDRINUSE'
+      ? 'the port is already in use'
+      : code === 'EACCES'
+        ? 'permission denied'
+        : code === 'EADDRNOTAVAIL'
+          ? 'not an address of this machine'
+          : String(code ?? (error as Error).message)
+  return new ListenError(`--metrics-listen ${address}: ${reason}`, undefined, { cause: error })
+}
+
 async function certificateFor(
   config: Config,
   logger: Logger,
   sharedCertStore?: CertStore,
+  metrics?: RegistryMetrics,
 ): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[]; acme?: AcmeCertificateProvider }> {
   const choice = config.certificate
   switch (choice.kind) {
@@ -241,7 +303,7 @@ async function certificateFor(
     }
     case 'acme': {
       await prepareFolder(config.certs, 'certs', config.certs)
-      return acmeProvider(config, choice, logger, sharedCertStore)
+      return acmeProvider(config, choice, logger, sharedCertStore, metrics)
     }
   }
 }
@@ -252,6 +314,7 @@ async function acmeProvider(
   choice: Extract<Config['certificate'], { kind: 'acme' }>,
   logger: Logger,
   sharedCertStore?: CertStore,
+  metrics?: RegistryMetrics,
 ): Promise<{ provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[]; acme: AcmeCertificateProvider }> {
   const [{ AcmeCertificateProvider }, { AcmeError }] = await Promise.all([import('./edge/tls/acme-provider.js'), import('./edge/tls/acme-options.js')])
   let provider: InstanceType<typeof AcmeCertificateProvider>
@@ -267,6 +330,7 @@ async function acmeProvider(
       logger,
       selfSchedule: false,
       ...(sharedCertStore !== undefined ? { store: sharedCertStore } : {}),
+      ...(metrics !== undefined ? { onOrder: (result: 'issued' | 'failed') => metrics.acmeOrder(result) } : {}),
     })
   } catch (error) {
     if (error instanceof AcmeError) throw new ConfigError(error.message, { cause: error })
