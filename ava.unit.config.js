@@ -12,6 +12,7 @@ export default {
     'test/log.test.ts',
     'test/health.test.ts',
     'test/config/**/*.test.ts',
+    'test/metrics/**/*.test.ts',
     'test/registry/**/*.test.ts',
     'test/storage/**/*.test.ts',
     'test/edge/redirect.test.ts',

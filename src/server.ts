@@ -12,6 +12,7 @@
 import { randomUUID } from 'node:crypto'
 import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
 import { hostPath } from './container.js'
 import { warnIfDomainsUncovered } from './edge/tls/certificate-checks.js'
@@ -26,6 +27,8 @@ import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import { CachedCheck, type ReadinessCheck } from './health.js'
 import type { Logger } from './log.js'
+import { startMetricsListener, type MetricsListener } from './metrics/listener.js'
+import { RegistryMetrics } from './metrics/registry-metrics.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp } from './registry/app.js'
 import { runGc } from './storage/gc-schedule.js'
@@ -50,6 +53,8 @@ export interface RunningServer {
   readonly hints: readonly string[]
   /** Basic auth: the file and how many users, or undefined when auth is off. */
   readonly auth: { readonly file: string; readonly users: number } | undefined
+  /** The metrics listener (`http://host:port`, serving /metrics), or undefined when off. */
+  readonly metricsUrl?: string | undefined
   /**
    * Stops accepting connections, lets requests in flight (uploads) finish for up to `graceMs`,
    * then ends the rest. Idempotent.
@@ -87,7 +92,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
-  const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore)
+  const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
+  const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
+  if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
   const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
   const drain = new Drain()
@@ -97,6 +104,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // Memory: a small V8 young generation (process-memory.ts says why and how).
   const uncapYoungGeneration = capYoungGeneration()
   let edge: Edge
+  let metricsListener: MetricsListener | undefined
   try {
     if (provider !== undefined)
       await provider.start().catch((error: unknown) => {
@@ -107,7 +115,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const connectionLimits = connectionLimitsFor(config, await readFileLimit(), logger)
     // Before the doors open, so the first /readyz already knows whether storage takes writes.
     await storageCheck?.start()
-    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, logger }))
+    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, logger }))
+    if (metrics !== undefined && config.metricsListen !== undefined) {
+      metricsListener = await startMetricsListener(metrics, config.metricsListen, logger).catch(async (error: unknown) => {
+        await edge.close()
+        throw metricsListenError(error, config.metricsListen as string)
+      })
+    }
   } catch (error) {
     await storageCheck?.stop()
     uncapYoungGeneration()
@@ -117,7 +131,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -127,11 +141,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     certificateSource: source,
     hints,
     auth,
+    metricsUrl: metricsListener?.url,
     close(graceMs = 10_000) {
       closing ??= (async () => {
         // Requests in flight (a layer upload) get up to graceMs to finish; new ones get 503 meanwhile.
         await drain.start(graceMs)
         await Promise.race([edge.close(), delay(graceMs + 1000)])
+        await metricsListener?.close()
         await provider?.stop().catch(() => {})
         await Promise.all([...jobs.map(job => job.stop()), storageCheck?.stop()])
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
@@ -152,6 +168,7 @@ function edgeOptions(
     challenges: ChallengeResponder | undefined
     connectionLimits: ConnectionLimitOptions
     readiness: readonly ReadinessCheck[]
+    metrics: RegistryMetrics | undefined
     logger: Logger
   },
 ): EdgeOptions {
@@ -168,6 +185,7 @@ function edgeOptions(
     ...(config.internalListen !== undefined ? { internalListen: config.internalListen } : {}),
     innerSteps: [parts.drain.step],
     readiness: { checks: parts.readiness, probeIntervalMs: DEFAULTS.readinessInterval, probeTimeoutMs: DEFAULTS.readinessTimeout },
+    ...(parts.metrics !== undefined ? { metrics: parts.metrics } : {}),
     realm: config.realm,
     maxBodyBytes: config.maxBody,
     idleTimeoutMs: config.idleTimeoutMs,
@@ -228,13 +246,32 @@ function connectionLimitsFor(config: Config, fileLimit: number | undefined, logg
  */
 function backgroundJobs(
   config: Config,
-  parts: { driver: StorageDriver | undefined; app: RegistryApp | undefined; acme: AcmeCertificateProvider | undefined },
+  parts: {
+    driver: StorageDriver | undefined
+    app: RegistryApp | undefined
+    acme: AcmeCertificateProvider | undefined
+    metrics: RegistryMetrics | undefined
+  },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
-  const { driver, app, acme } = parts
+  const { driver, app, acme, metrics } = parts
   const jobs: PeriodicJob<unknown>[] = []
-  if (app !== undefined) jobs.push(every(UPLOAD_PURGING.intervalMs, () => purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger)))
-  if (driver !== undefined && config.gcIntervalMs !== undefined) jobs.push(every(config.gcIntervalMs, signal => runGc(driver, logger, signal)))
+  if (app !== undefined)
+    jobs.push(
+      every(UPLOAD_PURGING.intervalMs, async () => {
+        const count = await purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger)
+        metrics?.uploadsPurgedCount(count)
+        return count
+      }),
+    )
+  if (driver !== undefined && config.gcIntervalMs !== undefined)
+    jobs.push(
+      every(config.gcIntervalMs, async signal => {
+        const report = await runGc(driver, logger, signal)
+        if (report !== undefined) metrics?.gcCompleted(report)
+        return report
+      }),
+    )
   if (acme !== undefined)
     jobs.push(
       scheduled(
@@ -246,10 +283,35 @@ function backgroundJobs(
   return jobs
 }
 
+/** What metrics read at scrape time: the data folder's filesystem, the served certificate, ACME's schedule. */
+function watchForMetrics(
+  metrics: RegistryMetrics,
+  config: Config,
+  parts: { provider: CertificateProvider | undefined; acme: AcmeCertificateProvider | undefined },
+): void {
+  if (config.upstream === undefined && config.storage.kind === 'filesystem') metrics.watchDisk(join(config.datadir, 'data'))
+  if (parts.provider !== undefined) metrics.watchCertificate(parts.provider)
+  if (parts.acme !== undefined) metrics.watchAcme(parts.acme)
+}
+
+function metricsListenError(error: unknown, address: string): Error {
+  const code = (error as NodeJS.ErrnoException).code
+  const reason =
+    code === 'EADDRINUSE'
+      ? 'the port is already in use'
+      : code === 'EACCES'
+        ? 'permission denied'
+        : code === 'EADDRNOTAVAIL'
+          ? 'not an address of this machine'
+          : String(code ?? (error as Error).message)
+  return new ListenError(`--metrics-listen ${address}: ${reason}`, undefined, { cause: error })
+}
+
 async function certificateFor(
   config: Config,
   logger: Logger,
   sharedCertStore?: CertStore,
+  metrics?: RegistryMetrics,
 ): Promise<{ provider?: CertificateProvider; challenges?: ChallengeResponder; source?: string; hints: string[]; acme?: AcmeCertificateProvider }> {
   const choice = config.certificate
   switch (choice.kind) {
@@ -272,7 +334,7 @@ async function certificateFor(
     }
     case 'acme': {
       await prepareFolder(config.certs, 'certs', config.certs)
-      return acmeProvider(config, choice, logger, sharedCertStore)
+      return acmeProvider(config, choice, logger, sharedCertStore, metrics)
     }
   }
 }
@@ -283,6 +345,7 @@ async function acmeProvider(
   choice: Extract<Config['certificate'], { kind: 'acme' }>,
   logger: Logger,
   sharedCertStore?: CertStore,
+  metrics?: RegistryMetrics,
 ): Promise<{ provider: CertificateProvider; challenges: ChallengeResponder; source: string; hints: string[]; acme: AcmeCertificateProvider }> {
   const [{ AcmeCertificateProvider }, { AcmeError }] = await Promise.all([import('./edge/tls/acme-provider.js'), import('./edge/tls/acme-options.js')])
   let provider: InstanceType<typeof AcmeCertificateProvider>
@@ -298,6 +361,7 @@ async function acmeProvider(
       logger,
       selfSchedule: false,
       ...(sharedCertStore !== undefined ? { store: sharedCertStore } : {}),
+      ...(metrics !== undefined ? { onOrder: (result: 'issued' | 'failed') => metrics.acmeOrder(result) } : {}),
     })
   } catch (error) {
     if (error instanceof AcmeError) throw new ConfigError(error.message, { cause: error })

@@ -62,6 +62,10 @@ export interface Config {
   readonly gcIntervalMs: number | undefined
   /** The internal door (`host:port` on loopback, or `unix:/path`); undefined: off. */
   readonly internalListen: string | undefined
+  /** The Prometheus metrics listener (`host:port`); undefined: off. */
+  readonly metricsListen: string | undefined
+  /** Label manifest push/pull counts by repository (bounded). */
+  readonly metricsRepositoryLabels: boolean
   /** Socket inactivity limit of every connection. */
   readonly idleTimeoutMs: number
   /** Open connections in total; undefined: derived from the open-file limit at start (edge/connection-limits.ts). */
@@ -212,6 +216,8 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     logFormat: values.logFormat ?? DEFAULTS.logFormat,
     gcIntervalMs: values.gcInterval !== undefined && values.gcInterval > 0 ? values.gcInterval : undefined,
     internalListen: values.internalListen,
+    metricsListen: values.metricsListen,
+    metricsRepositoryLabels: values.metricsRepositoryLabels === true,
     idleTimeoutMs: values.idleTimeout ?? DEFAULTS.idleTimeout,
     maxConnections: values.maxConnections,
     maxConnectionsPerAddress: values.maxConnectionsPerAddress,

@@ -96,6 +96,8 @@ export interface SettingValues {
   s3Redirect: boolean
   gcInterval: number
   internalListen: string
+  metricsListen: string
+  metricsRepositoryLabels: boolean
   idleTimeout: number
   maxConnections: number
   maxConnectionsPerAddress: number
@@ -138,6 +140,14 @@ const parseListen = (raw: unknown): string => {
   const match = /^(?:\[([0-9a-fA-F:]+)\]|([0-9.]+|localhost)):(\d{1,5})$|^(\d{1,5})$/.exec(value)
   const host = match?.[1] ?? match?.[2] ?? '127.0.0.1'
   if (!match || !isLoopbackHost(host)) throw new InvalidValue('a loopback address:port (127.0.0.1:5001, [::1]:5001) or unix:/path')
+  return value
+}
+
+/** The metrics listener: `host:port`, `[v6]:port`, or a bare port (127.0.0.1); any interface may be named. */
+const parseMetricsListen = (raw: unknown): string => {
+  const value = parseString(raw)
+  if (!/^(?:(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):)?\d{1,5}$/.test(value))
+    throw new InvalidValue('address:port (127.0.0.1:9100, 0.0.0.0:9100, [::1]:9100) or a port')
   return value
 }
 
@@ -407,6 +417,23 @@ export const SETTINGS = [
     defaultText: 'off',
     description:
       'also serve the registry API without TLS on this loopback address or unix socket (127.0.0.1:5001, unix:/run/berth.sock), with the same logins, for tools and sidecars on this machine',
+  }),
+  setting({
+    key: 'metricsListen',
+    flag: 'metrics-listen',
+    argument: '<address:port>',
+    env: 'BERTH_METRICS_LISTEN',
+    parse: parseMetricsListen,
+    defaultText: 'off',
+    description:
+      'serve Prometheus metrics at GET /metrics on this separate plain-HTTP listener (127.0.0.1:9100; a bare port means loopback), never on the registry ports',
+  }),
+  setting({
+    key: 'metricsRepositoryLabels',
+    flag: 'metrics-repository-labels',
+    env: 'BERTH_METRICS_REPOSITORY_LABELS',
+    parse: parseBoolean,
+    description: 'label manifest push and pull counts with the repository name (the first 1000 names; the rest count as "_other")',
   }),
   setting({
     key: 'idleTimeout',

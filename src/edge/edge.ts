@@ -80,7 +80,19 @@ export interface EdgeOptions extends ListenerTimeouts {
    * 500, probed every `probeIntervalMs`).
    */
   readiness?: { checks?: readonly ReadinessCheck[]; probeIntervalMs: number; probeTimeoutMs: number }
+  /** Metrics of the registry doors (HTTPS, local, internal); off when undefined. */
+  metrics?: EdgeMetrics
   logger: Logger
+}
+
+/** What the edge reports to metrics (implemented by metrics/registry-metrics.ts). */
+export interface EdgeMetrics {
+  /** The outermost step of each registry door's chain: records every exchange when its response closes. */
+  readonly step: Step
+  /** Credentials were given and were wrong (401). */
+  loginFailed(): void
+  /** An address that failed too often was refused (429). */
+  loginThrottled(): void
 }
 
 export interface EdgeUrls {
@@ -172,12 +184,12 @@ async function buildChains(
     if (options.readiness !== undefined) checks.push(upstreamCheck(proxy, options.readiness, logger, cleanups))
   }
   const log = accessLog(logger)
-  const first = [log, ...(limits ? [limits.step] : [])]
+  const first = [...(options.metrics ? [options.metrics.step] : []), log, ...(limits ? [limits.step] : [])]
   const health = healthProbes(checks)
   const common: Step[] = [
     hostCheck,
     bodyLimit(options.maxBodyBytes),
-    ...(auth ? [authenticate(auth, options.realm)] : []),
+    ...(auth ? [authenticate(auth, options.realm, options.metrics)] : []),
     ...(options.innerSteps ?? []),
     continueAndTakeTurn,
   ]
@@ -258,7 +270,7 @@ function required(port: number | undefined, name: string): number {
 /** `127.0.0.1:5001`, `[::1]:5001`, `5001` (loopback) or `unix:/path`. */
 export function parseListenAddress(value: string): { port: number | string; host: string | undefined } {
   if (value.startsWith('unix:')) return { port: value.slice('unix:'.length), host: undefined }
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+))?:?(\d{1,5})$/.exec(value)
+  const match = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):)?(\d{1,5})$/.exec(value)
   if (!match) throw new TypeError(`invalid listen address ${JSON.stringify(value)} (use host:port or unix:/path)`)
   return { port: Number(match[3]), host: match[1] ?? match[2] ?? '127.0.0.1' }
 }

@@ -48,6 +48,10 @@ export interface Exchange {
   body: Readable
   /** The user the authentication step verified, if any. */
   user: string | undefined
+  /** The engine's route name (`manifest`, `blob` …) once the engine matched the path; for metrics labels, never the raw path. */
+  route: string | undefined
+  /** The repository named in the path, once the engine matched it. */
+  repository: string | undefined
   /** The client sent `Expect: 100-continue` and waits for it before the body. */
   readonly expectsContinue: boolean
   readonly meter: Meter
@@ -83,6 +87,8 @@ export function createExchange(req: IncomingMessage, res: ServerResponse, door: 
     query: queryAt === -1 ? NO_QUERY : new URLSearchParams(rawUrl.slice(queryAt + 1)),
     body: req,
     user: undefined,
+    route: undefined,
+    repository: undefined,
     expectsContinue: options.expectsContinue ?? false,
     meter: { received: 0, sent: 0 },
     isQuiet: false,

@@ -69,6 +69,8 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
     try {
       const match = matchRoute(registryRoutes, path)
       if (!match) throw new RegistryError('NOT_FOUND', undefined, { message: `no route for ${request.method} ${path.slice(0, 200)}` })
+      exchange.route = match.route.name
+      exchange.repository = match.params.name
       const method = request.method ?? 'GET'
       const handler = match.route.handlers[method]
       if (!handler) {

@@ -51,3 +51,9 @@ export function matchRoute(routes: readonly Route[], path: string): RouteMatch |
   }
   return undefined
 }
+
+/** The name of the route `path` matches, without capturing its parameters; undefined when none does. */
+export function routeNameOf(routes: readonly Route[], path: string): string | undefined {
+  for (const route of routes) if (route.pattern.test(path)) return route.name
+  return undefined
+}

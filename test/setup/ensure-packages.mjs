@@ -46,6 +46,7 @@ const onDemand = {
   radosgw: 'ceph-up',
   'ceph-common': 'ceph-up',
   'uuid-runtime': 'ceph-up', // uuidgen, used by test/helpers/ceph/ceph-up.sh
+  prometheus: '/usr/bin/prometheus', // prometheus and promtool, test/e2e/metrics-prometheus.test.ts
 }
 
 const testRoot = join(dirname(fileURLToPath(import.meta.url)), '..')

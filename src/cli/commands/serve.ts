@@ -110,6 +110,7 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
   } else {
     add('listening', `${server.urls.https ?? ''} (HTTPS)${server.urls.http ? `, ${server.urls.http} (redirects to HTTPS, ACME challenges)` : ''}`)
   }
+  if (server.metricsUrl !== undefined) add('metrics', `${server.metricsUrl}/metrics (Prometheus, no login)`)
   add('storing', server.storage ?? `nothing here: fronting ${server.upstream}`)
   if (server.certificate) {
     add(

@@ -8,14 +8,22 @@ import { RegistryError } from '../../http/errors.js'
 import { sendError } from '../../http/respond.js'
 import type { HtpasswdAccessController } from '../auth/basic-auth.js'
 
-export function authenticate(auth: HtpasswdAccessController, realm: string): Step {
+/** Told of each refused login; a challenge without credentials (a client's first request) is not one. */
+export interface LoginRefusals {
+  loginFailed(): void
+  loginThrottled(): void
+}
+
+export function authenticate(auth: HtpasswdAccessController, realm: string, refusals?: LoginRefusals): Step {
   const challenge = `Basic realm="${realm.replace(/["\\]/g, '')}", charset="UTF-8"`
   return async (exchange, next) => {
     const decision = await auth.check(exchange.req.headers.authorization, exchange.req.socket?.remoteAddress ?? exchange.remote)
     if (decision.kind === 'challenge') {
+      if (decision.user !== undefined) refusals?.loginFailed()
       return sendError(exchange, new RegistryError('UNAUTHORIZED', null, { headers: { 'WWW-Authenticate': challenge } }))
     }
     if (decision.kind === 'throttled') {
+      refusals?.loginThrottled()
       const headers = { 'Retry-After': String(decision.retryAfterSeconds) }
       return sendError(exchange, new RegistryError('TOOMANYREQUESTS', null, { message: 'too many failed logins from this address; retry later', headers }))
     }

@@ -73,6 +73,8 @@ export interface AcmeProviderOptions {
   pollMinMs?: number
   pollMaxMs?: number
   random?: () => number
+  /** Told of each order sent to the CA, when it ends (metrics). */
+  onOrder?: (result: 'issued' | 'failed') => void
 }
 
 /** What `<name>.json` next to the certificate holds. */
@@ -366,6 +368,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
       } catch (error) {
         if (signal.aborted) throw error
         await this.recordFailure(error, attemptAt)
+        this.options.onOrder?.('failed')
         throw error
       }
       const next = parseChain(issued.certificate, issued.key)
@@ -381,6 +384,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
         folder: certKeys.siteFolder(this.issuer, folder),
       })
       this.swap(next, 'obtained')
+      this.options.onOrder?.('issued')
       return next.tls
     } finally {
       await unlock()

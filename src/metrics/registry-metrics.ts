@@ -1,0 +1,317 @@
+/**
+ * Berth's Prometheus metrics, made with prom-client in a registry of their own (never the library's
+ * global one). Names follow distribution (`registry_http_*`, its `handler` label values) where it
+ * has one, so its dashboards work; the rest are `berth_*`. Every label has a bounded set of values:
+ * the route name (never the raw path), the method (unknown ones count as `other`), the status, and
+ * the repository only with `repositoryLabels` and at most `maxRepositories` names.
+ *
+ * The edge step records each exchange once, when its response closes, through label children bound
+ * on first use and kept: a request allocates no label object. Storage and certificate gauges are
+ * read when Prometheus scrapes, not on a timer.
+ */
+import { statfs } from 'node:fs/promises'
+import { performance } from 'node:perf_hooks'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { Exchange, Step } from '../http/exchange.js'
+import { CounterFamily, HistogramFamily, type CounterChild, type HistogramChild } from './series.js'
+import { registryRoutes } from '../registry/handlers/index.js'
+import { routeNameOf } from '../registry/routes.js'
+
+/** distribution's `handler` values (its route names with `-` → `_`) for our route names. */
+const HANDLER_OF_ROUTE: Readonly<Record<string, string>> = {
+  base: 'base',
+  catalog: 'catalog',
+  tags: 'tags',
+  manifest: 'manifest',
+  'upload-start': 'blob_upload',
+  upload: 'blob_upload_chunk',
+  blob: 'blob',
+  referrers: 'referrers',
+}
+const OTHER = 'other'
+const HANDLERS = [...Object.values(HANDLER_OF_ROUTE), OTHER]
+const METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS', OTHER]
+const MANIFEST = HANDLERS.indexOf('manifest')
+const UPLOAD_HANDLERS = new Set([HANDLERS.indexOf('blob_upload'), HANDLERS.indexOf('blob_upload_chunk')])
+/** The repository label value once `maxRepositories` names are labelled (no repository name starts with `_`). */
+export const OTHER_REPOSITORIES = '_other'
+
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+const SIZE_BUCKETS = [0, 512, 4096, 65_536, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 4 * (1 << 30)]
+const GC_BUCKETS = [1, 5, 15, 60, 300, 900, 3600, 4 * 3600]
+
+export interface RegistryMetricsOptions {
+  /** Label manifest pushes and pulls with the repository (`--metrics-repository-labels`). Default false. */
+  repositoryLabels?: boolean
+  /** How many repository names get their own label value; the rest count as `_other`. Default 1000. */
+  maxRepositories?: number
+  /** Include prom-client's process and Node.js metrics (event-loop delay, heap, RSS …). Default true. */
+  processMetrics?: boolean
+  /** Milliseconds since the epoch; injectable for tests. */
+  now?: () => number
+}
+
+/** What the certificate gauges read at scrape time. */
+export interface CertificateSource {
+  current(): { readonly notAfter: Date } | undefined
+}
+
+/** What the ACME gauges read at scrape time (AcmeCertificateProvider.status()). */
+export interface AcmeStatusSource {
+  status(): { certificate?: { renewalAt: string }; retry?: { failures: number; nextAttemptAt: string } }
+}
+
+interface HandlerSeries {
+  readonly requestSize: HistogramChild
+  readonly responseSize: HistogramChild
+  /** By method index. */
+  readonly duration: (HistogramChild | undefined)[]
+  /** By method index, then status. */
+  readonly requests: (Map<number, CounterChild> | undefined)[]
+}
+
+export class RegistryMetrics {
+  readonly registry = new Registry()
+  private readonly now: () => number
+  private readonly repositoryLabels: boolean
+  private readonly maxRepositories: number
+  private readonly requests: CounterFamily
+  private readonly duration: HistogramFamily
+  private readonly series: HandlerSeries[]
+  private readonly pushes: CounterFamily
+  private readonly pulls: CounterFamily
+  private readonly pushesByRepository = new Map<string, CounterChild>()
+  private readonly pullsByRepository = new Map<string, CounterChild>()
+  private readonly uploadsInProgress: Gauge
+  private readonly uploadBytes: CounterChild
+  private readonly failedLogins: Counter
+  private readonly throttledLogins: Counter
+  private readonly gcRuns: Counter
+  private readonly gcDuration: Histogram
+  private readonly gcFreedBytes: Counter
+  private readonly uploadsPurged: Counter
+  private acmeOrders: Counter | undefined
+
+  constructor(options: RegistryMetricsOptions = {}) {
+    this.now = options.now ?? Date.now
+    this.repositoryLabels = options.repositoryLabels ?? false
+    this.maxRepositories = options.maxRepositories ?? 1000
+    const registers = [this.registry]
+    const registry = this.registry
+    this.requests = new CounterFamily('registry_http_requests_total', 'HTTP requests answered, by status code, handler (route name) and method.', registry)
+    this.duration = new HistogramFamily(
+      'registry_http_request_duration_seconds',
+      'Time from the request to the end of its response, in seconds.',
+      DURATION_BUCKETS,
+      registry,
+    )
+    const requestSize = new HistogramFamily('registry_http_request_size_bytes', 'Request body bytes received.', SIZE_BUCKETS, registry)
+    const responseSize = new HistogramFamily('registry_http_response_size_bytes', 'Response body bytes sent.', SIZE_BUCKETS, registry)
+    this.series = HANDLERS.map(handler => ({
+      requestSize: requestSize.child({ handler }),
+      responseSize: responseSize.child({ handler }),
+      duration: [],
+      requests: [],
+    }))
+    this.pushes = new CounterFamily('berth_manifest_pushes_total', 'Manifests stored (PUT answered 201).', registry)
+    this.pulls = new CounterFamily('berth_manifest_pulls_total', 'Manifests served (GET answered 200).', registry)
+    if (!this.repositoryLabels) {
+      this.pushesByRepository.set(OTHER_REPOSITORIES, this.pushes.child())
+      this.pullsByRepository.set(OTHER_REPOSITORIES, this.pulls.child())
+    }
+    this.uploadsInProgress = new Gauge({ name: 'berth_blob_uploads_in_progress', help: 'Blob upload requests (PATCH, PUT) receiving data now.', registers })
+    this.uploadBytes = new CounterFamily('berth_blob_upload_bytes_total', 'Blob bytes received by upload requests.', registry).child()
+    this.failedLogins = new Counter({ name: 'berth_auth_failed_logins_total', help: 'Requests with wrong credentials (answered 401).', registers })
+    this.throttledLogins = new Counter({
+      name: 'berth_auth_throttled_requests_total',
+      help: 'Requests refused because their address failed to log in too often (answered 429).',
+      registers,
+    })
+    this.gcRuns = new Counter({ name: 'berth_gc_runs_total', help: 'Garbage collection runs completed while serving.', registers })
+    this.gcDuration = new Histogram({
+      name: 'berth_gc_duration_seconds',
+      help: 'Duration of completed garbage collection runs.',
+      buckets: GC_BUCKETS,
+      registers,
+    })
+    this.gcFreedBytes = new Counter({ name: 'berth_gc_freed_bytes_total', help: 'Blob bytes deleted by garbage collection.', registers })
+    this.uploadsPurged = new Counter({ name: 'berth_uploads_purged_total', help: 'Abandoned uploads deleted by upload purging.', registers })
+    if (options.processMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry })
+      // Gauges named like counters fail `promtool check metrics`; the per-type gauges beside them carry the same numbers.
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'])
+        this.registry.removeSingleMetric(name)
+    }
+  }
+
+  /** The edge step: put it first, so every exchange of the registry doors is timed and counted. */
+  readonly step: Step = (exchange, next) => {
+    const started = performance.now()
+    const isUpload = isUploadData(exchange)
+    if (isUpload) this.uploadsInProgress.inc()
+    exchange.res.once('close', () => {
+      if (isUpload) this.uploadsInProgress.dec()
+      this.record(exchange, (performance.now() - started) / 1000)
+    })
+    return next(exchange)
+  }
+
+  /** Records one finished exchange (the step calls it; tests too). */
+  record(exchange: Exchange, seconds: number): void {
+    const { meter } = exchange
+    const status = exchange.res.statusCode
+    const handler = handlerIndex(exchange.route ?? routeNameOf(registryRoutes, exchange.path))
+    const method = methodIndex(exchange.req.method)
+    const series = this.series[handler]!
+    let byStatus = series.requests[method]
+    if (byStatus === undefined) series.requests[method] = byStatus = new Map()
+    let counter = byStatus.get(status)
+    if (counter === undefined)
+      byStatus.set(status, (counter = this.requests.child({ code: String(status), handler: HANDLERS[handler]!, method: METHODS[method]! })))
+    counter.inc()
+    let duration = series.duration[method]
+    if (duration === undefined) series.duration[method] = duration = this.duration.child({ handler: HANDLERS[handler]!, method: METHODS[method]! })
+    duration.observe(seconds)
+    series.requestSize.observe(meter.received)
+    series.responseSize.observe(meter.sent)
+    if (UPLOAD_HANDLERS.has(handler) && meter.received > 0) this.uploadBytes.inc(meter.received)
+    if (handler === MANIFEST) {
+      if (method === 0 && status === 200) this.countRepository(this.pulls, this.pullsByRepository, exchange.repository)
+      else if (method === 2 && status === 201) this.countRepository(this.pushes, this.pushesByRepository, exchange.repository)
+    }
+  }
+
+  loginFailed(): void {
+    this.failedLogins.inc()
+  }
+
+  loginThrottled(): void {
+    this.throttledLogins.inc()
+  }
+
+  /** A garbage collection run that completed (skipped and failed runs are only logged). */
+  gcCompleted(report: { bytesFreed: number; startedAt: Date; finishedAt: Date }): void {
+    this.gcRuns.inc()
+    this.gcDuration.observe((report.finishedAt.getTime() - report.startedAt.getTime()) / 1000)
+    this.gcFreedBytes.inc(report.bytesFreed)
+  }
+
+  uploadsPurgedCount(count: number): void {
+    this.uploadsPurged.inc(count)
+  }
+
+  /** An ACME order ended (counted once `watchAcme` was called). */
+  acmeOrder(result: 'issued' | 'failed'): void {
+    this.acmeOrders?.labels(result).inc()
+  }
+
+  /** Free and total bytes of the filesystem holding `folder` (the data folder), read at each scrape. */
+  watchDisk(folder: string): void {
+    const registers = [this.registry]
+    new Gauge({
+      name: 'berth_storage_free_bytes',
+      help: 'Bytes available to Berth on the filesystem of the data folder.',
+      registers,
+      async collect() {
+        const stats = await statfs(folder)
+        this.set(stats.bavail * stats.bsize)
+      },
+    })
+    new Gauge({
+      name: 'berth_storage_size_bytes',
+      help: 'Size in bytes of the filesystem of the data folder.',
+      registers,
+      async collect() {
+        const stats = await statfs(folder)
+        this.set(stats.blocks * stats.bsize)
+      },
+    })
+  }
+
+  /** The served certificate's expiry, read at each scrape. Without a certificate yet, both read 0 (alerts fire). */
+  watchCertificate(source: CertificateSource): void {
+    const registers = [this.registry]
+    const now = this.now
+    new Gauge({
+      name: 'berth_tls_certificate_expiry_seconds',
+      help: 'Seconds until the served certificate expires (notAfter - now); 0 when none is served yet.',
+      registers,
+      collect() {
+        const notAfter = source.current()?.notAfter.getTime()
+        this.set(notAfter === undefined ? 0 : (notAfter - now()) / 1000)
+      },
+    })
+    new Gauge({
+      name: 'berth_tls_certificate_not_after_timestamp_seconds',
+      help: "The served certificate's notAfter, in seconds since the epoch; 0 when none is served yet.",
+      registers,
+      collect() {
+        this.set((source.current()?.notAfter.getTime() ?? 0) / 1000)
+      },
+    })
+  }
+
+  /** ACME renewal state, read at each scrape. */
+  watchAcme(source: AcmeStatusSource): void {
+    const registers = [this.registry]
+    this.acmeOrders = new Counter({
+      name: 'berth_acme_orders_total',
+      help: 'ACME certificate orders sent to the CA, by result (issued, failed).',
+      labelNames: ['result'],
+      registers,
+    })
+    this.acmeOrders.labels('issued').inc(0)
+    this.acmeOrders.labels('failed').inc(0)
+    new Gauge({
+      name: 'berth_acme_next_renewal_timestamp_seconds',
+      help: 'When the certificate is next due for renewal (or the next retry after a failure), in seconds since the epoch.',
+      registers,
+      collect() {
+        const status = source.status()
+        const at = status.retry ? Date.parse(status.retry.nextAttemptAt) : Date.parse(status.certificate?.renewalAt ?? '')
+        this.set(Number.isFinite(at) ? at / 1000 : 0)
+      },
+    })
+    new Gauge({
+      name: 'berth_acme_consecutive_failures',
+      help: 'ACME orders that failed in a row since the last success.',
+      registers,
+      collect() {
+        this.set(source.status().retry?.failures ?? 0)
+      },
+    })
+  }
+
+  /** The text exposition format, and its content type. */
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+
+  private countRepository(family: CounterFamily, children: Map<string, CounterChild>, repository: string | undefined): void {
+    if (!this.repositoryLabels) return children.get(OTHER_REPOSITORIES)!.inc()
+    const name = repository ?? OTHER_REPOSITORIES
+    let child = children.get(name)
+    if (child === undefined) {
+      const key = children.size >= this.maxRepositories ? OTHER_REPOSITORIES : name
+      child = children.get(key)
+      if (child === undefined) children.set(key, (child = family.child({ repository: key })))
+    }
+    child.inc()
+  }
+}
+
+function handlerIndex(route: string | undefined): number {
+  const handler = route === undefined ? undefined : HANDLER_OF_ROUTE[route]
+  return handler === undefined ? HANDLERS.length - 1 : HANDLERS.indexOf(handler)
+}
+
+function methodIndex(method: string | undefined): number {
+  const index = method === undefined ? -1 : METHODS.indexOf(method)
+  return index === -1 ? METHODS.length - 1 : index
+}
+
+/** A request sending blob data: PATCH or PUT on an upload URL (checked without matching the route). */
+function isUploadData(exchange: Exchange): boolean {
+  const method = exchange.req.method
+  return (method === 'PATCH' || method === 'PUT') && exchange.path.includes('/blobs/uploads/')
+}
