@@ -14,6 +14,7 @@ import { constants as fsConstants, realpathSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DEFAULTS, noUsersMessage, type Config } from './config/config.js'
+import { parseListenAddress } from './config/values.js'
 import { hostPath } from './container.js'
 import { warnIfDomainsUncovered } from './edge/tls/certificate-checks.js'
 import { ConfigError } from './config/errors.js'
@@ -117,7 +118,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await storageCheck?.start()
     edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, logger }))
     if (metrics !== undefined && config.metricsListen !== undefined) {
-      metricsListener = await startMetricsListener(metrics, config.metricsListen, logger).catch(async (error: unknown) => {
+      metricsListener = await startMetricsListener(metrics, parseListenAddress(config.metricsListen), logger).catch(async (error: unknown) => {
         await edge.close()
         throw metricsListenError(error, config.metricsListen as string)
       })
@@ -182,7 +183,7 @@ function edgeOptions(
     // Without --domain, the names on the certificate are the names port 80 redirects for.
     domains: config.domains.length > 0 ? [...config.domains] : [...(provider?.current()?.names ?? [])],
     ...(app !== undefined ? { engine: app.serve } : { upstream: { url: config.upstream ?? '' } }),
-    ...(config.internalListen !== undefined ? { internalListen: config.internalListen } : {}),
+    ...(config.internalListen !== undefined ? { internalListen: parseListenAddress(config.internalListen) } : {}),
     innerSteps: [parts.drain.step],
     readiness: { checks: parts.readiness, probeIntervalMs: DEFAULTS.readinessInterval, probeTimeoutMs: DEFAULTS.readinessTimeout },
     ...(parts.metrics !== undefined ? { metrics: parts.metrics } : {}),

@@ -20,6 +20,7 @@ import {
   parseUpstream,
   InvalidValue,
   isLoopbackHost,
+  parseListenAddress,
 } from './values.js'
 
 /**
@@ -135,20 +136,16 @@ const pathValue = (raw: unknown): string => parseString(raw)
 
 /** The internal door: loopback `host:port`, a bare port (127.0.0.1), or `unix:/path`. */
 const parseListen = (raw: unknown): string => {
-  const value = parseString(raw)
-  if (value.startsWith('unix:/')) return value
-  const match = /^(?:\[([0-9a-fA-F:]+)\]|([0-9.]+|localhost)):(\d{1,5})$|^(\d{1,5})$/.exec(value)
-  const host = match?.[1] ?? match?.[2] ?? '127.0.0.1'
-  if (!match || !isLoopbackHost(host)) throw new InvalidValue('a loopback address:port (127.0.0.1:5001, [::1]:5001) or unix:/path')
-  return value
+  const { host } = parseListenAddress(raw)
+  if (host !== undefined && !isLoopbackHost(host)) throw new InvalidValue('a loopback address:port (127.0.0.1:5001, [::1]:5001) or unix:/path')
+  return parseString(raw)
 }
 
 /** The metrics listener: `host:port`, `[v6]:port`, or a bare port (127.0.0.1); any interface may be named. */
 const parseMetricsListen = (raw: unknown): string => {
-  const value = parseString(raw)
-  if (!/^(?:(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):)?\d{1,5}$/.test(value))
-    throw new InvalidValue('address:port (127.0.0.1:9100, 0.0.0.0:9100, [::1]:9100) or a port')
-  return value
+  const { host } = parseListenAddress(raw)
+  if (host === undefined) throw new InvalidValue('address:port (127.0.0.1:9100, 0.0.0.0:9100, [::1]:9100) or a port')
+  return parseString(raw)
 }
 
 /** An S3 endpoint: http(s) URL, no credentials in it (they come from the AWS variables). */

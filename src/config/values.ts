@@ -56,6 +56,19 @@ export function parseHost(raw: unknown): string {
 }
 
 /**
+ * A listen address: `host:port`, `[v6]:port`, a bare port (127.0.0.1) or `unix:/path` (port is then
+ * the socket's path). The one grammar of `--internal-listen` and `--metrics-listen`.
+ */
+export function parseListenAddress(raw: unknown): { port: number | string; host: string | undefined } {
+  const value = parseString(raw)
+  if (value.startsWith('unix:/')) return { port: value.slice('unix:'.length), host: undefined }
+  const match = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):)?(\d{1,5})$/.exec(value)
+  const port = Number(match?.[3])
+  if (!match || port > 65535) throw new InvalidValue('address:port (127.0.0.1:5001, [::1]:5001), a port, or unix:/path')
+  return { port, host: match[1] ?? match[2] ?? '127.0.0.1' }
+}
+
+/**
  * Whether a listen address accepts connections from this machine only: `localhost`, 127.0.0.0/8,
  * `::1` or an IPv4-mapped 127.x. Any other name counts as reachable from other machines, since
  * what it resolves to can change.

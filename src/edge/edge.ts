@@ -21,7 +21,7 @@ import type { Logger } from '../log.js'
 import { HtpasswdAccessController } from './auth/basic-auth.js'
 import type { LoginThrottleOptions } from './auth/throttle.js'
 import { ConnectionLimits, type ConnectionLimitOptions } from './connection-limits.js'
-import { closeServer, listen, serve, serverOptions, urlOf, type ListenerTimeouts, type Server } from './listeners.js'
+import { closeServer, listen, serve, serverOptions, urlOf, type ListenAddress, type ListenerTimeouts, type Server } from './listeners.js'
 import { UpstreamProxy } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
@@ -70,8 +70,8 @@ export interface EdgeOptions extends ListenerTimeouts {
   engine?: Handler
   /** Without `engine`: the registry the proxy forwards to (`--upstream`). */
   upstream?: { url: string }
-  /** The internal door: `host:port` (loopback) or `unix:/path`. Off when undefined. */
-  internalListen?: string
+  /** The internal door: a loopback port or a unix socket. Off when undefined. */
+  internalListen?: ListenAddress
   /** Steps of the composition root, run after authentication, just before the innermost handler. */
   innerSteps?: readonly Step[]
   /**
@@ -138,7 +138,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       await startHttpsDoors(options, clientCa, limits, health, open, urls, cleanups)
     }
     if (options.internalListen !== undefined) {
-      const { port, host } = parseListenAddress(options.internalListen)
+      const { port, host } = options.internalListen
       urls.internal = await open(http.createServer(serverOptions(options)), 'internal', port, host)
     }
     logger.info('listening', {
@@ -265,12 +265,4 @@ async function startHttpsDoors(
 function required(port: number | undefined, name: string): number {
   if (port === undefined) throw new TypeError(`startEdge: ${name} is required in this mode`)
   return port
-}
-
-/** `127.0.0.1:5001`, `[::1]:5001`, `5001` (loopback) or `unix:/path`. */
-export function parseListenAddress(value: string): { port: number | string; host: string | undefined } {
-  if (value.startsWith('unix:')) return { port: value.slice('unix:'.length), host: undefined }
-  const match = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):)?(\d{1,5})$/.exec(value)
-  if (!match) throw new TypeError(`invalid listen address ${JSON.stringify(value)} (use host:port or unix:/path)`)
-  return { port: Number(match[3]), host: match[1] ?? match[2] ?? '127.0.0.1' }
 }

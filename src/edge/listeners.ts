@@ -17,6 +17,12 @@ export const STREAM_HIGH_WATER_MARK = 64 * 1024
 
 export type Server = http.Server | https.Server
 
+/** Where a listener binds: a TCP port on `host`, or a unix socket when `port` is its path. */
+export interface ListenAddress {
+  readonly port: number | string
+  readonly host: string | undefined
+}
+
 export interface ListenerTimeouts {
   /** Socket inactivity limit (no total request timeout: uploads take long). */
   idleTimeoutMs: number

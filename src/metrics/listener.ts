@@ -4,8 +4,7 @@
  * HEAD) in the Prometheus text format and 404 to everything else; it has no login and no chain.
  */
 import http from 'node:http'
-import { parseListenAddress } from '../edge/edge.js'
-import { closeServer, listen, urlOf } from '../edge/listeners.js'
+import { closeServer, listen, urlOf, type ListenAddress } from '../edge/listeners.js'
 import type { Logger } from '../log.js'
 import type { RegistryMetrics } from './registry-metrics.js'
 
@@ -16,7 +15,7 @@ export interface MetricsListener {
 }
 
 /** Rejects with the listen error (EADDRINUSE …) when the address cannot be bound. */
-export async function startMetricsListener(metrics: RegistryMetrics, address: string, logger: Logger): Promise<MetricsListener> {
+export async function startMetricsListener(metrics: RegistryMetrics, address: ListenAddress, logger: Logger): Promise<MetricsListener> {
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0]
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -35,8 +34,7 @@ export async function startMetricsListener(metrics: RegistryMetrics, address: st
     )
   })
   server.keepAliveTimeout = 65_000
-  const { port, host } = parseListenAddress(address)
-  await listen(server, port, host)
+  await listen(server, address.port, address.host)
   const url = urlOf('http', server)
   logger.info('metrics listening', { url: `${url}/metrics` })
   return { url, close: () => closeServer(server) }

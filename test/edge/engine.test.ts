@@ -53,7 +53,7 @@ test.before(async () => {
     htpasswdPath: htpasswd,
     maxBodyBytes: LIMIT,
     engine,
-    internalListen: `unix:${socketPath}`,
+    internalListen: { port: socketPath, host: undefined },
   })
   await chmod(socketPath, 0o600)
   edge = await startEdge({

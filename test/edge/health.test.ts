@@ -62,7 +62,7 @@ async function engineEdge(t: ExecutionContext, options: Partial<EdgeOptions> = {
     localPort: 0,
     domains: [],
     htpasswdPath: path.join(root, 'htpasswd'),
-    internalListen: '127.0.0.1:0',
+    internalListen: { port: 0, host: '127.0.0.1' },
     engine: app.serve,
     logger,
     ...options,

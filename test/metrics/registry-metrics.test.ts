@@ -1,7 +1,7 @@
 import test from 'ava'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { parseListenAddress } from '../../src/edge/edge.js'
+import { parseListenAddress } from '../../src/config/values.js'
 import type { Exchange } from '../../src/http/exchange.js'
 import { silentLogger } from '../../src/log.js'
 import { startMetricsListener } from '../../src/metrics/listener.js'
@@ -141,7 +141,7 @@ test('the step counts uploads in progress until the response closes', async t =>
 
 test('the listener serves GET /metrics in the text format and 404 elsewhere', async t => {
   const metrics = new RegistryMetrics()
-  const listener = await startMetricsListener(metrics, '127.0.0.1:0', silentLogger)
+  const listener = await startMetricsListener(metrics, { port: 0, host: '127.0.0.1' }, silentLogger)
   t.teardown(() => listener.close())
   const response = await fetch(`${listener.url}/metrics`)
   t.is(response.status, 200)
