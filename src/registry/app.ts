@@ -11,10 +11,8 @@ import { createExchange, type Exchange } from '../http/exchange.js'
 import { RegistryError } from '../http/errors.js'
 import { sendError } from '../http/respond.js'
 import { silentLogger, type Logger } from '../log.js'
-import { every } from '../scheduler.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
 import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
-import { purgeAbandonedUploads } from '../storage/purge-uploads.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
@@ -28,11 +26,6 @@ export interface RegistryAppOptions {
   logger?: Logger
   /** Largest manifest body accepted on PUT (default 4 MiB); larger ones get 413. */
   maxManifestBytes?: number
-  /**
-   * Deletes abandoned uploads older than `maxAgeMs`, checked every `intervalMs` (default: off; the
-   * composition root passes the settings' UPLOAD_PURGING). Stopped by `close()`.
-   */
-  uploadPurging?: { maxAgeMs: number; intervalMs: number } | false
   /** Bounds of the in-process cache of manifest bytes by digest (storage/manifest-cache.ts). */
   manifestCache?: ManifestCacheOptions
   /**
@@ -47,7 +40,7 @@ export interface RegistryApp {
   readonly serve: (exchange: Exchange) => Promise<void>
   /** A Node request listener over `serve`, without any edge step (no authentication, no body limit): tests and tools. */
   readonly handle: (request: IncomingMessage, response: ServerResponse) => void
-  /** Stops the upload purge timer; resolves when requests in flight have finished. */
+  /** Resolves when requests in flight have finished. */
   close(): Promise<void>
   /** The stores the app serves from (for maintenance tools and tests). */
   readonly store: RegistryStore
@@ -61,8 +54,6 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const inFlight = new Set<Promise<void>>()
-  const purging = options.uploadPurging || undefined
-  const purgeJob = purging && every(purging.intervalMs, () => purgeAbandonedUploads(store.uploads, purging.maxAgeMs, logger))
 
   async function dispatch(exchange: Exchange): Promise<void> {
     const { req: request, res: response, path, query } = exchange
@@ -124,7 +115,6 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
       void serve(createExchange(request, response, 'internal'))
     },
     async close() {
-      await purgeJob?.stop()
       await Promise.allSettled(inFlight)
     },
     store,

@@ -1,4 +1,7 @@
 import test from 'ava'
+import { silentLogger } from '../../src/log.js'
+import { every } from '../../src/scheduler.js'
+import { purgeAbandonedUploads } from '../../src/storage/purge-uploads.js'
 import { OCI_ERRORS } from '../../src/http/errors.js'
 import { request } from '../helpers/http.js'
 import { waitFor } from '../helpers/procs.js'
@@ -72,10 +75,11 @@ test('the server keeps serving after a malformed request line', async t => {
   t.is((await request(server, '/v2/')).status, 200)
 })
 
-test('abandoned uploads are purged on a timer; the timer stops on close', async t => {
+test('abandoned uploads are purged by the background job (as server.ts schedules it); the job stops', async t => {
   // An hour's age limit and an upload made to look two hours old, rather than a limit of 0: with 0 a
   // tick (every 200 ms) could purge the upload before a loaded machine even checked that it exists.
-  const { server, app, driver } = await startApp(t, { uploadPurging: { maxAgeMs: 3600_000, intervalMs: 200 } })
+  const { server, app, driver } = await startApp(t)
+  const job = every(200, () => purgeAbandonedUploads(app.store.uploads, 3600_000, silentLogger))
   const start = await request(server, '/v2/old/blobs/uploads/', { method: 'POST' })
   const location = String(start.headers.location)
   t.is((await request(server, location)).status, 204)
@@ -85,5 +89,6 @@ test('abandoned uploads are purged on a timer; the timer stops on close', async 
   await driver.putContent(uploadStartedAtPath('old', id), Buffer.from(new Date(Date.now() - 7200_000).toISOString().replace(/\.\d{3}Z$/, 'Z')))
   await waitFor('the purge timer to remove the upload', async () => (await request(server, location)).status === 404)
   t.is((await request(server, location)).status, 404)
+  await job.stop()
   await app.close()
 })
