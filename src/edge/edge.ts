@@ -4,7 +4,8 @@
  * proxy with `--upstream`:
  *
  *   access log → connection limit → [HSTS] → health probes → [client certificate] → Host check
- *     → body limit → authentication → [steps of the composition root, e.g. drain]
+ *     → body limit → authentication (+ token realm and authorization with access rules)
+ *     → read-only → [steps of the composition root, e.g. drain]
  *     → 100-continue + response turn → engine | proxy                       ([…]: HTTPS door only)
  *
  * Doors: HTTPS (TLS) with port 80 beside it (ACME HTTP-01, health probes and redirects, its own
@@ -26,6 +27,15 @@ import { UpstreamProxy } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
 import { authenticate } from './steps/authenticate.js'
+import {
+  authenticateCaller,
+  authorizeRequest,
+  refuseWrites,
+  TOKEN_PATH,
+  type AccessControlOptions,
+  type RulePolicy,
+  type TokenVerifier,
+} from './steps/access-control.js'
 import { bodyLimit } from './steps/body-limit.js'
 import { clientCertificate } from './steps/client-cert.js'
 import { healthProbes } from './steps/health.js'
@@ -72,6 +82,20 @@ export interface EdgeOptions extends ListenerTimeouts {
   upstream?: { url: string }
   /** The internal door: a loopback port or a unix socket. Off when undefined. */
   internalListen?: ListenAddress
+  /**
+   * Access rules (`--access`) with Berth's token service: Bearer challenges, the token realm at
+   * `/token`, and per-repository decisions. Undefined: the htpasswd users may do everything (Basic).
+   */
+  access?: {
+    readonly policy: () => RulePolicy
+    readonly tokens: TokenVerifier
+    /** Answers the token realm (`GET /token`). */
+    readonly tokenEndpoint: Handler
+    /** The token service's name (`service=`). */
+    readonly service: string
+  }
+  /** `--read-only`, asked per request (it can be switched without a restart). */
+  readOnly?: () => boolean
   /** Steps of the composition root, run after authentication, just before the innermost handler. */
   innerSteps?: readonly Step[]
   /**
@@ -189,13 +213,34 @@ async function buildChains(
   const common: Step[] = [
     hostCheck,
     bodyLimit(options.maxBodyBytes),
-    ...(auth ? [authenticate(auth, options.realm, options.metrics)] : []),
+    ...accessSteps(options, auth),
+    ...(options.readOnly ? [refuseWrites(options.readOnly)] : []),
     ...(options.innerSteps ?? []),
     continueAndTakeTurn,
   ]
   const registry = compose([...first, health, ...common], inner)
   const tls = compose([...first, securityHeaders, health, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
   return { chainFor: door => (door === 'https' ? tls : registry), health }
+}
+
+/** Who may do what: the token realm and the access rules, or (without rules) htpasswd Basic for everything. */
+function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | undefined): Step[] {
+  const access = options.access
+  if (access === undefined) return auth ? [authenticate(auth, options.realm, options.metrics)] : []
+  const control: AccessControlOptions = {
+    htpasswd: auth,
+    policy: access.policy,
+    tokens: access.tokens,
+    service: access.service,
+    fallbackHost: options.domains[0] ?? 'localhost',
+    ...(options.metrics ? { refusals: options.metrics } : {}),
+  }
+  const tokenRealm: Step = (exchange, next) => {
+    if (exchange.path !== TOKEN_PATH) return next(exchange)
+    exchange.route = 'token'
+    return access.tokenEndpoint(exchange)
+  }
+  return [tokenRealm, authenticateCaller(control), authorizeRequest(control)]
 }
 
 /** `--upstream` readiness: the upstream answers, probed in the background (stopped with the edge). */

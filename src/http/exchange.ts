@@ -48,6 +48,13 @@ export interface Exchange {
   body: Readable
   /** The user the authentication step verified, if any. */
   user: string | undefined
+  /**
+   * What the caller may do per repository, set by the authorization step when access rules are on;
+   * undefined means every action is allowed (no access file). The engine asks it for what only it
+   * can tell: moving an existing tag (`overwrite`), the source of a cross-repository mount, and
+   * which repositories a catalog lists.
+   */
+  access: Permissions | undefined
   /** The engine's route name (`manifest`, `blob` …) once the engine matched the path; for metrics labels, never the raw path. */
   route: string | undefined
   /** The repository named in the path, once the engine matched it. */
@@ -57,6 +64,13 @@ export interface Exchange {
   readonly meter: Meter
   /** The access log writes this exchange at debug, not info (health probes, which come every few seconds). */
   isQuiet: boolean
+}
+
+/** An action of the access rules (access/rules.ts). */
+export type AccessAction = 'pull' | 'push' | 'overwrite' | 'delete'
+
+export interface Permissions {
+  may(repository: string, action: AccessAction): boolean
 }
 
 export type Handler = (exchange: Exchange) => Promise<void>
@@ -87,6 +101,7 @@ export function createExchange(req: IncomingMessage, res: ServerResponse, door: 
     query: queryAt === -1 ? NO_QUERY : new URLSearchParams(rawUrl.slice(queryAt + 1)),
     body: req,
     user: undefined,
+    access: undefined,
     route: undefined,
     repository: undefined,
     expectsContinue: options.expectsContinue ?? false,

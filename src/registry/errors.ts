@@ -12,6 +12,7 @@ import {
   ManifestUnknownError,
   NameInvalidError,
   RepositoryUnknownError,
+  TagExistsError,
   TagInvalidError,
   UploadRangeError,
   UploadSizeError,
@@ -26,6 +27,7 @@ export function toRegistryError(error: unknown): RegistryError {
   const known = toHttpError(error)
   if (known !== undefined) return known
   if (error instanceof NameInvalidError) return new RegistryError('NAME_INVALID', { name: error.repository.slice(0, 300) })
+  if (error instanceof TagExistsError) return new RegistryError('DENIED', { tag: error.tag.slice(0, 300), current: error.current }, { message: error.message })
   if (error instanceof TagInvalidError) return new RegistryError('TAG_INVALID', { tag: error.tag.slice(0, 300) })
   if (error instanceof DigestInvalidError) return new RegistryError('DIGEST_INVALID', { digest: error.digest.slice(0, 300), reason: error.reason })
   if (error instanceof DigestMismatchError) return new RegistryError('DIGEST_INVALID', { expected: error.expected, actual: error.actual })

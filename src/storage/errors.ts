@@ -63,6 +63,17 @@ export class ManifestUnknownError extends StorageError {
   }
 }
 
+/** A push would move a tag that already points at another manifest, and the pusher may not (immutable tags). */
+export class TagExistsError extends StorageError {
+  constructor(
+    readonly repository: string,
+    readonly tag: string,
+    readonly current: string,
+  ) {
+    super('DENIED', `tag ${tag} of ${repository} already points at ${current}, and this push may not move it (the access rules grant push, not overwrite)`)
+  }
+}
+
 /** A manifest references a blob or child manifest that this repository does not hold. */
 export class ManifestBlobUnknownError extends StorageError {
   constructor(readonly digest: string) {

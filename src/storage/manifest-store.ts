@@ -40,6 +40,13 @@ export interface PutManifestOptions {
    * TagInvalidError. Written after the revision link, like the reference tag.
    */
   tags?: readonly string[]
+  /**
+   * Whether the push may move a tag that already points at another manifest (default true). When
+   * false, every tag is checked before anything is written and written only if absent (a create
+   * race lost to another manifest is TagExistsError too); pointing a tag again at the manifest it
+   * already names is allowed.
+   */
+  overwrite?: boolean
 }
 
 export interface ManifestStoreOptions {
@@ -96,6 +103,9 @@ export class ManifestStore {
     const digest = digestOf(content, expected?.algorithm ?? 'sha256')
     if (expected !== undefined && expected.value !== digest.value) throw new DigestMismatchError(expected.value, digest.value)
     const manifest = parseManifest(content, contentType, MAX_DESCRIPTORS)
+    const allTags = expected === undefined ? [reference, ...extraTags] : extraTags
+    const overwrite = options.overwrite ?? true
+    if (!overwrite) await this.tags.assertNoneMoves(name, allTags, digest)
     await this.#checkReferences(name, manifest)
 
     await this.blobs.putContent(digest, content)
@@ -105,8 +115,10 @@ export class ManifestStore {
       subject = parseDigest(manifest.subject.digest)
       await this.referrers.add(name, subject, digest)
     }
-    if (expected === undefined) await this.tags.tag(name, reference, digest)
-    for (const tag of extraTags) await this.tags.tag(name, tag, digest)
+    for (const tag of allTags) {
+      if (overwrite) await this.tags.tag(name, tag, digest)
+      else await this.tags.tagIfAbsent(name, tag, digest)
+    }
     this.cache.set(digest.value, { content, mediaType: manifest.storedMediaType })
     const result: { digest: string; mediaType: string; subject?: string; tags: string[] } = {
       digest: digest.value,

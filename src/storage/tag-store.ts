@@ -4,7 +4,7 @@
  */
 import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
 import { parseDigest, type Digest } from './digest.js'
-import { ManifestUnknownError, RepositoryUnknownError } from './errors.js'
+import { ManifestUnknownError, RepositoryUnknownError, TagExistsError } from './errors.js'
 import { isTag } from './reference.js'
 import { manifestsPath, tagCurrentLinkPath, tagIndexLinkPath, tagPath, tagsPath } from './paths.js'
 
@@ -100,6 +100,31 @@ export class TagStore {
   async tag(name: string, tag: string, digest: Digest): Promise<void> {
     await this.driver.putContent(tagIndexLinkPath(name, tag, digest), Buffer.from(digest.value))
     await this.driver.putContent(tagCurrentLinkPath(name, tag), Buffer.from(digest.value))
+  }
+
+  /**
+   * Points `tag` at `digest` only if the tag does not exist or already names `digest`, atomically
+   * across processes sharing the store (`putContentIfAbsent`). Throws TagExistsError otherwise.
+   */
+  async tagIfAbsent(name: string, tag: string, digest: Digest): Promise<void> {
+    await this.driver.putContent(tagIndexLinkPath(name, tag, digest), Buffer.from(digest.value))
+    if (await this.driver.putContentIfAbsent(tagCurrentLinkPath(name, tag), Buffer.from(digest.value))) return
+    const current = await this.resolve(name, tag)
+    if (current.value !== digest.value) throw new TagExistsError(name, tag, current.value)
+  }
+
+  /** Throws TagExistsError for the first of `tags` that exists and names another manifest than `digest`. */
+  async assertNoneMoves(name: string, tags: readonly string[], digest: Digest): Promise<void> {
+    for (const tag of tags) {
+      let current: Digest
+      try {
+        current = await this.resolve(name, tag)
+      } catch (error) {
+        if (error instanceof ManifestUnknownError) continue
+        throw error
+      }
+      if (current.value !== digest.value) throw new TagExistsError(name, tag, current.value)
+    }
   }
 
   /** Removes `tag` only (its whole folder). Throws ManifestUnknownError when there is no such tag. */

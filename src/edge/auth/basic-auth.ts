@@ -115,6 +115,11 @@ export class HtpasswdAccessController {
     return this.state.kind !== 'open'
   }
 
+  /** Whether `user` is in the file as loaded now (a token names a user who must still exist). */
+  hasUser(user: string): boolean {
+    return this.state.kind === 'users' && this.state.verifier.costOf(user) !== undefined
+  }
+
   /** Decides one request. Never rejects. */
   async check(authorization: string | undefined, remoteAddress: string): Promise<AuthResult> {
     const state = this.state

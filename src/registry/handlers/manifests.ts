@@ -117,7 +117,9 @@ export const putManifest: Handler = async context => {
   const ref = reference(params)
   const tags = tagParameters(query, ref)
   const body = await readLimited(request, context.body, maxManifestBytes)
-  const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']), { tags })
+  // Moving an existing tag is `overwrite`, which only the store can tell from a new tag (access rules).
+  const overwrite = context.exchange.access?.may(name, 'overwrite') ?? true
+  const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']), { tags, overwrite })
   const headers: Record<string, string | string[]> = {
     Location: `/v2/${name}/manifests/${result.digest}`,
     'Docker-Content-Digest': result.digest,

@@ -53,7 +53,10 @@ export const listTags: Handler = async ({ exchange, params, query, store }) => {
 
 export const listCatalog: Handler = async ({ exchange, query, store }) => {
   const n = Math.min(pageSize(query) ?? CATALOG_DEFAULT_ENTRIES, CATALOG_MAX_ENTRIES)
-  const repositories = await store.catalog.list()
+  const access = exchange.access
+  const stored = await store.catalog.list()
+  // Under access rules the catalog names only what the caller may pull.
+  const repositories = access === undefined ? stored : stored.filter(name => access.may(name, 'pull'))
   const { items, more } = page(repositories, n, query.get('last'))
   const headers: Record<string, string> = {}
   const lastItem = items.at(-1)

@@ -97,7 +97,11 @@ export const startUpload: Handler = async context => {
     const digest = parseDigest(mount)
     const from = query.get('from') ?? undefined
     if (from !== undefined) assertRepositoryName(from)
-    const mounted = await store.blobs.mount(name, digest, from)
+    // Under access rules a mount needs pull on its source, and one without a source (the spec's
+    // automatic discovery) would hand out any repository's blob by digest: both become an upload.
+    const access = context.exchange.access
+    const allowed = access === undefined || (from !== undefined && access.may(from, 'pull'))
+    const mounted = allowed ? await store.blobs.mount(name, digest, from) : undefined
     if (mounted !== undefined) return blobCreated(context, name, digest.value)
     // Cannot mount: the spec says fall back to a normal upload session (202).
   }
