@@ -1,5 +1,5 @@
 /**
- * Where TLS material lives: a key/value port (`CertStore`) over a StorageDriver, with the lock
+ * Where TLS material and the token signing keys live: a key/value port (`CertStore`) over a StorageDriver, with the lock
  * that lets several Berth processes share it and place one order, not two. Two places:
  * `FileCertStore`, a directory (`--certs`, default `./certs`), and, with `--storage s3`, the
  * registry's own bucket under `/berth/certs/` (`new DriverCertStore(driver, CERT_STORE_ROOT)`), so
@@ -15,7 +15,11 @@
  *     certificates/<issuer>/<name>/<name>.crt        full chain PEM, leaf first
  *     certificates/<issuer>/<name>/<name>.key        certificate key, 0600
  *     certificates/<issuer>/<name>/<name>.json       CertificateMeta: names, dates, ARI, retry state
+ *     token/keys/<kid>.json                          token signing key { kid, createdAt, privateKeyPem } (ECDSA P-256, PKCS#8), 0600
  *     locks/<lock>.lock                              the driver's lock record { nonce, host, pid, created, updated }
+ *
+ * `<kid>` is the key's RFC 7638 JWK thumbprint (base64url), the `kid` of the tokens it signs; a key
+ * file is written once and never changed, only deleted when the key retires (access/token-keys.ts).
  *
  * `<issuer>` is the CA directory's host (and port) plus its path, e.g.
  * `acme-v02.api.letsencrypt.org-directory` vs `acme-staging-v02.api.letsencrypt.org-directory`,
@@ -104,6 +108,14 @@ export const certKeys = {
   siteCert: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.crt`,
   siteKey: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.key`,
   siteMeta: (issuer: string, name: string) => `certificates/${issuer}/${safeSegment(name)}/${safeSegment(name)}.json`,
+  tokenKeys: () => 'token/keys',
+  /** A kid is base64url (RFC 7638 thumbprint): used as is, anything else refused. */
+  tokenKey: (kid: string) => {
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(kid)) throw new TypeError('a token key id must be base64url')
+    return `token/keys/${kid}.json`
+  },
+  /** Lock taken around "check for a current signing key, create one if still needed, retire old ones". */
+  tokenKeysLock: () => 'token-keys',
   /** Lock taken around "check storage, order if still needed, store". */
   issueLock: (issuer: string, name: string) => `issue_cert_${issuer}_${safeSegment(name)}`,
 }
