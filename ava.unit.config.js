@@ -19,7 +19,6 @@ export default {
     'test/edge/redirect.test.ts',
     'test/edge/size.test.ts',
     'test/edge/access-control.test.ts',
-    'test/access/**/*.test.ts',
     'test/hardening/delete-order.test.ts',
     'test/hardening/pipelining.test.ts',
     'test/hardening/properties.test.ts',

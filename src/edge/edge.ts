@@ -34,8 +34,10 @@ import {
   TOKEN_PATH,
   type AccessControlOptions,
   type RulePolicy,
-  type TokenVerifier,
 } from './steps/access-control.js'
+import type { ResourceAccess } from '../access/scope.js'
+import { tokenEndpoint } from '../access/token-endpoint.js'
+import type { TokenService } from '../access/token-service.js'
 import { bodyLimit } from './steps/body-limit.js'
 import { clientCertificate } from './steps/client-cert.js'
 import { healthProbes } from './steps/health.js'
@@ -87,12 +89,10 @@ export interface EdgeOptions extends ListenerTimeouts {
    * `/token`, and per-repository decisions. Undefined: the htpasswd users may do everything (Basic).
    */
   access?: {
+    /** The rules in force now (reloaded on change). */
     readonly policy: () => RulePolicy
-    readonly tokens: TokenVerifier
-    /** Answers the token realm (`GET /token`). */
-    readonly tokenEndpoint: Handler
-    /** The token service's name (`service=`). */
-    readonly service: string
+    /** Issues and checks the tokens of the realm at `/token`. */
+    readonly tokens: TokenService
   }
   /** `--read-only`, asked per request (it can be switched without a restart). */
   readOnly?: () => boolean
@@ -227,21 +227,54 @@ async function buildChains(
 function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | undefined): Step[] {
   const access = options.access
   if (access === undefined) return auth ? [authenticate(auth, options.realm, options.metrics)] : []
+  const refusals = options.metrics
   const control: AccessControlOptions = {
     htpasswd: auth,
     policy: access.policy,
     tokens: access.tokens,
-    service: access.service,
+    service: access.tokens.service,
     fallbackHost: options.domains[0] ?? 'localhost',
-    ...(options.metrics ? { refusals: options.metrics } : {}),
+    ...(refusals ? { refusals } : {}),
   }
+  const endpoint = tokenEndpoint({
+    tokens: access.tokens,
+    realm: options.realm,
+    logger: options.logger,
+    login: async exchange => {
+      const header = exchange.req.headers.authorization
+      if (header === undefined || auth === undefined) return { kind: 'anonymous' }
+      const decision = await auth.check(header, exchange.remote)
+      if (decision.kind === 'ok') return { kind: 'ok', user: decision.user }
+      if (decision.kind === 'throttled') {
+        refusals?.loginThrottled()
+        return { kind: 'throttled', retryAfterSeconds: decision.retryAfterSeconds }
+      }
+      if (decision.kind === 'challenge') {
+        if (decision.user !== undefined) refusals?.loginFailed()
+        return { kind: 'refused' }
+      }
+      // No users configured (local mode without a file): credentials prove nothing; anonymous.
+      return { kind: 'anonymous' }
+    },
+    grant: (subject, requested) => grantedActions(access.policy(), subject, requested),
+  })
   const tokenRealm: Step = (exchange, next) => {
     if (exchange.path !== TOKEN_PATH) return next(exchange)
     exchange.route = 'token'
-    return access.tokenEndpoint(exchange)
+    return endpoint(exchange)
   }
   return [tokenRealm, authenticateCaller(control), authorizeRequest(control)]
 }
+
+/** What the rules let `subject` do on a requested resource: the repository actions, and the catalog to anyone (it lists what the caller may pull). */
+function grantedActions(policy: RulePolicy, subject: string | undefined, requested: Readonly<ResourceAccess>): string[] {
+  if (requested.type === 'registry') return requested.name === 'catalog' ? ['*'] : []
+  if (requested.type !== 'repository') return []
+  return TOKEN_ACTIONS.filter(action => policy.allows(subject, requested.name, action))
+}
+
+/** The scope actions of distribution's token protocol; `overwrite` rides on `push`. */
+const TOKEN_ACTIONS = ['pull', 'push', 'delete'] as const
 
 /** `--upstream` readiness: the upstream answers, probed in the background (stopped with the edge). */
 function upstreamCheck(
