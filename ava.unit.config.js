@@ -11,6 +11,7 @@ export default {
     'test/scheduler.test.ts',
     'test/log.test.ts',
     'test/health.test.ts',
+    'test/access/**/*.test.ts',
     'test/config/**/*.test.ts',
     'test/metrics/**/*.test.ts',
     'test/registry/**/*.test.ts',
