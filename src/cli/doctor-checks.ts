@@ -11,6 +11,8 @@ import { request as httpsRequest } from 'node:https'
 import { createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { dirname, join } from 'node:path'
+import { loadAccessFile } from '../access/access-file.js'
+import { AccessFileError } from '../access/rules.js'
 import { noUsersMessage, type Config } from '../config/config.js'
 import { addUserCommand, ownershipFix } from '../container.js'
 import { HtpasswdError, parseHtpasswd } from '../edge/auth/htpasswd.js'
@@ -359,6 +361,38 @@ export async function checkHtpasswdFile(
   const permissions = await checkPrivateFile(file, 'users')
   if (permissions?.status === 'warn') results.push(permissions)
   return results
+}
+
+/**
+ * The access-rules file as `berth serve` will read it: every problem with its line and column (serve
+ * refuses to start with any of them), or how many rules it holds. Without a file, one line says so.
+ */
+export async function checkAccessFile(config: Pick<Config, 'accessFile' | 'datadir'>): Promise<CheckResult[]> {
+  const file = config.accessFile
+  if (file === undefined) {
+    return [
+      {
+        status: 'ok',
+        subject: 'access rules',
+        message: `none (no ${join(config.datadir, 'access.yml')}, no --access): every user who logs in may pull, push, overwrite and delete`,
+      },
+    ]
+  }
+  const subject = `access rules ${file}`
+  try {
+    const policy = await loadAccessFile(file)
+    const anonymous = policy.namesAnonymous ? '; some allow anonymous access' : ''
+    return [{ status: 'ok', subject, message: `${policy.ruleCount} rule${policy.ruleCount === 1 ? '' : 's'}${anonymous}` }]
+  } catch (error) {
+    if (!(error instanceof AccessFileError)) throw error
+    const fix = 'correct the file: berth serve refuses to start with it, and a running one keeps the rules it loaded before'
+    return error.all.map((problem, index) => ({
+      status: 'fail' as const,
+      subject,
+      message: problem.line === undefined ? problem.problem : `line ${problem.line}, column ${problem.column ?? 1}: ${problem.problem}`,
+      ...(index === error.all.length - 1 ? { fix } : {}),
+    }))
+  }
 }
 
 /**

@@ -13,3 +13,14 @@ export class CliError extends Error {
     super(message, options)
   }
 }
+
+/**
+ * Ends a command that has printed its own answer with an exit code and nothing more on stderr
+ * (`berth access check`: 1 = denied, as `grep` says "no match").
+ */
+export class CommandExit extends Error {
+  override readonly name = 'CommandExit'
+  constructor(readonly exitCode: 1 | 2) {
+    super(`exit code ${exitCode}`)
+  }
+}

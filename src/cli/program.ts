@@ -4,13 +4,15 @@
  * stack traces are shown only with BERTH_DEBUG=1.
  */
 import { Command, CommanderError } from 'commander'
+import { AccessFileError } from '../access/rules.js'
 import { ConfigError } from '../config/errors.js'
+import { accessCommand } from './commands/access.js'
 import { doctorCommand } from './commands/doctor.js'
 import { duCommand } from './commands/du.js'
 import { gcCommand } from './commands/gc.js'
 import { htpasswdCommand } from './commands/htpasswd.js'
 import { serveCommand } from './commands/serve.js'
-import { CliError } from './errors.js'
+import { CliError, CommandExit } from './errors.js'
 import { type CliIo, processIo } from './io.js'
 import { VERSION } from './version.js'
 
@@ -37,6 +39,7 @@ export function createProgram(io: CliIo): Command {
   program.addCommand(doctorCommand(io))
   program.addCommand(gcCommand(io))
   program.addCommand(duCommand(io))
+  program.addCommand(accessCommand(io))
   // Every command reports usage errors through runCli instead of calling process.exit itself.
   const applyExitOverride = (command: Command) => {
     command.exitOverride()
@@ -69,8 +72,10 @@ function report(error: unknown, io: CliIo): number {
     if (error.exitCode === 0) return 0
     return 2
   }
+  if (error instanceof CommandExit) return error.exitCode
   if (io.env.BERTH_DEBUG) io.stderr.write(`${(error as Error)?.stack ?? String(error)}\n`)
-  if (error instanceof ConfigError) {
+  // A broken access file is a configuration mistake: berth serve refuses to start with it.
+  if (error instanceof ConfigError || error instanceof AccessFileError) {
     io.stderr.write(`berth: ${error.message}\n`)
     return 2
   }

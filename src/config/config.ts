@@ -3,6 +3,7 @@
  * combinations checked (a certificate source for HTTPS, ACME's required companions, ...).
  * Only `cli/` and `server.ts` read it; each layer gets a plain options object built from it.
  */
+import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { addUserCommand } from '../container.js'
 import type { LogFormat, LogLevel } from '../log.js'
@@ -51,6 +52,13 @@ export interface Config {
    * `noUsersMessage`. Local mode never needs it.
    */
   readonly allowAnonymous: boolean
+  /**
+   * The access-rules file (access/rules.ts): the one named (it must exist), else `<datadir>/access.yml`
+   * when that exists; undefined: no rules, every user who logs in may do everything.
+   */
+  readonly accessFile: string | undefined
+  /** Refuse every write; pulls go on. */
+  readonly readOnly: boolean
   readonly realm: string
   readonly maxBody: number
   readonly clientCa: string | undefined
@@ -208,6 +216,8 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     htpasswd: values.htpasswd ?? resolve(datadir, 'htpasswd'),
     isHtpasswdExplicit: values.htpasswd !== undefined,
     allowAnonymous: values.allowAnonymous === true,
+    accessFile: values.access ?? defaultAccessFile(datadir),
+    readOnly: values.readOnly === true,
     realm: values.realm ?? DEFAULTS.realm,
     maxBody: values.maxBody ?? DEFAULTS.maxBody,
     clientCa: values.clientCa,
@@ -238,6 +248,12 @@ export function noUsersMessage(config: Pick<Config, 'htpasswd' | 'upstream'>, re
   const what = reason === 'no-file' ? 'no users' : `no users in ${config.htpasswd}`
   const when = config.upstream !== undefined ? `, e.g. when ${config.upstream} checks logins itself` : ''
   return `${what}: HTTPS mode needs a login. Add one with: ${addUserCommand(config.htpasswd)} (or pass --allow-anonymous to serve without one${when})`
+}
+
+/** `<datadir>/access.yml` when it exists: rules apply as soon as the file is there, and nobody's setup changes without one. */
+function defaultAccessFile(datadir: string): string | undefined {
+  const file = resolve(datadir, 'access.yml')
+  return existsSync(file) ? file : undefined
 }
 
 function toFlag(key: string): string {

@@ -104,6 +104,8 @@ export interface SettingValues {
   maxConnectionsPerAddress: number
   uploadMaxAge: number
   allowSparseManifests: boolean
+  access: string
+  readOnly: boolean
 }
 
 export type SettingKey = keyof SettingValues
@@ -249,6 +251,24 @@ export const SETTINGS = [
     isPath: true,
     defaultText: '<datadir>/htpasswd',
     description: 'users for basic auth (bcrypt; berth htpasswd add, or Apache htpasswd -B)',
+  }),
+  setting({
+    key: 'access',
+    flag: 'access',
+    argument: '<file>',
+    env: 'BERTH_ACCESS',
+    parse: pathValue,
+    isPath: true,
+    defaultText: '<datadir>/access.yml when it exists',
+    description:
+      'per-repository access rules (YAML: which users, groups, anonymous or authenticated callers may pull, push, overwrite or delete which repositories); reloaded when it changes; check with berth access check',
+  }),
+  setting({
+    key: 'readOnly',
+    flag: 'read-only',
+    env: 'BERTH_READ_ONLY',
+    parse: parseBoolean,
+    description: 'refuse every write (push, tag, delete) while pulls go on, e.g. during a backup or a migration',
   }),
   setting({
     key: 'allowAnonymous',

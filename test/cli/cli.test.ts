@@ -32,7 +32,7 @@ function assertOneLineError(t: import('ava').ExecutionContext, stderr: string, p
 test('berth --help lists the commands; --version prints the version', async t => {
   const help = await berth(['--help'])
   t.is(help.exitCode, 0)
-  for (const command of ['serve', 'htpasswd', 'doctor']) t.regex(help.stdout, new RegExp(`^  ${command}\\b`, 'm'))
+  for (const command of ['serve', 'htpasswd', 'doctor', 'access']) t.regex(help.stdout, new RegExp(`^  ${command}\\b`, 'm'))
   const version = await berth(['--version'])
   t.is(version.exitCode, 0)
   const packageJson = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -213,6 +213,27 @@ test('htpasswd add -C sets the cost, after or before the subcommand; outside 4-1
     assertOneLineError(t, refused.stderr, new RegExp(`^berth: invalid --cost "${cost}": expected an integer from 4 to 17`))
   }
   t.notRegex(await readFile(file, 'utf8'), /^dave:/m)
+})
+
+test('access check as users run it: the decision on stdout; exit 0 allowed, 1 denied, 2 broken file', async t => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'access.yml')
+  await writeFile(file, 'rules:\n  - repository: "public/**"\n    who: [anonymous, authenticated]\n    can: [pull]\n')
+  const allowed = await berth(['access', 'check', 'anonymous', 'public/app', 'pull', '--access', file])
+  t.is(allowed.exitCode, 0)
+  t.is(allowed.stdout, 'allowed: rule 1 (line 2, repository "public/**") lets anonymous pull\n')
+  const denied = await berth(['access', 'check', 'alice', 'public/app', 'push', '--access', file])
+  t.is(denied.exitCode, 1)
+  t.is(denied.stdout, 'denied: rule 1 (line 2, repository "public/**") applies to alice but does not grant push\n')
+  t.is(denied.stderr, '')
+  await writeFile(file, 'rules:\n  - repository: "public/**"\n    who: [alice]\n    cann: [pull]\n    when: always\n')
+  const broken = await berth(['access', 'check', 'alice', 'public/app', 'pull', '--access', file])
+  t.is(broken.exitCode, 2)
+  assertOneLineError(
+    t,
+    broken.stderr,
+    /^berth: .*access\.yml:2:5: rule 1 has no can; every rule needs repository, who and can \(and 2 more: berth doctor lists them all\)$/,
+  )
 })
 
 test('doctor: all good for a local setup (exit 0); names problems with fixes (exit 1)', async t => {

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
@@ -84,6 +84,36 @@ test('allowAnonymous: off by default; --allow-anonymous, BERTH_ALLOW_ANONYMOUS a
     local.warnings.some(warning => warning.startsWith('--allow-anonymous has no effect in --local mode')),
     local.warnings.join('; '),
   )
+})
+
+test('access file: <datadir>/access.yml only when it exists; --access, BERTH_ACCESS and the config key name one (relative to their base)', async t => {
+  const dir = await tempDir(t)
+  const datadir = join(dir, 'datadir')
+  t.is((await loadConfig({ flags: { local: true, datadir }, env: {}, cwd: dir })).accessFile, undefined, 'no file: no rules')
+  await mkdir(datadir)
+  await writeFile(join(datadir, 'access.yml'), 'rules: []\n')
+  t.is((await loadConfig({ flags: { local: true, datadir }, env: {}, cwd: dir })).accessFile, join(datadir, 'access.yml'))
+  t.is(
+    (await loadConfig({ flags: { local: true, datadir, access: 'mine.yml' }, env: {}, cwd: dir })).accessFile,
+    join(dir, 'mine.yml'),
+    'named: kept even if missing',
+  )
+  t.is((await loadConfig({ env: { BERTH_LOCAL: '1', BERTH_ACCESS: '/etc/berth/access.yml' }, cwd: dir })).accessFile, '/etc/berth/access.yml')
+  const file = join(dir, 'conf', 'berth.yaml')
+  await mkdir(join(dir, 'conf'))
+  await writeFile(file, 'local: true\naccess: rules.yml\n')
+  t.is((await loadConfig({ env: { BERTH_CONFIG: file }, cwd: dir })).accessFile, join(dir, 'conf', 'rules.yml'))
+})
+
+test('readOnly: off by default; --read-only, BERTH_READ_ONLY and the config key turn it on', async t => {
+  const dir = await tempDir(t)
+  t.false((await loadConfig({ flags: { local: true }, env: {} })).readOnly)
+  t.true((await loadConfig({ flags: { local: true, readOnly: true }, env: {} })).readOnly)
+  t.true((await loadConfig({ env: { BERTH_LOCAL: '1', BERTH_READ_ONLY: 'true' } })).readOnly)
+  t.false((await loadConfig({ env: { BERTH_LOCAL: '1', BERTH_READ_ONLY: 'false' } })).readOnly)
+  const file = join(dir, 'berth.yaml')
+  await writeFile(file, 'local: true\nread-only: true\n')
+  t.true((await loadConfig({ env: { BERTH_CONFIG: file }, cwd: dir })).readOnly)
 })
 
 test('--log-format json from the flag, BERTH_LOG_FORMAT or the config file', async t => {

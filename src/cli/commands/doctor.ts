@@ -8,6 +8,7 @@ import { Command } from 'commander'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
 import { SETTINGS, type Setting, type SettingKey } from '../../config/settings.js'
 import {
+  checkAccessFile,
   checkCertificateFiles,
   checkClientCaFile,
   checkDatadir,
@@ -68,6 +69,7 @@ export function doctorCommand(io: CliIo): Command {
     }
     if (config.clientCa !== undefined) results.push(...(await checkClientCaFile(config.clientCa)))
     results.push(...(await checkHtpasswdFile(config)))
+    results.push(...(await checkAccessFile(config)))
     if (config.upstream === undefined) results.push(...(await checkDatadir(config.datadir, config.maxBody)))
     else results.push({ status: 'ok', subject: 'storage', message: `none here: fronting ${config.upstream}` })
 
