@@ -23,7 +23,11 @@ import { startEdge, type Edge, type EdgeOptions } from './edge/edge.js'
 import { connectionLimitFor, readFileLimit, type ConnectionLimitOptions } from './edge/connection-limits.js'
 import { HtpasswdError, parseHtpasswd } from './edge/auth/htpasswd.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './edge/tls/certificate-source.js'
-import { CERT_STORE_ROOT, DriverCertStore, type CertStore } from './edge/tls/cert-store.js'
+import { CERT_STORE_ROOT, DriverCertStore, FileCertStore, type CertStore } from './edge/tls/cert-store.js'
+import { AccessRules } from './access/access-file.js'
+import { AccessFileError } from './access/rules.js'
+import { TokenKeys } from './access/token-keys.js'
+import { TokenService } from './access/token-service.js'
 import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import { CachedCheck, type ReadinessCheck } from './health.js'
@@ -56,6 +60,13 @@ export interface RunningServer {
   readonly auth: { readonly file: string; readonly users: number } | undefined
   /** The metrics listener (`http://host:port`, serving /metrics), or undefined when off. */
   readonly metricsUrl?: string | undefined
+  /** Access rules: the file and how many rules, or undefined without rules. */
+  readonly access?: { readonly file: string; readonly rules: number } | undefined
+  /**
+   * Applies what may change without a restart (SIGHUP after editing the config file): read-only
+   * mode, and the access and htpasswd files are read again at once. Never rejects.
+   */
+  reload(next: Pick<Config, 'readOnly'>): Promise<void>
   /**
    * Stops accepting connections, lets requests in flight (uploads) finish for up to `graceMs`,
    * then ends the rest. Idempotent.
@@ -93,6 +104,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
+  const access = await startAccess(config, sharedCertStore, logger)
   const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
   const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
   if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
@@ -101,6 +113,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
+
+  let readOnly = config.readOnly
+  if (readOnly) logger.warn('read-only mode: pulls work, pushes and deletes are refused (405), garbage collection and upload purging wait')
 
   // Memory: a small V8 young generation (process-memory.ts says why and how).
   const uncapYoungGeneration = capYoungGeneration()
@@ -116,7 +131,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const connectionLimits = connectionLimitsFor(config, await readFileLimit(), logger)
     // Before the doors open, so the first /readyz already knows whether storage takes writes.
     await storageCheck?.start()
-    edge = await startEdge(edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, logger }))
+    edge = await startEdge(
+      edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, access, readOnly: () => readOnly, logger }),
+    )
     if (metrics !== undefined && config.metricsListen !== undefined) {
       metricsListener = await startMetricsListener(metrics, parseListenAddress(config.metricsListen), logger).catch(async (error: unknown) => {
         await edge.close()
@@ -128,11 +145,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     uncapYoungGeneration()
     await provider?.stop().catch(() => {})
     await app?.close()
+    access?.close()
     throw explainStartError(error, config)
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics, readOnly: () => readOnly }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -143,6 +161,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     hints,
     auth,
     metricsUrl: metricsListener?.url,
+    access: access === undefined ? undefined : { file: access.rules.path, rules: access.rules.current().ruleCount },
+    async reload(next) {
+      if (next.readOnly !== readOnly) {
+        readOnly = next.readOnly
+        if (readOnly) logger.warn('read-only mode on: pushes and deletes are refused (405) until it is switched off')
+        else logger.info('read-only mode off: pushes and deletes are accepted again')
+      }
+      await access?.rules.reloadNow()
+    },
     close(graceMs = 10_000) {
       closing ??= (async () => {
         // Requests in flight (a layer upload) get up to graceMs to finish; new ones get 503 meanwhile.
@@ -152,6 +179,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         await provider?.stop().catch(() => {})
         await Promise.all([...jobs.map(job => job.stop()), storageCheck?.stop()])
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
+        access?.close()
         uncapYoungGeneration()
       })()
       return closing
@@ -170,6 +198,8 @@ function edgeOptions(
     connectionLimits: ConnectionLimitOptions
     readiness: readonly ReadinessCheck[]
     metrics: RegistryMetrics | undefined
+    access: AccessControl | undefined
+    readOnly: () => boolean
     logger: Logger
   },
 ): EdgeOptions {
@@ -187,6 +217,8 @@ function edgeOptions(
     innerSteps: [parts.drain.step],
     readiness: { checks: parts.readiness, probeIntervalMs: DEFAULTS.readinessInterval, probeTimeoutMs: DEFAULTS.readinessTimeout },
     ...(parts.metrics !== undefined ? { metrics: parts.metrics } : {}),
+    ...(parts.access !== undefined ? { access: { policy: parts.access.policy, tokens: parts.access.tokens } } : {}),
+    readOnly: parts.readOnly,
     realm: config.realm,
     maxBodyBytes: config.maxBody,
     idleTimeoutMs: config.idleTimeoutMs,
@@ -201,6 +233,49 @@ function edgeOptions(
     whenNoUsers: config.mode === 'https' && !config.allowAnonymous ? 'closed' : 'open',
     ...(config.clientCa !== undefined ? { clientCaPath: config.clientCa } : {}),
     logger: parts.logger,
+  }
+}
+
+/** The access rules and the token service, when an access file is configured. */
+interface AccessControl {
+  readonly rules: AccessRules
+  readonly tokens: TokenService
+  readonly policy: () => ReturnType<AccessRules['current']>
+  close(): void
+}
+
+/**
+ * With an access file: its rules (a broken file refuses the start, naming line and column) and the
+ * token service, whose signing keys live with the certificates (`--certs`, or the bucket with S3, so
+ * every instance checks every instance's tokens).
+ */
+async function startAccess(config: Config, sharedCertStore: CertStore | undefined, logger: Logger): Promise<AccessControl | undefined> {
+  if (config.accessFile === undefined) return undefined
+  const rules = await AccessRules.open(config.accessFile, { logger }).catch((error: unknown) => {
+    if (error instanceof AccessFileError) throw new ConfigError(`--access ${error.message}`, { cause: error })
+    throw error
+  })
+  try {
+    let store = sharedCertStore
+    if (store === undefined) {
+      await prepareFolder(config.certs, 'certs', config.certs)
+      store = new FileCertStore(config.certs)
+    }
+    const keys = await TokenKeys.open(store, { logger })
+    // One name for every instance and every way the registry is reached: the tokens' audience.
+    const tokens = new TokenService({ keys, issuer: 'berth', service: config.domains[0] ?? 'berth' })
+    return {
+      rules,
+      tokens,
+      policy: () => rules.current(),
+      close() {
+        rules.close()
+        keys.close()
+      },
+    }
+  } catch (error) {
+    rules.close()
+    throw error
   }
 }
 
@@ -252,14 +327,17 @@ function backgroundJobs(
     app: RegistryApp | undefined
     acme: AcmeCertificateProvider | undefined
     metrics: RegistryMetrics | undefined
+    /** Read-only mode: purging and collecting wait (a backup or migration is reading the store). */
+    readOnly: () => boolean
   },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
-  const { driver, app, acme, metrics } = parts
+  const { driver, app, acme, metrics, readOnly } = parts
   const jobs: PeriodicJob<unknown>[] = []
   if (app !== undefined)
     jobs.push(
       every(UPLOAD_PURGING.intervalMs, async () => {
+        if (readOnly()) return 0
         const count = await purgeAbandonedUploads(app.store.uploads, config.uploadMaxAgeMs, logger)
         metrics?.uploadsPurgedCount(count)
         return count
@@ -268,6 +346,7 @@ function backgroundJobs(
   if (driver !== undefined && config.gcIntervalMs !== undefined)
     jobs.push(
       every(config.gcIntervalMs, async signal => {
+        if (readOnly()) return undefined
         const report = await runGc(driver, logger, signal)
         if (report !== undefined) metrics?.gcCompleted(report)
         return report
@@ -380,7 +459,8 @@ async function acmeProvider(
  * tell whether that registry checks logins: the seed's registry:2 behind nginx did not).
  */
 async function checkHtpasswd(config: Config, logger: Logger): Promise<{ file: string; users: number } | undefined> {
-  const mustHaveUsers = config.mode === 'https' && !config.allowAnonymous
+  // With access rules the file decides what anonymous callers may do; without users nobody logs in.
+  const mustHaveUsers = config.mode === 'https' && !config.allowAnonymous && config.accessFile === undefined
   let text: string
   try {
     text = await readFile(config.htpasswd, 'utf8')

@@ -27,14 +27,7 @@ import { UpstreamProxy } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
 import { authenticate } from './steps/authenticate.js'
-import {
-  authenticateCaller,
-  authorizeRequest,
-  refuseWrites,
-  TOKEN_PATH,
-  type AccessControlOptions,
-  type RulePolicy,
-} from './steps/access-control.js'
+import { authenticateCaller, authorizeRequest, refuseWrites, TOKEN_PATH, type AccessControlOptions, type RulePolicy } from './steps/access-control.js'
 import type { ResourceAccess } from '../access/scope.js'
 import { tokenEndpoint } from '../access/token-endpoint.js'
 import type { TokenService } from '../access/token-service.js'

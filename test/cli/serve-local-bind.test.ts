@@ -111,6 +111,7 @@ function running(urls: RunningServer['urls'], auth?: RunningServer['auth']): Run
     certificateSource: undefined,
     hints: [],
     auth,
+    reload: () => Promise.resolve(),
     close: () => Promise.resolve(),
   }
 }

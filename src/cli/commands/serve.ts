@@ -52,7 +52,8 @@ export function serveCommand(io: CliIo): Command {
     const flags: Partial<Record<SettingKey, unknown>> = {}
     for (const setting of SETTINGS) if (options[setting.key] !== undefined) flags[setting.key] = options[setting.key]
     const configFile = typeof options.config === 'string' ? options.config : undefined
-    const config = await loadConfig({ flags, env: io.env, cwd: io.cwd, ...(configFile !== undefined ? { configFile } : {}) })
+    const sources = { flags, env: io.env, cwd: io.cwd, ...(configFile !== undefined ? { configFile } : {}) }
+    const config = await loadConfig(sources)
     const logger = createLogger({ level: config.logLevel, format: config.logFormat, write: line => io.stderr.write(line + '\n') })
     for (const warning of config.warnings) logger.warn(warning)
     const clientCas = config.clientCa !== undefined ? await checkClientCa(config.clientCa, logger) : undefined
@@ -67,7 +68,20 @@ export function serveCommand(io: CliIo): Command {
     }
     warnIfDomainsUncovered(server.certificate, config.domains, logger)
     io.stdout.write(summary(config, server, { env: io.env, ...(clientCas !== undefined ? { clientCas } : {}) }))
-    await waitForSignal(server, logger)
+    // SIGHUP: read the settings again (read-only mode) and the access file, without a restart.
+    const reload = () => {
+      logger.info('SIGHUP: reading the settings and the access file again')
+      loadConfig(sources).then(
+        next => server.reload(next),
+        (error: unknown) => logger.error('settings not reloaded; keeping the ones in force', { error: (error as Error).message }),
+      )
+    }
+    process.on('SIGHUP', reload)
+    try {
+      await waitForSignal(server, logger)
+    } finally {
+      process.off('SIGHUP', reload)
+    }
   })
   return command
 }
@@ -120,8 +134,17 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
   } else if (server.certificateSource) {
     add('certificate', `${server.certificateSource}: not obtained yet (see the log)`)
   }
+  if (server.access !== undefined) {
+    add(
+      'access',
+      `${server.access.file} (${server.access.rules} rule${server.access.rules === 1 ? '' : 's'}; check one: berth access check <user> <repository> <action>)`,
+    )
+  }
+  if (config.readOnly) add('read-only', 'pushes and deletes are refused until it is switched off (edit the config file, then SIGHUP)')
   if (server.auth) {
     add('users', `${server.auth.file} (${server.auth.users} user${server.auth.users === 1 ? '' : 's'})`)
+  } else if (server.access !== undefined) {
+    add('users', `none: callers get what the access rules give anonymous (to add one: ${addUserCommand(config.htpasswd, env)})`)
   } else if (config.mode === 'local') {
     add('users', `none: no login needed (to require one: ${addUserCommand(config.htpasswd, env)})`)
   } else {
