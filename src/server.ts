@@ -31,7 +31,7 @@ import type { Logger } from './log.js'
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js'
 import { RegistryMetrics } from './metrics/registry-metrics.js'
 import { capYoungGeneration } from './process-memory.js'
-import { createRegistryApp, type RegistryApp } from './registry/app.js'
+import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
 import { runGc } from './storage/gc-schedule.js'
 import { every, scheduled, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
@@ -97,7 +97,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
   if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
-  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
+  const app =
+    opened === undefined
+      ? undefined
+      : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests, ...mirrorOptions(config) })
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
@@ -155,6 +158,22 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         uncapYoungGeneration()
       })()
       return closing
+    },
+  }
+}
+
+/**
+ * The pull-through mirrors, when any: blobs up to the body limit (the largest layer a push may
+ * bring), manifests up to the engine's own limit.
+ */
+function mirrorOptions(config: Config): Pick<RegistryAppOptions, 'mirror'> {
+  if (config.mirrors.length === 0) return {}
+  return {
+    mirror: {
+      upstreams: config.mirrors,
+      defaultPrefix: config.mirrorDefault,
+      tagTtlMs: config.mirrorTagTtlMs,
+      maxBlobBytes: config.maxBody,
     },
   }
 }
