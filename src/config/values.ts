@@ -158,7 +158,7 @@ const mirrorPrefixGrammar = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/
 /**
  * `--mirror <prefix>=<url>`: repeated flags, a comma-separated variable, or a list in the file whose
  * items are such strings or `{prefix, url, username, password}` mappings. The prefix is one
- * component of a repository name (`docker.io`, `ghcr.io`); each prefix at most once.
+ * component of a repository name (`docker.io`, `quay.example`); each prefix at most once.
  */
 export function parseMirrors(raw: unknown): MirrorSetting[] {
   const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : [raw]

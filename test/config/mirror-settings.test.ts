@@ -8,12 +8,12 @@ import { loadConfig } from '../../src/config/load.js'
 
 test('repeated --mirror flags, a default prefix and the tag TTL (5 minutes unless set)', async t => {
   const config = await loadConfig({
-    flags: { local: true, mirror: ['docker.io=https://hub.example.test/', 'ghcr.io=https://ghcr.example.test'], mirrorDefault: 'docker.io' },
+    flags: { local: true, mirror: ['docker.io=https://hub.example.test/', 'quay.example=https://quay.example.test'], mirrorDefault: 'docker.io' },
     env: {},
   })
   t.deepEqual(config.mirrors, [
     { prefix: 'docker.io', url: 'https://hub.example.test' },
-    { prefix: 'ghcr.io', url: 'https://ghcr.example.test' },
+    { prefix: 'quay.example', url: 'https://quay.example.test' },
   ])
   t.is(config.mirrorDefault, 'docker.io')
   t.is(config.mirrorTagTtlMs, 5 * 60_000)
@@ -22,10 +22,10 @@ test('repeated --mirror flags, a default prefix and the tag TTL (5 minutes unles
 })
 
 test('BERTH_MIRROR is comma-separated', async t => {
-  const config = await loadConfig({ flags: { local: true }, env: { BERTH_MIRROR: 'docker.io=http://127.0.0.1:5001, quay.io=http://127.0.0.1:5002' } })
+  const config = await loadConfig({ flags: { local: true }, env: { BERTH_MIRROR: 'docker.io=http://127.0.0.1:5001, other.test=http://127.0.0.1:5002' } })
   t.deepEqual(
     config.mirrors.map(mirror => mirror.prefix),
-    ['docker.io', 'quay.io'],
+    ['docker.io', 'other.test'],
   )
 })
 
