@@ -15,6 +15,7 @@ export default {
     'test/config/**/*.test.ts',
     'test/metrics/**/*.test.ts',
     'test/registry/**/*.test.ts',
+    'test/mirror/**/*.test.ts',
     'test/storage/**/*.test.ts',
     'test/edge/redirect.test.ts',
     'test/edge/size.test.ts',

@@ -35,7 +35,7 @@ import type { Logger } from './log.js'
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js'
 import { RegistryMetrics } from './metrics/registry-metrics.js'
 import { capYoungGeneration } from './process-memory.js'
-import { createRegistryApp, type RegistryApp } from './registry/app.js'
+import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
 import { runGc } from './storage/gc-schedule.js'
 import { every, scheduled, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
@@ -109,7 +109,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
   if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
-  const app = opened === undefined ? undefined : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests })
+  const app =
+    opened === undefined
+      ? undefined
+      : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests, ...mirrorOptions(config) })
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
@@ -187,6 +190,22 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 }
 
+/**
+ * The pull-through mirrors, when any: blobs up to the body limit (the largest layer a push may
+ * bring), manifests up to the engine's own limit.
+ */
+function mirrorOptions(config: Config): Pick<RegistryAppOptions, 'mirror'> {
+  if (config.mirrors.length === 0) return {}
+  return {
+    mirror: {
+      upstreams: config.mirrors,
+      defaultPrefix: config.mirrorDefault,
+      tagTtlMs: config.mirrorTagTtlMs,
+      maxBlobBytes: config.maxBody,
+    },
+  }
+}
+
 /** The edge's options from the config: doors, limits, and the engine (or the upstream) innermost. */
 function edgeOptions(
   config: Config,
@@ -217,7 +236,15 @@ function edgeOptions(
     innerSteps: [parts.drain.step],
     readiness: { checks: parts.readiness, probeIntervalMs: DEFAULTS.readinessInterval, probeTimeoutMs: DEFAULTS.readinessTimeout },
     ...(parts.metrics !== undefined ? { metrics: parts.metrics } : {}),
-    ...(parts.access !== undefined ? { access: { policy: parts.access.policy, tokens: parts.access.tokens } } : {}),
+    ...(parts.access !== undefined
+      ? {
+          access: {
+            policy: parts.access.policy,
+            tokens: parts.access.tokens,
+            ...(app !== undefined && app.mirrorPrefixes.length > 0 ? { repositoryOf: app.repositoryOf, mirrorPrefixes: app.mirrorPrefixes } : {}),
+          },
+        }
+      : {}),
     readOnly: parts.readOnly,
     realm: config.realm,
     maxBodyBytes: config.maxBody,

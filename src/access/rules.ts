@@ -22,7 +22,8 @@
  * 2. The rules are read in file order; the FIRST rule that applies decides, and no other rule is
  *    read. The action is allowed if and only if it is in that rule's `can`; if it is not, the action
  *    is denied, even when a later rule would grant it (there is no fall-through).
- * 3. When no rule applies, every action is denied.
+ * 3. When no rule applies, every action is denied. A rule with `can: []` denies its callers every
+ *    action on its repositories, and so keeps the rules after it from applying to them.
  * So the actions a caller has on a repository are exactly the `can` of the first rule that applies.
  * Put narrow rules (one user, one namespace) before broad ones (`**`, `authenticated`).
  *
@@ -396,8 +397,8 @@ function compileRule(
   const can = new Set<Action>()
   const canPair = found.get('can')
   if (canPair) {
-    const items = listOf(document, canPair, `"can" of rule ${number}`, `actions, e.g. [pull, push]; allowed: ${ACTIONS.join(', ')}`, report)
-    if (items.length === 0) valid = false
+    // `can: []` is allowed: a rule that denies its callers everything there and stops the rules after it.
+    const items = listOf(document, canPair, `"can" of rule ${number}`, `actions, e.g. [pull, push]; allowed: ${ACTIONS.join(', ')}`, report, true)
     for (const item of items) {
       const action = stringOf(item, `an action in rule ${number}`, report, ACTIONS.join(', '))
       if (action === undefined) {
@@ -429,13 +430,13 @@ function keyOf(pair: Pair): string {
  * The items of the list under `pair`'s value; reports (and returns []) when it is not a list or is empty.
  * `what` names the list in messages, `expected` says what it holds.
  */
-function listOf(document: Document, pair: Pair, what: string, expected: string, report: Report): Node[] {
+function listOf(document: Document, pair: Pair, what: string, expected: string, report: Report, emptyAllowed = false): Node[] {
   const value = resolve(document, pair.value as Node | null)
   if (!isSeq(value)) {
     report(value ?? pair, `${what} must be a list of ${expected}`)
     return []
   }
-  if (value.items.length === 0) {
+  if (value.items.length === 0 && !emptyAllowed) {
     report(value, `${what} is empty; list ${expected}`)
     return []
   }

@@ -9,6 +9,7 @@ import { addUserCommand } from '../container.js'
 import type { LogFormat, LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
+import type { MirrorSetting } from './values.js'
 import { DEFAULTS } from './settings.js'
 import type { StorageChoice } from '../storage/open-storage.js'
 
@@ -84,6 +85,12 @@ export interface Config {
   readonly uploadMaxAgeMs: number
   /** Accept manifests whose layers or index children are not stored (registry app `allowSparseManifests`). */
   readonly allowSparseManifests: boolean
+  /** Pull-through mirrors: a path prefix each, and the registry it fetches from. */
+  readonly mirrors: readonly MirrorSetting[]
+  /** The mirror prefix for names that are no local repository and carry no prefix; undefined: off. */
+  readonly mirrorDefault: string | undefined
+  /** A mirrored tag is re-checked with the upstream at most this often. */
+  readonly mirrorTagTtlMs: number
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -202,6 +209,16 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     warnings.push('--allow-anonymous has no effect in --local mode: it needs no login unless the htpasswd file exists')
   }
 
+  const mirrors = values.mirror ?? []
+  if (mirrors.length > 0 && values.upstream !== undefined) {
+    throw new ConfigError('--mirror and --upstream exclude each other: with --upstream another registry stores the images')
+  }
+  if (values.mirrorDefault !== undefined && !mirrors.some(mirror => mirror.prefix === values.mirrorDefault)) {
+    const known = mirrors.map(mirror => mirror.prefix).join(', ')
+    throw new ConfigError(`--mirror-default ${values.mirrorDefault} names no --mirror prefix${known === '' ? ' (none given)' : ` (given: ${known})`}`)
+  }
+  if (mirrors.length === 0 && values.mirrorTagTtl !== undefined) warnings.push('--mirror-tag-ttl ignored without --mirror')
+
   return {
     mode,
     host: values.host ?? (mode === 'local' ? DEFAULTS.localHost : undefined),
@@ -233,6 +250,9 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     maxConnectionsPerAddress: values.maxConnectionsPerAddress,
     uploadMaxAgeMs: values.uploadMaxAge ?? DEFAULTS.uploadMaxAge,
     allowSparseManifests: values.allowSparseManifests === true,
+    mirrors,
+    mirrorDefault: values.mirrorDefault,
+    mirrorTagTtlMs: values.mirrorTagTtl ?? DEFAULTS.mirrorTagTtl,
     configFile,
     warnings,
   }

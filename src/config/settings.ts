@@ -21,6 +21,9 @@ import {
   InvalidValue,
   isLoopbackHost,
   parseListenAddress,
+  parseMirrorPrefix,
+  parseMirrors,
+  type MirrorSetting,
 } from './values.js'
 
 /**
@@ -57,6 +60,8 @@ export const DEFAULTS = {
   /** registry:2's `uploadpurging` age and interval. */
   uploadMaxAge: 168 * 3600_000,
   uploadPurgeInterval: 24 * 3600_000,
+  /** How long a mirrored tag is served without asking its upstream again (zot's manifestCheckInterval). */
+  mirrorTagTtl: 5 * 60_000,
 } as const
 
 /** Upload purging of `berth serve` and `berth gc`, from the defaults above. */
@@ -106,6 +111,9 @@ export interface SettingValues {
   allowSparseManifests: boolean
   access: string
   readOnly: boolean
+  mirror: MirrorSetting[]
+  mirrorDefault: string
+  mirrorTagTtl: number
 }
 
 export type SettingKey = keyof SettingValues
@@ -502,6 +510,34 @@ export const SETTINGS = [
     env: 'BERTH_S3_REDIRECT',
     parse: parseBoolean,
     description: 'answer layer downloads with a redirect to a presigned S3 URL (clients must reach --s3-endpoint)',
+  }),
+  setting({
+    key: 'mirror',
+    flag: 'mirror',
+    argument: '<prefix=url>',
+    env: 'BERTH_MIRROR',
+    parse: parseMirrors,
+    isList: true,
+    isSecret: true,
+    description:
+      'pull-through cache: names under <prefix>/ (or asked with ?ns=<prefix>) are fetched from that registry once, stored and served; repeat for more upstreams, comma-separated in the variable; credentials per upstream in the config file',
+  }),
+  setting({
+    key: 'mirrorDefault',
+    flag: 'mirror-default',
+    argument: '<prefix>',
+    env: 'BERTH_MIRROR_DEFAULT',
+    parse: parseMirrorPrefix,
+    description: "pulls of names that are no repository here and carry no mirror prefix go to this mirror (for docker's registry-mirrors)",
+  }),
+  setting({
+    key: 'mirrorTagTtl',
+    flag: 'mirror-tag-ttl',
+    argument: '<duration>',
+    env: 'BERTH_MIRROR_TAG_TTL',
+    parse: parseDuration,
+    defaultText: '5m',
+    description: 'serve a mirrored tag this long before asking the upstream (one HEAD) whether it moved; digests are never re-checked',
   }),
   setting({
     key: 'logLevel',

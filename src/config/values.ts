@@ -144,6 +144,73 @@ export function parseUpstream(raw: unknown): string {
   return url.href.replace(/\/$/, '')
 }
 
+/** One `--mirror`: a path prefix of this registry and the registry it mirrors, with optional credentials (config file only). */
+export interface MirrorSetting {
+  readonly prefix: string
+  readonly url: string
+  readonly username?: string
+  readonly password?: string
+}
+
+const MIRROR_ACCEPTED = 'prefix=URL such as docker.io=https://registry.example.com (a list in the file may give {prefix, url, username, password})'
+const mirrorPrefixGrammar = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/
+
+/**
+ * `--mirror <prefix>=<url>`: repeated flags, a comma-separated variable, or a list in the file whose
+ * items are such strings or `{prefix, url, username, password}` mappings. The prefix is one
+ * component of a repository name (`docker.io`, `quay.example`); each prefix at most once.
+ */
+export function parseMirrors(raw: unknown): MirrorSetting[] {
+  const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : [raw]
+  const mirrors = items.filter(item => !(typeof item === 'string' && item.trim() === '')).map(parseMirror)
+  const seen = new Set<string>()
+  for (const mirror of mirrors) {
+    if (seen.has(mirror.prefix)) throw new InvalidValue(`each prefix once (${mirror.prefix} is given twice)`)
+    seen.add(mirror.prefix)
+  }
+  if (mirrors.length === 0) throw new InvalidValue(MIRROR_ACCEPTED)
+  return mirrors
+}
+
+function parseMirror(item: unknown): MirrorSetting {
+  let prefix: unknown
+  let url: unknown
+  let credentials: { username?: string; password?: string } = {}
+  if (typeof item === 'string') {
+    const at = item.indexOf('=')
+    if (at === -1) throw new InvalidValue(MIRROR_ACCEPTED)
+    prefix = item.slice(0, at).trim()
+    url = item.slice(at + 1).trim()
+  } else if (typeof item === 'object' && item !== null && !Array.isArray(item)) {
+    const record = item as Record<string, unknown>
+    const unknown = Object.keys(record).filter(key => !['prefix', 'url', 'username', 'password'].includes(key))
+    if (unknown.length > 0) throw new InvalidValue(`only prefix, url, username and password in a mirror entry (not ${unknown.join(', ')})`)
+    prefix = record.prefix
+    url = record.url
+    if ((record.username === undefined) !== (record.password === undefined)) throw new InvalidValue('username and password together in a mirror entry')
+    if (record.username !== undefined) credentials = { username: parseString(record.username), password: parseString(record.password) }
+  } else {
+    throw new InvalidValue(MIRROR_ACCEPTED)
+  }
+  if (typeof prefix !== 'string' || !mirrorPrefixGrammar.test(prefix)) {
+    throw new InvalidValue('a mirror prefix of lower-case letters, digits and . _ - (one name component, such as docker.io)')
+  }
+  let upstream: string
+  try {
+    upstream = parseUpstream(url)
+  } catch {
+    throw new InvalidValue(`an http:// or https:// upstream URL without user:password after ${prefix}=`)
+  }
+  return { prefix, url: upstream, ...credentials }
+}
+
+/** `--mirror-default`: one mirror prefix (checked against the `--mirror` prefixes in config.ts). */
+export function parseMirrorPrefix(raw: unknown): string {
+  const text = parseString(raw)
+  if (!mirrorPrefixGrammar.test(text)) throw new InvalidValue('a mirror prefix such as docker.io')
+  return text
+}
+
 export const ACME_DIRECTORIES = {
   letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
   'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',

@@ -86,6 +86,10 @@ export interface EdgeOptions extends ListenerTimeouts {
     readonly policy: () => RulePolicy
     /** Issues and checks the tokens of the realm at `/token`. */
     readonly tokens: TokenService
+    /** The repository a request really reads (mirrors); see AccessControlOptions.repositoryOf. */
+    readonly repositoryOf?: (name: string, query: URLSearchParams) => Promise<string>
+    /** Mirror prefixes: a token may grant pull on `library/x` when the rules allow it on `<prefix>/library/x`. */
+    readonly mirrorPrefixes?: readonly string[]
   }
   /** `--read-only`, asked per request (it can be switched without a restart). */
   readOnly?: () => boolean
@@ -228,6 +232,7 @@ function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | unde
     service: access.tokens.service,
     fallbackHost: options.domains[0] ?? 'localhost',
     ...(refusals ? { refusals } : {}),
+    ...(access.repositoryOf ? { repositoryOf: access.repositoryOf } : {}),
   }
   const endpoint = tokenEndpoint({
     tokens: access.tokens,
@@ -249,7 +254,7 @@ function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | unde
       // No users configured (local mode without a file): credentials prove nothing; anonymous.
       return { kind: 'anonymous' }
     },
-    grant: (subject, requested) => grantedActions(access.policy(), subject, requested),
+    grant: (subject, requested) => grantedActions(access.policy(), subject, requested, access.mirrorPrefixes ?? []),
   })
   const tokenRealm: Step = (exchange, next) => {
     if (exchange.path !== TOKEN_PATH) return next(exchange)
@@ -259,11 +264,21 @@ function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | unde
   return [tokenRealm, authenticateCaller(control), authorizeRequest(control)]
 }
 
-/** What the rules let `subject` do on a requested resource: the repository actions, and the catalog to anyone (it lists what the caller may pull). */
-function grantedActions(policy: RulePolicy, subject: string | undefined, requested: Readonly<ResourceAccess>): string[] {
+/**
+ * What the rules let `subject` do on a requested resource: the repository actions, and the catalog
+ * to anyone (it lists what the caller may pull). A token names the repository as the client asked
+ * for it, which for a mirror reached through `?ns=` or the default mirror is not the stored name, so
+ * pull is also granted when the rules allow it under a mirror prefix: the authorization step asks
+ * the rules again about the stored name on every request, so this never lets more through.
+ */
+function grantedActions(policy: RulePolicy, subject: string | undefined, requested: Readonly<ResourceAccess>, mirrorPrefixes: readonly string[]): string[] {
   if (requested.type === 'registry') return requested.name === 'catalog' ? ['*'] : []
   if (requested.type !== 'repository') return []
-  return TOKEN_ACTIONS.filter(action => policy.allows(subject, requested.name, action))
+  return TOKEN_ACTIONS.filter(
+    action =>
+      policy.allows(subject, requested.name, action) ||
+      (action === 'pull' && mirrorPrefixes.some(prefix => policy.allows(subject, `${prefix}/${requested.name}`, action))),
+  )
 }
 
 /** The scope actions of distribution's token protocol; `overwrite` rides on `push`. */

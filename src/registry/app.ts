@@ -11,6 +11,7 @@ import { createExchange, type Exchange } from '../http/exchange.js'
 import { RegistryError } from '../http/errors.js'
 import { sendError } from '../http/respond.js'
 import { silentLogger, type Logger } from '../log.js'
+import { Mirror, type MirrorOptions } from '../mirror/mirror.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
 import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
@@ -33,6 +34,8 @@ export interface RegistryAppOptions {
    * (`--allow-sparse-manifests`); the config must still be. Default false: MANIFEST_BLOB_UNKNOWN.
    */
   allowSparseManifests?: boolean
+  /** Pull-through mirrors (src/mirror); the manifest limit defaults to `maxManifestBytes`. */
+  mirror?: Omit<MirrorOptions, 'logger' | 'maxManifestBytes'> & { maxManifestBytes?: number }
 }
 
 export interface RegistryApp {
@@ -44,6 +47,33 @@ export interface RegistryApp {
   close(): Promise<void>
   /** The stores the app serves from (for maintenance tools and tests). */
   readonly store: RegistryStore
+  /**
+   * The repository a request for `name` really reads: with a mirror, `docker.io/library/alpine` for
+   * `library/alpine?ns=docker.io` or (with a default mirror) for a name that is no local repository;
+   * else `name`. Access rules are asked about this name.
+   */
+  readonly repositoryOf: (name: string, query: URLSearchParams) => Promise<string>
+  /** The mirror prefixes (`docker.io`, ...), empty without mirrors. */
+  readonly mirrorPrefixes: readonly string[]
+}
+
+/**
+ * Pushes and deletes under a mirror prefix are refused: the content there is the upstream's, and a
+ * push would make the cache disagree with it (distribution's proxy refuses them too). 405
+ * UNSUPPORTED rather than 403 DENIED: nobody may do it, whoever they are, and docker shows
+ * "denied" as if a login were missing, which would send users to check their credentials.
+ */
+function refuseMirrorWrite(mirror: Mirror, name: string, query: URLSearchParams): void {
+  const prefix = mirror.prefixOfWrite(name, query)
+  if (prefix === undefined) return
+  throw new RegistryError(
+    'UNSUPPORTED',
+    { name: name.slice(0, 300), mirror: prefix },
+    {
+      message: `${prefix}/ is a read-only mirror of ${mirror.upstreamUrl(prefix) ?? 'another registry'}: push and delete are refused there; push to a name outside the mirror prefixes`,
+      headers: { Allow: 'GET, HEAD' },
+    },
+  )
 }
 
 export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
@@ -54,6 +84,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const inFlight = new Set<Promise<void>>()
+  const mirror = options.mirror === undefined ? undefined : new Mirror(store, { maxManifestBytes, ...options.mirror, logger })
 
   async function dispatch(exchange: Exchange): Promise<void> {
     const { req: request, res: response, path, query } = exchange
@@ -74,7 +105,8 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
           },
         )
       }
-      await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes })
+      if (mirror !== undefined && method !== 'GET' && method !== 'HEAD' && match.params.name !== undefined) refuseMirrorWrite(mirror, match.params.name, query)
+      await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes, mirror })
     } catch (caught) {
       writeError(exchange, caught)
     }
@@ -116,7 +148,10 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
     },
     async close() {
       await Promise.allSettled(inFlight)
+      mirror?.close()
     },
     store,
+    repositoryOf: async (name, query) => (mirror === undefined ? name : ((await mirror.route(name, query))?.name ?? name)),
+    mirrorPrefixes: options.mirror?.upstreams.map(upstream => upstream.prefix) ?? [],
   }
 }

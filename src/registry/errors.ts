@@ -19,6 +19,7 @@ import {
   UploadUnknownError,
 } from '../storage/errors.js'
 import { RegistryError, toHttpError } from '../http/errors.js'
+import { UpstreamDeniedError, UpstreamRateLimitedError, UpstreamUnavailableError } from '../mirror/errors.js'
 
 export { RegistryError }
 
@@ -60,6 +61,18 @@ export function toRegistryError(error: unknown): RegistryError {
     )
   }
   if (error instanceof UploadSizeError) return new RegistryError('SIZE_INVALID', { reason: error.message })
+  // A mirror's upstream: 502 as the edge's proxy answers for a registry behind it that fails.
+  if (error instanceof UpstreamUnavailableError) {
+    return new RegistryError('UNAVAILABLE', { upstream: error.upstream }, { status: 502, message: `${error.message}; it is not cached here`, cause: error })
+  }
+  if (error instanceof UpstreamRateLimitedError) {
+    return new RegistryError(
+      'TOOMANYREQUESTS',
+      { upstream: error.upstream },
+      { message: error.message, headers: error.retryAfter === undefined ? {} : { 'Retry-After': error.retryAfter } },
+    )
+  }
+  if (error instanceof UpstreamDeniedError) return new RegistryError('DENIED', { upstream: error.upstream, name: error.repository }, { message: error.message })
   // A full or read-only disk is the operator's to fix, and the pusher should be told so rather than
   // see "unknown error" (RFC 4918 §11.5: 507 Insufficient Storage). Docker shows the message.
   const code = systemErrorCode(error)

@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Exchange } from '../http/exchange.js'
 import type { Logger } from '../log.js'
+import type { Mirror } from '../mirror/mirror.js'
 import type { RegistryStore } from '../storage/registry-store.js'
 
 export interface RouteParams {
@@ -29,6 +30,8 @@ export interface HandlerContext {
   readonly store: RegistryStore
   readonly logger: Logger
   readonly maxManifestBytes: number
+  /** The pull-through cache, when mirrors are configured: manifest and blob reads consult it first. */
+  readonly mirror: Mirror | undefined
 }
 
 export type Handler = (context: HandlerContext) => Promise<void>

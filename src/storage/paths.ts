@@ -21,7 +21,9 @@
  *         │   ├── startedat                        RFC 3339 UTC time, e.g. 2024-05-01T12:00:00Z
  *         │   └── hashstates/<alg>/<offset>        Go hash state written by registry:2; Berth never
  *         │                                        writes it and re-hashes `data` instead
- *         └── _referrers/<subject-alg>/<subject-hex>/<alg>/<hex>/link      (Berth only)
+ *         ├── _referrers/<subject-alg>/<subject-hex>/<alg>/<hex>/link      (Berth only)
+ *         └── _mirror                              (Berth only) a file: this repository is a pull-through
+ *                                                  cache of an upstream (JSON: prefix, upstream, repository)
  * ```
  *
  * Every `link` file holds a digest string such as `sha256:96443a…` with no trailing newline.
@@ -137,6 +139,15 @@ export function uploadDataPath(name: string, uploadId: string): string {
 
 export function uploadStartedAtPath(name: string, uploadId: string): string {
   return `${uploadPath(name, uploadId)}/startedat`
+}
+
+/**
+ * The marker of a repository the pull-through mirror filled (src/mirror): its content was fetched
+ * from an upstream, not pushed. A file whose name starts with `_`, so registry:2's catalog and
+ * garbage collector pass over it, as they do over Berth's `_referrers`.
+ */
+export function mirrorMarkerPath(name: string): string {
+  return `${repository(name)}/_mirror`
 }
 
 /** Folder holding one `<alg>/<hex>/link` per referrer of `subject`. */

@@ -143,10 +143,6 @@ test('parse errors: each kind of mistake names file, line and column, what is wr
       rule('repository: a\nwho: [alice]\ncan: pull'),
       'access.yml:4:10: "can" of rule 1 must be a list of actions, e.g. [pull, push]; allowed: pull, push, overwrite, delete',
     ],
-    [
-      rule('repository: a\nwho: [alice]\ncan: []'),
-      'access.yml:4:10: "can" of rule 1 is empty; list actions, e.g. [pull, push]; allowed: pull, push, overwrite, delete',
-    ],
     [rule('repository: a\nwho: [alice]\ncan: [pull, pull]'), 'access.yml:4:17: "can" of rule 1 lists "pull" twice'],
     [
       rule('repository: a\nwho: [alice]\ncan: [1]'),
@@ -251,6 +247,20 @@ test('anonymous is only a caller without credentials; authenticated is any user 
   t.deepEqual([...policy.actionsFor(undefined, 'x')], ['pull'])
   t.deepEqual([...policy.actionsFor('anonymous', 'x')], ['push'], 'a user who logged in as "anonymous" is authenticated')
   t.deepEqual([...policy.actionsFor('', 'x')], ['push'])
+})
+
+test('can: [] denies its callers everything there and stops the rules after it', t => {
+  const policy = AccessPolicy.parse(
+    rule('repository: "mirror/**"\nwho: [alice]\ncan: [pull]') +
+      '  - repository: "mirror/**"\n    who: [anonymous, authenticated]\n    can: []\n' +
+      '  - repository: "**"\n    who: [anonymous, authenticated]\n    can: [pull]\n',
+    'a',
+  )
+  t.true(policy.allows('alice', 'mirror/x', 'pull'))
+  t.false(policy.allows('bob', 'mirror/x', 'pull'))
+  t.false(policy.allows(undefined, 'mirror/x', 'pull'))
+  t.true(policy.allows('bob', 'other/x', 'pull'))
+  t.is(policy.decide(undefined, 'mirror/x', 'pull').reason.length > 0, true)
 })
 
 test('allows stays right beyond its memo bound (old entries are forgotten, not wrong)', t => {

@@ -57,7 +57,10 @@ test.before(async () => {
     await layout.addImage({ tag: 'three', layers: [1000] }),
   ]
   const htpasswd = path.join(work, 'htpasswd')
-  await writeFile(htpasswd, Object.entries(PASSWORDS).map(([user, password]) => `${user}:${hashPassword(password, 5)}\n`))
+  await writeFile(
+    htpasswd,
+    Object.entries(PASSWORDS).map(([user, password]) => `${user}:${hashPassword(password, 5)}\n`),
+  )
   berth = await startBerth({ datadir, args: ['--access', access, '--htpasswd', htpasswd, '--certs', path.join(work, 'certs')] })
   // What every client then pulls anonymously.
   await copy(layout.ref('one'), `docker://${berth.hostPort}/public/app:v1`, { dest: as('alice') })
@@ -85,22 +88,47 @@ test.serial('skopeo: anonymous pull of public/*, denied push, immutable release 
   const tags = await skopeo(['list-tags', '--tls-verify=false', `docker://${host}/public/app`])
   t.deepEqual(JSON.parse(tags.stdout).Tags, ['v1'])
 
-  failed(t, await copy(layout.ref('two'), `docker://${host}/public/app:v2`, { dest: anonymous }, { allowFailure: true }), /authentication required|unauthorized/i, 'anonymous push')
-  failed(t, await skopeo(['inspect', '--tls-verify=false', `docker://${host}/alice/app:v1`], { allowFailure: true }), /authentication required|unauthorized/i, 'anonymous pull of a private repository')
+  failed(
+    t,
+    await copy(layout.ref('two'), `docker://${host}/public/app:v2`, { dest: anonymous }, { allowFailure: true }),
+    /authentication required|unauthorized/i,
+    'anonymous push',
+  )
+  failed(
+    t,
+    await skopeo(['inspect', '--tls-verify=false', `docker://${host}/alice/app:v1`], { allowFailure: true }),
+    /authentication required|unauthorized/i,
+    'anonymous pull of a private repository',
+  )
 
   await copy(layout.ref('two'), `docker://${host}/alice/app:v1`, { dest: as('alice') })
   t.is((await inspect(`docker://${host}/alice/app:v1`, as('bob'))).Digest, images[1]!.manifest.digest, 'every user may pull (last rule)')
   failed(t, await copy(layout.ref('two'), `docker://${host}/bob/app:v1`, { dest: as('alice') }, { allowFailure: true }), /denied/i, 'alice pushing to bob/')
 
   await copy(layout.ref('one'), `docker://${host}/release/app:1.0`, { dest: as('bob') })
-  failed(t, await copy(layout.ref('three'), `docker://${host}/release/app:1.0`, { dest: as('alice') }, { allowFailure: true }), /denied/i, 'moving release/app:1.0')
+  failed(
+    t,
+    await copy(layout.ref('three'), `docker://${host}/release/app:1.0`, { dest: as('alice') }, { allowFailure: true }),
+    /denied/i,
+    'moving release/app:1.0',
+  )
   t.is((await inspect(`docker://${host}/release/app:1.0`, as('bob'))).Digest, images[0]!.manifest.digest, 'the release tag did not move')
   await copy(layout.ref('three'), `docker://${host}/release/app:1.1`, { dest: as('alice') })
   await copy(layout.ref('one'), `docker://${host}/release/app:1.0`, { dest: as('alice') }) // the same image again is not a move
 
-  failed(t, await skopeo(['delete', '--tls-verify=false', '--creds', `bob:${PASSWORDS.bob}`, `docker://${host}/alice/app:v1`], { allowFailure: true }), /denied/i, 'bob deleting alice/app')
+  failed(
+    t,
+    await skopeo(['delete', '--tls-verify=false', '--creds', `bob:${PASSWORDS.bob}`, `docker://${host}/alice/app:v1`], { allowFailure: true }),
+    /denied/i,
+    'bob deleting alice/app',
+  )
   await skopeo(['delete', '--tls-verify=false', '--creds', `alice:${PASSWORDS.alice}`, `docker://${host}/alice/app:v1`])
-  failed(t, await skopeo(['inspect', '--tls-verify=false', '--creds', `alice:${PASSWORDS.alice}`, `docker://${host}/alice/app:v1`], { allowFailure: true }), /manifest unknown/i, 'deleted')
+  failed(
+    t,
+    await skopeo(['inspect', '--tls-verify=false', '--creds', `alice:${PASSWORDS.alice}`, `docker://${host}/alice/app:v1`], { allowFailure: true }),
+    /manifest unknown/i,
+    'deleted',
+  )
 })
 
 test.serial('podman: anonymous pull, refused push; login, push where allowed, denied elsewhere; logout', async t => {
@@ -111,13 +139,23 @@ test.serial('podman: anonymous pull, refused push; login, push where allowed, de
     await podman.pull(`${host}/public/app:v1`, anonymous)
     t.is(await podman.imageId(`${host}/public/app:v1`), images[0]!.config.digest.slice('sha256:'.length))
     await podman.podman(['tag', `${host}/public/app:v1`, `${host}/public/app:podman`, `${host}/bob/podman:v1`, `${host}/alice/podman:v1`])
-    failed(t, await podman.push(`${host}/public/app:podman`, `docker://${host}/public/app:podman`, anonymous, { allowFailure: true }), /authentication required|unauthorized/i, 'anonymous podman push')
+    failed(
+      t,
+      await podman.push(`${host}/public/app:podman`, `docker://${host}/public/app:podman`, anonymous, { allowFailure: true }),
+      /authentication required|unauthorized/i,
+      'anonymous podman push',
+    )
 
     const wrong = await podman.login(host, 'alice', 'not-her-password', anonymous, { allowFailure: true })
     failed(t, wrong, /invalid username\/password/i, 'podman login with a wrong password')
     await podman.login(host, 'alice', PASSWORDS.alice, anonymous)
     await podman.push(`${host}/alice/podman:v1`, `docker://${host}/alice/podman:v1`, anonymous)
-    failed(t, await podman.push(`${host}/bob/podman:v1`, `docker://${host}/bob/podman:v1`, anonymous, { allowFailure: true }), /denied/i, 'alice pushing to bob/')
+    failed(
+      t,
+      await podman.push(`${host}/bob/podman:v1`, `docker://${host}/bob/podman:v1`, anonymous, { allowFailure: true }),
+      /denied/i,
+      'alice pushing to bob/',
+    )
     await podman.podman(['logout', '--authfile', path.join(podman.dir, 'auth.json'), host])
     failed(t, await podman.pull(`${host}/alice/podman:v1`, anonymous, { allowFailure: true }), /authentication required|unauthorized/i, 'pull after logout')
   } finally {
@@ -130,7 +168,10 @@ test.serial('ctr (containerd): anonymous pull, push with --user where allowed, d
   const host = berth.hostPort
   const dockerd: Dockerd = await startDockerd({ baseImage: false })
   const ctr = (args: string[], allowFailure = false) =>
-    dockerd.inNamespace('ctr', ['-a', path.join(dockerd.dir, 'exec', 'containerd', 'containerd.sock'), '-n', 'berth-test', ...args], { allowFailure, timeoutMs: 120_000 })
+    dockerd.inNamespace('ctr', ['-a', path.join(dockerd.dir, 'exec', 'containerd', 'containerd.sock'), '-n', 'berth-test', ...args], {
+      allowFailure,
+      timeoutMs: 120_000,
+    })
   try {
     await ctr(['images', 'pull', '--plain-http', `${host}/public/app:v1`])
     await ctr(['images', 'tag', `${host}/public/app:v1`, `${host}/alice/ctr:v1`])
@@ -139,9 +180,19 @@ test.serial('ctr (containerd): anonymous pull, push with --user where allowed, d
     failed(t, await ctr(['images', 'push', '--plain-http', `${host}/alice/ctr:v1`], true), /unauthorized|authorization/i, 'anonymous ctr push')
     await ctr(['images', 'push', '--plain-http', '--user', `alice:${PASSWORDS.alice}`, `${host}/alice/ctr:v1`])
     t.is((await inspect(`docker://${host}/alice/ctr:v1`, as('alice'))).Digest, images[0]!.manifest.digest)
-    failed(t, await ctr(['images', 'push', '--plain-http', '--user', `alice:${PASSWORDS.alice}`, `${host}/bob/ctr:v1`], true), /denied|forbidden|403/i, 'alice pushing to bob/')
+    failed(
+      t,
+      await ctr(['images', 'push', '--plain-http', '--user', `alice:${PASSWORDS.alice}`, `${host}/bob/ctr:v1`], true),
+      /denied|forbidden|403/i,
+      'alice pushing to bob/',
+    )
     // release/app:1.1 was pushed by skopeo with image three; this is image one under the same tag.
-    failed(t, await ctr(['images', 'push', '--plain-http', '--user', `bob:${PASSWORDS.bob}`, `${host}/release/app:1.1`], true), /denied|forbidden|403/i, 'moving release/app:1.1')
+    failed(
+      t,
+      await ctr(['images', 'push', '--plain-http', '--user', `bob:${PASSWORDS.bob}`, `${host}/release/app:1.1`], true),
+      /denied|forbidden|403/i,
+      'moving release/app:1.1',
+    )
     t.is((await inspect(`docker://${host}/release/app:1.1`, as('bob'))).Digest, images[2]!.manifest.digest, 'the release tag did not move')
     await ctr(['images', 'rm', `${host}/alice/ctr:v1`])
     await ctr(['images', 'pull', '--plain-http', '--user', `bob:${PASSWORDS.bob}`, `${host}/alice/ctr:v1`])

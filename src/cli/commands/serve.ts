@@ -158,6 +158,10 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
   if (server.auth) add('log in', `docker login ${host}`)
   add('push', `docker tag <image> ${host}/<name> && docker push ${host}/<name>`)
   add('pull', `docker pull ${host}/<name>`)
+  for (const mirror of config.mirrors) {
+    const isDefault = mirror.prefix === config.mirrorDefault ? ', and names that are no repository here' : ''
+    add('mirror', `${host}/${mirror.prefix}/<name> and ?ns=${mirror.prefix}${isDefault} from ${mirror.url} (read-only)`)
+  }
   for (const hint of server.hints) add('note', hint)
   const exposure = exposureOf(config, server, env)
   if (exposure !== undefined) add(exposure.label, exposure.text)

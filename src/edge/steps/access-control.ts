@@ -55,6 +55,12 @@ export interface AccessControlOptions {
   /** The host named in the realm when the request's Host header is missing or unusable. */
   readonly fallbackHost: string
   readonly refusals?: LoginRefusals
+  /**
+   * The repository a request for `name` really reads (a mirror's prefixed name for containerd's
+   * `?ns=` or the default mirror); the rules are asked about it, while a token's grant names the
+   * repository as the client asked for it. Default: `name`.
+   */
+  readonly repositoryOf?: (name: string, query: URLSearchParams) => Promise<string>
 }
 
 /** What one caller may do: the rules, narrowed by the token's grants when the caller came with a token. */
@@ -134,12 +140,14 @@ export function authorizeRequest(options: AccessControlOptions): Step {
     }
     if (need.kind !== 'repository') return next(exchange)
     const { repository, actions } = need
+    const stored = options.repositoryOf === undefined ? repository : await options.repositoryOf(repository, exchange.query)
     for (const action of actions) {
-      if (caller.may(repository, action)) continue
-      if (caller.user !== undefined && !caller.rulesAllow(repository, action)) {
+      const rulesAllow = caller.rulesAllow(stored, action)
+      if (rulesAllow && caller.tokenAllows(repository, action)) continue
+      if (caller.user !== undefined && !rulesAllow) {
         return sendError(
           exchange,
-          new RegistryError('DENIED', { repository: repository.slice(0, 300), action }, { message: `requested access to the resource is denied (${action})` }),
+          new RegistryError('DENIED', { repository: stored.slice(0, 300), action }, { message: `requested access to the resource is denied (${action})` }),
         )
       }
       const scope = `repository:${repository}:${actions.join(',')}`

@@ -1,5 +1,6 @@
 /** `GET|HEAD|DELETE /v2/<name>/blobs/<digest>` (end-2, end-10). */
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { FetchedBlob } from '../../mirror/mirror.js'
 import type { BlobReader } from '../../storage/driver/storage-driver.js'
 import { finished } from 'node:stream/promises'
 import { responseTurn } from '../../http/response-turn.js'
@@ -8,10 +9,9 @@ import type { Meter } from '../../http/exchange.js'
 import type { Handler } from '../routes.js'
 import { pathDigest, repositoryName } from './params.js'
 
-export const getBlob: Handler = async ({ exchange, request, response, params, store }) => {
-  const name = repositoryName(params)
+export const getBlob: Handler = async ({ exchange, request, response, params, query, store, mirror }) => {
+  let name = repositoryName(params)
   const digest = pathDigest(params)
-  const blob = await store.blobs.stat(name, digest)
   const headers: Record<string, string | number> = {
     'Content-Type': 'application/octet-stream',
     'Docker-Content-Digest': digest.value,
@@ -19,6 +19,13 @@ export const getBlob: Handler = async ({ exchange, request, response, params, st
     'Cache-Control': 'max-age=31536000',
     'Accept-Ranges': 'bytes',
   }
+  const mirrored = await mirror?.route(name, query)
+  if (mirrored !== undefined) {
+    name = mirrored.name
+    const fetched = await mirror?.fetchBlob(mirrored, digest, { head: request.method === 'HEAD', range: request.headers.range !== undefined })
+    if (fetched !== undefined) return sendFetched(request, response, exchange.meter, headers, fetched)
+  }
+  const blob = await store.blobs.stat(name, digest)
   // RFC 9110 §13.1.5: a Range is honoured only when If-Range (if any) still matches.
   const ifRange = request.headers['if-range']
   const rangeHeader = ifRange === undefined || ifRange === `"${digest.value}"` ? request.headers.range : undefined
@@ -51,6 +58,29 @@ export const getBlob: Handler = async ({ exchange, request, response, params, st
   const source = await store.blobs.open(name, digest, start, length)
   response.writeHead(range === undefined ? 200 : 206, headers)
   await send(source, response, exchange.meter)
+}
+
+/**
+ * A blob the mirror is downloading (or, for HEAD, only knows the size of): 200 with the upstream's
+ * length, and the bytes as they arrive. No Range here: the mirror answers ranges from storage.
+ */
+async function sendFetched(
+  request: IncomingMessage,
+  response: ServerResponse,
+  meter: Meter,
+  headers: Record<string, string | number>,
+  fetched: FetchedBlob,
+): Promise<void> {
+  if (fetched.size !== undefined) headers['Content-Length'] = fetched.size
+  if (request.method === 'HEAD' || fetched.body === undefined) {
+    fetched.body?.destroy()
+    response.writeHead(200, headers)
+    response.end()
+    return
+  }
+  if (!(await responseTurn(request, response))) return void fetched.body.destroy()
+  response.writeHead(200, headers)
+  await send(fetched.body, response, meter)
 }
 
 /**

@@ -66,11 +66,16 @@ export const MAX_TAGS_PER_PUSH = 100
 
 export const getManifest: Handler = async context => {
   const { request, response, params, store } = context
-  const name = repositoryName(params)
+  let name = repositoryName(params)
   const ref = reference(params)
   // A string that cannot be a tag names no manifest: 404, as registry:2 answers and the OCI
   // conformance suite expects for a nonexistent manifest (a PUT by it stays 400 TAG_INVALID).
   if (!isDigestReference(ref) && !isTag(ref)) throw new ManifestUnknownError(ref)
+  const mirrored = await context.mirror?.route(name, context.query)
+  if (mirrored !== undefined) {
+    name = mirrored.name
+    await context.mirror?.ensureManifest(mirrored, ref)
+  }
   const manifest = await negotiate(context, name, ref, await store.manifests.get(name, ref))
   const etag = `"${manifest.digest}"`
   const ifNoneMatch = request.headers['if-none-match']
