@@ -20,6 +20,8 @@ export default {
     'test/edge/redirect.test.ts',
     'test/edge/size.test.ts',
     'test/edge/access-control.test.ts',
+    'test/events/**/*.test.ts',
+    'test/edge/access-properties.test.ts',
     'test/hardening/delete-order.test.ts',
     'test/hardening/pipelining.test.ts',
     'test/hardening/properties.test.ts',

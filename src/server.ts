@@ -28,6 +28,9 @@ import { AccessRules } from './access/access-file.js'
 import { AccessFileError } from './access/rules.js'
 import { TokenKeys } from './access/token-keys.js'
 import { TokenService } from './access/token-service.js'
+import { AuditLog } from './events/audit-log.js'
+import { fanOut, type EventSink, type RegistryEvent } from './events/events.js'
+import type { GcReport } from './storage/gc.js'
 import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
 import { CachedCheck, type ReadinessCheck } from './health.js'
@@ -104,7 +107,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
-  const access = await startAccess(config, sharedCertStore, logger)
+  const audit = config.auditLog === undefined ? undefined : await openAuditLog(config.auditLog, logger)
+  const events = fanOut(audit === undefined ? [] : [audit])
+  const access = await startAccess(config, sharedCertStore, events, logger)
   const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
   const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
   if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
@@ -112,7 +117,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const app =
     opened === undefined
       ? undefined
-      : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests, ...mirrorOptions(config) })
+      : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests, events, ...mirrorOptions(config) })
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
@@ -135,7 +140,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // Before the doors open, so the first /readyz already knows whether storage takes writes.
     await storageCheck?.start()
     edge = await startEdge(
-      edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, access, readOnly: () => readOnly, logger }),
+      edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, access, readOnly: () => readOnly, events, logger }),
     )
     if (metrics !== undefined && config.metricsListen !== undefined) {
       metricsListener = await startMetricsListener(metrics, parseListenAddress(config.metricsListen), logger).catch(async (error: unknown) => {
@@ -149,11 +154,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await provider?.stop().catch(() => {})
     await app?.close()
     access?.close()
+    await audit?.close()
     throw explainStartError(error, config)
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics, readOnly: () => readOnly }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics, readOnly: () => readOnly, events }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -171,7 +177,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         if (readOnly) logger.warn('read-only mode on: pushes and deletes are refused (405) until it is switched off')
         else logger.info('read-only mode off: pushes and deletes are accepted again')
       }
-      await access?.rules.reloadNow()
+      await Promise.all([access?.rules.reloadNow(), audit?.reopen()])
     },
     close(graceMs = 10_000) {
       closing ??= (async () => {
@@ -183,6 +189,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         await Promise.all([...jobs.map(job => job.stop()), storageCheck?.stop()])
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
         access?.close()
+        await audit?.close()
         uncapYoungGeneration()
       })()
       return closing
@@ -219,6 +226,7 @@ function edgeOptions(
     metrics: RegistryMetrics | undefined
     access: AccessControl | undefined
     readOnly: () => boolean
+    events: EventSink
     logger: Logger
   },
 ): EdgeOptions {
@@ -236,6 +244,7 @@ function edgeOptions(
     innerSteps: [parts.drain.step],
     readiness: { checks: parts.readiness, probeIntervalMs: DEFAULTS.readinessInterval, probeTimeoutMs: DEFAULTS.readinessTimeout },
     ...(parts.metrics !== undefined ? { metrics: parts.metrics } : {}),
+    events: parts.events,
     ...(parts.access !== undefined
       ? {
           access: {
@@ -276,9 +285,11 @@ interface AccessControl {
  * token service, whose signing keys live with the certificates (`--certs`, or the bucket with S3, so
  * every instance checks every instance's tokens).
  */
-async function startAccess(config: Config, sharedCertStore: CertStore | undefined, logger: Logger): Promise<AccessControl | undefined> {
+async function startAccess(config: Config, sharedCertStore: CertStore | undefined, events: EventSink, logger: Logger): Promise<AccessControl | undefined> {
   if (config.accessFile === undefined) return undefined
-  const rules = await AccessRules.open(config.accessFile, { logger }).catch((error: unknown) => {
+  const file = config.accessFile
+  const onReload = () => events.emit({ action: 'access-reload', file, outcome: 'applied' })
+  const rules = await AccessRules.open(file, { logger, onReload }).catch((error: unknown) => {
     if (error instanceof AccessFileError) throw new ConfigError(`--access ${error.message}`, { cause: error })
     throw error
   })
@@ -303,6 +314,28 @@ async function startAccess(config: Config, sharedCertStore: CertStore | undefine
   } catch (error) {
     rules.close()
     throw error
+  }
+}
+
+/** The audit trail's file, opened before anything listens: a path that cannot be written stops the start. */
+async function openAuditLog(path: string, logger: Logger): Promise<AuditLog> {
+  try {
+    return await AuditLog.open(path, logger)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    const reason = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a folder' : String(code ?? (error as Error).message)
+    throw new ConfigError(`--audit-log ${path}: cannot append to it (${reason})`, { cause: error })
+  }
+}
+
+/** The audit line of a finished collection. */
+function gcEvent(report: GcReport): RegistryEvent {
+  return {
+    action: 'gc',
+    blobsDeleted: report.blobs.length,
+    bytesFreed: report.bytesFreed,
+    manifestsDeleted: report.manifests.length,
+    seconds: (report.finishedAt.getTime() - report.startedAt.getTime()) / 1000,
   }
 }
 
@@ -356,6 +389,7 @@ function backgroundJobs(
     metrics: RegistryMetrics | undefined
     /** Read-only mode: purging and collecting wait (a backup or migration is reading the store). */
     readOnly: () => boolean
+    events: EventSink
   },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
@@ -375,7 +409,10 @@ function backgroundJobs(
       every(config.gcIntervalMs, async signal => {
         if (readOnly()) return undefined
         const report = await runGc(driver, logger, signal)
-        if (report !== undefined) metrics?.gcCompleted(report)
+        if (report !== undefined) {
+          metrics?.gcCompleted(report)
+          if (!report.dryRun) parts.events.emit(gcEvent(report))
+        }
         return report
       }),
     )

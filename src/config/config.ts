@@ -58,6 +58,8 @@ export interface Config {
    * when that exists; undefined: no rules, every user who logs in may do everything.
    */
   readonly accessFile: string | undefined
+  /** The audit trail (`--audit-log`), JSON lines; undefined: none. */
+  readonly auditLog: string | undefined
   /** Refuse every write; pulls go on. */
   readonly readOnly: boolean
   readonly realm: string
@@ -234,6 +236,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     isHtpasswdExplicit: values.htpasswd !== undefined,
     allowAnonymous: values.allowAnonymous === true,
     accessFile: values.access ?? defaultAccessFile(datadir),
+    auditLog: values.auditLog,
     readOnly: values.readOnly === true,
     realm: values.realm ?? DEFAULTS.realm,
     maxBody: values.maxBody ?? DEFAULTS.maxBody,

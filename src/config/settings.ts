@@ -111,6 +111,7 @@ export interface SettingValues {
   allowSparseManifests: boolean
   access: string
   readOnly: boolean
+  auditLog: string
   mirror: MirrorSetting[]
   mirrorDefault: string
   mirrorTagTtl: number
@@ -270,6 +271,16 @@ export const SETTINGS = [
     defaultText: '<datadir>/access.yml when it exists',
     description:
       'per-repository access rules (YAML: which users, groups, anonymous or authenticated callers may pull, push, overwrite or delete which repositories); reloaded when it changes; check with berth access check',
+  }),
+  setting({
+    key: 'auditLog',
+    flag: 'audit-log',
+    argument: '<file>',
+    env: 'BERTH_AUDIT_LOG',
+    parse: pathValue,
+    isPath: true,
+    description:
+      'append one JSON line per change (push, tag move, delete, garbage collection, login, access-file reload) with the user and address to this file (0600); SIGHUP reopens it after rotation',
   }),
   setting({
     key: 'readOnly',

@@ -26,7 +26,8 @@ import { closeServer, listen, serve, serverOptions, urlOf, type ListenAddress, t
 import { UpstreamProxy } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
-import { authenticate } from './steps/authenticate.js'
+import { auditLogin, authenticate } from './steps/authenticate.js'
+import type { EventSink } from '../events/events.js'
 import { authenticateCaller, authorizeRequest, refuseWrites, TOKEN_PATH, type AccessControlOptions, type RulePolicy } from './steps/access-control.js'
 import type { ResourceAccess } from '../access/scope.js'
 import { tokenEndpoint } from '../access/token-endpoint.js'
@@ -91,6 +92,8 @@ export interface EdgeOptions extends ListenerTimeouts {
     /** Mirror prefixes: a token may grant pull on `library/x` when the rules allow it on `<prefix>/library/x`. */
     readonly mirrorPrefixes?: readonly string[]
   }
+  /** The audit trail: logins (successes, failures, throttling). */
+  events?: EventSink
   /** `--read-only`, asked per request (it can be switched without a restart). */
   readOnly?: () => boolean
   /** Steps of the composition root, run after authentication, just before the innermost handler. */
@@ -223,7 +226,7 @@ async function buildChains(
 /** Who may do what: the token realm and the access rules, or (without rules) htpasswd Basic for everything. */
 function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | undefined): Step[] {
   const access = options.access
-  if (access === undefined) return auth ? [authenticate(auth, options.realm, options.metrics)] : []
+  if (access === undefined) return auth ? [authenticate(auth, options.realm, options.metrics, options.events)] : []
   const refusals = options.metrics
   const control: AccessControlOptions = {
     htpasswd: auth,
@@ -233,6 +236,7 @@ function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | unde
     fallbackHost: options.domains[0] ?? 'localhost',
     ...(refusals ? { refusals } : {}),
     ...(access.repositoryOf ? { repositoryOf: access.repositoryOf } : {}),
+    ...(options.events ? { events: options.events } : {}),
   }
   const endpoint = tokenEndpoint({
     tokens: access.tokens,
@@ -242,6 +246,7 @@ function accessSteps(options: EdgeOptions, auth: HtpasswdAccessController | unde
       const header = exchange.req.headers.authorization
       if (header === undefined || auth === undefined) return { kind: 'anonymous' }
       const decision = await auth.check(header, exchange.remote)
+      auditLogin(options.events, exchange, decision)
       if (decision.kind === 'ok') return { kind: 'ok', user: decision.user }
       if (decision.kind === 'throttled') {
         refusals?.loginThrottled()

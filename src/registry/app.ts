@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createExchange, type Exchange } from '../http/exchange.js'
 import { RegistryError } from '../http/errors.js'
 import { sendError } from '../http/respond.js'
+import { NO_EVENTS, type EventSink } from '../events/events.js'
 import { silentLogger, type Logger } from '../log.js'
 import { Mirror, type MirrorOptions } from '../mirror/mirror.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
@@ -34,6 +35,8 @@ export interface RegistryAppOptions {
    * (`--allow-sparse-manifests`); the config must still be. Default false: MANIFEST_BLOB_UNKNOWN.
    */
   allowSparseManifests?: boolean
+  /** Where committed changes are told (the audit trail, webhooks); default none. */
+  events?: EventSink
   /** Pull-through mirrors (src/mirror); the manifest limit defaults to `maxManifestBytes`. */
   mirror?: Omit<MirrorOptions, 'logger' | 'maxManifestBytes'> & { maxManifestBytes?: number }
 }
@@ -83,6 +86,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
     allowSparseManifests: options.allowSparseManifests ?? false,
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
+  const events = options.events ?? NO_EVENTS
   const inFlight = new Set<Promise<void>>()
   const mirror = options.mirror === undefined ? undefined : new Mirror(store, { maxManifestBytes, ...options.mirror, logger })
 
@@ -106,7 +110,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
         )
       }
       if (mirror !== undefined && method !== 'GET' && method !== 'HEAD' && match.params.name !== undefined) refuseMirrorWrite(mirror, match.params.name, query)
-      await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes, mirror })
+      await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes, mirror, events })
     } catch (caught) {
       writeError(exchange, caught)
     }

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
+import type { Actor, EventSink } from '../events/events.js'
 import type { Exchange } from '../http/exchange.js'
 import type { Logger } from '../log.js'
 import type { Mirror } from '../mirror/mirror.js'
@@ -30,6 +31,8 @@ export interface HandlerContext {
   readonly store: RegistryStore
   readonly logger: Logger
   readonly maxManifestBytes: number
+  /** Committed changes are told here (the audit trail, webhooks). */
+  readonly events: EventSink
   /** The pull-through cache, when mirrors are configured: manifest and blob reads consult it first. */
   readonly mirror: Mirror | undefined
 }
@@ -59,4 +62,9 @@ export function matchRoute(routes: readonly Route[], path: string): RouteMatch |
 export function routeNameOf(routes: readonly Route[], path: string): string | undefined {
   for (const route of routes) if (route.pattern.test(path)) return route.name
   return undefined
+}
+
+/** Who made the change an exchange carries: its user, client address and request id. */
+export function actorOf(exchange: Exchange): Actor {
+  return { user: exchange.user, address: exchange.remote, requestId: exchange.id }
 }

@@ -19,7 +19,8 @@ import type { LoginThrottleOptions } from './throttle.js'
 
 export type AuthResult =
   | { readonly kind: 'open' }
-  | { readonly kind: 'ok'; readonly user: string }
+  /** `verified`: the password was checked against the file now (a cached answer is not a new login). */
+  | { readonly kind: 'ok'; readonly user: string; readonly verified?: boolean }
   | { readonly kind: 'challenge'; readonly user?: string }
   | { readonly kind: 'throttled'; readonly retryAfterSeconds: number; readonly user?: string }
 
@@ -150,7 +151,7 @@ export class HtpasswdAccessController {
     if (!(await verifier.verify(user, password, address))) return { kind: 'challenge', user }
     this.throttle.succeeded(address, user, secret)
     this.noteCheapHash(verifier, user)
-    return { kind: 'ok', user }
+    return { kind: 'ok', user, verified: true }
   }
 
   close(): void {

@@ -21,7 +21,8 @@ import { RegistryError } from '../../http/errors.js'
 import { sendError } from '../../http/respond.js'
 import { accessNeeded, isWrite } from '../../registry/access-needs.js'
 import { parseBasicAuthorization, type HtpasswdAccessController } from '../auth/basic-auth.js'
-import type { LoginRefusals } from './authenticate.js'
+import type { EventSink } from '../../events/events.js'
+import { auditLogin, type LoginRefusals } from './authenticate.js'
 
 /** The access rules in force (access/rules.ts AccessPolicy). */
 export interface RulePolicy {
@@ -61,6 +62,8 @@ export interface AccessControlOptions {
    * repository as the client asked for it. Default: `name`.
    */
   readonly repositoryOf?: (name: string, query: URLSearchParams) => Promise<string>
+  /** The audit trail: logins. */
+  readonly events?: EventSink
 }
 
 /** What one caller may do: the rules, narrowed by the token's grants when the caller came with a token. */
@@ -112,6 +115,7 @@ export function authenticateCaller(options: AccessControlOptions): Step {
     }
     if (parseBasicAuthorization(header) === undefined) return challenge(exchange, options)
     const decision = options.htpasswd === undefined ? ({ kind: 'open' } as const) : await options.htpasswd.check(header, exchange.remote)
+    auditLogin(options.events, exchange, decision)
     if (decision.kind === 'challenge') {
       if (decision.user !== undefined) options.refusals?.loginFailed()
       return challenge(exchange, options)

@@ -6,7 +6,7 @@ import { finished } from 'node:stream/promises'
 import { responseTurn } from '../../http/response-turn.js'
 import { parseRangeHeader } from '../headers.js'
 import type { Meter } from '../../http/exchange.js'
-import type { Handler } from '../routes.js'
+import { actorOf, type Handler } from '../routes.js'
 import { pathDigest, repositoryName } from './params.js'
 
 export const getBlob: Handler = async ({ exchange, request, response, params, query, store, mirror }) => {
@@ -135,10 +135,11 @@ function written(response: ServerResponse, chunk: Buffer): Promise<void> {
   })
 }
 
-export const deleteBlob: Handler = async ({ response, params, store }) => {
+export const deleteBlob: Handler = async ({ exchange, response, params, store, events }) => {
   const name = repositoryName(params)
   const digest = pathDigest(params)
   await store.blobs.unlink(name, digest)
+  events.emit({ action: 'delete', repository: name, target: 'blob', reference: digest.value }, actorOf(exchange))
   response.writeHead(202, { 'Content-Length': 0, 'Docker-Content-Digest': digest.value })
   response.end()
 }

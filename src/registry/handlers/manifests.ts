@@ -8,7 +8,7 @@ import { isDigestReference, type StoredManifest } from '../../storage/manifest-s
 import { RegistryError } from '../errors.js'
 import { sendEmpty } from '../../http/respond.js'
 import { acceptedTypes, contentLength, mediaTypeOf } from '../headers.js'
-import type { Handler } from '../routes.js'
+import { actorOf, type Handler } from '../routes.js'
 import { reference, repositoryName } from './params.js'
 
 /** Reads a body of at most `limit` bytes; a larger one is refused as soon as it is known to be larger. */
@@ -124,7 +124,21 @@ export const putManifest: Handler = async context => {
   const body = await readLimited(request, context.body, maxManifestBytes)
   // Moving an existing tag is `overwrite`, which only the store can tell from a new tag (access rules).
   const overwrite = context.exchange.access?.may(name, 'overwrite') ?? true
+  const pushedTags = isDigestReference(ref) ? tags : [ref, ...tags]
+  // What each tag named before, for the events: a push that moves a tag says from where.
+  const previous = await Promise.all(
+    pushedTags.map(tag =>
+      store.tags.resolve(name, tag).then(
+        digest => digest.value,
+        () => undefined,
+      ),
+    ),
+  )
   const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']), { tags, overwrite })
+  const actor = actorOf(context.exchange)
+  const pushed = { action: 'push', repository: name, digest: result.digest, mediaType: result.mediaType, size: body.byteLength } as const
+  if (pushedTags.length === 0) context.events.emit(pushed, actor)
+  pushedTags.forEach((tag, index) => context.events.emit({ ...pushed, tag, previous: previous[index] === result.digest ? undefined : previous[index] }, actor))
   const headers: Record<string, string | string[]> = {
     Location: `/v2/${name}/manifests/${result.digest}`,
     'Docker-Content-Digest': result.digest,
@@ -134,9 +148,10 @@ export const putManifest: Handler = async context => {
   sendEmpty(context.response, 201, headers)
 }
 
-export const deleteManifest: Handler = async ({ response, params, store }) => {
+export const deleteManifest: Handler = async ({ exchange, response, params, store, events }) => {
   const name = repositoryName(params)
   const ref = reference(params)
   await store.manifests.delete(name, ref)
+  events.emit({ action: 'delete', repository: name, target: isDigestReference(ref) ? 'manifest' : 'tag', reference: ref }, actorOf(exchange))
   sendEmpty(response, 202)
 }

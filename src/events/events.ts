@@ -1,0 +1,51 @@
+/**
+ * What changed in the registry, told once the change is committed (the store holds it): the audit
+ * trail writes every event, and later subscribers (webhooks) take the ones they want. The engine, the
+ * edge and the background jobs emit; nothing they do waits for a sink or fails because of one.
+ */
+
+/** Who made a change: the verified user (absent for anonymous), the client's address, the request id. */
+export interface Actor {
+  readonly user?: string | undefined
+  readonly address?: string | undefined
+  readonly requestId?: string | undefined
+}
+
+export type RegistryEvent =
+  /** A manifest stored under a tag or by digest; `previous` is the digest a moved tag pointed at before. */
+  | {
+      readonly action: 'push'
+      readonly repository: string
+      readonly digest: string
+      readonly mediaType: string
+      readonly size: number
+      readonly tag?: string | undefined
+      readonly previous?: string | undefined
+    }
+  /** A tag removed, or a manifest (with the tags that pointed at it), or a blob link. */
+  | { readonly action: 'delete'; readonly repository: string; readonly target: 'tag' | 'manifest' | 'blob'; readonly reference: string }
+  /** A garbage collection run that finished. */
+  | { readonly action: 'gc'; readonly blobsDeleted: number; readonly bytesFreed: number; readonly manifestsDeleted: number; readonly seconds: number }
+  /** A password checked against the htpasswd file (a cached answer is not a new login). */
+  | { readonly action: 'login'; readonly outcome: 'ok' | 'failed' | 'throttled'; readonly userName?: string | undefined }
+  /** The access file read again: its rules apply now, or a broken version was refused. */
+  | { readonly action: 'access-reload'; readonly file: string; readonly outcome: 'applied' | 'refused'; readonly detail?: string | undefined }
+
+/** Takes committed events. Must not throw, and must not make the caller wait. */
+export interface EventSink {
+  emit(event: RegistryEvent, actor?: Actor): void
+}
+
+/** A sink that drops everything (no audit log, no webhooks). */
+export const NO_EVENTS: EventSink = { emit() {} }
+
+/** One sink over several. */
+export function fanOut(sinks: readonly EventSink[]): EventSink {
+  if (sinks.length === 0) return NO_EVENTS
+  if (sinks.length === 1) return sinks[0]!
+  return {
+    emit(event, actor) {
+      for (const sink of sinks) sink.emit(event, actor)
+    },
+  }
+}
