@@ -28,7 +28,7 @@ import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
 import { auditLogin, authenticate } from './steps/authenticate.js'
 import type { EventSink } from '../events/events.js'
-import { authenticateCaller, authorizeRequest, refuseWrites, TOKEN_PATH, type AccessControlOptions, type RulePolicy } from './steps/access-control.js'
+import { authenticateCaller, authorizeRequest, refuseWrites, TOKEN_PATH, type AccessControlOptions, type DenialReason, type RulePolicy } from './steps/access-control.js'
 import type { ResourceAccess } from '../access/scope.js'
 import { tokenEndpoint } from '../access/token-endpoint.js'
 import type { TokenService } from '../access/token-service.js'
@@ -117,6 +117,8 @@ export interface EdgeMetrics {
   loginFailed(): void
   /** An address that failed too often was refused (429). */
   loginThrottled(): void
+  /** The access rules refused a request. */
+  accessDenied(reason: DenialReason): void
 }
 
 export interface EdgeUrls {

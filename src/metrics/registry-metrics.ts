@@ -86,6 +86,7 @@ export class RegistryMetrics {
   private readonly uploadBytes: CounterChild
   private readonly failedLogins: Counter
   private readonly throttledLogins: Counter
+  private readonly deniedRequests: Counter<'reason'>
   private readonly gcRuns: Counter
   private readonly gcDuration: Histogram
   private readonly gcFreedBytes: Counter
@@ -125,6 +126,12 @@ export class RegistryMetrics {
     this.throttledLogins = new Counter({
       name: 'berth_auth_throttled_requests_total',
       help: 'Requests refused because their address failed to log in too often (answered 429).',
+      registers,
+    })
+    this.deniedRequests = new Counter({
+      name: 'berth_access_denied_requests_total',
+      help: 'Requests the access rules refused: reason="anonymous" (401, no credentials), "scope" (401, a token without that grant), "invalid_token" (401), "denied" (403, a user the rules refuse).',
+      labelNames: ['reason'],
       registers,
     })
     this.gcRuns = new Counter({ name: 'berth_gc_runs_total', help: 'Garbage collection runs completed while serving.', registers })
@@ -187,6 +194,11 @@ export class RegistryMetrics {
 
   loginThrottled(): void {
     this.throttledLogins.inc()
+  }
+
+  /** A request the access rules refused, and why. */
+  accessDenied(reason: 'anonymous' | 'scope' | 'invalid_token' | 'denied'): void {
+    this.deniedRequests.inc({ reason })
   }
 
   /** A garbage collection run that completed (skipped and failed runs are only logged). */

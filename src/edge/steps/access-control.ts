@@ -42,6 +42,9 @@ export interface TokenVerifier {
   verify(token: string): TokenCheck | Promise<TokenCheck>
 }
 
+/** Why the access rules refused a request (a metric label). */
+export type DenialReason = 'anonymous' | 'scope' | 'invalid_token' | 'denied'
+
 /** The path of the token realm on every registry door. */
 export const TOKEN_PATH = '/token'
 
@@ -55,7 +58,7 @@ export interface AccessControlOptions {
   readonly service: string
   /** The host named in the realm when the request's Host header is missing or unusable. */
   readonly fallbackHost: string
-  readonly refusals?: LoginRefusals
+  readonly refusals?: LoginRefusals & { accessDenied(reason: DenialReason): void }
   /**
    * The repository a request for `name` really reads (a mirror's prefixed name for containerd's
    * `?ns=` or the default mirror); the rules are asked about it, while a token's grant names the
@@ -107,6 +110,7 @@ export function authenticateCaller(options: AccessControlOptions): Step {
       const check = await options.tokens.verify(bearer)
       // A token of a user since removed from the htpasswd file is void at once, not at its expiry.
       if (!check.ok || (check.subject !== undefined && options.htpasswd?.hasUser(check.subject) !== true)) {
+        options.refusals?.accessDenied('invalid_token')
         return challenge(exchange, options, undefined, 'invalid_token')
       }
       exchange.user = check.subject
@@ -149,12 +153,14 @@ export function authorizeRequest(options: AccessControlOptions): Step {
       const rulesAllow = caller.rulesAllow(stored, action)
       if (rulesAllow && caller.tokenAllows(repository, action)) continue
       if (caller.user !== undefined && !rulesAllow) {
+        options.refusals?.accessDenied('denied')
         return sendError(
           exchange,
           new RegistryError('DENIED', { repository: stored.slice(0, 300), action }, { message: `requested access to the resource is denied (${action})` }),
         )
       }
       const scope = `repository:${repository}:${actions.join(',')}`
+      options.refusals?.accessDenied(caller.hasToken ? 'scope' : 'anonymous')
       return challenge(exchange, options, scope, caller.hasToken ? 'insufficient_scope' : undefined)
     }
     return next(exchange)
