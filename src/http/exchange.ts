@@ -71,6 +71,8 @@ export type AccessAction = 'pull' | 'push' | 'overwrite' | 'delete'
 
 export interface Permissions {
   may(repository: string, action: AccessAction): boolean
+  /** Whether the catalog names `repository` to this caller: the rules let them pull it. */
+  listable(repository: string): boolean
 }
 
 export type Handler = (exchange: Exchange) => Promise<void>

@@ -206,6 +206,17 @@ test('the catalog lists only what the caller may pull', async t => {
   t.false(bob.json.repositories.some((name: string) => name.startsWith('secret/')))
 })
 
+test('a token lists the catalog with the registry:catalog:* grant, as the rules allow; without it, 401 asks for it', async t => {
+  const realm = await via('/token?service=berth-test&scope=registry:catalog:*', { headers: basic('bob') })
+  const listed = await via('/v2/_catalog', { headers: { authorization: `Bearer ${realm.json.token}` } })
+  t.is(listed.status, 200)
+  t.true(listed.json.repositories.includes('alice/app'))
+  t.false(listed.json.repositories.some((name: string) => name.startsWith('secret/')))
+  const repositoryToken = await via('/v2/_catalog', { headers: bearer('alice-push') })
+  t.is(repositoryToken.status, 401)
+  t.regex(String(repositoryToken.headers['www-authenticate']), /scope="registry:catalog:\*",error="insufficient_scope"$/)
+})
+
 test('a cross-repository mount needs pull on the source, else it is a plain upload (202)', async t => {
   const layer = Buffer.from('a layer bob may not pull ' + Date.now())
   const digest = await pushBlob(engineUrl, 'secret/app', layer)

@@ -76,10 +76,22 @@ export class CallerPermissions implements Permissions {
     private readonly policy: RulePolicy,
     /** Granted actions by repository, when the caller came with a token. */
     private readonly granted: ReadonlyMap<string, ReadonlySet<string>> | undefined,
+    /** The token grants `registry:catalog:*`. */
+    private readonly catalog = false,
   ) {}
 
   get hasToken(): boolean {
     return this.granted !== undefined
+  }
+
+  /** A token may list the catalog when it grants `registry:catalog:*`; without a token anyone may (filtered). */
+  get mayListCatalog(): boolean {
+    return this.granted === undefined || this.catalog
+  }
+
+  /** The catalog names what the rules let this caller pull (a catalog grant is not narrowed per repository). */
+  listable(repository: string): boolean {
+    return this.rulesAllow(repository, 'pull')
   }
 
   may(repository: string, action: AccessAction): boolean {
@@ -114,7 +126,8 @@ export function authenticateCaller(options: AccessControlOptions): Step {
         return challenge(exchange, options, undefined, 'invalid_token')
       }
       exchange.user = check.subject
-      exchange.access = new CallerPermissions(check.subject, policy, grantsByRepository(check.access))
+      const catalog = check.access.some(grant => grant.type === 'registry' && grant.name === 'catalog' && grant.actions.includes('*'))
+      exchange.access = new CallerPermissions(check.subject, policy, grantsByRepository(check.access), catalog)
       return next(exchange)
     }
     if (parseBasicAuthorization(header) === undefined) return challenge(exchange, options)
@@ -143,6 +156,11 @@ export function authorizeRequest(options: AccessControlOptions): Step {
     if (!(caller instanceof CallerPermissions)) throw new Error('authorizeRequest runs after authenticateCaller')
     const need = accessNeeded(exchange.req.method ?? 'GET', exchange.path)
     if (need.kind === 'caller' && caller.user === undefined && !caller.hasToken) return challenge(exchange, options)
+    // distribution's rule: a token lists the catalog only with that grant; clients then ask for it.
+    if (need.kind === 'catalog' && !caller.mayListCatalog) {
+      options.refusals?.accessDenied('scope')
+      return challenge(exchange, options, 'registry:catalog:*', 'insufficient_scope')
+    }
     if (need.kind === 'invalid-name') {
       return sendError(exchange, new RegistryError('NAME_INVALID', { name: need.repository.slice(0, 300) }))
     }

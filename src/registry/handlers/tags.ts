@@ -56,7 +56,7 @@ export const listCatalog: Handler = async ({ exchange, query, store }) => {
   const access = exchange.access
   const stored = await store.catalog.list()
   // Under access rules the catalog names only what the caller may pull.
-  const repositories = access === undefined ? stored : stored.filter(name => access.may(name, 'pull'))
+  const repositories = access === undefined ? stored : stored.filter(name => access.listable(name))
   const { items, more } = page(repositories, n, query.get('last'))
   const headers: Record<string, string> = {}
   const lastItem = items.at(-1)
