@@ -3,7 +3,8 @@
  * wrk (GET) and ab (HEAD; wrk cannot send HEAD) for request rates. Each returns one figure and
  * throws if the registry did not do what was asked, so a fast failure never reads as a fast run.
  */
-import { open } from 'node:fs/promises'
+import { open, readFile } from 'node:fs/promises'
+import https from 'node:https'
 import type { BlobRef } from './content.js'
 import type { BenchPki } from './pki.js'
 import { run } from './util.js'
@@ -163,9 +164,42 @@ export function parseAb(output: string): { rps: number; requests: number; errors
 
 export const RATE_CONNECTIONS = 16
 
-/** Authenticated GETs per second with wrk (2 threads, 16 keep-alive connections). */
-export async function wrkGet(ctx: ClientContext, urlPath: string, seconds: number, accept?: string): Promise<number> {
-  const headers = ['-H', `Authorization: ${basicAuth(ctx)}`]
+/**
+ * A Bearer token from a registry's token service (`GET /token?service=…&scope=…`, distribution's
+ * token protocol) for the bench user, who logs in there with Basic credentials as docker does.
+ * Throws unless the answer is 200 with a token.
+ */
+export async function fetchToken(ctx: ClientContext, service: string, scope: string): Promise<string> {
+  const ca = await readFile(ctx.pki.caCert)
+  const [hostname, port] = ctx.host.split(':')
+  const query = new URLSearchParams({ service, scope })
+  const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const request = https.get(
+      { hostname, port, path: `/token?${query}`, ca, servername: 'localhost', agent: false, headers: { Authorization: basicAuth(ctx) } },
+      response => {
+        let text = ''
+        response.setEncoding('utf8').on('data', (chunk: string) => (text += chunk))
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }))
+        response.on('error', reject)
+      },
+    )
+    request.on('error', reject)
+    request.setTimeout(10_000, () => request.destroy(new Error('token request timed out')))
+  })
+  if (status !== 200) throw new Error(`GET /token (${scope}): HTTP ${status}: ${body.slice(0, 300)}`)
+  const token = (JSON.parse(body) as { token?: unknown }).token
+  if (typeof token !== 'string' || token === '') throw new Error(`GET /token (${scope}): no token in the answer`)
+  return token
+}
+
+/** How a rate client authenticates: Basic with the bench user, a Bearer token, or not at all. */
+export type RateAuth = { kind: 'basic' } | { kind: 'bearer'; token: string } | { kind: 'anonymous' }
+
+/** GETs per second with wrk (2 threads, 16 keep-alive connections), Basic auth unless told otherwise. */
+export async function wrkGet(ctx: ClientContext, urlPath: string, seconds: number, accept?: string, auth: RateAuth = { kind: 'basic' }): Promise<number> {
+  const headers: string[] = []
+  if (auth.kind === 'basic') headers.push('-H', `Authorization: ${basicAuth(ctx)}`)
+  else if (auth.kind === 'bearer') headers.push('-H', `Authorization: Bearer ${auth.token}`)
   if (accept) headers.push('-H', `Accept: ${accept}`)
   const result = await run('wrk', ['-t2', `-c${RATE_CONNECTIONS}`, `-d${seconds}s`, ...headers, `https://${ctx.host}${urlPath}`])
   const parsed = parseWrk(result.stdout)

@@ -13,7 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { measureCeilings, type Ceilings } from './ceilings.js'
-import { abHead, curlGetBlob, curlPatchBlob, curlPutBlob, skopeoPull, skopeoPush, wrkGet, type ClientContext } from './clients.js'
+import { abHead, curlGetBlob, curlPatchBlob, curlPutBlob, fetchToken, skopeoPull, skopeoPush, wrkGet, type ClientContext } from './clients.js'
 import { manifestMediaType, writeImageLayout, writeRandomBlob, type BlobRef } from './content.js'
 import { ensurePackages } from './packages.js'
 import { makePki, type BenchPki } from './pki.js'
@@ -92,6 +92,20 @@ const cases: CaseDef[] = [
   { id: 'curl-get', label: `curl GET, ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
   { id: 'small-push', label: `skopeo push, ${sizes.smallCount} × ${formatBytes(sizes.small)} layers`, unit: 's', better: 'lower', minAdvantage: 1.3 },
   { id: 'rps-manifest-get', label: `manifest GET, auth, ${16} conns (wrk)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
+  {
+    id: 'rps-manifest-get-bearer',
+    label: `manifest GET, Bearer token (seed: Basic), ${16} conns (wrk)`,
+    unit: 'req/s',
+    better: 'higher',
+    minAdvantage: 10,
+  },
+  {
+    id: 'rps-manifest-get-anonymous',
+    label: `manifest GET, anonymous, public/ (seed: Basic), ${16} conns (wrk)`,
+    unit: 'req/s',
+    better: 'higher',
+    minAdvantage: 10,
+  },
   { id: 'rps-manifest-head', label: `manifest HEAD, auth, ${16} conns (ab -k)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
   { id: 'rps-v2', label: 'GET /v2/, auth, 16 conns (wrk)', unit: 'req/s', better: 'higher', minAdvantage: 10 },
   { id: 'push-rss', label: `peak RSS during the ${big} push`, unit: 'MiB', better: 'lower', berthBound: 150 },
@@ -341,9 +355,14 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ce
   const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
   const tag = (stack: Stack) => `${stack.name.padEnd(5)}`
 
-  // A small image for the request-rate cases (reads: fresh content is not needed there).
+  // A small image for the request-rate cases (reads: fresh content is not needed there), and the
+  // same image under public/ on Berth for anonymous pulls (the seed cannot serve anonymously with
+  // auth on, so its anonymous-case figure is Basic on bench/tiny).
   const tiny = await writeImageLayout(path.join(clientRoot, 'tiny'), [1024])
-  for (const stack of stacks) await skopeoPush(ctx(stack), tiny.reference, 'bench/tiny', 'latest')
+  for (const stack of stacks) {
+    await skopeoPush(ctx(stack), tiny.reference, 'bench/tiny', 'latest')
+    if (stack.tokenService !== undefined && wants('rps-manifest-get-anonymous')) await skopeoPush(ctx(stack), tiny.reference, 'public/tiny', 'latest')
+  }
   await rm(tiny.dir, { recursive: true, force: true })
 
   for (let round = 0; round < rounds; round++) {
@@ -442,17 +461,35 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ce
     }
 
     const manifestPath = '/v2/bench/tiny/manifests/latest'
-    const rates: Array<[string, string, (c: ClientContext) => Promise<number>]> = [
-      ['rps-manifest-get', 'manifest GET', c => wrkGet(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
-      ['rps-manifest-head', 'manifest HEAD', c => abHead(c, manifestPath, sizes.rateSeconds, manifestMediaType)],
-      ['rps-v2', 'GET /v2/', c => wrkGet(c, '/v2/', sizes.rateSeconds)],
+    const rates: Array<[string, (stack: Stack) => string, (stack: Stack) => Promise<number>]> = [
+      ['rps-manifest-get', () => 'manifest GET', s => wrkGet(ctx(s), manifestPath, sizes.rateSeconds, manifestMediaType)],
+      [
+        'rps-manifest-get-bearer',
+        s => (s.tokenService !== undefined ? 'manifest GET, Bearer' : 'manifest GET, Basic'),
+        async s => {
+          if (s.tokenService === undefined) return wrkGet(ctx(s), manifestPath, sizes.rateSeconds, manifestMediaType)
+          // A fresh token for every job (they live 5 minutes), fetched before wrk starts timing.
+          const token = await fetchToken(ctx(s), s.tokenService, 'repository:bench/tiny:pull')
+          return wrkGet(ctx(s), manifestPath, sizes.rateSeconds, manifestMediaType, { kind: 'bearer', token })
+        },
+      ],
+      [
+        'rps-manifest-get-anonymous',
+        s => (s.tokenService !== undefined ? 'manifest GET, anonymous, public/tiny' : 'manifest GET, Basic'),
+        s =>
+          s.tokenService !== undefined
+            ? wrkGet(ctx(s), '/v2/public/tiny/manifests/latest', sizes.rateSeconds, manifestMediaType, { kind: 'anonymous' })
+            : wrkGet(ctx(s), manifestPath, sizes.rateSeconds, manifestMediaType),
+      ],
+      ['rps-manifest-head', () => 'manifest HEAD', s => abHead(ctx(s), manifestPath, sizes.rateSeconds, manifestMediaType)],
+      ['rps-v2', () => 'GET /v2/', s => wrkGet(ctx(s), '/v2/', sizes.rateSeconds)],
     ]
     for (const [id, label, job] of rates) {
       if (!wants(id)) continue
       await eachStack(stacks, round, id, async stack => {
-        const rps = await job(ctx(stack))
+        const rps = await job(stack)
         record(id, stack.name, rps)
-        progress(`${r} ${tag(stack)} ${label}: ${fmt(rps)} req/s`)
+        progress(`${r} ${tag(stack)} ${label(stack)}: ${fmt(rps)} req/s`)
       })
     }
 
@@ -557,6 +594,9 @@ async function writeResults(outDir: string, results: CaseResult[], rows: string[
     `Command: \`${command}\`; ${rounds} round(s), stacks alternated A B / B A, fresh random content for every push.`,
     `Machine: ${host.cpu}, ${host.cores} cores, ${host.memoryGiB} GiB RAM, Linux ${host.kernel}, Node ${host.node}, ` + `storage on ${host.filesystem}.`,
     `Seed stack: ${host.nginx} + ${host.registry}. Clients: ${host.skopeo}; ${String(host.curl).split(' (')[0]}; ${host.wrk}; ab.`,
+    'Berth runs with access rules on (`--access`: the bench user may do everything on `bench/**` and `public/**`, everyone may pull ' +
+      '`public/**`), so it answers Bearer challenges and serves tokens at `/token`; "auth" without more means Basic credentials on every request. ' +
+      'The seed stack has no token service and cannot serve anonymously with auth on: in the Bearer and anonymous cases its figure is Basic auth.',
     '',
     `Ceilings measured in this run (MB/s${quick ? '' : ', best of a measurement at the start and one at the end'}): sha256 ${fmt(ceilings.sha256)} (1 core), AES-128-GCM ${fmt(ceilings.aes128gcm)}, ` +
       `AES-256-GCM ${fmt(ceilings.aes256gcm)}, fresh-file write + fsync ${fmt(ceilings.diskFsyncWrite)}, ` +

@@ -5,7 +5,9 @@
  *   proxy_set_header lines, Debian's nginx.conf defaults and certbot's TLS options) in front of
  *   distribution 2.8.2 (`docker-registry serve config.yml`, the registry:2 image's default config
  *   plus htpasswd auth, filesystem storage). As in the seed, registry does auth; nginx only TLS.
- * - berth: the built bundle, `node dist/berth.cjs serve ...`, with the same cert, key and htpasswd.
+ * - berth: the built bundle, `node dist/berth.cjs serve ...`, with the same cert, key and htpasswd,
+ *   and access rules on (`--access`, see benchAccessRules): the configuration a registry that
+ *   serves public images runs, with Berth's own token service at `/token`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
@@ -39,7 +41,30 @@ export interface Stack {
   pids(): number[]
   /** Log files, shown when something fails. */
   readonly logs: string[]
+  /** Berth's token service (`/token`), and the `service` its tokens are for; the seed has none. */
+  readonly tokenService?: string
   stop(): Promise<void>
+}
+
+/** Berth's first --domain: the name of its token service (the challenge's `service`, the tokens' `aud`). */
+export const BERTH_DOMAIN = 'localhost'
+
+/**
+ * The access file the Berth stack runs with: the bench user may do everything on `bench/**` and
+ * `public/**`, and everyone (anonymous or logged in) may pull `public/**`; nothing else is allowed.
+ */
+export function benchAccessRules(user: string): string {
+  return `rules:
+  - repository: "bench/**"
+    who: [${user}]
+    can: [pull, push, overwrite, delete]
+  - repository: "public/**"
+    who: [${user}]
+    can: [pull, push, overwrite, delete]
+  - repository: "public/**"
+    who: [anonymous, authenticated]
+    can: [pull]
+`
 }
 
 /**
@@ -247,6 +272,8 @@ export interface BerthOptions {
 export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
   const datadir = path.join(dir, 'datadir')
   await mkdir(datadir, { recursive: true })
+  const accessFile = path.join(dir, 'access.yml')
+  await writeFile(accessFile, benchAccessRules(pki.user))
   const httpsPort = await freePort()
   const httpPort = await freePort()
   const [command, ...leading] = options.command
@@ -254,7 +281,7 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     ...leading,
     'serve',
     '--domain',
-    'localhost',
+    BERTH_DOMAIN,
     '--tls-cert',
     pki.serverChain,
     '--tls-key',
@@ -269,6 +296,8 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     datadir,
     '--htpasswd',
     pki.htpasswd,
+    '--access',
+    accessFile,
   ]
   const s3 = options.s3
   if (s3 !== undefined) {
@@ -283,6 +312,7 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     host,
     storageRoot: path.join(datadir, 'data'),
     logs: [log],
+    tokenService: BERTH_DOMAIN,
     ...(s3 !== undefined ? { s3 } : {}),
     pids: () => (child.pid === undefined ? [] : [child.pid]),
     stop: () => stopChild(child, 10_000), // --cpu-prof writes its profile on a clean exit
