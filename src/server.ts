@@ -30,6 +30,8 @@ import { TokenKeys } from './access/token-keys.js'
 import { TokenService } from './access/token-service.js'
 import { AuditLog } from './events/audit-log.js'
 import { fanOut, type EventSink, type RegistryEvent } from './events/events.js'
+import { shownEndpoint } from './events/webhook-queue.js'
+import { Webhooks } from './events/webhooks.js'
 import type { GcReport } from './storage/gc.js'
 import type { AcmeCertificateProvider } from './edge/tls/acme-provider.js'
 import { FileCertificateProvider } from './edge/tls/file-source.js'
@@ -107,10 +109,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
-  const audit = config.auditLog === undefined ? undefined : await openAuditLog(config.auditLog, logger)
-  const events = fanOut(audit === undefined ? [] : [audit])
-  const access = await startAccess(config, sharedCertStore, events, logger)
   const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
+  const audit = config.auditLog === undefined ? undefined : await openAuditLog(config.auditLog, logger)
+  const webhooks = opened === undefined || config.webhooks.length === 0 ? undefined : await startWebhooks(config, opened.driver, metrics, logger)
+  const events = fanOut([...(audit !== undefined ? [audit] : []), ...(webhooks !== undefined ? [webhooks] : [])])
+  const access = await startAccess(config, sharedCertStore, events, logger)
   const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
   if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
@@ -155,6 +158,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await app?.close()
     access?.close()
     await audit?.close()
+    await webhooks?.close()
     throw explainStartError(error, config)
   }
 
@@ -190,6 +194,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
         access?.close()
         await audit?.close()
+        await webhooks?.close()
         uncapYoungGeneration()
       })()
       return closing
@@ -326,6 +331,32 @@ async function openAuditLog(path: string, logger: Logger): Promise<AuditLog> {
     const reason = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a folder' : String(code ?? (error as Error).message)
     throw new ConfigError(`--audit-log ${path}: cannot append to it (${reason})`, { cause: error })
   }
+}
+
+/**
+ * Webhooks (events/webhooks.ts): their queue lives in the store (the bucket with S3), so pending
+ * deliveries survive restarts and any instance picks up a stopped one's.
+ */
+async function startWebhooks(config: Config, driver: StorageDriver, metrics: RegistryMetrics | undefined, logger: Logger): Promise<Webhooks> {
+  let record: ((result: 'delivered' | 'retried' | 'failed' | 'dropped') => void) | undefined
+  const webhooks = await Webhooks.start({
+    driver,
+    endpoints: config.webhooks,
+    logger,
+    timeoutMs: DEFAULTS.webhookTimeout,
+    maxAttempts: DEFAULTS.webhookMaxAttempts,
+    maxAgeMs: DEFAULTS.webhookMaxAge,
+    retryMinMs: DEFAULTS.webhookRetryMin,
+    retryMaxMs: DEFAULTS.webhookRetryMax,
+    maxQueued: DEFAULTS.webhookQueued,
+    maxUnwritten: DEFAULTS.webhookUnwritten,
+    heartbeatMs: DEFAULTS.webhookHeartbeat,
+    leaseMs: DEFAULTS.webhookLease,
+    onResult: result => record?.(result),
+  })
+  if (metrics !== undefined) record = metrics.watchWebhooks(webhooks)
+  logger.info('webhooks on', { endpoints: config.webhooks.map(hook => shownEndpoint(hook.url)).join(' '), pulls: webhooks.wantsPulls })
+  return webhooks
 }
 
 /** The audit line of a finished collection. */

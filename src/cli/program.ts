@@ -9,6 +9,7 @@ import { ConfigError } from '../config/errors.js'
 import { accessCommand } from './commands/access.js'
 import { doctorCommand } from './commands/doctor.js'
 import { duCommand } from './commands/du.js'
+import { eventsCommand } from './commands/events.js'
 import { gcCommand } from './commands/gc.js'
 import { htpasswdCommand } from './commands/htpasswd.js'
 import { serveCommand } from './commands/serve.js'
@@ -40,6 +41,7 @@ export function createProgram(io: CliIo): Command {
   program.addCommand(gcCommand(io))
   program.addCommand(duCommand(io))
   program.addCommand(accessCommand(io))
+  program.addCommand(eventsCommand(io))
   // Every command reports usage errors through runCli instead of calling process.exit itself.
   const applyExitOverride = (command: Command) => {
     command.exitOverride()

@@ -9,7 +9,7 @@ import { addUserCommand } from '../container.js'
 import type { LogFormat, LogLevel } from '../log.js'
 import { ConfigError } from './errors.js'
 import type { SettingValues } from './settings.js'
-import type { MirrorSetting } from './values.js'
+import type { MirrorSetting, WebhookSetting } from './values.js'
 import { DEFAULTS } from './settings.js'
 import type { StorageChoice } from '../storage/open-storage.js'
 
@@ -93,6 +93,8 @@ export interface Config {
   readonly mirrorDefault: string | undefined
   /** A mirrored tag is re-checked with the upstream at most this often. */
   readonly mirrorTagTtlMs: number
+  /** Webhook endpoints, each with its secret (its own, else `--webhook-secret`) and its events (default push and delete). */
+  readonly webhooks: readonly WebhookSetting[]
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -221,6 +223,15 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
   }
   if (mirrors.length === 0 && values.mirrorTagTtl !== undefined) warnings.push('--mirror-tag-ttl ignored without --mirror')
 
+  const webhooks = (values.webhook ?? []).map(hook => ({
+    ...hook,
+    secret: hook.secret ?? values.webhookSecret,
+    events: hook.events ?? (['push', 'delete'] as const),
+  }))
+  if (webhooks.length > 0 && values.upstream !== undefined)
+    warnings.push('--webhook ignored with --upstream (the registry behind it stores the images and would send the events)')
+  if (webhooks.length === 0 && values.webhookSecret !== undefined) warnings.push('--webhook-secret ignored without --webhook')
+
   return {
     mode,
     host: values.host ?? (mode === 'local' ? DEFAULTS.localHost : undefined),
@@ -256,6 +267,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     mirrors,
     mirrorDefault: values.mirrorDefault,
     mirrorTagTtlMs: values.mirrorTagTtl ?? DEFAULTS.mirrorTagTtl,
+    webhooks: values.upstream !== undefined ? [] : webhooks,
     configFile,
     warnings,
   }

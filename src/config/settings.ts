@@ -23,7 +23,9 @@ import {
   parseListenAddress,
   parseMirrorPrefix,
   parseMirrors,
+  parseWebhooks,
   type MirrorSetting,
+  type WebhookSetting,
 } from './values.js'
 
 /**
@@ -62,6 +64,21 @@ export const DEFAULTS = {
   uploadPurgeInterval: 24 * 3600_000,
   /** How long a mirrored tag is served without asking its upstream again (zot's manifestCheckInterval). */
   mirrorTagTtl: 5 * 60_000,
+  /** Webhooks (events/webhooks.ts): one attempt may take this long; then it counts as failed. */
+  webhookTimeout: 10_000,
+  /** Tries of one delivery before it becomes a dead letter, and the longest it is retried (from when it was queued). */
+  webhookMaxAttempts: 10,
+  webhookMaxAge: 24 * 3600_000,
+  /** The wait after the first failure; each next one is 4 times longer (with ±20% jitter), at most webhookRetryMax. */
+  webhookRetryMin: 1_000,
+  webhookRetryMax: 3600_000,
+  /** Deliveries held in memory per endpoint; more wait in the store and are read back as the queue drains. */
+  webhookQueued: 1_000,
+  /** Events per endpoint waiting to be written to the store; beyond it new ones are dropped (and counted). */
+  webhookUnwritten: 10_000,
+  /** A serving process's claim on its pending deliveries is rewritten this often and lapses after webhookLease (then another process adopts them). */
+  webhookHeartbeat: 10_000,
+  webhookLease: 60_000,
 } as const
 
 /** Upload purging of `berth serve` and `berth gc`, from the defaults above. */
@@ -115,6 +132,8 @@ export interface SettingValues {
   mirror: MirrorSetting[]
   mirrorDefault: string
   mirrorTagTtl: number
+  webhook: WebhookSetting[]
+  webhookSecret: string
 }
 
 export type SettingKey = keyof SettingValues
@@ -136,6 +155,8 @@ export interface Setting<K extends SettingKey = SettingKey> {
   readonly isList?: boolean
   /** Secret: never echoed in errors or logs. */
   readonly isSecret?: boolean
+  /** Another name the config file accepts for it (a list reads better in the plural: `webhooks:`). */
+  readonly fileKey?: string
   readonly parse: (raw: unknown) => SettingValues[K]
 }
 
@@ -551,6 +572,28 @@ export const SETTINGS = [
     description: 'serve a mirrored tag this long before asking the upstream (one HEAD) whether it moved; digests are never re-checked',
   }),
   setting({
+    key: 'webhook',
+    flag: 'webhook',
+    argument: '<url>',
+    env: 'BERTH_WEBHOOK',
+    parse: parseWebhooks,
+    isList: true,
+    isSecret: true,
+    fileKey: 'webhooks',
+    description:
+      "POST each push and delete (distribution's notification envelope, after the change is stored) to this URL; queued in the store and retried until a 2xx, listed by berth events; repeat for more endpoints, comma-separated in the variable; per endpoint events (push, delete, pull, gc), repositories, headers, timeout, secret and format (cloudevents) under webhooks: in the config file",
+  }),
+  setting({
+    key: 'webhookSecret',
+    flag: 'webhook-secret',
+    argument: '<secret>',
+    env: 'BERTH_WEBHOOK_SECRET',
+    parse: parseString,
+    isSecret: true,
+    description:
+      'sign webhook bodies: X-Berth-Signature-256: sha256=<hex HMAC-SHA256 of the body with this secret> (for endpoints without a secret of their own)',
+  }),
+  setting({
     key: 'logLevel',
     flag: 'log-level',
     argument: '<level>',
@@ -572,5 +615,5 @@ export const SETTINGS = [
 
 export function findSetting(name: string): Setting | undefined {
   const camel = name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase())
-  return (SETTINGS as readonly Setting[]).find(item => item.key === camel || item.flag === name)
+  return (SETTINGS as readonly Setting[]).find(item => item.key === camel || item.flag === name || item.fileKey === name)
 }

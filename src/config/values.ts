@@ -5,6 +5,7 @@
  * name and source to make the one-line error a user sees.
  */
 import { isIP, isIPv4 } from 'node:net'
+import { compileGlob } from '../access/rules.js'
 
 /** Thrown by a parser; `accepted` completes "expected ..." in the user's error line. */
 export class InvalidValue extends Error {
@@ -243,4 +244,115 @@ export function parseEnum<T extends string>(values: readonly T[]): (raw: unknown
     if (found === undefined) throw new InvalidValue(`one of ${values.join(', ')}`)
     return found
   }
+}
+
+/** What a webhook may be told about (`events:` of an endpoint). */
+export const WEBHOOK_EVENTS = ['push', 'delete', 'pull', 'gc'] as const
+export type WebhookEventName = (typeof WEBHOOK_EVENTS)[number]
+
+/** One webhook endpoint as configured: `--webhook <url>`, or an item of `webhooks:` in the config file. */
+export interface WebhookSetting {
+  readonly url: string
+  /** Signs each body (X-Berth-Signature-256); `--webhook-secret` fills it for endpoints without their own. */
+  readonly secret?: string | undefined
+  /** Which events; undefined: push and delete (config.ts applies the default). */
+  readonly events?: readonly WebhookEventName[] | undefined
+  /** Repository globs as in the access file (`team/*`, `**`); undefined: every repository. */
+  readonly repositories?: readonly string[] | undefined
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  /** Milliseconds one delivery attempt may take; undefined: the default. */
+  readonly timeoutMs?: number | undefined
+  readonly format?: 'distribution' | 'cloudevents' | undefined
+}
+
+const WEBHOOK_ACCEPTED = 'an http:// or https:// URL (a list in the file may give {url, secret, events, repositories, headers, timeout, format})'
+const WEBHOOK_KEYS = ['url', 'secret', 'events', 'repositories', 'headers', 'timeout', 'format']
+
+/**
+ * `--webhook <url>`: repeated flags, a comma-separated variable, or a list in the file whose items
+ * are URLs or mappings with the endpoint's own settings. Each URL at most once.
+ */
+export function parseWebhooks(raw: unknown): WebhookSetting[] {
+  const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : [raw]
+  const hooks = items.filter(item => !(typeof item === 'string' && item.trim() === '')).map(parseWebhook)
+  if (hooks.length === 0) throw new InvalidValue(WEBHOOK_ACCEPTED)
+  const seen = new Set<string>()
+  for (const hook of hooks) {
+    if (seen.has(hook.url)) throw new InvalidValue(`each webhook URL once (${new URL(hook.url).origin} is given twice)`)
+    seen.add(hook.url)
+  }
+  return hooks
+}
+
+function webhookUrl(raw: unknown): string {
+  let url: URL
+  try {
+    url = new URL(parseString(raw))
+  } catch {
+    throw new InvalidValue(WEBHOOK_ACCEPTED)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidValue(WEBHOOK_ACCEPTED)
+  if (url.username || url.password)
+    throw new InvalidValue('a webhook URL without user:password (send credentials with headers: {Authorization: ...} in the file)')
+  return url.href
+}
+
+function parseWebhook(item: unknown): WebhookSetting {
+  if (typeof item === 'string') return { url: webhookUrl(item) }
+  if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new InvalidValue(WEBHOOK_ACCEPTED)
+  const record = item as Record<string, unknown>
+  const unknown = Object.keys(record).filter(key => !WEBHOOK_KEYS.includes(key))
+  if (unknown.length > 0) throw new InvalidValue(`only ${WEBHOOK_KEYS.join(', ')} in a webhook entry (not ${unknown.join(', ')})`)
+  const url = webhookUrl(record.url)
+  const list = (value: unknown, what: string): string[] => {
+    const values = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined
+    if (values === undefined || values.length === 0 || values.some(entry => typeof entry !== 'string'))
+      throw new InvalidValue(`a list of ${what} in a webhook entry`)
+    return (values as string[]).map(entry => entry.trim())
+  }
+  let events: WebhookEventName[] | undefined
+  if (record.events !== undefined) {
+    events = list(record.events, WEBHOOK_EVENTS.join(', ')).map(name => {
+      const found = WEBHOOK_EVENTS.find(event => event === name.toLowerCase())
+      if (found === undefined) throw new InvalidValue(`webhook events among ${WEBHOOK_EVENTS.join(', ')} (not ${JSON.stringify(name)})`)
+      return found
+    })
+  }
+  let repositories: string[] | undefined
+  if (record.repositories !== undefined) {
+    repositories = list(record.repositories, 'repository globs')
+    for (const glob of repositories) {
+      const compiled = compileGlob(glob)
+      if (typeof compiled === 'string') throw new InvalidValue(`webhook repositories as globs: ${compiled}`)
+    }
+  }
+  let headers: Record<string, string> | undefined
+  if (record.headers !== undefined) {
+    if (typeof record.headers !== 'object' || record.headers === null || Array.isArray(record.headers)) {
+      throw new InvalidValue('headers as a mapping of name: value in a webhook entry')
+    }
+    headers = {}
+    for (const [name, value] of Object.entries(record.headers as Record<string, unknown>)) {
+      if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(name) || (typeof value !== 'string' && typeof value !== 'number') || /[\r\n]/.test(String(value))) {
+        throw new InvalidValue('headers as a mapping of name: value (one line each) in a webhook entry')
+      }
+      headers[name] = String(value)
+    }
+  }
+  const format = record.format === undefined ? undefined : parseEnum(['distribution', 'cloudevents'] as const)(record.format)
+  return {
+    url,
+    ...(record.secret !== undefined ? { secret: parseString(record.secret) } : {}),
+    ...(events !== undefined ? { events: [...new Set(events)] } : {}),
+    ...(repositories !== undefined ? { repositories } : {}),
+    ...(headers !== undefined ? { headers } : {}),
+    ...(record.timeout !== undefined ? { timeoutMs: positiveDuration(record.timeout) } : {}),
+    ...(format !== undefined ? { format } : {}),
+  }
+}
+
+function positiveDuration(raw: unknown): number {
+  const ms = parseDuration(raw)
+  if (ms === 0) throw new InvalidValue('a webhook timeout such as 10s')
+  return ms
 }

@@ -9,6 +9,11 @@ export interface Actor {
   readonly user?: string | undefined
   readonly address?: string | undefined
   readonly requestId?: string | undefined
+  /** The request as webhooks describe it (distribution's `request` record): method, Host header, User-Agent, and the door's scheme. */
+  readonly method?: string | undefined
+  readonly host?: string | undefined
+  readonly userAgent?: string | undefined
+  readonly scheme?: 'http' | 'https' | undefined
 }
 
 export type RegistryEvent =
@@ -22,6 +27,15 @@ export type RegistryEvent =
       readonly tag?: string | undefined
       readonly previous?: string | undefined
     }
+  /** A manifest served (GET answered 200); emitted only when a sink `wantsPulls`, and given only to those. */
+  | {
+      readonly action: 'pull'
+      readonly repository: string
+      readonly digest: string
+      readonly mediaType: string
+      readonly size: number
+      readonly tag?: string | undefined
+    }
   /** A tag removed, or a manifest (with the tags that pointed at it), or a blob link. */
   | { readonly action: 'delete'; readonly repository: string; readonly target: 'tag' | 'manifest' | 'blob'; readonly reference: string }
   /** A garbage collection run that finished. */
@@ -34,6 +48,11 @@ export type RegistryEvent =
 /** Takes committed events. Must not throw, and must not make the caller wait. */
 export interface EventSink {
   emit(event: RegistryEvent, actor?: Actor): void
+  /**
+   * True when this sink takes pull events. The engine checks it before building one, so a registry
+   * without such a sink does no work per pull; a sink without it is never given pulls.
+   */
+  readonly wantsPulls?: boolean
 }
 
 /** A sink that drops everything (no audit log, no webhooks). */
@@ -44,8 +63,9 @@ export function fanOut(sinks: readonly EventSink[]): EventSink {
   if (sinks.length === 0) return NO_EVENTS
   if (sinks.length === 1) return sinks[0]!
   return {
+    wantsPulls: sinks.some(sink => sink.wantsPulls === true),
     emit(event, actor) {
-      for (const sink of sinks) sink.emit(event, actor)
+      for (const sink of sinks) if (event.action !== 'pull' || sink.wantsPulls === true) sink.emit(event, actor)
     },
   }
 }

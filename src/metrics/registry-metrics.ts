@@ -294,6 +294,30 @@ export class RegistryMetrics {
     })
   }
 
+  /**
+   * Webhook deliveries by result (delivered, retried, failed = given up, dropped = not stored), and
+   * the deliveries held in memory, read at each scrape. Returns the counter's recorder.
+   */
+  watchWebhooks(source: { readonly queued: number }): (result: 'delivered' | 'retried' | 'failed' | 'dropped') => void {
+    const registers = [this.registry]
+    const deliveries = new Counter({
+      name: 'berth_webhook_deliveries_total',
+      help: 'Webhook delivery attempts and outcomes: delivered (2xx), retried (a failed attempt, tried again later), failed (given up: a dead letter), dropped (not stored).',
+      labelNames: ['result'],
+      registers,
+    })
+    for (const result of ['delivered', 'retried', 'failed', 'dropped']) deliveries.labels(result).inc(0)
+    new Gauge({
+      name: 'berth_webhook_queue_depth',
+      help: 'Webhook deliveries held in memory, waiting to be stored or sent (more may wait in the store).',
+      registers,
+      collect() {
+        this.set(source.queued)
+      },
+    })
+    return result => deliveries.labels(result).inc()
+  }
+
   /** The text exposition format, and its content type. */
   async exposition(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() }

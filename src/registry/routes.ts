@@ -66,5 +66,14 @@ export function routeNameOf(routes: readonly Route[], path: string): string | un
 
 /** Who made the change an exchange carries: its user, client address and request id. */
 export function actorOf(exchange: Exchange): Actor {
-  return { user: exchange.user, address: exchange.remote, requestId: exchange.id }
+  const { headers, method } = exchange.req
+  return {
+    user: exchange.user,
+    address: exchange.remote,
+    requestId: exchange.id,
+    method,
+    host: headers.host,
+    userAgent: headers['user-agent'],
+    scheme: exchange.door === 'https' ? 'https' : 'http',
+  }
 }

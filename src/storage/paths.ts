@@ -37,7 +37,14 @@
  * Outside that tree, under `/berth/`, Berth keeps what registry:2 never reads: the readiness probe's
  * object `/berth/health/<instance>` (written and deleted every few seconds, see
  * storage-probe.ts), the collector's state on S3 (`gc-guard.ts`) and, on S3, the ACME state
- * (`edge/tls/cert-store.ts`).
+ * (`edge/tls/cert-store.ts`), and the webhook delivery queue (`events/webhook-queue.ts`):
+ *
+ * ```
+ * /berth/events/
+ * ├── pending/<instance>/<endpoint>/<id>.json   a delivery not yet done, owned by one serving process
+ * ├── failed/<id>.json                           a dead letter: given up after the last try (kept)
+ * └── owners/<instance>                          that process's lock (StorageDriver.lock): alive while held
+ * ```
  *
  * Names, tags and digests are checked against the spec's grammar here, before any path is built,
  * so nothing a client sends can point outside the tree.
@@ -55,6 +62,40 @@ export const HEALTH_ROOT = '/berth/health'
 export function healthProbePath(instance: string): string {
   if (!/^[A-Za-z0-9-]{1,64}$/.test(instance)) throw new TypeError(`invalid instance name ${JSON.stringify(instance)}`)
   return `${HEALTH_ROOT}/${instance}`
+}
+
+export const EVENTS_ROOT = '/berth/events'
+export const EVENTS_PENDING_ROOT = `${EVENTS_ROOT}/pending`
+export const EVENTS_FAILED_ROOT = `${EVENTS_ROOT}/failed`
+
+const eventNameGrammar = /^[A-Za-z0-9-]{1,64}$/
+
+function eventName(value: string, what: string): string {
+  if (!eventNameGrammar.test(value)) throw new TypeError(`invalid ${what} ${JSON.stringify(value)}`)
+  return value
+}
+
+/** The pending deliveries of one process (`instance`), one folder per endpoint key below. */
+export function eventsPendingPath(instance: string): string {
+  return `${EVENTS_PENDING_ROOT}/${eventName(instance, 'instance name')}`
+}
+
+/** The pending deliveries of one process to one endpoint (`endpoint`: a key derived from its URL). */
+export function eventsEndpointPath(instance: string, endpoint: string): string {
+  return `${eventsPendingPath(instance)}/${eventName(endpoint, 'endpoint key')}`
+}
+
+export function eventPendingRecordPath(instance: string, endpoint: string, id: string): string {
+  return `${eventsEndpointPath(instance, endpoint)}/${eventName(id, 'delivery id')}.json`
+}
+
+export function eventFailedRecordPath(id: string): string {
+  return `${EVENTS_FAILED_ROOT}/${eventName(id, 'delivery id')}.json`
+}
+
+/** The lock a serving process holds while it owns `pending/<instance>/`; another adopts the folder once it is free or stale. */
+export function eventsOwnerLockPath(instance: string): string {
+  return `${EVENTS_ROOT}/owners/${eventName(instance, 'instance name')}`
 }
 
 function digestOfAny(digest: Digest | string): Digest {

@@ -92,6 +92,12 @@ export const getManifest: Handler = async context => {
   })
   if (request.method !== 'HEAD') context.exchange.meter.sent += manifest.content.byteLength
   response.end(request.method === 'HEAD' ? undefined : manifest.content)
+  // Pull events only for a sink that asked for them (webhooks with `pull`): nothing is built otherwise.
+  if (context.events.wantsPulls === true && request.method === 'GET') {
+    const tag = isDigestReference(ref) ? undefined : ref
+    const pulled = { action: 'pull', repository: name, digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.content.byteLength, tag } as const
+    context.events.emit(pulled, actorOf(context.exchange))
+  }
 }
 
 /**
