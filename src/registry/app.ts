@@ -13,6 +13,7 @@ import { sendError } from '../http/respond.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
 import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
+import type { ManifestObserver } from '../storage/manifest-observer.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
@@ -33,6 +34,8 @@ export interface RegistryAppOptions {
    * (`--allow-sparse-manifests`); the config must still be. Default false: MANIFEST_BLOB_UNKNOWN.
    */
   allowSparseManifests?: boolean
+  /** Told about committed manifest changes and pulls (the metadata index; storage/manifest-observer.ts). */
+  observer?: ManifestObserver
 }
 
 export interface RegistryApp {
@@ -51,6 +54,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   const store = createRegistryStore(options.driver, {
     ...(options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache }),
     allowSparseManifests: options.allowSparseManifests ?? false,
+    ...(options.observer === undefined ? {} : { observer: options.observer }),
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const inFlight = new Set<Promise<void>>()
