@@ -28,7 +28,15 @@ import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
 import { auditLogin, authenticate } from './steps/authenticate.js'
 import type { EventSink } from '../events/events.js'
-import { authenticateCaller, authorizeRequest, refuseWrites, TOKEN_PATH, type AccessControlOptions, type DenialReason, type RulePolicy } from './steps/access-control.js'
+import {
+  authenticateCaller,
+  authorizeRequest,
+  refuseWrites,
+  TOKEN_PATH,
+  type AccessControlOptions,
+  type DenialReason,
+  type RulePolicy,
+} from './steps/access-control.js'
 import type { ResourceAccess } from '../access/scope.js'
 import { tokenEndpoint } from '../access/token-endpoint.js'
 import type { TokenService } from '../access/token-service.js'

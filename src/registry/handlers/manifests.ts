@@ -92,6 +92,8 @@ export const getManifest: Handler = async context => {
   })
   if (request.method !== 'HEAD') context.exchange.meter.sent += manifest.content.byteLength
   response.end(request.method === 'HEAD' ? undefined : manifest.content)
+  // A pull is a GET answered with the bytes (not a HEAD, not a 304): counted in memory only.
+  if (request.method === 'GET') store.observer?.manifestPulled(name, manifest.digest)
 }
 
 /**
