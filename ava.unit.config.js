@@ -25,6 +25,7 @@ export default {
     'test/hardening/delete-order.test.ts',
     'test/hardening/pipelining.test.ts',
     'test/hardening/properties.test.ts',
+    'test/cli/catalog-commands.test.ts',
     // These need an external program or start processes:
     '!test/registry/tags.test.ts', // one test runs skopeo list-tags
     '!test/storage/layout.test.ts', // registry:2 on the same datadir

@@ -41,6 +41,7 @@ import { startMetricsListener, type MetricsListener } from './metrics/listener.j
 import { RegistryMetrics } from './metrics/registry-metrics.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
+import { INDEX_REFRESH_INTERVAL_MS, MetadataIndex, PULL_FLUSH_INTERVAL_MS, RECONCILE_INTERVAL_MS } from './storage/metadata/metadata-index.js'
 import { runGc } from './storage/gc-schedule.js'
 import { every, scheduled, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
@@ -117,10 +118,19 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const { provider, challenges, source, hints, acme } = await certificateFor(config, logger, sharedCertStore, metrics)
   if (metrics !== undefined) watchForMetrics(metrics, config, { provider, acme })
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
+  // The metadata index sits beside the engine: told of every committed change, loaded in the background.
+  const index = opened === undefined ? undefined : new MetadataIndex(opened.driver, { logger })
   const app =
     opened === undefined
       ? undefined
-      : createRegistryApp({ driver: opened.driver, logger, allowSparseManifests: config.allowSparseManifests, events, ...mirrorOptions(config) })
+      : createRegistryApp({
+          driver: opened.driver,
+          logger,
+          allowSparseManifests: config.allowSparseManifests,
+          events,
+          ...(index ? { observer: index } : {}),
+          ...mirrorOptions(config),
+        })
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
@@ -163,7 +173,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, acme, metrics, readOnly: () => readOnly, events }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, index, acme, metrics, readOnly: () => readOnly, events }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -192,6 +202,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         await provider?.stop().catch(() => {})
         await Promise.all([...jobs.map(job => job.stop()), storageCheck?.stop()])
         if (app !== undefined) await Promise.race([app.close(), delay(1000)])
+        // After the engine: the last pulls counted are written.
+        if (index !== undefined) await Promise.race([index.close(), delay(5000)])
         access?.close()
         await audit?.close()
         await webhooks?.close()
@@ -416,6 +428,7 @@ function backgroundJobs(
   parts: {
     driver: StorageDriver | undefined
     app: RegistryApp | undefined
+    index: MetadataIndex | undefined
     acme: AcmeCertificateProvider | undefined
     metrics: RegistryMetrics | undefined
     /** Read-only mode: purging and collecting wait (a backup or migration is reading the store). */
@@ -424,7 +437,7 @@ function backgroundJobs(
   },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
-  const { driver, app, acme, metrics, readOnly } = parts
+  const { driver, app, index, acme, metrics, readOnly } = parts
   const jobs: PeriodicJob<unknown>[] = []
   if (app !== undefined)
     jobs.push(
@@ -443,10 +456,12 @@ function backgroundJobs(
         if (report !== undefined) {
           metrics?.gcCompleted(report)
           if (!report.dryRun) parts.events.emit(gcEvent(report))
+          await index?.manifestsCollected(report.manifests)
         }
         return report
       }),
     )
+  if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
   if (acme !== undefined)
     jobs.push(
       scheduled(
@@ -456,6 +471,41 @@ function backgroundJobs(
       ),
     )
   return jobs
+}
+
+/**
+ * The metadata index's background work: load the view and reconcile it with the tree at start
+ * (fills what a crash, an older Berth or registry:2 left out) and daily; read other processes'
+ * changes every INDEX_REFRESH_INTERVAL_MS; write counted pulls every PULL_FLUSH_INTERVAL_MS.
+ */
+function metadataIndexJobs(index: MetadataIndex, logger: Logger): PeriodicJob<unknown>[] {
+  // Failures are logged and the next run tries again; a run stopped by shutdown is not a failure.
+  const logged =
+    <T>(what: string, work: (signal: AbortSignal) => Promise<T>) =>
+    async (signal: AbortSignal): Promise<T | undefined> => {
+      try {
+        return await work(signal)
+      } catch (error) {
+        if (!signal.aborted) logger.warn(`metadata index: ${what} failed`, { error: error instanceof Error ? error.message : String(error) })
+        return undefined
+      }
+    }
+  const reconcile = logged('reconciling with the registry tree', async signal => {
+    await index.ready()
+    const report = await index.reindex({ signal })
+    if (report.tagsWritten + report.tagsDeleted + report.manifestsWritten + report.manifestsDeleted > 0) {
+      logger.info('metadata index reconciled with the registry tree', { ...report })
+    }
+    return report
+  })
+  return [
+    scheduled(() => RECONCILE_INTERVAL_MS, reconcile, { runAtStart: true }),
+    every(
+      INDEX_REFRESH_INTERVAL_MS,
+      logged('refresh', () => index.refresh()),
+    ),
+    every(PULL_FLUSH_INTERVAL_MS, () => index.flushPulls()),
+  ]
 }
 
 /** What metrics read at scrape time: the data folder's filesystem, the served certificate, ACME's schedule. */

@@ -12,7 +12,11 @@ import { duCommand } from './commands/du.js'
 import { eventsCommand } from './commands/events.js'
 import { gcCommand } from './commands/gc.js'
 import { htpasswdCommand } from './commands/htpasswd.js'
+import { lsCommand } from './commands/ls.js'
+import { reindexCommand } from './commands/reindex.js'
+import { rmCommand } from './commands/rm.js'
 import { serveCommand } from './commands/serve.js'
+import { tagsCommand } from './commands/tags.js'
 import { CliError, CommandExit } from './errors.js'
 import { type CliIo, processIo } from './io.js'
 import { VERSION } from './version.js'
@@ -42,6 +46,10 @@ export function createProgram(io: CliIo): Command {
   program.addCommand(duCommand(io))
   program.addCommand(accessCommand(io))
   program.addCommand(eventsCommand(io))
+  program.addCommand(lsCommand(io))
+  program.addCommand(tagsCommand(io))
+  program.addCommand(rmCommand(io))
+  program.addCommand(reindexCommand(io))
   // Every command reports usage errors through runCli instead of calling process.exit itself.
   const applyExitOverride = (command: Command) => {
     command.exitOverride()

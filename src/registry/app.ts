@@ -15,6 +15,7 @@ import { silentLogger, type Logger } from '../log.js'
 import { Mirror, type MirrorOptions } from '../mirror/mirror.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
 import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
+import type { ManifestObserver } from '../storage/manifest-observer.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
@@ -39,6 +40,8 @@ export interface RegistryAppOptions {
   events?: EventSink
   /** Pull-through mirrors (src/mirror); the manifest limit defaults to `maxManifestBytes`. */
   mirror?: Omit<MirrorOptions, 'logger' | 'maxManifestBytes'> & { maxManifestBytes?: number }
+  /** Told about committed manifest changes and pulls (the metadata index; storage/manifest-observer.ts). */
+  observer?: ManifestObserver
 }
 
 export interface RegistryApp {
@@ -84,6 +87,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   const store = createRegistryStore(options.driver, {
     ...(options.manifestCache === undefined ? {} : { manifestCache: options.manifestCache }),
     allowSparseManifests: options.allowSparseManifests ?? false,
+    ...(options.observer === undefined ? {} : { observer: options.observer }),
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const events = options.events ?? NO_EVENTS

@@ -12,6 +12,7 @@ import { digestOf, isDigest, parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError, DigestMismatchError, ManifestBlobUnknownError, ManifestUnknownError } from './errors.js'
 import { MAX_DESCRIPTORS, parseManifest, storedMediaType, type ParsedManifest } from './manifest.js'
 import { ManifestCache } from './manifest-cache.js'
+import type { ManifestObserver } from './manifest-observer.js'
 import { manifestRevisionLinkPath } from './paths.js'
 import { ReadBatcher } from './read-batcher.js'
 import { assertTag } from './reference.js'
@@ -56,6 +57,8 @@ export interface ManifestStoreOptions {
    * The config must still be stored. Off: such a push is ManifestBlobUnknownError.
    */
   allowSparse?: boolean
+  /** Told about every committed put and delete (manifest-observer.ts); awaited before they resolve. */
+  observer?: ManifestObserver
 }
 
 /** A reference is a digest when it has a colon (tags cannot), else a tag. */
@@ -73,6 +76,7 @@ const REFERENCE_CHECKS_AT_ONCE = 8
 export class ManifestStore {
   readonly #resolving = new ReadBatcher<Digest>()
   readonly #allowSparse: boolean
+  readonly #observer: ManifestObserver | undefined
 
   constructor(
     private readonly driver: StorageDriver,
@@ -84,6 +88,7 @@ export class ManifestStore {
     options: ManifestStoreOptions = {},
   ) {
     this.#allowSparse = options.allowSparse ?? false
+    this.#observer = options.observer
   }
 
   /**
@@ -120,6 +125,8 @@ export class ManifestStore {
       else await this.tags.tagIfAbsent(name, tag, digest)
     }
     this.cache.set(digest.value, { content, mediaType: manifest.storedMediaType })
+    const tagged = expected === undefined ? [reference, ...extraTags.filter(tag => tag !== reference)] : extraTags
+    await this.#observer?.manifestPushed({ repository: name, digest: digest.value, content, tags: tagged })
     const result: { digest: string; mediaType: string; subject?: string; tags: string[] } = {
       digest: digest.value,
       mediaType: manifest.mediaType,
@@ -209,14 +216,15 @@ export class ManifestStore {
 
   /**
    * Deletes by digest: the revision link, every tag pointing at it and its referrer link (the
-   * bytes stay until garbage collection). Deletes by tag: that tag only.
-   * Throws ManifestUnknownError.
+   * bytes stay until garbage collection). Deletes by tag: that tag only. Resolves with the tags
+   * removed. Throws ManifestUnknownError.
    */
-  async delete(name: string, reference: string): Promise<void> {
+  async delete(name: string, reference: string): Promise<{ tags: string[] }> {
     if (!isDigestReference(reference)) {
       assertTag(reference)
       await this.tags.untag(name, reference)
-      return
+      await this.#observer?.tagDeleted(name, reference)
+      return { tags: [reference] }
     }
     const digest = parseDigest(reference)
     if (!(await this.hasRevision(name, digest))) throw new ManifestUnknownError(reference)
@@ -231,7 +239,7 @@ export class ManifestStore {
     // reachable by digest and untagged, and the retried DELETE finishes. The other order
     // (distribution's) left tags and referrers that were listed but no longer resolved, which a
     // retry (404) could not remove. test/hardening/delete-order.test.ts.
-    await this.tags.untagDigest(name, digest)
+    const tags = await this.tags.untagDigest(name, digest)
     if (subject !== undefined) await this.referrers.remove(name, subject, digest)
     const link = manifestRevisionLinkPath(name, digest)
     try {
@@ -240,6 +248,8 @@ export class ManifestStore {
       if (error instanceof PathNotFoundError) throw new ManifestUnknownError(reference)
       throw error
     }
+    await this.#observer?.manifestDeleted(name, digest.value, tags)
+    return { tags }
   }
 }
 

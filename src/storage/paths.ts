@@ -36,8 +36,8 @@
  *
  * Outside that tree, under `/berth/`, Berth keeps what registry:2 never reads: the readiness probe's
  * object `/berth/health/<instance>` (written and deleted every few seconds, see
- * storage-probe.ts), the collector's state on S3 (`gc-guard.ts`) and, on S3, the ACME state
- * (`edge/tls/cert-store.ts`), and the webhook delivery queue (`events/webhook-queue.ts`):
+ * storage-probe.ts), the collector's state on S3 (`gc-guard.ts`), on S3 the ACME state
+ * (`edge/tls/cert-store.ts`), the webhook delivery queue (`events/webhook-queue.ts`):
  *
  * ```
  * /berth/events/
@@ -46,11 +46,27 @@
  * └── owners/<instance>                          that process's lock (StorageDriver.lock): alive while held
  * ```
  *
+ * and the metadata index (`metadata/metadata-index.ts`), records derived from the tree above that
+ * `berth reindex` can always rebuild:
+ *
+ * ```
+ * /berth/index/
+ * ├── repositories/<name>/                         may be nested like the registry's own folders
+ * │   ├── _tags/<tag>                              JSON: the digest the tag points to, pushed-at
+ * │   ├── _manifests/<alg>/<hex>                   JSON: media type, size, platforms, created, labels,
+ * │   │                                            subject, artifact type, pushed-at of one manifest
+ * │   └── _pulls/<instance>                        JSON: pull counts and last pull per digest, counted by
+ * │                                                one process (every process writes only its own)
+ * └── changes/<instance>                           JSON: the repositories one process changed lately, so
+ *                                                  the others know what to read again
+ * ```
+ * The `_` folders cannot collide with a nested repository: name components never start with `_`.
+ *
  * Names, tags and digests are checked against the spec's grammar here, before any path is built,
  * so nothing a client sends can point outside the tree.
  */
-import { parseDigest, type Digest } from './digest.js'
-import { assertRepositoryName, assertTag } from './reference.js'
+import { isDigest, parseDigest, type Digest } from './digest.js'
+import { assertRepositoryName, assertTag, isRepositoryName, isTag } from './reference.js'
 
 export const ROOT = '/docker/registry/v2'
 export const BLOBS_ROOT = `${ROOT}/blobs`
@@ -58,9 +74,13 @@ export const REPOSITORIES_ROOT = `${ROOT}/repositories`
 
 export const HEALTH_ROOT = '/berth/health'
 
+function assertInstance(instance: string): void {
+  if (!/^[A-Za-z0-9-]{1,64}$/.test(instance)) throw new TypeError(`invalid instance name ${JSON.stringify(instance)}`)
+}
+
 /** The readiness probe's object of one process (`instance`: letters, digits and dashes). */
 export function healthProbePath(instance: string): string {
-  if (!/^[A-Za-z0-9-]{1,64}$/.test(instance)) throw new TypeError(`invalid instance name ${JSON.stringify(instance)}`)
+  assertInstance(instance)
   return `${HEALTH_ROOT}/${instance}`
 }
 
@@ -96,6 +116,56 @@ export function eventFailedRecordPath(id: string): string {
 /** The lock a serving process holds while it owns `pending/<instance>/`; another adopts the folder once it is free or stale. */
 export function eventsOwnerLockPath(instance: string): string {
   return `${EVENTS_ROOT}/owners/${eventName(instance, 'instance name')}`
+}
+
+export const INDEX_ROOT = '/berth/index'
+export const INDEX_REPOSITORIES_ROOT = `${INDEX_ROOT}/repositories`
+export const INDEX_CHANGES_ROOT = `${INDEX_ROOT}/changes`
+/** The folders of one repository's records, below `indexRepositoryPath(name)`. */
+export const INDEX_RECORD_FOLDERS = ['_tags', '_manifests', '_pulls'] as const
+
+export function indexRepositoryPath(name: string): string {
+  assertRepositoryName(name)
+  return `${INDEX_REPOSITORIES_ROOT}/${name}`
+}
+
+export function indexTagPath(name: string, tag: string): string {
+  assertTag(tag)
+  return `${indexRepositoryPath(name)}/_tags/${tag}`
+}
+
+export function indexManifestPath(name: string, digest: Digest | string): string {
+  const { algorithm, hex } = digestOfAny(digest)
+  return `${indexRepositoryPath(name)}/_manifests/${algorithm}/${hex}`
+}
+
+export function indexPullsPath(name: string, instance: string): string {
+  assertInstance(instance)
+  return `${indexRepositoryPath(name)}/_pulls/${instance}`
+}
+
+export function indexChangesPath(instance: string): string {
+  assertInstance(instance)
+  return `${INDEX_CHANGES_ROOT}/${instance}`
+}
+
+/**
+ * What an index record's path names: its repository and kind, and the tag, digest or instance.
+ * Undefined for a path that is not a record.
+ */
+export function parseIndexRecordPath(path: string): { repository: string; kind: 'tag' | 'manifest' | 'pulls'; key: string } | undefined {
+  if (!path.startsWith(`${INDEX_REPOSITORIES_ROOT}/`)) return undefined
+  const parts = path.slice(INDEX_REPOSITORIES_ROOT.length + 1).split('/')
+  const at = parts.findIndex(part => part.startsWith('_'))
+  if (at < 1) return undefined
+  const repository = parts.slice(0, at).join('/')
+  const rest = parts.slice(at + 1)
+  if (!isRepositoryName(repository)) return undefined
+  if (parts[at] === '_tags' && rest.length === 1 && isTag(rest[0]!)) return { repository, kind: 'tag', key: rest[0]! }
+  if (parts[at] === '_manifests' && rest.length === 2 && isDigest(`${rest[0]}:${rest[1]}`))
+    return { repository, kind: 'manifest', key: `${rest[0]}:${rest[1]}` }
+  if (parts[at] === '_pulls' && rest.length === 1 && /^[A-Za-z0-9-]{1,64}$/.test(rest[0]!)) return { repository, kind: 'pulls', key: rest[0]! }
+  return undefined
 }
 
 function digestOfAny(digest: Digest | string): Digest {

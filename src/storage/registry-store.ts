@@ -24,6 +24,7 @@ import { BlobStore } from './blob-store.js'
 import { Catalog } from './catalog.js'
 import { guardForGc } from './gc-guard.js'
 import { ManifestCache, type ManifestCacheOptions } from './manifest-cache.js'
+import type { ManifestObserver } from './manifest-observer.js'
 import { ManifestStore } from './manifest-store.js'
 import { ReferrerStore } from './referrer-store.js'
 import { TagStore } from './tag-store.js'
@@ -37,6 +38,8 @@ export interface RegistryStore {
   readonly tags: TagStore
   readonly referrers: ReferrerStore
   readonly catalog: Catalog
+  /** Told about committed manifest changes and pulls (the metadata index), when one is set. */
+  readonly observer: ManifestObserver | undefined
 }
 
 export interface RegistryStoreOptions {
@@ -44,6 +47,8 @@ export interface RegistryStoreOptions {
   manifestCache?: ManifestCacheOptions
   /** Accept manifests and indexes whose layers or children are not stored (ManifestStoreOptions). */
   allowSparseManifests?: boolean
+  /** See ManifestObserver; the manifest store calls it after each committed change. */
+  observer?: ManifestObserver
 }
 
 export function createRegistryStore(unguarded: StorageDriver, options: RegistryStoreOptions = {}): RegistryStore {
@@ -58,9 +63,11 @@ export function createRegistryStore(unguarded: StorageDriver, options: RegistryS
     uploads: new UploadStore(driver, blobs),
     manifests: new ManifestStore(driver, blobs, tags, referrers, new ManifestCache(options.manifestCache), {
       allowSparse: options.allowSparseManifests ?? false,
+      ...(options.observer === undefined ? {} : { observer: options.observer }),
     }),
     tags,
     referrers,
     catalog: new Catalog(driver),
+    observer: options.observer,
   }
 }

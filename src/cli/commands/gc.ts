@@ -13,6 +13,7 @@ import type { StorageDriver } from '../../storage/driver/storage-driver.js'
 import { collectGarbage, DEFAULT_GC_GRACE_MS, GcBusyError, type GcProgress, type GcReport } from '../../storage/gc.js'
 import { purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
 import { openStorage, StorageOpenError } from '../../storage/open-storage.js'
+import { MetadataIndex } from '../../storage/metadata/metadata-index.js'
 import { createRegistryStore } from '../../storage/registry-store.js'
 import { formatBytes } from '../../storage/usage.js'
 import { CliError } from '../errors.js'
@@ -159,6 +160,12 @@ export function gcCommand(io: CliIo): Command {
     } catch (error) {
       if (error instanceof GcBusyError) throw new CliError(error.message, 1, { cause: error })
       throw error
+    }
+    if (!report.dryRun && report.manifests.length > 0) {
+      // The metadata index forgets the manifests this run deleted (serving instances see it at their next refresh).
+      const index = new MetadataIndex(driver)
+      await index.manifestsCollected(report.manifests)
+      await index.close()
     }
     if (options.json) {
       io.stdout.write(`${JSON.stringify({ gc: report, uploads: uploads ?? null }, null, 2)}\n`)

@@ -98,6 +98,8 @@ export const getManifest: Handler = async context => {
     const pulled = { action: 'pull', repository: name, digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.content.byteLength, tag } as const
     context.events.emit(pulled, actorOf(context.exchange))
   }
+  // A pull is a GET answered with the bytes (not a HEAD, not a 304): counted in memory only.
+  if (request.method === 'GET') store.observer?.manifestPulled(name, manifest.digest)
 }
 
 /**
