@@ -56,6 +56,11 @@ export interface CertificateSource {
   current(): { readonly notAfter: Date } | undefined
 }
 
+/** What the repository gauges read at scrape time (the metadata index). */
+export interface RepositorySizes {
+  listRepositories(query: { sort?: 'size'; order?: 'desc'; limit?: number }): Promise<{ total: number; items: readonly { name: string; size: number }[] }>
+}
+
 /** What the ACME gauges read at scrape time (AcmeCertificateProvider.status()). */
 export interface AcmeStatusSource {
   status(): { certificate?: { renewalAt: string }; retry?: { failures: number; nextAttemptAt: string } }
@@ -83,6 +88,8 @@ export class RegistryMetrics {
   private readonly pushesByRepository = new Map<string, CounterChild>()
   private readonly pullsByRepository = new Map<string, CounterChild>()
   private readonly uploadsInProgress: Gauge
+  /** By handler index. */
+  private readonly inFlight: Gauge.Internal<'handler'>[]
   private readonly uploadBytes: CounterChild
   private readonly failedLogins: Counter
   private readonly throttledLogins: Counter
@@ -114,6 +121,13 @@ export class RegistryMetrics {
       duration: [],
       requests: [],
     }))
+    const inFlight = new Gauge({
+      name: 'registry_http_in_flight_requests',
+      help: 'Requests being answered now, by handler (route name).',
+      labelNames: ['handler'],
+      registers,
+    })
+    this.inFlight = HANDLERS.map(handler => inFlight.labels(handler))
     this.pushes = new CounterFamily('berth_manifest_pushes_total', 'Manifests stored (PUT answered 201).', registry)
     this.pulls = new CounterFamily('berth_manifest_pulls_total', 'Manifests served (GET answered 200).', registry)
     if (!this.repositoryLabels) {
@@ -156,7 +170,10 @@ export class RegistryMetrics {
     const started = performance.now()
     const isUpload = isUploadData(exchange)
     if (isUpload) this.uploadsInProgress.inc()
+    const inFlight = this.inFlight[handlerIndex(routeNameOf(registryRoutes, exchange.path))]!
+    inFlight.inc()
     exchange.res.once('close', () => {
+      inFlight.dec()
       if (isUpload) this.uploadsInProgress.dec()
       this.record(exchange, (performance.now() - started) / 1000)
     })
@@ -318,6 +335,38 @@ export class RegistryMetrics {
     return result => deliveries.labels(result).inc()
   }
 
+  /**
+   * Repositories and their sizes from the metadata index, read at each scrape: how many there are,
+   * and with `repositoryLabels` the bytes of the largest `maxRepositories` (compressed sizes of their
+   * tagged images; a layer shared by two images counts in both).
+   */
+  watchRepositories(source: RepositorySizes): void {
+    const registers = [this.registry]
+    const maxRepositories = this.maxRepositories
+    new Gauge({
+      name: 'berth_repositories',
+      help: 'Repositories in the metadata index.',
+      registers,
+      async collect() {
+        const answer = await withinScrape(source.listRepositories({ limit: 0 }))
+        if (answer !== undefined) this.set(answer.total)
+      },
+    })
+    if (!this.repositoryLabels) return
+    new Gauge({
+      name: 'berth_repository_size_bytes',
+      help: 'Compressed bytes of the tagged images of a repository (shared layers count in each), for the largest repositories.',
+      labelNames: ['repository'],
+      registers,
+      async collect() {
+        const answer = await withinScrape(source.listRepositories({ sort: 'size', order: 'desc', limit: maxRepositories }))
+        if (answer === undefined) return
+        this.reset()
+        for (const item of answer.items) this.labels(item.name).set(item.size)
+      },
+    })
+  }
+
   /** The text exposition format, and its content type. */
   async exposition(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() }
@@ -333,6 +382,20 @@ export class RegistryMetrics {
       if (child === undefined) children.set(key, (child = family.child({ repository: key })))
     }
     child.inc()
+  }
+}
+
+/**
+ * The answer if it comes within a second, else undefined (the gauge keeps its last value): the index
+ * may still be loading after a start, and a scrape must not wait for it.
+ */
+async function withinScrape<T>(answer: Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<undefined>(resolve => (timer = setTimeout(() => resolve(undefined), 1000)))
+  try {
+    return await Promise.race([answer.catch(() => undefined), late])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

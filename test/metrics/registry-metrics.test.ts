@@ -122,6 +122,37 @@ test('logins, garbage collection, purges, certificate and ACME state', async t =
   t.is(s.get('berth_tls_certificate_expiry_seconds'), 0, 'no certificate served reads as expired')
 })
 
+test('repositories and, with repository labels, their sizes come from the index at scrape time', async t => {
+  const index = {
+    listRepositories: (query: { limit?: number }) =>
+      Promise.resolve({
+        total: 3,
+        items: [
+          { name: 'big/app', size: 3000 },
+          { name: 'mid/app', size: 2000 },
+          { name: 'small/app', size: 1000 },
+        ].slice(0, query.limit ?? 3),
+      }),
+  }
+  const plain = new RegistryMetrics({ processMetrics: false })
+  plain.watchRepositories(index)
+  const s = await samples(plain)
+  t.is(s.get('berth_repositories'), 3)
+  t.false(
+    [...s.keys()].some(key => key.startsWith('berth_repository_size_bytes')),
+    'no per-repository series without repository labels',
+  )
+  const labelled = new RegistryMetrics({ processMetrics: false, repositoryLabels: true, maxRepositories: 2 })
+  labelled.watchRepositories(index)
+  const l = await samples(labelled)
+  t.is(l.get('berth_repository_size_bytes{repository="big/app"}'), 3000)
+  t.is(l.get('berth_repository_size_bytes{repository="mid/app"}'), 2000)
+  t.is(l.get('berth_repository_size_bytes{repository="small/app"}'), undefined, 'only the largest maxRepositories')
+  const stuck = new RegistryMetrics({ processMetrics: false })
+  stuck.watchRepositories({ listRepositories: () => new Promise(() => {}) })
+  t.is((await samples(stuck)).get('berth_repositories'), 0, 'a scrape does not wait for an index still loading')
+})
+
 test('the step counts uploads in progress until the response closes', async t => {
   const metrics = new RegistryMetrics({ processMetrics: false })
   let release!: () => void
