@@ -120,6 +120,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   provider?.onChange(certificate => warnIfDomainsUncovered(certificate, config.domains, logger))
   // The metadata index sits beside the engine: told of every committed change, loaded in the background.
   const index = opened === undefined ? undefined : new MetadataIndex(opened.driver, { logger })
+  if (metrics !== undefined && index !== undefined) metrics.watchRepositories(index)
   const app =
     opened === undefined
       ? undefined
