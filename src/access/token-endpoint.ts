@@ -30,7 +30,7 @@ import type { Exchange, Handler } from '../http/exchange.js'
 import { RegistryError } from '../http/errors.js'
 import { sendError, sendJson } from '../http/respond.js'
 import type { Logger } from '../log.js'
-import { parseBasicAuthorization } from '../edge/auth/basic-auth.js'
+import { parseBasicAuthorization } from '../http/authorization.js'
 import { parseScopes, type ResourceAccess } from './scope.js'
 import type { TokenService } from './token-service.js'
 

@@ -14,8 +14,11 @@ import type { Logger } from '../../log.js'
 import { silentLogger } from '../../log.js'
 import { CredentialVerifier, DEFAULT_BCRYPT_COST, readHtpasswd } from './htpasswd.js'
 import type { CredentialVerifierOptions } from './htpasswd.js'
+import { parseBasicAuthorization } from '../../http/authorization.js'
 import { LoginThrottle } from './throttle.js'
 import type { LoginThrottleOptions } from './throttle.js'
+
+export { parseBasicAuthorization }
 
 export type AuthResult =
   | { readonly kind: 'open' }
@@ -38,17 +41,6 @@ export interface HtpasswdAccessControllerOptions {
    * every request with 401 and logs how to fix it (HTTPS mode). Default 'open'.
    */
   whenMissing?: 'open' | 'closed'
-}
-
-/** Decodes `Authorization: Basic base64(user:password)`; undefined when absent or malformed. */
-export function parseBasicAuthorization(header: string | undefined): { user: string; password: string } | undefined {
-  if (!header) return undefined
-  const match = /^\s*basic\s+([A-Za-z0-9+/=_-]+)\s*$/i.exec(header)
-  if (!match?.[1]) return undefined
-  const decoded = Buffer.from(match[1], 'base64').toString('utf8')
-  const colon = decoded.indexOf(':')
-  if (colon < 0) return undefined
-  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
 }
 
 /**
