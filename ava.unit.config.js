@@ -21,6 +21,7 @@ export default {
     'test/edge/size.test.ts',
     'test/edge/access-control.test.ts',
     'test/events/**/*.test.ts',
+    'test/retention/**/*.test.ts',
     'test/edge/access-properties.test.ts',
     'test/hardening/delete-order.test.ts',
     'test/hardening/pipelining.test.ts',

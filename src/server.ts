@@ -43,6 +43,8 @@ import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
 import { INDEX_REFRESH_INTERVAL_MS, MetadataIndex, PULL_FLUSH_INTERVAL_MS, RECONCILE_INTERVAL_MS } from './storage/metadata/metadata-index.js'
 import { runGc } from './storage/gc-schedule.js'
+import { compilePolicies } from './storage/retention.js'
+import { runRetention } from './storage/retention-schedule.js'
 import { every, scheduled, type PeriodicJob } from './scheduler.js'
 import { Drain } from './edge/steps/drain.js'
 import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageOpenError } from './storage/open-storage.js'
@@ -462,7 +464,33 @@ function backgroundJobs(
         return report
       }),
     )
-  if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
+  if (driver !== undefined && app !== undefined && index !== undefined && config.retentionIntervalMs !== undefined) {
+    // Retention policies, then garbage collection when an image went (a run already in progress elsewhere is skipped).
+    const policies = compilePolicies(config.retention)
+    jobs.push(
+      every(config.retentionIntervalMs, async signal => {
+        if (readOnly()) return undefined
+        const result = await runRetention({
+          driver,
+          store: app.store,
+          index,
+          policies,
+          events: parts.events,
+          logger,
+          shouldStop: () => readOnly() || signal.aborted,
+        })
+        if (result !== undefined) metrics?.retentionRemoved(result)
+        if (result === undefined || result.manifests === 0 || readOnly() || signal.aborted) return result
+        const report = await runGc(driver, logger, signal)
+        if (report !== undefined) {
+          metrics?.gcCompleted(report)
+          parts.events.emit(gcEvent(report))
+          await index.manifestsCollected(report.manifests)
+        }
+        return result
+      }),
+    )
+  }  if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
   if (acme !== undefined)
     jobs.push(
       scheduled(

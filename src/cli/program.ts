@@ -14,6 +14,7 @@ import { gcCommand } from './commands/gc.js'
 import { htpasswdCommand } from './commands/htpasswd.js'
 import { lsCommand } from './commands/ls.js'
 import { reindexCommand } from './commands/reindex.js'
+import { retentionCommand } from './commands/retention.js'
 import { rmCommand } from './commands/rm.js'
 import { serveCommand } from './commands/serve.js'
 import { tagsCommand } from './commands/tags.js'
@@ -50,6 +51,7 @@ export function createProgram(io: CliIo): Command {
   program.addCommand(tagsCommand(io))
   program.addCommand(rmCommand(io))
   program.addCommand(reindexCommand(io))
+  program.addCommand(retentionCommand(io))
   // Every command reports usage errors through runCli instead of calling process.exit itself.
   const applyExitOverride = (command: Command) => {
     command.exitOverride()

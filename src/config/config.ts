@@ -12,6 +12,7 @@ import type { SettingValues } from './settings.js'
 import type { MirrorSetting, WebhookSetting } from './values.js'
 import { DEFAULTS } from './settings.js'
 import type { StorageChoice } from '../storage/open-storage.js'
+import type { RetentionPolicy } from '../storage/retention.js'
 
 export { DEFAULTS }
 export type { StorageChoice }
@@ -95,6 +96,10 @@ export interface Config {
   readonly mirrorTagTtlMs: number
   /** Webhook endpoints, each with its secret (its own, else `--webhook-secret`) and its events (default push and delete). */
   readonly webhooks: readonly WebhookSetting[]
+  /** Retention policies (storage/retention.ts), in file order: the first one matching a repository applies. */
+  readonly retention: readonly RetentionPolicy[]
+  /** Retention inside serve every this many ms; undefined: off (no policies, or `--retention-interval off`). */
+  readonly retentionIntervalMs: number | undefined
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -232,6 +237,13 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     warnings.push('--webhook ignored with --upstream (the registry behind it stores the images and would send the events)')
   if (webhooks.length === 0 && values.webhookSecret !== undefined) warnings.push('--webhook-secret ignored without --webhook')
 
+  const retention = values.retention ?? []
+  const retentionInterval = values.retentionInterval ?? DEFAULTS.retentionInterval
+  if (retention.length > 0 && values.upstream !== undefined)
+    warnings.push('retention policies ignored with --upstream (the registry behind it stores the images)')
+  if (retention.length === 0 && values.retentionInterval !== undefined && values.retentionInterval > 0)
+    warnings.push('--retention-interval ignored without retention policies')
+
   return {
     mode,
     host: values.host ?? (mode === 'local' ? DEFAULTS.localHost : undefined),
@@ -268,6 +280,8 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     mirrorDefault: values.mirrorDefault,
     mirrorTagTtlMs: values.mirrorTagTtl ?? DEFAULTS.mirrorTagTtl,
     webhooks: values.upstream !== undefined ? [] : webhooks,
+    retention: values.upstream !== undefined ? [] : retention,
+    retentionIntervalMs: retention.length > 0 && values.upstream === undefined && retentionInterval > 0 ? retentionInterval : undefined,
     configFile,
     warnings,
   }

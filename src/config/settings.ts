@@ -4,6 +4,7 @@
  * can never disagree. Precedence (see load.ts): flag > environment > config file > default.
  */
 import type { LogFormat, LogLevel } from '../log.js'
+import type { RetentionPolicy } from '../storage/retention.js'
 import {
   ACME_DIRECTORIES,
   parseAcmeDirectory,
@@ -24,6 +25,7 @@ import {
   parseMirrorPrefix,
   parseMirrors,
   parseWebhooks,
+  parseRetention,
   type MirrorSetting,
   type WebhookSetting,
 } from './values.js'
@@ -79,6 +81,8 @@ export const DEFAULTS = {
   /** A serving process's claim on its pending deliveries is rewritten this often and lapses after webhookLease (then another process adopts them). */
   webhookHeartbeat: 10_000,
   webhookLease: 60_000,
+  /** Retention policies (storage/retention.ts) are applied this often while serving, when there are any. */
+  retentionInterval: 24 * 3600_000,
 } as const
 
 /** Upload purging of `berth serve` and `berth gc`, from the defaults above. */
@@ -134,6 +138,8 @@ export interface SettingValues {
   mirrorTagTtl: number
   webhook: WebhookSetting[]
   webhookSecret: string
+  retention: RetentionPolicy[]
+  retentionInterval: number
 }
 
 export type SettingKey = keyof SettingValues
@@ -592,6 +598,26 @@ export const SETTINGS = [
     isSecret: true,
     description:
       'sign webhook bodies: X-Berth-Signature-256: sha256=<hex HMAC-SHA256 of the body with this secret> (for endpoints without a secret of their own)',
+  }),
+  setting({
+    key: 'retention',
+    flag: 'retention',
+    argument: '<policy>',
+    env: 'BERTH_RETENTION',
+    parse: parseRetention,
+    isList: true,
+    description:
+      'retention policies under retention: in the config file, each {repositories: [globs], keep: {last, tags, pushedWithin, pulledWithin}, untagged: {olderThan}}; a tag is kept when any keep rule keeps it, the first policy matching a repository applies, repositories no policy matches keep everything (JSON here; see berth retention --dry-run)',
+  }),
+  setting({
+    key: 'retentionInterval',
+    flag: 'retention-interval',
+    argument: '<duration>',
+    env: 'BERTH_RETENTION_INTERVAL',
+    parse: parseDuration,
+    defaultText: '24h when retention policies are set',
+    description:
+      'apply the retention policies this often while serving, then collect garbage if anything was removed ("off": only berth retention applies them)',
   }),
   setting({
     key: 'logLevel',

@@ -6,6 +6,7 @@
  */
 import { isIP, isIPv4 } from 'node:net'
 import { compileGlob } from '../access/rules.js'
+import { compileTagPattern, type RetentionKeep, type RetentionPolicy } from '../storage/retention.js'
 
 /** Thrown by a parser; `accepted` completes "expected ..." in the user's error line. */
 export class InvalidValue extends Error {
@@ -354,5 +355,102 @@ function parseWebhook(item: unknown): WebhookSetting {
 function positiveDuration(raw: unknown): number {
   const ms = parseDuration(raw)
   if (ms === 0) throw new InvalidValue('a webhook timeout such as 10s')
+  return ms
+}
+
+const RETENTION_ACCEPTED =
+  'a list of policies {repositories: [globs], keep: {last, tags, pushedWithin, pulledWithin}, untagged: {olderThan}} (JSON on the command line)'
+const RETENTION_KEYS = ['repositories', 'keep', 'untagged']
+const RETENTION_KEEP_KEYS = ['last', 'tags', 'pushedWithin', 'pulledWithin']
+
+/**
+ * `retention:` in the config file, a list of policies (storage/retention.ts has the semantics); on
+ * the command line or in BERTH_RETENTION each policy (or the list) as JSON. The first policy whose
+ * globs match a repository applies to it.
+ */
+export function parseRetention(raw: unknown): RetentionPolicy[] {
+  const items = (Array.isArray(raw) ? raw : [raw]).flatMap(item => {
+    if (typeof item !== 'string') return [item]
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(item)
+    } catch {
+      throw new InvalidValue(RETENTION_ACCEPTED)
+    }
+    return Array.isArray(parsed) ? parsed : [parsed]
+  })
+  if (items.length === 0) throw new InvalidValue(RETENTION_ACCEPTED)
+  return items.map((item, index) => {
+    try {
+      return parseRetentionPolicy(item)
+    } catch (error) {
+      if (error instanceof InvalidValue) throw new InvalidValue(`${error.accepted} (retention policy ${index + 1})`)
+      throw error
+    }
+  })
+}
+
+function mapping(value: unknown, what: string, keys: readonly string[]): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InvalidValue(`${what} as a mapping`)
+  const record = value as Record<string, unknown>
+  const unknown = Object.keys(record).filter(key => !keys.includes(key))
+  if (unknown.length > 0) throw new InvalidValue(`only ${keys.join(', ')} in ${what} (not ${unknown.join(', ')})`)
+  return record
+}
+
+function parseRetentionPolicy(item: unknown): RetentionPolicy {
+  const record = mapping(item, 'a retention policy', RETENTION_KEYS)
+  const globs = typeof record.repositories === 'string' ? [record.repositories] : record.repositories
+  if (!Array.isArray(globs) || globs.length === 0 || globs.some(glob => typeof glob !== 'string')) {
+    throw new InvalidValue('repositories: a list of repository globs (such as ci/*, team/**, **) in a retention policy')
+  }
+  for (const glob of globs as string[]) {
+    const compiled = compileGlob(glob.trim())
+    if (typeof compiled === 'string') throw new InvalidValue(`retention repositories as globs: ${compiled}`)
+  }
+  const policy: { repositories: string[]; keep?: RetentionKeep; untagged?: { olderThanMs: number } } = {
+    repositories: (globs as string[]).map(glob => glob.trim()),
+  }
+  if (record.keep !== undefined && record.keep !== null) {
+    const keep = mapping(record.keep, 'keep:', RETENTION_KEEP_KEYS)
+    const rules: { -readonly [K in keyof RetentionKeep]: RetentionKeep[K] } = {}
+    if (keep.last !== undefined) rules.last = parseCount(keep.last)
+    if (keep.tags !== undefined) {
+      const patterns = typeof keep.tags === 'string' ? [keep.tags] : keep.tags
+      if (!Array.isArray(patterns) || patterns.length === 0 || patterns.some(p => typeof p !== 'string' || p === '')) {
+        throw new InvalidValue('keep.tags: a list of regular expressions a whole tag must match, such as ^v\\d+\\.\\d+\\.\\d+$ or latest')
+      }
+      for (const pattern of patterns as string[]) {
+        try {
+          compileTagPattern(pattern)
+        } catch (error) {
+          throw new InvalidValue(`keep.tags as regular expressions (${JSON.stringify(pattern)}: ${(error as Error).message})`)
+        }
+      }
+      rules.tags = patterns as string[]
+    }
+    if (keep.pushedWithin !== undefined) rules.pushedWithinMs = positiveRetentionDuration(keep.pushedWithin, 'keep.pushedWithin')
+    if (keep.pulledWithin !== undefined) rules.pulledWithinMs = positiveRetentionDuration(keep.pulledWithin, 'keep.pulledWithin')
+    if (Object.keys(rules).length === 0) {
+      throw new InvalidValue('at least one of last, tags, pushedWithin, pulledWithin under keep: (leave keep: out to keep every tag)')
+    }
+    policy.keep = rules
+  }
+  if (record.untagged !== undefined && record.untagged !== null) {
+    const untagged = mapping(record.untagged, 'untagged:', ['olderThan'])
+    if (untagged.olderThan === undefined) throw new InvalidValue('untagged: {olderThan: <duration>} such as 24h')
+    policy.untagged = { olderThanMs: positiveRetentionDuration(untagged.olderThan, 'untagged.olderThan') }
+  }
+  return policy
+}
+
+function positiveRetentionDuration(raw: unknown, what: string): number {
+  let ms = 0
+  try {
+    ms = parseDuration(raw)
+  } catch {
+    // reported below
+  }
+  if (ms === 0) throw new InvalidValue(`${what}: a duration such as 30d, 12h or 90m`)
   return ms
 }

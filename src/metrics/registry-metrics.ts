@@ -98,6 +98,8 @@ export class RegistryMetrics {
   private readonly gcDuration: Histogram
   private readonly gcFreedBytes: Counter
   private readonly uploadsPurged: Counter
+  private readonly retentionTags: Counter
+  private readonly retentionManifests: Counter
   private acmeOrders: Counter | undefined
 
   constructor(options: RegistryMetricsOptions = {}) {
@@ -157,6 +159,12 @@ export class RegistryMetrics {
     })
     this.gcFreedBytes = new Counter({ name: 'berth_gc_freed_bytes_total', help: 'Blob bytes deleted by garbage collection.', registers })
     this.uploadsPurged = new Counter({ name: 'berth_uploads_purged_total', help: 'Abandoned uploads deleted by upload purging.', registers })
+    this.retentionTags = new Counter({ name: 'berth_retention_tags_removed_total', help: 'Tags removed by retention policies while serving.', registers })
+    this.retentionManifests = new Counter({
+      name: 'berth_retention_manifests_removed_total',
+      help: 'Manifests (images) removed by retention policies while serving.',
+      registers,
+    })
     if (options.processMetrics ?? true) {
       collectDefaultMetrics({ register: this.registry })
       // Gauges named like counters fail `promtool check metrics`; the per-type gauges beside them carry the same numbers.
@@ -223,6 +231,12 @@ export class RegistryMetrics {
     this.gcRuns.inc()
     this.gcDuration.observe((report.finishedAt.getTime() - report.startedAt.getTime()) / 1000)
     this.gcFreedBytes.inc(report.bytesFreed)
+  }
+
+  /** A retention run while serving removed these. */
+  retentionRemoved(result: { tags: number; manifests: number }): void {
+    this.retentionTags.inc(result.tags)
+    this.retentionManifests.inc(result.manifests)
   }
 
   uploadsPurgedCount(count: number): void {

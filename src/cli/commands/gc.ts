@@ -7,6 +7,7 @@
  */
 import { resolve } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
+import type { Config } from '../../config/config.js'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
 import { SETTINGS, UPLOAD_PURGING, type Setting, type SettingKey } from '../../config/settings.js'
 import type { StorageDriver } from '../../storage/driver/storage-driver.js'
@@ -64,7 +65,7 @@ export function addStoreOptions(command: Command): Command {
  * The store `berth serve` would use with the same flags, environment and config file: the
  * datadir's data/ folder (which must exist), or the S3 bucket (checked with one request).
  */
-export async function openStore(io: CliIo, options: StoreOptions): Promise<{ driver: StorageDriver; shown: string }> {
+export async function openStore(io: CliIo, options: StoreOptions): Promise<{ driver: StorageDriver; shown: string; config: Config }> {
   const flags: Partial<Record<SettingKey, unknown>> = {}
   for (const key of ['datadir', ...STORAGE_KEYS] as const) if (options[key] !== undefined) flags[key] = options[key]
   const config = await loadConfig({
@@ -75,7 +76,7 @@ export async function openStore(io: CliIo, options: StoreOptions): Promise<{ dri
     ...(typeof options.config === 'string' ? { configFile: options.config } : {}),
   })
   try {
-    return await openStorage({ storage: config.storage, datadir: resolve(io.cwd, config.datadir), create: false })
+    return { ...(await openStorage({ storage: config.storage, datadir: resolve(io.cwd, config.datadir), create: false })), config }
   } catch (error) {
     throw error instanceof StorageOpenError ? new CliError(error.message, 2, { cause: error }) : error
   }
