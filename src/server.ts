@@ -490,7 +490,8 @@ function backgroundJobs(
         return result
       }),
     )
-  }  if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
+  }
+  if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
   if (acme !== undefined)
     jobs.push(
       scheduled(
