@@ -27,6 +27,9 @@ export default {
     'test/hardening/pipelining.test.ts',
     'test/hardening/properties.test.ts',
     'test/cli/catalog-commands.test.ts',
+    'test/web/ui-api.test.ts',
+    'test/web/ui-assets.test.ts',
+    'test/web/sessions.test.ts',
     // These need an external program or start processes:
     '!test/registry/tags.test.ts', // one test runs skopeo list-tags
     '!test/storage/layout.test.ts', // registry:2 on the same datadir

@@ -51,6 +51,7 @@ import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageO
 import { purgeAbandonedUploads } from './storage/purge-uploads.js'
 import { probeStorage } from './storage/storage-probe.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
+import { webUiParts } from './web/setup.js'
 
 export interface RunningServer {
   /** Where the edge listens (port 0 resolved). */
@@ -134,6 +135,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           ...(index ? { observer: index } : {}),
           ...mirrorOptions(config),
         })
+  // The web UI (src/web): its session key lives with the certificates (the bucket with S3).
+  const ui = app === undefined || index === undefined ? undefined : await webUiParts({ app, metadata: index, sharedCertStore, certsDir: config.certs, logger })
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
@@ -156,7 +159,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // Before the doors open, so the first /readyz already knows whether storage takes writes.
     await storageCheck?.start()
     edge = await startEdge(
-      edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, access, readOnly: () => readOnly, events, logger }),
+      edgeOptions(config, { app, drain, provider, challenges, connectionLimits, readiness, metrics, access, readOnly: () => readOnly, events, logger, ui }),
     )
     if (metrics !== undefined && config.metricsListen !== undefined) {
       metricsListener = await startMetricsListener(metrics, parseListenAddress(config.metricsListen), logger).catch(async (error: unknown) => {
@@ -248,10 +251,12 @@ function edgeOptions(
     readOnly: () => boolean
     events: EventSink
     logger: Logger
+    ui?: EdgeOptions['ui']
   },
 ): EdgeOptions {
   const { app, provider } = parts
   return {
+    ...(parts.ui !== undefined ? { ui: parts.ui } : {}),
     mode: config.mode,
     ...(config.host !== undefined ? { host: config.host } : {}),
     localPort: config.port,

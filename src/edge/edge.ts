@@ -4,7 +4,8 @@
  * proxy with `--upstream`:
  *
  *   access log → connection limit → [HSTS] → health probes → [client certificate] → Host check
- *     → body limit → authentication (+ token realm and authorization with access rules)
+ *     → body limit → [web UI: `/`, `/ui/…`, `/api/ui/…`, its own session login, never a challenge]
+ *     → authentication (+ token realm and authorization with access rules)
  *     → read-only → [steps of the composition root, e.g. drain]
  *     → 100-continue + response turn → engine | proxy                       ([…]: HTTPS door only)
  *
@@ -27,7 +28,7 @@ import { UpstreamProxy } from './proxy.js'
 import { createRedirectHandler } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
 import { auditLogin, authenticate } from './steps/authenticate.js'
-import type { EventSink } from '../events/events.js'
+import { NO_EVENTS, type EventSink } from '../events/events.js'
 import {
   authenticateCaller,
   authorizeRequest,
@@ -46,6 +47,9 @@ import { healthProbes } from './steps/health.js'
 import { hostCheck } from './steps/host-check.js'
 import { securityHeaders } from './steps/security-headers.js'
 import { continueAndTakeTurn } from './steps/turn.js'
+import { webUi } from '../web/web-ui.js'
+import type { Sessions } from '../web/sessions.js'
+import type { UiApiOptions } from '../web/ui-api.js'
 import type { CertificateProvider, ChallengeResponder } from './tls/certificate-source.js'
 import { createHttpsServer } from './tls/https-server.js'
 
@@ -106,6 +110,11 @@ export interface EdgeOptions extends ListenerTimeouts {
   readOnly?: () => boolean
   /** Steps of the composition root, run after authentication, just before the innermost handler. */
   innerSteps?: readonly Step[]
+  /**
+   * The web UI and its JSON API (src/web) on every registry door, before authentication (it logs
+   * users in with its own session cookie and never answers with a challenge). Off when undefined.
+   */
+  ui?: Omit<UiApiOptions, 'readOnly' | 'events'> & { readonly sessions: Sessions }
   /**
    * What `/readyz` checks besides what the edge knows itself: in HTTPS mode, a certificate loaded
    * and not expired; with `upstream` and this option, that the upstream answers (`GET /v2/` below
@@ -223,6 +232,7 @@ async function buildChains(
   const common: Step[] = [
     hostCheck,
     bodyLimit(options.maxBodyBytes),
+    ...(options.ui ? [uiStep(options, options.ui, auth)] : []),
     ...accessSteps(options, auth),
     ...(options.readOnly ? [refuseWrites(options.readOnly)] : []),
     ...(options.innerSteps ?? []),
@@ -231,6 +241,19 @@ async function buildChains(
   const registry = compose([...first, health, ...common], inner)
   const tls = compose([...first, securityHeaders, health, ...(clientCa !== undefined ? [clientCertificate(logger)] : []), ...common], inner)
   return { chainFor: door => (door === 'https' ? tls : registry), health }
+}
+
+/** The web UI step: the same users, rules, events and read-only switch as the registry. */
+function uiStep(options: EdgeOptions, ui: NonNullable<EdgeOptions['ui']>, auth: HtpasswdAccessController | undefined): Step {
+  return webUi({
+    ...ui,
+    auth,
+    policy: options.access?.policy,
+    refusals: options.metrics,
+    events: options.events ?? NO_EVENTS,
+    readOnly: options.readOnly ?? (() => false),
+    logger: options.logger,
+  })
 }
 
 /** Who may do what: the token realm and the access rules, or (without rules) htpasswd Basic for everything. */

@@ -47,6 +47,7 @@ const onDemand = {
   'ceph-common': 'ceph-up',
   'uuid-runtime': 'ceph-up', // uuidgen, used by test/helpers/ceph/ceph-up.sh
   prometheus: '/usr/bin/prometheus', // prometheus and promtool, test/e2e/metrics-prometheus.test.ts
+  chromium: '/usr/bin/chromium', //    the web UI's browser tests (test/web/ui-browser.test.ts, playwright-core)
 }
 
 const testRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
