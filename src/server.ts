@@ -43,6 +43,7 @@ import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
 import { INDEX_REFRESH_INTERVAL_MS, MetadataIndex, PULL_FLUSH_INTERVAL_MS, RECONCILE_INTERVAL_MS } from './storage/metadata/metadata-index.js'
 import { runGc } from './storage/gc-schedule.js'
+import { RepositoryQuotas } from './storage/quota.js'
 import { compilePolicies } from './storage/retention.js'
 import { runRetention } from './storage/retention-schedule.js'
 import { every, scheduled, type PeriodicJob } from './scheduler.js'
@@ -133,6 +134,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           allowSparseManifests: config.allowSparseManifests,
           events,
           ...(index ? { observer: index } : {}),
+          ...(index !== undefined && config.quotas.length > 0 ? { quota: new RepositoryQuotas(config.quotas, index) } : {}),
           ...mirrorOptions(config),
         })
   // The web UI (src/web): its session key lives with the certificates (the bucket with S3).

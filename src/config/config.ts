@@ -12,6 +12,7 @@ import type { SettingValues } from './settings.js'
 import type { MirrorSetting, WebhookSetting } from './values.js'
 import { DEFAULTS } from './settings.js'
 import type { StorageChoice } from '../storage/open-storage.js'
+import type { QuotaSetting } from '../storage/quota.js'
 import type { RetentionPolicy } from '../storage/retention.js'
 
 export { DEFAULTS }
@@ -100,6 +101,8 @@ export interface Config {
   readonly retention: readonly RetentionPolicy[]
   /** Retention inside serve every this many ms; undefined: off (no policies, or `--retention-interval off`). */
   readonly retentionIntervalMs: number | undefined
+  /** Repository quotas (storage/quota.ts), in file order: the first one matching a repository applies. */
+  readonly quotas: readonly QuotaSetting[]
   readonly configFile: string | undefined
   /** Settings given that have no effect in this mode; printed as warnings at start. */
   readonly warnings: readonly string[]
@@ -243,6 +246,8 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     warnings.push('retention policies ignored with --upstream (the registry behind it stores the images)')
   if (retention.length === 0 && values.retentionInterval !== undefined && values.retentionInterval > 0)
     warnings.push('--retention-interval ignored without retention policies')
+  const quotas = values.quota ?? []
+  if (quotas.length > 0 && values.upstream !== undefined) warnings.push('quotas ignored with --upstream (the registry behind it stores the images)')
 
   return {
     mode,
@@ -281,6 +286,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     mirrorTagTtlMs: values.mirrorTagTtl ?? DEFAULTS.mirrorTagTtl,
     webhooks: values.upstream !== undefined ? [] : webhooks,
     retention: values.upstream !== undefined ? [] : retention,
+    quotas: values.upstream !== undefined ? [] : quotas,
     retentionIntervalMs: retention.length > 0 && values.upstream === undefined && retentionInterval > 0 ? retentionInterval : undefined,
     configFile,
     warnings,

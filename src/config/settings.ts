@@ -4,6 +4,7 @@
  * can never disagree. Precedence (see load.ts): flag > environment > config file > default.
  */
 import type { LogFormat, LogLevel } from '../log.js'
+import type { QuotaSetting } from '../storage/quota.js'
 import type { RetentionPolicy } from '../storage/retention.js'
 import {
   ACME_DIRECTORIES,
@@ -26,6 +27,7 @@ import {
   parseMirrors,
   parseWebhooks,
   parseRetention,
+  parseQuotas,
   type MirrorSetting,
   type WebhookSetting,
 } from './values.js'
@@ -140,6 +142,7 @@ export interface SettingValues {
   webhookSecret: string
   retention: RetentionPolicy[]
   retentionInterval: number
+  quota: QuotaSetting[]
 }
 
 export type SettingKey = keyof SettingValues
@@ -618,6 +621,17 @@ export const SETTINGS = [
     defaultText: '24h when retention policies are set',
     description:
       'apply the retention policies this often while serving, then collect garbage if anything was removed ("off": only berth retention applies them)',
+  }),
+  setting({
+    key: 'quota',
+    flag: 'quota',
+    argument: '<quota>',
+    env: 'BERTH_QUOTA',
+    parse: parseQuotas,
+    isList: true,
+    fileKey: 'quotas',
+    description:
+      'size limits under quotas: in the config file, each {repositories: [globs], maxSize: 10g}; the first quota matching a repository applies, and a push that would take it past maxSize is refused with DENIED (JSON here; berth du shows usage against quota)',
   }),
   setting({
     key: 'logLevel',

@@ -6,6 +6,7 @@
  */
 import { isIP, isIPv4 } from 'node:net'
 import { compileGlob } from '../access/rules.js'
+import type { QuotaSetting } from '../storage/quota.js'
 import { compileTagPattern, type RetentionKeep, type RetentionPolicy } from '../storage/retention.js'
 
 /** Thrown by a parser; `accepted` completes "expected ..." in the user's error line. */
@@ -453,4 +454,53 @@ function positiveRetentionDuration(raw: unknown, what: string): number {
   }
   if (ms === 0) throw new InvalidValue(`${what}: a duration such as 30d, 12h or 90m`)
   return ms
+}
+
+const QUOTAS_ACCEPTED = 'a list of quotas {repositories: [globs], maxSize: <size such as 10g>} (JSON on the command line)'
+
+/**
+ * `quotas:` in the config file, a list of {repositories, maxSize} (storage/quota.ts has the
+ * semantics); on the command line or in BERTH_QUOTA each quota (or the list) as JSON. The first
+ * quota whose globs match a repository applies to it.
+ */
+export function parseQuotas(raw: unknown): QuotaSetting[] {
+  const items = (Array.isArray(raw) ? raw : [raw]).flatMap(item => {
+    if (typeof item !== 'string') return [item]
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(item)
+    } catch {
+      throw new InvalidValue(QUOTAS_ACCEPTED)
+    }
+    return Array.isArray(parsed) ? parsed : [parsed]
+  })
+  if (items.length === 0) throw new InvalidValue(QUOTAS_ACCEPTED)
+  return items.map((item, index) => {
+    try {
+      return parseQuota(item)
+    } catch (error) {
+      if (error instanceof InvalidValue) throw new InvalidValue(`${error.accepted} (quota ${index + 1})`)
+      throw error
+    }
+  })
+}
+
+function parseQuota(item: unknown): QuotaSetting {
+  const record = mapping(item, 'a quota', ['repositories', 'maxSize'])
+  const globs = typeof record.repositories === 'string' ? [record.repositories] : record.repositories
+  if (!Array.isArray(globs) || globs.length === 0 || globs.some(glob => typeof glob !== 'string')) {
+    throw new InvalidValue('repositories: a list of repository globs (such as ci/*, team/**, **) in a quota')
+  }
+  for (const glob of globs as string[]) {
+    const compiled = compileGlob(glob.trim())
+    if (typeof compiled === 'string') throw new InvalidValue(`quota repositories as globs: ${compiled}`)
+  }
+  if (record.maxSize === undefined) throw new InvalidValue('maxSize: a size such as 10g or 500m in a quota')
+  let maxSize: number
+  try {
+    maxSize = parseSize(record.maxSize)
+  } catch {
+    throw new InvalidValue('maxSize: a size such as 10g or 500m (binary units, greater than 0) in a quota')
+  }
+  return { repositories: (globs as string[]).map(glob => glob.trim()), maxSize }
 }

@@ -16,6 +16,7 @@ import { Mirror, type MirrorOptions } from '../mirror/mirror.js'
 import type { StorageDriver } from '../storage/driver/storage-driver.js'
 import type { ManifestCacheOptions } from '../storage/manifest-cache.js'
 import type { ManifestObserver } from '../storage/manifest-observer.js'
+import type { QuotaCheck } from '../storage/quota.js'
 import { createRegistryStore, type RegistryStore } from '../storage/registry-store.js'
 import { toRegistryError } from './errors.js'
 import { registryRoutes } from './handlers/index.js'
@@ -42,6 +43,8 @@ export interface RegistryAppOptions {
   mirror?: Omit<MirrorOptions, 'logger' | 'maxManifestBytes'> & { maxManifestBytes?: number }
   /** Told about committed manifest changes and pulls (the metadata index; storage/manifest-observer.ts). */
   observer?: ManifestObserver
+  /** Repository quotas (storage/quota.ts): a push past one is refused with DENIED before anything is stored. */
+  quota?: QuotaCheck
 }
 
 export interface RegistryApp {
@@ -91,6 +94,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   })
   const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES
   const events = options.events ?? NO_EVENTS
+  const quota = options.quota
   const inFlight = new Set<Promise<void>>()
   const mirror = options.mirror === undefined ? undefined : new Mirror(store, { maxManifestBytes, ...options.mirror, logger })
 
@@ -114,7 +118,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
         )
       }
       if (mirror !== undefined && method !== 'GET' && method !== 'HEAD' && match.params.name !== undefined) refuseMirrorWrite(mirror, match.params.name, query)
-      await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes, mirror, events })
+      await handler({ exchange, request, response, body: exchange.body, params: match.params, query, store, logger, maxManifestBytes, mirror, events, quota })
     } catch (caught) {
       writeError(exchange, caught)
     }

@@ -11,6 +11,7 @@ import {
   ManifestTooLargeError,
   ManifestUnknownError,
   NameInvalidError,
+  QuotaExceededError,
   RepositoryUnknownError,
   TagExistsError,
   TagInvalidError,
@@ -29,6 +30,10 @@ export function toRegistryError(error: unknown): RegistryError {
   if (known !== undefined) return known
   if (error instanceof NameInvalidError) return new RegistryError('NAME_INVALID', { name: error.repository.slice(0, 300) })
   if (error instanceof TagExistsError) return new RegistryError('DENIED', { tag: error.tag.slice(0, 300), current: error.current }, { message: error.message })
+  if (error instanceof QuotaExceededError) {
+    const { repository, quota, limit, usage, push } = error
+    return new RegistryError('DENIED', { repository, quota, limit, usage, push }, { message: error.message })
+  }
   if (error instanceof TagInvalidError) return new RegistryError('TAG_INVALID', { tag: error.tag.slice(0, 300) })
   if (error instanceof DigestInvalidError) return new RegistryError('DIGEST_INVALID', { digest: error.digest.slice(0, 300), reason: error.reason })
   if (error instanceof DigestMismatchError) return new RegistryError('DIGEST_INVALID', { expected: error.expected, actual: error.actual })

@@ -10,6 +10,7 @@ import type { Actor, EventSink } from '../events/events.js'
 import type { Exchange } from '../http/exchange.js'
 import type { Logger } from '../log.js'
 import type { Mirror } from '../mirror/mirror.js'
+import type { QuotaCheck } from '../storage/quota.js'
 import type { RegistryStore } from '../storage/registry-store.js'
 
 export interface RouteParams {
@@ -35,6 +36,8 @@ export interface HandlerContext {
   readonly events: EventSink
   /** The pull-through cache, when mirrors are configured: manifest and blob reads consult it first. */
   readonly mirror: Mirror | undefined
+  /** Repository quotas, when configured: asked before an upload starts and before a manifest is stored. */
+  readonly quota: QuotaCheck | undefined
 }
 
 export type Handler = (context: HandlerContext) => Promise<void>

@@ -74,6 +74,20 @@ export class TagExistsError extends StorageError {
   }
 }
 
+/** A push would take a repository past its quota (storage/quota.ts builds the message: glob, limit, usage, this push). */
+export class QuotaExceededError extends StorageError {
+  constructor(
+    readonly repository: string,
+    readonly quota: string,
+    readonly limit: number,
+    readonly usage: number,
+    readonly push: number,
+    message: string,
+  ) {
+    super('DENIED', message)
+  }
+}
+
 /** A manifest references a blob or child manifest that this repository does not hold. */
 export class ManifestBlobUnknownError extends StorageError {
   constructor(readonly digest: string) {

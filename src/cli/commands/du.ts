@@ -1,9 +1,13 @@
 /**
  * `berth du`: disk usage per repository (unique and shared bytes), unreferenced blobs and
  * unfinished uploads, and the total. Reads only; works on a datadir written by registry:2, and on
- * an S3 bucket (--storage s3, the same settings as `berth serve`).
+ * an S3 bucket (--storage s3, the same settings as `berth serve`). With quotas in the config file,
+ * each repository's usage against its quota too (the figure pushes are checked against:
+ * storage/quota.ts).
  */
 import { Command } from 'commander'
+import { MetadataIndex } from '../../storage/metadata/metadata-index.js'
+import { RepositoryQuotas, type QuotaUsage } from '../../storage/quota.js'
 import { diskUsage, formatBytes, type UsageReport } from '../../storage/usage.js'
 import type { CliIo } from '../io.js'
 import { addStoreOptions, openStore, type StoreOptions } from './gc.js'
@@ -16,19 +20,42 @@ export function duCommand(io: CliIo): Command {
       'Disk usage of the registry data. "unique" is what only that repository uses (what deleting it and ' +
         'running `berth gc` frees); "shared" is stored once for every repository that uses it.',
     )
-  return addStoreOptions(command)
+  addStoreOptions(command)
+  const configOption = command.options.find(option => option.long === '--config')
+  if (configOption !== undefined)
+    configOption.description = 'the YAML or JSON settings file berth serve uses: its storage settings and quotas: (env: BERTH_CONFIG)'
+  return command
     .option('--bytes', 'exact byte counts instead of KiB/MiB/GiB')
     .option('--json', 'print the report as JSON')
     .action(async (options: StoreOptions & { bytes?: boolean; json?: boolean }) => {
-      const { shown: root, driver } = await openStore(io, options)
+      const { shown: root, driver, config } = await openStore(io, options)
       const report = await diskUsage(driver)
-      if (options.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
-      else io.stdout.write(renderUsage(report, root, options.bytes ? (n: number) => String(n) : formatBytes))
+      const quotas = config.quotas.length === 0 ? undefined : await quotaUsage(new RepositoryQuotas(config.quotas, new MetadataIndex(driver)), report)
+      if (options.json) {
+        const repositories = report.repositories.map(r => (quotas?.has(r.name) ? { ...r, quota: quotas.get(r.name) } : r))
+        io.stdout.write(`${JSON.stringify({ ...report, repositories }, null, 2)}\n`)
+      } else io.stdout.write(renderUsage(report, root, options.bytes ? (n: number) => String(n) : formatBytes, quotas))
     })
 }
 
-export function renderUsage(report: UsageReport, root: string, size: (bytes: number) => string): string {
-  const header = ['REPOSITORY', 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS']
+/** Usage against quota of each repository a quota applies to. */
+async function quotaUsage(quotas: RepositoryQuotas, report: UsageReport): Promise<Map<string, QuotaUsage>> {
+  const usage = new Map<string, QuotaUsage>()
+  for (const { name } of report.repositories) {
+    const one = await quotas.usageOf(name)
+    if (one !== undefined) usage.set(name, one)
+  }
+  return usage
+}
+
+/** `used / limit (percent)`, or `-` for a repository no quota applies to. */
+function quotaCell(quota: QuotaUsage | undefined, size: (bytes: number) => string): string {
+  if (quota === undefined) return '-'
+  return `${size(quota.usage)} / ${size(quota.limit)} (${Math.floor((quota.usage / quota.limit) * 100)}%)`
+}
+
+export function renderUsage(report: UsageReport, root: string, size: (bytes: number) => string, quotas?: ReadonlyMap<string, QuotaUsage>): string {
+  const header = ['REPOSITORY', 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS', ...(quotas ? ['QUOTA'] : [])]
   const rows = report.repositories.map(r => [
     r.name,
     String(r.manifests),
@@ -37,6 +64,7 @@ export function renderUsage(report: UsageReport, root: string, size: (bytes: num
     size(r.sharedBytes),
     size(r.bytes),
     size(r.uploadBytes),
+    ...(quotas ? [quotaCell(quotas.get(r.name), size)] : []),
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(row => row[i]!.length)))
   const line = (cells: string[]) =>
@@ -52,5 +80,6 @@ export function renderUsage(report: UsageReport, root: string, size: (bytes: num
     `unreferenced:  ${size(report.unreferencedBytes)} in ${report.unreferencedBlobs} blob${report.unreferencedBlobs === 1 ? '' : 's'} no repository links (berth gc frees them)`,
   )
   lines.push(`uploads:       ${size(report.uploadBytes)} in unfinished uploads`)
+  if (quotas !== undefined) lines.push('quota:         used = config and layers of the images a repository holds, as pushes are checked (berth.yml quotas:)')
   return lines.join('\n') + '\n'
 }

@@ -2,6 +2,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import { ManifestTooLargeError, ManifestUnknownError } from '../../storage/errors.js'
+import { digestOf } from '../../storage/digest.js'
 import { isTag } from '../../storage/reference.js'
 import { MEDIA_TYPES } from '../../storage/manifest.js'
 import { isDigestReference, type StoredManifest } from '../../storage/manifest-store.js'
@@ -142,7 +143,11 @@ export const putManifest: Handler = async context => {
       ),
     ),
   )
-  const result = await store.manifests.put(name, ref, body, mediaTypeOf(request.headers['content-type']), { tags, overwrite })
+  // Quotas (storage/quota.ts) refuse before anything is stored: no manifest, no tag moved.
+  const mediaType = mediaTypeOf(request.headers['content-type'])
+  if (context.quota !== undefined)
+    await context.quota.checkPush(name, { content: body, mediaType, digest: isDigestReference(ref) ? ref : digestOf(body).value })
+  const result = await store.manifests.put(name, ref, body, mediaType, { tags, overwrite })
   const actor = actorOf(context.exchange)
   const pushed = { action: 'push', repository: name, digest: result.digest, mediaType: result.mediaType, size: body.byteLength } as const
   if (pushedTags.length === 0) context.events.emit(pushed, actor)

@@ -105,6 +105,8 @@ export const startUpload: Handler = async context => {
     if (mounted !== undefined) return blobCreated(context, name, digest.value)
     // Cannot mount: the spec says fall back to a normal upload session (202).
   }
+  // A repository already at its quota takes no more bytes (storage/quota.ts): refused before any are sent.
+  await context.quota?.checkUpload(name)
   const digestParam = mount === null ? query.get('digest') : null
   if (digestParam !== null) {
     // Monolithic single-POST upload (end-4b): the body is the whole blob.

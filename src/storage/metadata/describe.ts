@@ -69,7 +69,7 @@ export async function describeManifest(
 }
 
 /** Config and layers of an image manifest, each digest once, foreign layers left out. */
-function imageSize(content: Buffer): number {
+export function imageSize(content: Buffer): number {
   const json = JSON.parse(content.toString('utf8')) as { config?: Descriptor; layers?: Descriptor[] }
   const sizes = new Map<string, number>()
   for (const descriptor of [json.config, ...(json.layers ?? [])]) {
