@@ -528,7 +528,8 @@ export class FilesystemDriver implements StorageDriver {
     const target = this.#resolve(path)
     try {
       await lstat(target)
-      await rm(target, { recursive: true, force: true })
+      // A writer may add a file to the subtree while it is removed (ENOTEMPTY): Node retries then.
+      await rm(target, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 })
     } catch (error) {
       throw this.#wrap(path, error)
     }
