@@ -126,11 +126,7 @@ test('kill -9 mid-push with the metadata index: no record is wrong, and reindex 
   const live = new MetadataIndex(driver)
   await live.reindex()
   const reindexed = await indexSnapshot(live, true)
-  t.deepEqual(
-    Object.fromEntries(Object.entries(await indexSnapshot(live)).sort()),
-    Object.fromEntries([...links].sort()),
-    'every tag in the tree, with its link',
-  )
+  t.deepEqual(await indexSnapshot(live), Object.fromEntries(links), 'every tag in the tree, with its link')
   // ... equals an index rebuilt from nothing (same times, sizes, platforms, created).
   await live.close() // its change feed is written in the background
   await rm(join(root, INDEX_ROOT), { recursive: true, force: true })
