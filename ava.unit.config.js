@@ -28,6 +28,7 @@ export default {
     'test/hardening/properties.test.ts',
     'test/cli/catalog-commands.test.ts',
     'test/web/ui-api.test.ts',
+    'test/web/ui-storage.test.ts',
     'test/web/ui-assets.test.ts',
     'test/web/sessions.test.ts',
     // These need an external program or start processes:

@@ -43,6 +43,7 @@ import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
 import { INDEX_REFRESH_INTERVAL_MS, MetadataIndex, PULL_FLUSH_INTERVAL_MS, RECONCILE_INTERVAL_MS } from './storage/metadata/metadata-index.js'
 import { runGc } from './storage/gc-schedule.js'
+import { STORAGE_SURVEY_INTERVAL_MS, StorageSurvey } from './storage/storage-survey.js'
 import { RepositoryQuotas } from './storage/quota.js'
 import { compilePolicies } from './storage/retention.js'
 import { runRetention } from './storage/retention-schedule.js'
@@ -138,7 +139,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           ...mirrorOptions(config),
         })
   // The web UI (src/web): its session key lives with the certificates (the bucket with S3).
-  const ui = app === undefined || index === undefined ? undefined : await webUiParts({ app, metadata: index, sharedCertStore, certsDir: config.certs, logger })
+  // The storage page's figures (unique/shared bytes, what GC would free): walked in the background, never per request.
+  const survey = app === undefined || opened === undefined ? undefined : new StorageSurvey(opened.driver, { logger })
+  const ui =
+    app === undefined || index === undefined ? undefined : await webUiParts({ app, metadata: index, survey, sharedCertStore, certsDir: config.certs, logger })
   const drain = new Drain()
   const storageCheck = opened === undefined ? undefined : storageReadiness(opened.driver, logger)
   const readiness = [...(storageCheck !== undefined ? [storageCheck] : []), drainReadiness(drain)]
@@ -181,7 +185,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, index, acme, metrics, readOnly: () => readOnly, events }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, index, survey, acme, metrics, readOnly: () => readOnly, events }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -439,6 +443,7 @@ function backgroundJobs(
     driver: StorageDriver | undefined
     app: RegistryApp | undefined
     index: MetadataIndex | undefined
+    survey: StorageSurvey | undefined
     acme: AcmeCertificateProvider | undefined
     metrics: RegistryMetrics | undefined
     /** Read-only mode: purging and collecting wait (a backup or migration is reading the store). */
@@ -447,7 +452,7 @@ function backgroundJobs(
   },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
-  const { driver, app, index, acme, metrics, readOnly } = parts
+  const { driver, app, index, survey, acme, metrics, readOnly } = parts
   const jobs: PeriodicJob<unknown>[] = []
   if (app !== undefined)
     jobs.push(
@@ -467,6 +472,7 @@ function backgroundJobs(
           metrics?.gcCompleted(report)
           if (!report.dryRun) parts.events.emit(gcEvent(report))
           await index?.manifestsCollected(report.manifests)
+          await survey?.refresh(signal)
         }
         return report
       }),
@@ -493,12 +499,21 @@ function backgroundJobs(
           metrics?.gcCompleted(report)
           parts.events.emit(gcEvent(report))
           await index.manifestsCollected(report.manifests)
+          await survey?.refresh(signal)
         }
         return result
       }),
     )
   }
   if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
+  if (survey !== undefined)
+    jobs.push(
+      scheduled(
+        () => STORAGE_SURVEY_INTERVAL_MS,
+        signal => survey.refresh(signal),
+        { runAtStart: true },
+      ),
+    )
   if (acme !== undefined)
     jobs.push(
       scheduled(

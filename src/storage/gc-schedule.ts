@@ -9,6 +9,7 @@
 import type { Logger } from '../log.js'
 import type { StorageDriver } from './driver/storage-driver.js'
 import { collectGarbage, GcBusyError, type GcOptions, type GcReport } from './gc.js'
+import { recordGcRun } from './gc-last-run.js'
 
 /** One run, logged; resolves with its report, or undefined when skipped, aborted or failed (never rejects). */
 export async function runGc(
@@ -29,6 +30,7 @@ export async function runGc(
       ms: report.finishedAt.getTime() - report.startedAt.getTime(),
     })
     for (const warning of report.warnings.slice(0, 20)) logger.warn('garbage collection', { warning })
+    await recordGcRun(driver, report, gc.deleteUntagged ?? false)
     return report
   } catch (error) {
     if (signal.aborted) return undefined

@@ -46,6 +46,8 @@
  * └── owners/<instance>                          that process's lock (StorageDriver.lock): alive while held
  * ```
  *
+ * the last garbage collection's summary `/berth/gc/last-run` (JSON, written by whoever ran it:
+ * `berth serve`'s schedule or `berth gc`; read by the storage page, gc-last-run.ts),
  * and the metadata index (`metadata/metadata-index.ts`), records derived from the tree above that
  * `berth reindex` can always rebuild:
  *
@@ -73,6 +75,7 @@ export const BLOBS_ROOT = `${ROOT}/blobs`
 export const REPOSITORIES_ROOT = `${ROOT}/repositories`
 
 export const HEALTH_ROOT = '/berth/health'
+export const GC_LAST_RUN_PATH = '/berth/gc/last-run'
 
 function assertInstance(instance: string): void {
   if (!/^[A-Za-z0-9-]{1,64}$/.test(instance)) throw new TypeError(`invalid instance name ${JSON.stringify(instance)}`)

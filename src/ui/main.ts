@@ -107,7 +107,7 @@ async function render(moveFocus: boolean): Promise<void> {
   try {
     let page: HTMLElement
     if (path.startsWith('/ui/login')) page = loginPage(app, query)
-    else if (path.startsWith('/ui/storage')) page = await storagePage(app)
+    else if (path.startsWith('/ui/storage')) page = await storagePage(app, query)
     else if (path.startsWith('/ui/repository/')) page = await repositoryPage(app, decodeURIComponent(path.slice('/ui/repository/'.length)), query)
     else if (path.startsWith('/ui/image/')) page = await imagePage(app, decodeURIComponent(path.slice('/ui/image/'.length)), query)
     else page = await repositoriesPage(app, query)

@@ -111,9 +111,49 @@ export interface ImageView {
   readonly canDelete: boolean
 }
 
+export interface StorageRepository {
+  readonly name: string
+  /** From the metadata index: its manifests' sizes summed (a blob two images share counts twice). */
+  readonly size: number
+  readonly tags: number
+  /** From the last survey, stored bytes only this repository links, and bytes others link too; null before the first survey. */
+  readonly uniqueBytes: number | null
+  readonly sharedBytes: number | null
+}
+
+/** The store as a whole, from the last background survey; only for viewers who see every repository. */
+export interface StorageSurveyView {
+  readonly computedAt: string
+  readonly durationMs: number
+  /** Every stored blob once. */
+  readonly storedBytes: number
+  readonly sharedBytes: number
+  readonly unreferencedBytes: number
+  readonly uploadBytes: number
+  /** What `berth gc` (as the schedule runs it) would free now. */
+  readonly gcWouldFree: { readonly blobs: number; readonly bytes: number }
+  /** What `berth gc --delete-untagged` would free now. */
+  readonly gcUntaggedWouldFree: { readonly blobs: number; readonly bytes: number; readonly manifests: number }
+  readonly lastGc: {
+    readonly startedAt: string
+    readonly finishedAt: string
+    readonly blobs: number
+    readonly bytesFreed: number
+    readonly manifests: number
+    readonly deleteUntagged: boolean
+  } | null
+}
+
 export interface StorageView {
+  /** The index sizes of every repository the viewer sees, summed. */
   readonly total: number
-  readonly repositories: readonly { readonly name: string; readonly size: number; readonly tags: number }[]
+  /** How many repositories the viewer sees; `repositories` is one page of them, largest first. */
+  readonly count: number
+  readonly offset: number
+  readonly limit: number
+  readonly repositories: readonly StorageRepository[]
+  /** 'pending' until the first survey finished; 'hidden' when the viewer does not see every repository. */
+  readonly survey: StorageSurveyView | 'pending' | 'hidden'
 }
 
 export interface DeleteResult {

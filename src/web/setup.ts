@@ -9,12 +9,14 @@ import { FileCertStore, type CertStore } from '../edge/tls/cert-store.js'
 import type { Logger } from '../log.js'
 import type { RegistryApp } from '../registry/app.js'
 import type { MetadataStore } from '../storage/metadata/view.js'
+import type { StorageSurvey } from '../storage/storage-survey.js'
 import { Sessions, loadSessionKey } from './sessions.js'
 import type { EdgeOptions } from '../edge/edge.js'
 
 export async function webUiParts(parts: {
   app: RegistryApp
   metadata: MetadataStore
+  survey: StorageSurvey | undefined
   /** The shared CertStore (S3), or undefined for the certs folder. */
   sharedCertStore: CertStore | undefined
   certsDir: string
@@ -36,5 +38,11 @@ export async function webUiParts(parts: {
     })
     key = randomBytes(32)
   }
-  return { sessions: new Sessions({ key }), metadata: parts.metadata, store: parts.app.store, mirrorPrefixes: parts.app.mirrorPrefixes }
+  return {
+    sessions: new Sessions({ key }),
+    metadata: parts.metadata,
+    ...(parts.survey !== undefined ? { survey: parts.survey } : {}),
+    store: parts.app.store,
+    mirrorPrefixes: parts.app.mirrorPrefixes,
+  }
 }

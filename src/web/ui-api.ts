@@ -24,7 +24,8 @@ import { BlobUnknownError, ManifestInvalidError } from '../storage/errors.js'
 import type { RegistryStore } from '../storage/registry-store.js'
 import { isRepositoryName, isTag } from '../storage/reference.js'
 import type { MetadataStore, RepositorySummary } from '../storage/metadata/view.js'
-import type { DeleteResult, RepositoryPage, StorageView, TagItem, TagPage } from './api-types.js'
+import type { StorageSurveyResult } from '../storage/storage-survey.js'
+import type { DeleteResult, RepositoryPage, StorageSurveyView, StorageView, TagItem, TagPage } from './api-types.js'
 import { imageView } from './image-view.js'
 
 /** What the caller of the UI may do: the access rules for the session's user (see web-ui.ts). */
@@ -41,6 +42,8 @@ export interface UiApiOptions {
   readonly readOnly: () => boolean
   /** Mirror prefixes: content there is the upstream's; deletes are refused as the engine refuses them. */
   readonly mirrorPrefixes: readonly string[]
+  /** The storage page's background figures (absent: the page shows index sizes only). */
+  readonly survey?: { readonly latest: StorageSurveyResult | undefined }
 }
 
 export const MAX_PAGE = 200
@@ -103,7 +106,7 @@ export class UiApi {
     if (route === 'repositories' && read) body = await this.repositories(query, viewer)
     else if (route === 'tags' && read) body = await this.tags(query, viewer)
     else if (route === 'image' && read) body = await this.image(query, viewer)
-    else if (route === 'storage' && read) body = await this.storage(viewer)
+    else if (route === 'storage' && read) body = await this.storage(query, viewer)
     else if (route === 'tag' && method === 'DELETE') body = await this.deleteTag(exchange, viewer)
     else if (route === 'image' && method === 'DELETE') body = await this.deleteImage(exchange, viewer)
     else if (['repositories', 'tags', 'storage', 'image', 'tag'].includes(route)) {
@@ -210,11 +213,19 @@ export class UiApi {
     }
   }
 
-  async storage(viewer: Viewer): Promise<StorageView> {
+  /** Reads only memory: the index and the last background survey (storage-survey.ts); never walks the store. */
+  async storage(query: URLSearchParams, viewer: Viewer): Promise<StorageView> {
+    const offset = integer(query, 'offset', 0, MAX_OFFSET)
+    const limit = limitParam(query)
     const visible = await this.#visible(viewer, { sort: 'size', order: 'desc' })
     let total = 0
     for (const item of visible) total += item.size
-    return { total, repositories: visible.map(item => ({ name: item.name, size: item.size, tags: item.tags })) }
+    const latest = this.options.survey?.latest
+    const repositories = visible.slice(offset, offset + limit).map(item => {
+      const usage = latest?.byRepository.get(item.name)
+      return { name: item.name, size: item.size, tags: item.tags, uniqueBytes: usage?.uniqueBytes ?? null, sharedBytes: usage?.sharedBytes ?? null }
+    })
+    return { total, count: visible.length, offset, limit, repositories, survey: surveyView(latest, viewer) }
   }
 
   async deleteTag(exchange: Exchange, viewer: Viewer): Promise<DeleteResult> {
@@ -268,4 +279,32 @@ export class UiApi {
 
 function summary(item: RepositorySummary) {
   return { name: item.name, tags: item.tags, lastPushed: item.lastPushed, size: item.size }
+}
+
+/** The whole store's figures, for a viewer who may pull every repository in it (they describe what others hold). */
+function surveyView(latest: StorageSurveyResult | undefined, viewer: Viewer): StorageSurveyView | 'pending' | 'hidden' {
+  if (latest === undefined) return 'pending'
+  if (!latest.usage.repositories.every(repository => viewer.may(repository.name, 'pull'))) return 'hidden'
+  const { usage, lastGc } = latest
+  return {
+    computedAt: latest.computedAt,
+    durationMs: latest.durationMs,
+    storedBytes: usage.bytes,
+    sharedBytes: usage.sharedBytes,
+    unreferencedBytes: usage.unreferencedBytes,
+    uploadBytes: usage.uploadBytes,
+    gcWouldFree: latest.gcWouldFree,
+    gcUntaggedWouldFree: latest.gcUntaggedWouldFree,
+    lastGc:
+      lastGc === undefined
+        ? null
+        : {
+            startedAt: lastGc.startedAt,
+            finishedAt: lastGc.finishedAt,
+            blobs: lastGc.blobs,
+            bytesFreed: lastGc.bytesFreed,
+            manifests: lastGc.manifests,
+            deleteUntagged: lastGc.deleteUntagged,
+          },
+  }
 }

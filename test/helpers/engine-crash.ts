@@ -25,8 +25,8 @@ export interface Child {
 }
 
 /** Starts the engine on `root` and resolves once it listens (rejects if it exits first). */
-export async function startChild(root: string): Promise<Child> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, root], { stdio: ['ignore', 'pipe', 'inherit'] })
+export async function startChild(root: string, options: { index?: boolean } = {}): Promise<Child> {
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, root, ...(options.index ? ['--index'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] })
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
     child.stdout!.on('data', chunk => {

@@ -155,6 +155,7 @@ test('a multi-platform index: platforms without attestations, size the sum of st
   t.deepEqual(latest?.platforms, ['linux/amd64', 'linux/arm64/v8'])
   t.is(latest?.size, amd.size + arm.size + att.size)
   t.is(latest?.created, '2024-03-01T00:00:00Z')
+  t.is((await index.image('multi', digest))?.created, '2024-03-01T00:00:00Z', "the image page's created agrees with the tag list's")
   // Deleting a child (registry:2 allows it) leaves the index smaller, not stale.
   t.is((await request(running.server, `/v2/multi/manifests/${arm.digest}`, { method: 'DELETE' })).status, 202)
   t.is((await index.listTags('multi'))?.[0]?.size, amd.size + att.size)

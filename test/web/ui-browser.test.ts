@@ -132,6 +132,14 @@ test('log in, browse to a skopeo-pushed image with platforms and a signature, co
   t.is(await page.locator('img[src="x"]').count(), 0)
   t.is(await page.locator('main script').count(), 0)
 
+  // Storage: unique and shared bytes per repository and what GC would free, from the background survey.
+  await edge.survey.refresh()
+  await page.goto(`${edge.url}/ui/storage`)
+  await page.getByRole('heading', { name: 'The whole store' }).waitFor()
+  t.regex((await page.getByTestId('store-facts').textContent()) ?? '', /Garbage collection would free.*berth gc --delete-untagged/)
+  t.is(await page.getByRole('columnheader', { name: 'Unique' }).count(), 1)
+  t.not(await page.getByRole('row').filter({ hasText: 'public/app' }).getByRole('cell').nth(1).textContent(), '—', 'unique bytes shown')
+
   if (process.env['BERTH_UPDATE_SCREENSHOTS'] === '1') await screenshots(page, edge.url)
 
   // Delete a tag, with the confirmation naming what stays.

@@ -18,6 +18,7 @@ import type { RegistryEvent } from '../../src/events/events.js'
 import { createRegistryApp, type RegistryApp } from '../../src/registry/app.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
 import { MetadataIndex } from '../../src/storage/metadata/metadata-index.js'
+import { StorageSurvey } from '../../src/storage/storage-survey.js'
 import { Sessions } from '../../src/web/sessions.js'
 import { LOCAL_TEST_EDGE } from '../helpers/edge.js'
 import { request, type HttpResponse, type RequestOptions } from '../helpers/http.js'
@@ -28,6 +29,9 @@ export interface UiEdge {
   readonly engineUrl: string
   readonly app: RegistryApp
   readonly index: MetadataIndex
+  /** The storage page's survey (grace period 0, so fresh garbage counts); refreshed only when a test asks. */
+  readonly survey: StorageSurvey
+  readonly driver: InMemoryDriver
   readonly events: RegistryEvent[]
   /** Sets the session clock (ms since the epoch). */
   clock: number
@@ -44,6 +48,7 @@ export async function startUiEdge(t: ExecutionContext, options: { users?: readon
   if (options.users !== undefined) await writeFile(htpasswd, options.users.map(user => `${user}:${hashPassword(`${user}-password`, 4)}`).join('\n') + '\n')
   const driver = new InMemoryDriver()
   const index = new MetadataIndex(driver)
+  const survey = new StorageSurvey(driver, { gracePeriodMs: 0 })
   const events: RegistryEvent[] = []
   const sink = { emit: (event: RegistryEvent) => void events.push(event) }
   const app = createRegistryApp({ driver, observer: index, events: sink })
@@ -68,12 +73,21 @@ export async function startUiEdge(t: ExecutionContext, options: { users?: readon
     ui: {
       sessions: new Sessions({ key: Buffer.alloc(32, 7), now: () => state.clock }),
       metadata: index,
+      survey,
       store: app.store,
       mirrorPrefixes: [],
     },
   })
   cleanups.push(() => edge.close())
-  return Object.assign(state, { url: edge.urls.local!, engineUrl: `http://127.0.0.1:${(engine.address() as { port: number }).port}`, app, index, events })
+  return Object.assign(state, {
+    url: edge.urls.local!,
+    engineUrl: `http://127.0.0.1:${(engine.address() as { port: number }).port}`,
+    app,
+    index,
+    survey,
+    driver,
+    events,
+  })
 }
 
 /** A browser-like client: keeps the session cookie and the CSRF token, sends Origin on changes. */

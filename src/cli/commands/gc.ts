@@ -11,6 +11,7 @@ import type { Config } from '../../config/config.js'
 import { CONFIG_ENV, loadConfig } from '../../config/load.js'
 import { SETTINGS, UPLOAD_PURGING, type Setting, type SettingKey } from '../../config/settings.js'
 import type { StorageDriver } from '../../storage/driver/storage-driver.js'
+import { recordGcRun } from '../../storage/gc-last-run.js'
 import { collectGarbage, DEFAULT_GC_GRACE_MS, GcBusyError, type GcProgress, type GcReport } from '../../storage/gc.js'
 import { purgeUploads, type PurgeUploadsReport } from '../../storage/purge-uploads.js'
 import { openStorage, StorageOpenError } from '../../storage/open-storage.js'
@@ -162,6 +163,7 @@ export function gcCommand(io: CliIo): Command {
       if (error instanceof GcBusyError) throw new CliError(error.message, 1, { cause: error })
       throw error
     }
+    await recordGcRun(driver, report, options.deleteUntagged ?? false)
     if (!report.dryRun && report.manifests.length > 0) {
       // The metadata index forgets the manifests this run deleted (serving instances see it at their next refresh).
       const index = new MetadataIndex(driver)

@@ -62,6 +62,8 @@ export interface Referrer {
 
 export interface ImageDetails extends ManifestRecord {
   readonly digest: string
+  /** The config's `created`, or for an index the latest of its stored children's (as in listTags). */
+  readonly created?: string
   /** For an index: the sum over its stored children. */
   readonly totalSize: number
   readonly tags: readonly string[]
@@ -250,8 +252,10 @@ export class MetadataView {
     referrers.sort((a, b) => compareText(a.digest, b.digest))
     const tags = [...records.tags].filter(([, tag]) => tag.digest === digest).map(([tag]) => tag)
     const pulls = records.pullsOf(digest, pending)
+    const created = records.createdOf(digest)
     return {
       ...record,
+      ...(created === null ? {} : { created }),
       digest,
       totalSize: records.sizeOf(digest) ?? 0,
       tags: tags.sort(compareText),
