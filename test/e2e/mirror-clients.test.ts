@@ -9,12 +9,12 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { startBerth, type Berth } from '../helpers/berth.js'
+import { MAIN, REPO_ROOT, startBerth, type Berth } from '../helpers/berth.js'
 import { request } from '../helpers/http.js'
 import { startDockerd, type Dockerd } from '../helpers/dockerd.js'
 import { OciLayout } from '../helpers/images.js'
 import { createPodman } from '../helpers/podman.js'
-import { makeTempDir, removeDir } from '../helpers/procs.js'
+import { makeTempDir, removeDir, run } from '../helpers/procs.js'
 import { startRegistry2, type Registry2 } from '../helpers/registry2.js'
 import { copy, inspectRaw } from '../helpers/skopeo.js'
 
@@ -91,4 +91,12 @@ test.serial('podman: the path prefix 127.0.0.1:<port>/docker.io/library/app', as
   } finally {
     await podman.cleanup()
   }
+  // berth du tells cached repositories and bytes from pushed ones.
+  await copy(`docker://${registry.hostPort}/library/app:1`, `docker://${berth.hostPort}/team/app:1`, { src: plain, dest: plain })
+  const du = await run(process.execPath, ['--import', 'tsx', MAIN, 'du', '--datadir', berth.datadir], { cwd: REPO_ROOT, timeoutMs: 120_000 })
+  t.log(du.stdout)
+  t.regex(du.stdout, /docker\.io\/library\/app\s+cached\s/)
+  t.regex(du.stdout, /team\/app\s+pushed\s/)
+  t.regex(du.stdout, /^cached: .* only the 2 pull-through cache repositories use/m)
+  t.regex(du.stdout, /^pushed: .* shared with the cache/m)
 })
