@@ -41,6 +41,8 @@ import { startMetricsListener, type MetricsListener } from './metrics/listener.j
 import { RegistryMetrics } from './metrics/registry-metrics.js'
 import { capYoungGeneration } from './process-memory.js'
 import { createRegistryApp, type RegistryApp, type RegistryAppOptions } from './registry/app.js'
+import { runEviction } from './mirror/cache-eviction.js'
+import type { MirrorObserver } from './mirror/mirror.js'
 import { INDEX_REFRESH_INTERVAL_MS, MetadataIndex, PULL_FLUSH_INTERVAL_MS, RECONCILE_INTERVAL_MS } from './storage/metadata/metadata-index.js'
 import { runGc } from './storage/gc-schedule.js'
 import { STORAGE_SURVEY_INTERVAL_MS, StorageSurvey } from './storage/storage-survey.js'
@@ -126,6 +128,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   // The metadata index sits beside the engine: told of every committed change, loaded in the background.
   const index = opened === undefined ? undefined : new MetadataIndex(opened.driver, { logger })
   if (metrics !== undefined && index !== undefined) metrics.watchRepositories(index)
+  // New cached content asks for a trim of the cache soon (backgroundJobs sets what that does).
+  const cacheTrim = { soon: (): void => {} }
   const app =
     opened === undefined
       ? undefined
@@ -136,7 +140,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           events,
           ...(index ? { observer: index } : {}),
           ...(index !== undefined && config.quotas.length > 0 ? { quota: new RepositoryQuotas(config.quotas, index) } : {}),
-          ...mirrorOptions(config),
+          ...mirrorOptions(
+            config,
+            mirrorObserver(config, metrics, () => cacheTrim.soon()),
+          ),
         })
   // The web UI (src/web): its session key lives with the certificates (the bucket with S3).
   // The storage page's figures (unique/shared bytes, what GC would free): walked in the background, never per request.
@@ -185,7 +192,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 
   // After the edge listens: the first ACME order needs the HTTP port up for the CA's challenge.
-  const jobs = backgroundJobs(config, { driver: opened?.driver, app, index, survey, acme, metrics, readOnly: () => readOnly, events }, logger)
+  const jobs = backgroundJobs(config, { driver: opened?.driver, app, index, survey, acme, metrics, readOnly: () => readOnly, events, cacheTrim }, logger)
   let closing: Promise<void> | undefined
   return {
     urls: edge.urls,
@@ -230,7 +237,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
  * The pull-through mirrors, when any: blobs up to the body limit (the largest layer a push may
  * bring), manifests up to the engine's own limit.
  */
-function mirrorOptions(config: Config): Pick<RegistryAppOptions, 'mirror'> {
+function mirrorOptions(config: Config, observer: MirrorObserver | undefined): Pick<RegistryAppOptions, 'mirror'> {
   if (config.mirrors.length === 0) return {}
   return {
     mirror: {
@@ -238,7 +245,21 @@ function mirrorOptions(config: Config): Pick<RegistryAppOptions, 'mirror'> {
       defaultPrefix: config.mirrorDefault,
       tagTtlMs: config.mirrorTagTtlMs,
       maxBlobBytes: config.maxBody,
+      ...(observer !== undefined ? { observer } : {}),
     },
+  }
+}
+
+/** What the mirror reports to: the metrics, and with --mirror-max-size the cache trim (`stored`). */
+function mirrorObserver(config: Config, metrics: RegistryMetrics | undefined, stored: () => void): MirrorObserver | undefined {
+  if (config.mirrors.length === 0) return undefined
+  const counted = metrics?.watchMirror(config.mirrors.map(mirror => mirror.prefix))
+  if (counted === undefined && config.mirrorMaxSizeBytes === undefined) return undefined
+  return {
+    cacheRead: (prefix, kind, result) => counted?.cacheRead(prefix, kind, result),
+    staleServed: prefix => counted?.staleServed(prefix),
+    upstreamError: (prefix, reason) => counted?.upstreamError(prefix, reason),
+    stored: () => stored(),
   }
 }
 
@@ -449,6 +470,8 @@ function backgroundJobs(
     /** Read-only mode: purging and collecting wait (a backup or migration is reading the store). */
     readOnly: () => boolean
     events: EventSink
+    /** Its `soon` is set here: new cached content asks for a trim within DEFAULTS.mirrorEvictionDelay. */
+    cacheTrim: { soon: () => void }
   },
   logger: Logger,
 ): PeriodicJob<unknown>[] {
@@ -505,6 +528,19 @@ function backgroundJobs(
       }),
     )
   }
+  if (driver !== undefined && app !== undefined && index !== undefined && config.mirrorMaxSizeBytes !== undefined) {
+    const job = mirrorCacheJob(config.mirrorMaxSizeBytes, { driver, app, index, metrics, readOnly, events: parts.events }, logger)
+    jobs.push(job)
+    let pending: NodeJS.Timeout | undefined
+    parts.cacheTrim.soon = () => {
+      if (pending !== undefined) return
+      pending = setTimeout(() => {
+        pending = undefined
+        void job.runNow()
+      }, DEFAULTS.mirrorEvictionDelay)
+      pending.unref()
+    }
+  }
   if (index !== undefined) jobs.push(...metadataIndexJobs(index, logger))
   if (survey !== undefined)
     jobs.push(
@@ -523,6 +559,46 @@ function backgroundJobs(
       ),
     )
   return jobs
+}
+
+/**
+ * --mirror-max-size: every DEFAULTS.mirrorEvictionInterval (and soon after new content was cached)
+ * the least recently pulled cached images beyond the cap are evicted (mirror/cache-eviction.ts),
+ * then garbage collection frees their blobs (those written within its grace period on a later run).
+ */
+function mirrorCacheJob(
+  maxBytes: number,
+  parts: { driver: StorageDriver; app: RegistryApp; index: MetadataIndex; metrics: RegistryMetrics | undefined; readOnly: () => boolean; events: EventSink },
+  logger: Logger,
+): PeriodicJob<unknown> {
+  const { driver, app, index, readOnly } = parts
+  const recordTrim = parts.metrics?.watchMirrorCap(maxBytes)
+  return every(DEFAULTS.mirrorEvictionInterval, async signal => {
+    if (readOnly()) return undefined
+    await index.flushPulls() // this process's pulls count as uses
+    const trimmed = await runEviction({
+      driver,
+      store: app.store,
+      lastPulled: async name => {
+        const records = await index.readRepository(name)
+        return digest => records.pullsOf(digest, undefined).last
+      },
+      maxBytes,
+      minAgeMs: DEFAULTS.mirrorEvictionMinAge,
+      logger,
+      events: parts.events,
+      shouldStop: () => readOnly() || signal.aborted,
+    })
+    if (trimmed !== undefined) recordTrim?.({ bytes: trimmed.plan.bytes, bytesAfter: trimmed.plan.bytesAfter, images: trimmed.result.images })
+    if (trimmed === undefined || trimmed.result.manifests === 0 || readOnly() || signal.aborted) return trimmed
+    const report = await runGc(driver, logger, signal)
+    if (report !== undefined) {
+      parts.metrics?.gcCompleted(report)
+      parts.events.emit(gcEvent(report))
+      await index.manifestsCollected(report.manifests)
+    }
+    return trimmed
+  })
 }
 
 /**

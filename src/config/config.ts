@@ -95,6 +95,8 @@ export interface Config {
   readonly mirrorDefault: string | undefined
   /** A mirrored tag is re-checked with the upstream at most this often. */
   readonly mirrorTagTtlMs: number
+  /** The pull-through cache's cap in bytes (least recently pulled images evicted first); undefined: no cap. */
+  readonly mirrorMaxSizeBytes: number | undefined
   /** Webhook endpoints, each with its secret (its own, else `--webhook-secret`) and its events (default push and delete). */
   readonly webhooks: readonly WebhookSetting[]
   /** Retention policies (storage/retention.ts), in file order: the first one matching a repository applies. */
@@ -230,6 +232,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     throw new ConfigError(`--mirror-default ${values.mirrorDefault} names no --mirror prefix${known === '' ? ' (none given)' : ` (given: ${known})`}`)
   }
   if (mirrors.length === 0 && values.mirrorTagTtl !== undefined) warnings.push('--mirror-tag-ttl ignored without --mirror')
+  if (mirrors.length === 0 && values.mirrorMaxSize !== undefined) warnings.push('--mirror-max-size ignored without --mirror')
 
   const webhooks = (values.webhook ?? []).map(hook => ({
     ...hook,
@@ -284,6 +287,7 @@ export function buildConfig(values: ResolvedValues, cwd: string, configFile?: st
     mirrors,
     mirrorDefault: values.mirrorDefault,
     mirrorTagTtlMs: values.mirrorTagTtl ?? DEFAULTS.mirrorTagTtl,
+    mirrorMaxSizeBytes: mirrors.length > 0 ? values.mirrorMaxSize : undefined,
     webhooks: values.upstream !== undefined ? [] : webhooks,
     retention: values.upstream !== undefined ? [] : retention,
     quotas: values.upstream !== undefined ? [] : quotas,

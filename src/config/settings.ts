@@ -68,6 +68,11 @@ export const DEFAULTS = {
   uploadPurgeInterval: 24 * 3600_000,
   /** How long a mirrored tag is served without asking its upstream again (zot's manifestCheckInterval). */
   mirrorTagTtl: 5 * 60_000,
+  /** With --mirror-max-size: the cache is measured and trimmed this often, and this long after new content was fetched (mirror/cache-eviction.ts). */
+  mirrorEvictionInterval: 10 * 60_000,
+  mirrorEvictionDelay: 10_000,
+  /** An image fetched or pulled this recently is never evicted (a client may be pulling its layers now). */
+  mirrorEvictionMinAge: 60_000,
   /** Webhooks (events/webhooks.ts): one attempt may take this long; then it counts as failed. */
   webhookTimeout: 10_000,
   /** Tries of one delivery before it becomes a dead letter, and the longest it is retried (from when it was queued). */
@@ -138,6 +143,7 @@ export interface SettingValues {
   mirror: MirrorSetting[]
   mirrorDefault: string
   mirrorTagTtl: number
+  mirrorMaxSize: number
   webhook: WebhookSetting[]
   webhookSecret: string
   retention: RetentionPolicy[]
@@ -579,6 +585,16 @@ export const SETTINGS = [
     parse: parseDuration,
     defaultText: '5m',
     description: 'serve a mirrored tag this long before asking the upstream (one HEAD) whether it moved; digests are never re-checked',
+  }),
+  setting({
+    key: 'mirrorMaxSize',
+    flag: 'mirror-max-size',
+    argument: '<size>',
+    env: 'BERTH_MIRROR_MAX_SIZE',
+    parse: parseSize,
+    defaultText: 'no limit',
+    description:
+      'cap the bytes the pull-through cache holds (pushed images never count): in the background, the least recently pulled cached images are evicted, then garbage collection frees their blobs (berth du shows cached and pushed bytes)',
   }),
   setting({
     key: 'webhook',

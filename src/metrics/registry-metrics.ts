@@ -16,6 +16,7 @@ import type { Exchange, Step } from '../http/exchange.js'
 import { CounterFamily, HistogramFamily, type CounterChild, type HistogramChild } from './series.js'
 import { registryRoutes } from '../registry/handlers/index.js'
 import { routeNameOf } from '../registry/routes.js'
+import type { MirrorObserver, UpstreamErrorReason } from '../mirror/mirror.js'
 
 /** distribution's `handler` values (its route names with `-` → `_`) for our route names. */
 const HANDLER_OF_ROUTE: Readonly<Record<string, string>> = {
@@ -246,6 +247,69 @@ export class RegistryMetrics {
   /** An ACME order ended (counted once `watchAcme` was called). */
   acmeOrder(result: 'issued' | 'failed'): void {
     this.acmeOrders?.labels(result).inc()
+  }
+
+  /**
+   * The pull-through cache's series (`berth_mirror_*`), labelled by mirror prefix (the configured
+   * ones only), every series present from the start at 0. Returns the observer the mirror reports to.
+   */
+  watchMirror(prefixes: readonly string[]): MirrorObserver {
+    const registers = [this.registry]
+    const reads = new Counter({
+      name: 'berth_mirror_cache_requests_total',
+      help: 'Manifest and blob reads under a mirror prefix: result="hit" answered from storage (a tag checked by HEAD included), "miss" needed the upstream\'s bytes (each client joining one download counts).',
+      labelNames: ['prefix', 'kind', 'result'],
+      registers,
+    })
+    const stale = new Counter({
+      name: 'berth_mirror_stale_serves_total',
+      help: 'Cached tags served because the upstream could not confirm them (down, 5xx, 429); once per tag and 30 s retry period.',
+      labelNames: ['prefix'],
+      registers,
+    })
+    const errors = new Counter({
+      name: 'berth_mirror_upstream_errors_total',
+      help: 'Failed exchanges with a mirror\'s upstream: reason="unavailable" (unreachable, timeout, 5xx, a wrong digest or size), "rate_limited" (429), "denied" (401/403).',
+      labelNames: ['prefix', 'reason'],
+      registers,
+    })
+    for (const prefix of prefixes) {
+      for (const kind of ['manifest', 'blob']) for (const result of ['hit', 'miss']) reads.inc({ prefix, kind, result }, 0)
+      stale.inc({ prefix }, 0)
+      for (const reason of ['unavailable', 'rate_limited', 'denied'] satisfies UpstreamErrorReason[]) errors.inc({ prefix, reason }, 0)
+    }
+    return {
+      cacheRead: (prefix, kind, result) => reads.labels(prefix, kind, result).inc(),
+      staleServed: prefix => stale.labels(prefix).inc(),
+      upstreamError: (prefix, reason) => errors.labels(prefix, reason).inc(),
+      stored: () => {},
+    }
+  }
+
+  /** With --mirror-max-size: the cache's size as the last trim measured it, and what trims evicted. */
+  watchMirrorCap(maxBytes: number): (trim: { bytes: number; bytesAfter: number; images: number }) => void {
+    const registers = [this.registry]
+    new Gauge({ name: 'berth_mirror_cache_max_bytes', help: 'The cap on cached bytes (--mirror-max-size).', registers }).set(maxBytes)
+    const size = new Gauge({
+      name: 'berth_mirror_cache_bytes',
+      help: 'Bytes the pull-through cache holds that no pushed image shares, as the last trim left them (before garbage collection frees evicted blobs).',
+      registers,
+    })
+    const evicted = new Counter({
+      name: 'berth_mirror_evicted_images_total',
+      help: 'Cached images evicted to keep the cache within --mirror-max-size.',
+      registers,
+    })
+    const evictedBytes = new Counter({
+      name: 'berth_mirror_evicted_bytes_total',
+      help: 'Cached bytes evicted (freed by the garbage collection that follows).',
+      registers,
+    })
+    return trim => {
+      size.set(trim.bytesAfter)
+      evicted.inc(trim.images)
+      evictedBytes.inc(trim.bytes - trim.bytesAfter)
+    }
   }
 
   /** Free and total bytes of the filesystem holding `folder` (the data folder), read at each scrape. */

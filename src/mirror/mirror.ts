@@ -52,9 +52,28 @@ export interface MirrorOptions {
   readonly logger: Logger
   readonly headersTimeoutMs?: number
   readonly idleTimeoutMs?: number
+  /** Told of cache hits and misses, stale serving, upstream failures and new content (metrics, the cache's trim). */
+  readonly observer?: MirrorObserver | undefined
   /** For tests. */
   readonly now?: () => number
 }
+
+/**
+ * What the mirror reports as it serves; each method returns at once (it is called on request paths).
+ * A hit is a read answered from storage without an upstream GET (a tag check by HEAD included), a
+ * miss one that needed the upstream's bytes (clients joining one download count one miss each).
+ */
+export interface MirrorObserver {
+  cacheRead(prefix: string, kind: 'manifest' | 'blob', result: 'hit' | 'miss'): void
+  /** A cached tag was served because the upstream could not confirm it (once per tag and retry period). */
+  staleServed(prefix: string): void
+  /** An exchange with the upstream failed: down, 5xx or unusable answers; 429; 401/403. */
+  upstreamError(prefix: string, reason: UpstreamErrorReason): void
+  /** New content (a manifest or a blob) was stored in the cache. */
+  stored(prefix: string): void
+}
+
+export type UpstreamErrorReason = 'unavailable' | 'rate_limited' | 'denied'
 
 /** Where a read goes: the repository here (`name`) and the one upstream (`upstreamName`). */
 export interface MirrorTarget {
@@ -76,6 +95,9 @@ const RETRY_AFTER_OUTAGE_MS = 30_000
 /** Tag check times kept (per instance; after a restart a tag is checked once more). */
 const MAX_CHECKED_TAGS = 10_000
 
+/** How a manifest read was answered: from storage, from the upstream, or from storage because the upstream failed. */
+type CacheResult = 'hit' | 'miss' | 'stale'
+
 interface Upstream {
   readonly prefix: string
   readonly client: UpstreamClient
@@ -88,10 +110,11 @@ export class Mirror {
   readonly #now: () => number
   /** `name tag` → when the upstream last confirmed (or could not be asked about) the tag. */
   readonly #checked = new Map<string, number>()
-  readonly #flights = new Map<string, Promise<void>>()
+  readonly #flights = new Map<string, Promise<CacheResult>>()
   /** Blob downloads in flight (from before the upstream answered until the commit), by repository and digest. */
   readonly #fetches = new Map<string, Promise<BlobFetch>>()
   readonly #marked = new Set<string>()
+  readonly #observer: MirrorObserver | undefined
 
   constructor(
     private readonly store: RegistryStore,
@@ -99,6 +122,7 @@ export class Mirror {
   ) {
     this.#options = options
     this.#now = options.now ?? Date.now
+    this.#observer = options.observer
     for (const upstream of options.upstreams) {
       const client = new UpstreamClient({
         url: upstream.url,
@@ -152,24 +176,28 @@ export class Mirror {
     const key = `${target.name} ${reference}`
     let flight = this.#flights.get(key)
     if (flight === undefined) {
-      flight = (isDigestReference(reference) ? this.#ensureDigest(target, parseDigest(reference)) : this.#ensureTag(target, reference)).finally(() =>
-        this.#flights.delete(key),
-      )
+      flight = this.#counted(
+        target,
+        isDigestReference(reference) ? this.#ensureDigest(target, parseDigest(reference)) : this.#ensureTag(target, reference),
+      ).finally(() => this.#flights.delete(key))
       this.#flights.set(key, flight)
     }
-    return flight
+    const result = await flight
+    this.#observer?.cacheRead(target.prefix, 'manifest', result === 'miss' ? 'miss' : 'hit')
+    if (result === 'stale') this.#observer?.staleServed(target.prefix)
   }
 
-  async #ensureDigest(target: MirrorTarget, digest: Digest): Promise<void> {
-    if (await this.store.manifests.hasRevision(target.name, digest)) return
+  async #ensureDigest(target: MirrorTarget, digest: Digest): Promise<CacheResult> {
+    if (await this.store.manifests.hasRevision(target.name, digest)) return 'hit'
     await this.#fetchManifest(target, digest.value, digest, undefined)
+    return 'miss'
   }
 
-  async #ensureTag(target: MirrorTarget, tag: string): Promise<void> {
+  async #ensureTag(target: MirrorTarget, tag: string): Promise<CacheResult> {
     const key = `${target.name} ${tag}`
     const cached = await this.#cachedTag(target.name, tag)
     const checkedAt = this.#checked.get(key)
-    if (cached !== undefined && checkedAt !== undefined && this.#now() - checkedAt < this.#options.tagTtlMs) return
+    if (cached !== undefined && checkedAt !== undefined && this.#now() - checkedAt < this.#options.tagTtlMs) return 'hit'
     try {
       const head = await this.#ask(target, 'HEAD', `manifests/${tag}`, { Accept: MANIFEST_ACCEPT })
       discard(head)
@@ -177,17 +205,21 @@ export class Mirror {
       const named = headerDigest(head)
       if (named !== undefined && named.value === cached?.value) {
         this.#markChecked(key, this.#now())
-        return
+        return 'hit'
       }
+      let result: CacheResult = 'hit'
       if (named !== undefined && (await this.store.manifests.hasRevision(target.name, named))) {
         await this.store.tags.tag(target.name, tag, named)
       } else {
         // By digest when the HEAD named one: the bytes then match what was checked even if the tag moves meanwhile.
         await this.#fetchManifest(target, named?.value ?? tag, named, tag)
+        result = 'miss'
       }
       this.#markChecked(key, this.#now())
+      return result
     } catch (error) {
       if (cached === undefined || !isUpstreamOutage(error)) throw error
+      this.#upstreamFailed(target, error)
       this.#options.logger.warn('mirror: upstream unavailable, serving the cached tag', {
         repository: target.name,
         tag,
@@ -196,7 +228,30 @@ export class Mirror {
       })
       // Ask again in a little while, not on every pull of a tag while the upstream is down.
       this.#markChecked(key, this.#now() - this.#options.tagTtlMs + Math.min(this.#options.tagTtlMs, RETRY_AFTER_OUTAGE_MS))
+      return 'stale'
     }
+  }
+
+  /** Counts an upstream failure that ends `work` (once per shared exchange, not per waiting client). */
+  async #counted<T>(target: MirrorTarget, work: Promise<T>): Promise<T> {
+    try {
+      return await work
+    } catch (error) {
+      this.#upstreamFailed(target, error)
+      throw error
+    }
+  }
+
+  #upstreamFailed(target: MirrorTarget, error: unknown): void {
+    const reason: UpstreamErrorReason | undefined =
+      error instanceof UpstreamRateLimitedError
+        ? 'rate_limited'
+        : error instanceof UpstreamDeniedError
+          ? 'denied'
+          : error instanceof UpstreamUnavailableError
+            ? 'unavailable'
+            : undefined
+    if (reason !== undefined) this.#observer?.upstreamError(target.prefix, reason)
   }
 
   /** GETs a manifest (by `reference`), checks its bytes and stores them (and `tag`, if given). */
@@ -228,6 +283,7 @@ export class Mirror {
     }
     if (tag !== undefined) await this.store.tags.tag(target.name, tag, digest)
     await this.#mark(target)
+    this.#observer?.stored(target.prefix)
   }
 
   /**
@@ -237,31 +293,41 @@ export class Mirror {
    * With `range`, the download is waited for and the engine serves the range from storage.
    */
   async fetchBlob(target: MirrorTarget, digest: Digest, options: { head: boolean; range: boolean }): Promise<FetchedBlob | undefined> {
-    if ((await this.store.blobs.isLinked(target.name, digest)) && (await this.store.blobs.statGlobal(digest)) !== undefined) return undefined
+    if ((await this.store.blobs.isLinked(target.name, digest)) && (await this.store.blobs.statGlobal(digest)) !== undefined) {
+      this.#observer?.cacheRead(target.prefix, 'blob', 'hit')
+      return undefined
+    }
     const key = `${target.name} ${digest.value}`
     const running = this.#fetches.get(key)
-    if (running !== undefined) return this.#join(await running, options)
+    if (running !== undefined) return this.#join(target, await running, options)
     if ((await this.store.blobs.statGlobal(digest)) !== undefined || options.head) {
       // Stored already (another repository) or only its size wanted: the upstream says whether this repository has it.
-      const head = await this.#ask(target, 'HEAD', `blobs/${digest.value}`, {})
-      discard(head)
-      this.#failOn(head, target, digest.value, 'blob')
+      const head = await this.#counted(
+        target,
+        this.#ask(target, 'HEAD', `blobs/${digest.value}`, {}).then(head => {
+          discard(head)
+          this.#failOn(head, target, digest.value, 'blob')
+          return head
+        }),
+      )
       if ((await this.store.blobs.touch(digest)) !== undefined) {
         await this.store.blobs.link(target.name, digest)
         await this.#mark(target)
+        this.#observer?.cacheRead(target.prefix, 'blob', 'hit')
         return undefined
       }
+      this.#observer?.cacheRead(target.prefix, 'blob', 'miss')
       return { size: contentLength(head), body: undefined }
     }
     // No await between this look-up and the set: concurrent misses share one upstream GET.
     let pending = this.#fetches.get(key)
     if (pending === undefined) {
-      pending = this.#startFetch(target, digest)
+      pending = this.#counted(target, this.#startFetch(target, digest))
       this.#fetches.set(key, pending)
       const forget = (): void => void this.#fetches.delete(key)
       void pending.then(fetch => fetch.done.then(forget, forget), forget)
     }
-    return this.#join(await pending, options)
+    return this.#join(target, await pending, options)
   }
 
   async #startFetch(target: MirrorTarget, digest: Digest): Promise<BlobFetch> {
@@ -276,14 +342,20 @@ export class Mirror {
     }
     const fetch = new BlobFetch(this.store, target.name, digest, url, this.#options.maxBlobBytes, { body: response.body, size })
     void fetch.done.then(
-      () => this.#mark(target),
-      (error: unknown) =>
-        this.#options.logger.warn('mirror: blob download failed', { repository: target.name, digest: digest.value, error: (error as Error).message }),
+      async () => {
+        await this.#mark(target)
+        this.#observer?.stored(target.prefix)
+      },
+      (error: unknown) => {
+        this.#upstreamFailed(target, error)
+        this.#options.logger.warn('mirror: blob download failed', { repository: target.name, digest: digest.value, error: (error as Error).message })
+      },
     )
     return fetch
   }
 
-  async #join(fetch: BlobFetch, options: { head: boolean; range: boolean }): Promise<FetchedBlob | undefined> {
+  async #join(target: MirrorTarget, fetch: BlobFetch, options: { head: boolean; range: boolean }): Promise<FetchedBlob | undefined> {
+    this.#observer?.cacheRead(target.prefix, 'blob', 'miss')
     if (options.range || options.head) {
       await fetch.done
       return undefined

@@ -7,14 +7,20 @@
  * - unique: blobs only this repository links (what deleting it and collecting garbage frees);
  * - shared: blobs other repositories link too (stored once for all of them);
  * - unreferenced: stored blobs no repository links (what garbage collection frees at once);
- * - uploads: bytes of unfinished uploads.
+ * - uploads: bytes of unfinished uploads;
+ * - cached / pushed: a repository with the mirror marker (`_mirror`) holds pull-through cache
+ *   content, any other pushed content. Cached bytes are blobs only cached repositories link (what
+ *   evicting every cached image and collecting garbage frees; what `--mirror-max-size` caps);
+ *   pushed bytes are blobs some pushed repository links, those it shares with the cache included.
  */
 import type { StorageDriver } from './driver/storage-driver.js'
 import { forEachBlob, listLinks, listOrEmpty, listRepositories, statOrUndefined } from './maintenance-scan.js'
-import { isUploadId, manifestRevisionsPath, repositoryPath, uploadDataPath, uploadsPath } from './paths.js'
+import { isUploadId, manifestRevisionsPath, mirrorMarkerPath, repositoryPath, uploadDataPath, uploadsPath } from './paths.js'
 
 export interface RepositoryUsage {
   readonly name: string
+  /** Filled by the pull-through mirror (it has the mirror marker). */
+  readonly cached: boolean
   readonly blobs: number
   readonly manifests: number
   /** Bytes of every blob it links (unique + shared). */
@@ -33,6 +39,13 @@ export interface UsageReport {
   readonly unreferencedBlobs: number
   readonly unreferencedBytes: number
   readonly uploadBytes: number
+  /** Blobs only cached repositories link, and their bytes. */
+  readonly cachedBlobs: number
+  readonly cachedBytes: number
+  /** Blobs some pushed repository links, and their bytes (`sharedWithCacheBytes` of them cached repositories link too). */
+  readonly pushedBlobs: number
+  readonly pushedBytes: number
+  readonly sharedWithCacheBytes: number
 }
 
 export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
@@ -41,8 +54,11 @@ export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
     if (blob.size !== undefined) sizes.set(blob.digest, blob.size)
   })
   const holders = new Map<string, number>()
-  const perRepository: { name: string; digests: Set<string>; manifests: number; uploadBytes: number }[] = []
+  const perRepository: { name: string; cached: boolean; digests: Set<string>; manifests: number; uploadBytes: number }[] = []
+  const linkedByCache = new Set<string>()
+  const linkedByPushed = new Set<string>()
   for (const name of await listRepositories(driver)) {
+    const cached = (await statOrUndefined(driver, mirrorMarkerPath(name))) !== undefined
     const digests = new Set<string>()
     let manifests = 0
     for (const link of await listLinks(driver, `${repositoryPath(name)}/_layers`)) {
@@ -60,9 +76,10 @@ export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
       if (isUploadId(id)) uploadBytes += (await statOrUndefined(driver, uploadDataPath(name, id)))?.size ?? 0
     }
     for (const digest of digests) holders.set(digest, (holders.get(digest) ?? 0) + 1)
-    perRepository.push({ name, digests, manifests, uploadBytes })
+    perRepository.push({ name, cached, digests, manifests, uploadBytes })
+    for (const digest of digests) (cached ? linkedByCache : linkedByPushed).add(digest)
   }
-  const repositories = perRepository.map(({ name, digests, manifests, uploadBytes }) => {
+  const repositories = perRepository.map(({ name, cached, digests, manifests, uploadBytes }) => {
     let uniqueBytes = 0
     let sharedBytes = 0
     for (const digest of digests) {
@@ -70,7 +87,7 @@ export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
       if ((holders.get(digest) ?? 0) > 1) sharedBytes += size
       else uniqueBytes += size
     }
-    return { name, blobs: digests.size, manifests, bytes: uniqueBytes + sharedBytes, uniqueBytes, sharedBytes, uploadBytes }
+    return { name, cached, blobs: digests.size, manifests, bytes: uniqueBytes + sharedBytes, uniqueBytes, sharedBytes, uploadBytes }
   })
   let bytes = 0
   let sharedBytes = 0
@@ -85,8 +102,26 @@ export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
       unreferencedBytes += size
     }
   }
+  let cachedBytes = 0
+  let cachedBlobs = 0
+  for (const digest of linkedByCache) {
+    if (linkedByPushed.has(digest)) continue
+    cachedBlobs++
+    cachedBytes += sizes.get(digest) ?? 0
+  }
+  let pushedBytes = 0
+  let sharedWithCacheBytes = 0
+  for (const digest of linkedByPushed) {
+    pushedBytes += sizes.get(digest) ?? 0
+    if (linkedByCache.has(digest)) sharedWithCacheBytes += sizes.get(digest) ?? 0
+  }
   return {
     repositories,
+    cachedBlobs,
+    cachedBytes,
+    pushedBlobs: linkedByPushed.size,
+    pushedBytes,
+    sharedWithCacheBytes,
     blobs: sizes.size,
     bytes,
     sharedBytes,

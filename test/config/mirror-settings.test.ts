@@ -1,4 +1,4 @@
-/** `--mirror`, `--mirror-default` and `--mirror-tag-ttl` from flags, the environment and the config file. */
+/** `--mirror`, `--mirror-default`, `--mirror-tag-ttl` and `--mirror-max-size` from flags, the environment and the config file. */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -52,4 +52,22 @@ test('refused: a bad entry, a prefix twice, a default that names no mirror, --mi
   await t.throwsAsync(load({ mirror: ['a=http://x', 'a=http://y'] }), { message: /each prefix once/ })
   await t.throwsAsync(load({ mirror: ['a=http://x'], mirrorDefault: 'b' }), { message: /--mirror-default b names no --mirror prefix \(given: a\)/ })
   await t.throwsAsync(load({ mirror: ['a=http://x'], upstream: 'http://y' }), { message: /--mirror and --upstream exclude each other/ })
+})
+
+test('--mirror-max-size: a size (flag, variable, file), no cap unless set, ignored with a warning without --mirror', async t => {
+  const none = await loadConfig({ flags: { local: true, mirror: ['a=http://127.0.0.1:5001'] }, env: {} })
+  t.is(none.mirrorMaxSizeBytes, undefined)
+  const flag = await loadConfig({ flags: { local: true, mirror: ['a=http://127.0.0.1:5001'], mirrorMaxSize: '20g' }, env: {} })
+  t.is(flag.mirrorMaxSizeBytes, 20 * 1024 ** 3)
+  const env = await loadConfig({ flags: { local: true, mirror: ['a=http://127.0.0.1:5001'] }, env: { BERTH_MIRROR_MAX_SIZE: '500m' } })
+  t.is(env.mirrorMaxSizeBytes, 500 * 1024 ** 2)
+  const dir = await mkdtemp(join(tmpdir(), 'berth-mirror-size-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'berth.yml')
+  await writeFile(file, 'local: true\nmirror:\n  - a=http://127.0.0.1:5001\nmirror-max-size: 1g\n')
+  t.is((await loadConfig({ configFile: file, env: {} })).mirrorMaxSizeBytes, 1024 ** 3)
+  const alone = await loadConfig({ flags: { local: true, mirrorMaxSize: '1g' }, env: {} })
+  t.is(alone.mirrorMaxSizeBytes, undefined)
+  t.true(alone.warnings.includes('--mirror-max-size ignored without --mirror'))
+  await t.throwsAsync(loadConfig({ flags: { local: true, mirror: ['a=http://x'], mirrorMaxSize: 'lots' }, env: {} }), { instanceOf: ConfigError })
 })

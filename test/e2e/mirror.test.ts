@@ -77,7 +77,7 @@ test.before(async () => {
   privateBerth = await startBerth({ datadir: path.join(work, 'upstream-b'), args: ['--htpasswd', htpasswd] })
   layout = await OciLayout.create(path.join(work, 'layout'))
   await layout.addImage({ tag: 'app', layers: [2 * 1024 * 1024, 64 * 1024] })
-  await layout.addImage({ tag: 'big', layers: [64 * 1024 * 1024] })
+  await layout.addImage({ tag: 'big', layers: [256 * 1024 * 1024] })
   await layout.addIndex({
     tag: 'multi',
     platforms: [
@@ -134,7 +134,7 @@ test.serial('skopeo copies through the prefix: manifests and index byte for byte
   t.regex(startupOutput, /mirror {6}localhost:\d+\/hub\.test\/<name> and \?ns=hub\.test, and names that are no repository here from http/)
 })
 
-test.serial('20 clients of one uncached 64 MiB layer: one upstream blob GET', async t => {
+test.serial('20 clients of one uncached 256 MiB layer: one upstream blob GET', async t => {
   const manifest = JSON.parse((await inspectRaw(`docker://${registry.hostPort}/library/big:1`, plain)).toString()) as { layers: { digest: string }[] }
   const layer = manifest.layers[0]!.digest
   await request(mirror.url, `/v2/hub.test/library/big/manifests/1`)
@@ -162,7 +162,7 @@ test.serial('20 clients of one uncached 64 MiB layer: one upstream blob GET', as
   const status = mirror.pid === undefined ? '' : await readFile(`/proc/${mirror.pid}/status`, 'utf8').catch(() => '')
   const peak = /VmHWM:\s+(\d+) kB/.exec(status)?.[1]
   if (peak !== undefined) t.true(Number(peak) < 400 * 1024, `peak RSS ${peak} kB`)
-  t.log(`20 × 64 MiB through the mirror in ${ms} ms, upstream blob GETs: ${proxy.count('GET', `/blobs/${layer}`)}, Berth peak RSS ${peak ?? '?'} kB`)
+  t.log(`20 × 256 MiB through the mirror in ${ms} ms, upstream blob GETs: ${proxy.count('GET', `/blobs/${layer}`)}, Berth peak RSS ${peak ?? '?'} kB`)
 })
 
 test.serial("containerd's ?ns= and the default prefix (docker's registry-mirrors) reach the upstream", async t => {

@@ -46,6 +46,8 @@ export interface DockerdOptions {
   debug?: boolean
   /** Start timeout, default 60 s. */
   timeoutMs?: number
+  /** Written as the daemon's /etc/docker/daemon.json (default `{}`), e.g. `{ "registry-mirrors": [...] }`. */
+  daemonConfig?: Record<string, unknown>
 }
 
 export interface Dockerd {
@@ -115,7 +117,7 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
         .join(''),
   )
   // The daemon sees this folder as /etc/docker: an empty daemon.json means no host settings leak in.
-  await writeFile(path.join(etcDocker, 'daemon.json'), '{}\n')
+  await writeFile(path.join(etcDocker, 'daemon.json'), `${JSON.stringify(options.daemonConfig ?? {})}\n`)
 
   const dockerdArgs = [
     '--iptables=false',

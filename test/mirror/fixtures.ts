@@ -137,7 +137,7 @@ export async function startMirror(
   mirror: Partial<NonNullable<RegistryAppOptions['mirror']>> & Pick<NonNullable<RegistryAppOptions['mirror']>, 'upstreams'>,
   options: Partial<RegistryAppOptions> = {},
 ): Promise<MirrorUnderTest> {
-  const driver = new InMemoryDriver()
+  const driver = options.driver instanceof InMemoryDriver ? options.driver : new InMemoryDriver()
   const state = { clock: 1_000_000 }
   const app = createRegistryApp({
     driver,

@@ -38,8 +38,8 @@ test('du: bytes per repository, unique vs shared, unreferenced and uploads, tota
   const report = await diskUsage(running.driver)
   const aBytes = image.manifest.byteLength + image.config.size + image.layers.reduce((s, l) => s + l.size, 0)
   t.deepEqual(report.repositories, [
-    { name: 'a', blobs: 4, manifests: 1, bytes: aBytes, uniqueBytes: aBytes - shared.size, sharedBytes: shared.size, uploadBytes: 0 },
-    { name: 'b', blobs: 2, manifests: 0, bytes: shared.size + 700, uniqueBytes: 700, sharedBytes: shared.size, uploadBytes: 300 },
+    { name: 'a', cached: false, blobs: 4, manifests: 1, bytes: aBytes, uniqueBytes: aBytes - shared.size, sharedBytes: shared.size, uploadBytes: 0 },
+    { name: 'b', cached: false, blobs: 2, manifests: 0, bytes: shared.size + 700, uniqueBytes: 700, sharedBytes: shared.size, uploadBytes: 300 },
   ])
   t.is(report.blobs, 5)
   t.is(report.bytes, aBytes + 700)

@@ -55,9 +55,10 @@ function quotaCell(quota: QuotaUsage | undefined, size: (bytes: number) => strin
 }
 
 export function renderUsage(report: UsageReport, root: string, size: (bytes: number) => string, quotas?: ReadonlyMap<string, QuotaUsage>): string {
-  const header = ['REPOSITORY', 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS', ...(quotas ? ['QUOTA'] : [])]
+  const header = ['REPOSITORY', 'KIND', 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS', ...(quotas ? ['QUOTA'] : [])]
   const rows = report.repositories.map(r => [
     r.name,
+    r.cached ? 'cached' : 'pushed',
     String(r.manifests),
     String(r.blobs),
     size(r.uniqueBytes),
@@ -80,6 +81,15 @@ export function renderUsage(report: UsageReport, root: string, size: (bytes: num
     `unreferenced:  ${size(report.unreferencedBytes)} in ${report.unreferencedBlobs} blob${report.unreferencedBlobs === 1 ? '' : 's'} no repository links (berth gc frees them)`,
   )
   lines.push(`uploads:       ${size(report.uploadBytes)} in unfinished uploads`)
+  const cachedRepositories = report.repositories.filter(r => r.cached).length
+  if (cachedRepositories > 0) {
+    lines.push(
+      `cached:        ${size(report.cachedBytes)} in ${report.cachedBlobs} blob${report.cachedBlobs === 1 ? '' : 's'} only the ${cachedRepositories} pull-through cache repositor${cachedRepositories === 1 ? 'y' : 'ies'} use (--mirror-max-size caps this)`,
+    )
+    lines.push(
+      `pushed:        ${size(report.pushedBytes)} in ${report.pushedBlobs} blob${report.pushedBlobs === 1 ? '' : 's'} pushed repositories use (${size(report.sharedWithCacheBytes)} of it shared with the cache; eviction never frees it)`,
+    )
+  }
   if (quotas !== undefined) lines.push('quota:         used = config and layers of the images a repository holds, as pushes are checked (berth.yml quotas:)')
   return lines.join('\n') + '\n'
 }

@@ -12,6 +12,7 @@ import { isLoopbackHost } from '../../config/values.js'
 import { addUserCommand, isInContainer } from '../../container.js'
 import { inspectClientCa, warnIfDomainsUncovered } from '../../edge/tls/certificate-checks.js'
 import { createLogger, type Logger } from '../../log.js'
+import { formatBytes } from '../../storage/usage.js'
 import type { RunningServer } from '../../server.js'
 import { CliError } from '../errors.js'
 import type { CliIo } from '../io.js'
@@ -162,6 +163,8 @@ export function summary(config: Config, server: RunningServer, context: SummaryC
     const isDefault = mirror.prefix === config.mirrorDefault ? ', and names that are no repository here' : ''
     add('mirror', `${host}/${mirror.prefix}/<name> and ?ns=${mirror.prefix}${isDefault} from ${mirror.url} (read-only)`)
   }
+  if (config.mirrorMaxSizeBytes !== undefined)
+    add('mirror cap', `${formatBytes(config.mirrorMaxSizeBytes)} of cached content (least recently pulled images evicted first; pushed images never)`)
   for (const hint of server.hints) add('note', hint)
   const exposure = exposureOf(config, server, env)
   if (exposure !== undefined) add(exposure.label, exposure.text)
