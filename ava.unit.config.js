@@ -36,6 +36,7 @@ export default {
     '!test/storage/layout.test.ts', // registry:2 on the same datadir
     '!test/storage/crash.test.ts', // kills engine processes
     '!test/storage/gc-s3.test.ts', // Ceph RGW
+    '!test/storage/metadata-index-s3.test.ts', // Ceph RGW
     '!test/storage/driver/s3*.test.ts', // Ceph RGW
   ],
   // The registry fixtures follow BERTH_TEST_DRIVER (s3 starts Ceph): the unit loop stays in memory.
