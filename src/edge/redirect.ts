@@ -6,6 +6,7 @@
  */
 import type { Exchange, Handler } from '../http/exchange.js'
 import { lingerAfterResponse } from '../http/respond.js'
+import { LIVENESS_PATH, READINESS_PATH } from './steps/health.js'
 import type { ChallengeResponder } from './tls/certificate-source.js'
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
@@ -24,6 +25,12 @@ export function hostName(host: string | undefined): string {
   if (trimmed.startsWith('[')) return trimmed.slice(1, trimmed.indexOf(']') > 0 ? trimmed.indexOf(']') : undefined)
   const colon = trimmed.lastIndexOf(':')
   return colon >= 0 && trimmed.indexOf(':') === colon ? trimmed.slice(0, colon) : trimmed
+}
+
+/** How metrics name a port-80 request: an answer to the CA, a health probe (undefined: `other`), or a redirect. */
+export function port80Route(path: string): 'acme-challenge' | 'redirect' | undefined {
+  if (path.startsWith(CHALLENGE_PREFIX)) return 'acme-challenge'
+  return path === LIVENESS_PATH || path === READINESS_PATH ? undefined : 'redirect'
 }
 
 export function createRedirectHandler(options: RedirectOptions): Handler {

@@ -28,12 +28,16 @@ const HANDLER_OF_ROUTE: Readonly<Record<string, string>> = {
   upload: 'blob_upload_chunk',
   blob: 'blob',
   referrers: 'referrers',
+  // Port 80 (not distribution's): HTTP-01 answers to the CA, and the redirects to HTTPS.
+  'acme-challenge': 'acme_challenge',
+  redirect: 'redirect',
 }
 const OTHER = 'other'
 const HANDLERS = [...Object.values(HANDLER_OF_ROUTE), OTHER]
 const METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS', OTHER]
 const MANIFEST = HANDLERS.indexOf('manifest')
-const UPLOAD_HANDLERS = new Set([HANDLERS.indexOf('blob_upload'), HANDLERS.indexOf('blob_upload_chunk')])
+const UPLOAD_CHUNK = HANDLERS.indexOf('blob_upload_chunk')
+const UPLOAD_HANDLERS = new Set([HANDLERS.indexOf('blob_upload'), UPLOAD_CHUNK])
 /** The repository label value once `maxRepositories` names are labelled (no repository name starts with `_`). */
 export const OTHER_REPOSITORIES = '_other'
 
@@ -180,26 +184,34 @@ export class RegistryMetrics {
     }
   }
 
-  /** The edge step: put it first, so every exchange of the registry doors is timed and counted. */
-  readonly step: Step = (exchange, next) => {
-    const started = performance.now()
-    const isUpload = isUploadData(exchange)
-    if (isUpload) this.uploadsInProgress.inc()
-    const inFlight = this.inFlight[handlerIndex(routeNameOf(registryRoutes, exchange.path))]!
-    inFlight.inc()
-    exchange.res.once('close', () => {
-      inFlight.dec()
-      if (isUpload) this.uploadsInProgress.dec()
-      this.record(exchange, (performance.now() - started) / 1000)
-    })
-    return next(exchange)
+  /** The edge step of the registry doors: put it first, so every exchange is timed and counted. */
+  readonly step: Step = this.stepFor(path => routeNameOf(registryRoutes, path))
+
+  /**
+   * The same step for a door whose routes `routeOf` names from the path (port 80: `redirect`,
+   * `acme-challenge`); the engine's route, when it sets one, wins. Unknown names count as `other`.
+   */
+  stepFor(routeOf: (path: string) => string | undefined): Step {
+    return (exchange, next) => {
+      const started = performance.now()
+      const handler = handlerIndex(routeOf(exchange.path))
+      const isUpload = handler === UPLOAD_CHUNK && isUploadData(exchange)
+      if (isUpload) this.uploadsInProgress.inc()
+      const inFlight = this.inFlight[handler]!
+      inFlight.inc()
+      exchange.res.once('close', () => {
+        inFlight.dec()
+        if (isUpload) this.uploadsInProgress.dec()
+        this.record(exchange, (performance.now() - started) / 1000, exchange.route === undefined ? handler : handlerIndex(exchange.route))
+      })
+      return next(exchange)
+    }
   }
 
-  /** Records one finished exchange (the step calls it; tests too). */
-  record(exchange: Exchange, seconds: number): void {
+  /** Records one finished exchange (the step calls it; tests too), by default named by the engine's route or the path. */
+  record(exchange: Exchange, seconds: number, handler = handlerIndex(exchange.route ?? routeNameOf(registryRoutes, exchange.path))): void {
     const { meter } = exchange
     const status = exchange.res.statusCode
-    const handler = handlerIndex(exchange.route ?? routeNameOf(registryRoutes, exchange.path))
     const method = methodIndex(exchange.req.method)
     const series = this.series[handler]!
     let byStatus = series.requests[method]
