@@ -35,11 +35,11 @@ export function port80Route(path: string): 'acme-challenge' | 'redirect' | undef
 
 export function createRedirectHandler(options: RedirectOptions): Handler {
   const domains = options.domains.map(domain => domain.toLowerCase())
-  return async ({ req, res }: Exchange) => {
+  return async ({ req, res, id }: Exchange) => {
     const target = req.url ?? '/'
     if (target.startsWith(CHALLENGE_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
       const token = target.slice(CHALLENGE_PREFIX.length).split('?')[0] ?? ''
-      const answer = /^[A-Za-z0-9_-]+$/.test(token) ? options.challenges?.keyAuthorization(token) : undefined
+      const answer = /^[A-Za-z0-9_-]+$/.test(token) ? options.challenges?.keyAuthorization(token, id) : undefined
       res.writeHead(answer === undefined ? 404 : 200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(answer ?? 'not found\n') })
       res.end(answer ?? 'not found\n')
       return

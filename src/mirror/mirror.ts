@@ -146,13 +146,14 @@ export class Mirror {
    * Makes the manifest `reference` (a tag or digest) of the target present and, for a tag, fresh
    * enough, so the engine can serve it from storage. Throws ManifestUnknownError when the upstream
    * does not have it, UpstreamDeniedError, or, only when nothing usable is cached,
-   * UpstreamUnavailableError / UpstreamRateLimitedError.
+   * UpstreamUnavailableError / UpstreamRateLimitedError. `requestId` (of the request that asks)
+   * goes on the log lines; requests that join a fetch already running share the first one's.
    */
-  async ensureManifest(target: MirrorTarget, reference: string): Promise<void> {
+  async ensureManifest(target: MirrorTarget, reference: string, requestId?: string): Promise<void> {
     const key = `${target.name} ${reference}`
     let flight = this.#flights.get(key)
     if (flight === undefined) {
-      flight = (isDigestReference(reference) ? this.#ensureDigest(target, parseDigest(reference)) : this.#ensureTag(target, reference)).finally(() =>
+      flight = (isDigestReference(reference) ? this.#ensureDigest(target, parseDigest(reference)) : this.#ensureTag(target, reference, requestId)).finally(() =>
         this.#flights.delete(key),
       )
       this.#flights.set(key, flight)
@@ -165,7 +166,7 @@ export class Mirror {
     await this.#fetchManifest(target, digest.value, digest, undefined)
   }
 
-  async #ensureTag(target: MirrorTarget, tag: string): Promise<void> {
+  async #ensureTag(target: MirrorTarget, tag: string, requestId: string | undefined): Promise<void> {
     const key = `${target.name} ${tag}`
     const cached = await this.#cachedTag(target.name, tag)
     const checkedAt = this.#checked.get(key)
@@ -193,6 +194,7 @@ export class Mirror {
         tag,
         digest: cached.value,
         error: (error as Error).message,
+        id: requestId,
       })
       // Ask again in a little while, not on every pull of a tag while the upstream is down.
       this.#markChecked(key, this.#now() - this.#options.tagTtlMs + Math.min(this.#options.tagTtlMs, RETRY_AFTER_OUTAGE_MS))
@@ -236,7 +238,7 @@ export class Mirror {
    * stored for another repository is linked once the upstream confirms this repository has it).
    * With `range`, the download is waited for and the engine serves the range from storage.
    */
-  async fetchBlob(target: MirrorTarget, digest: Digest, options: { head: boolean; range: boolean }): Promise<FetchedBlob | undefined> {
+  async fetchBlob(target: MirrorTarget, digest: Digest, options: { head: boolean; range: boolean; id?: string }): Promise<FetchedBlob | undefined> {
     if ((await this.store.blobs.isLinked(target.name, digest)) && (await this.store.blobs.statGlobal(digest)) !== undefined) return undefined
     const key = `${target.name} ${digest.value}`
     const running = this.#fetches.get(key)
@@ -256,7 +258,7 @@ export class Mirror {
     // No await between this look-up and the set: concurrent misses share one upstream GET.
     let pending = this.#fetches.get(key)
     if (pending === undefined) {
-      pending = this.#startFetch(target, digest)
+      pending = this.#startFetch(target, digest, options.id)
       this.#fetches.set(key, pending)
       const forget = (): void => void this.#fetches.delete(key)
       void pending.then(fetch => fetch.done.then(forget, forget), forget)
@@ -264,7 +266,7 @@ export class Mirror {
     return this.#join(await pending, options)
   }
 
-  async #startFetch(target: MirrorTarget, digest: Digest): Promise<BlobFetch> {
+  async #startFetch(target: MirrorTarget, digest: Digest, requestId: string | undefined): Promise<BlobFetch> {
     const response = await this.#ask(target, 'GET', `blobs/${digest.value}`, {})
     if (response.status !== 200) discard(response)
     this.#failOn(response, target, digest.value, 'blob')
@@ -278,7 +280,12 @@ export class Mirror {
     void fetch.done.then(
       () => this.#mark(target),
       (error: unknown) =>
-        this.#options.logger.warn('mirror: blob download failed', { repository: target.name, digest: digest.value, error: (error as Error).message }),
+        this.#options.logger.warn('mirror: blob download failed', {
+          repository: target.name,
+          digest: digest.value,
+          error: (error as Error).message,
+          id: requestId,
+        }),
     )
     return fetch
   }
