@@ -270,6 +270,7 @@ export class RegistryMetrics {
   /**
    * Timers for a TimedDriver around the storage driver named `driver`: distribution's
    * `registry_storage_action_seconds{driver, action}`, one histogram child per action, bound now.
+   * Call it once (the composition root does, for the one driver it opens).
    */
   storageTimers(driver: string): StorageTimers {
     const family = new HistogramFamily(
