@@ -54,8 +54,16 @@ test('every call is timed under distribution name and labels, failures included'
   for (const action of ['Stat', 'Touch', 'List', 'Move', 'Reader', 'Writer', 'Walk', 'Lock', 'Delete']) t.is(count(s, action), 1, action)
   t.is(count(s, 'URLFor'), 0, 'in-memory has no redirect URLs')
   t.is(s.get('registry_storage_action_seconds_bucket{le="+Inf",driver="in-memory",action="PutContent"}'), 2)
-  t.is(s.get('registry_storage_action_seconds_bucket{le="0.005",driver="in-memory",action="PutContent"}'), 2, "distribution's bucket bounds are kept")
-  t.true(s.get('registry_storage_action_seconds_sum{driver="in-memory",action="PutContent"}')! < 1)
+  // Durations depend on the machine's load: only the bounds and their order are checked.
+  const buckets = ['0.0005', '0.005', '10', '60', '+Inf'].map(le =>
+    s.get(`registry_storage_action_seconds_bucket{le="${le}",driver="in-memory",action="PutContent"}`),
+  )
+  t.false(buckets.includes(undefined), "distribution's bucket bounds are kept, with finer ones below and two above")
+  t.deepEqual(
+    [...(buckets as number[])].sort((a, b) => a - b),
+    buckets as number[],
+    'cumulative',
+  )
 })
 
 test('name, capabilities and optional methods are those of the wrapped driver', async t => {
