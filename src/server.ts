@@ -55,6 +55,7 @@ import { openStorage as openStore, prepareFolder as prepareStoreFolder, StorageO
 import { purgeAbandonedUploads } from './storage/purge-uploads.js'
 import { probeStorage } from './storage/storage-probe.js'
 import type { StorageDriver } from './storage/driver/storage-driver.js'
+import { TimedDriver } from './storage/driver/timed-driver.js'
 import { webUiParts } from './web/setup.js'
 
 export interface RunningServer {
@@ -111,13 +112,13 @@ export async function openStorage(config: Config): Promise<{ driver: StorageDriv
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   // Users first: a refused start (HTTPS without a login) creates nothing and listens on nothing.
   const auth = await checkHtpasswd(config, logger)
-  const opened = config.upstream === undefined ? await openStorage(config) : undefined
+  const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
+  const opened = config.upstream === undefined ? timedStorage(await openStorage(config), metrics) : undefined
   if (config.clientCa !== undefined) await mustRead(config.clientCa, '--client-ca')
 
   // With S3 storage, ACME state and its lock live in the bucket too: every instance shares one
   // account, one certificate and one order, and any of them answers the CA's HTTP-01 request.
   const sharedCertStore = opened !== undefined && config.storage.kind === 's3' ? new DriverCertStore(opened.driver, CERT_STORE_ROOT) : undefined
-  const metrics = config.metricsListen === undefined ? undefined : new RegistryMetrics({ repositoryLabels: config.metricsRepositoryLabels })
   const audit = config.auditLog === undefined ? undefined : await openAuditLog(config.auditLog, logger)
   const webhooks = opened === undefined || config.webhooks.length === 0 ? undefined : await startWebhooks(config, opened.driver, metrics, logger)
   const events = fanOut([...(audit !== undefined ? [audit] : []), ...(webhooks !== undefined ? [webhooks] : [])])
@@ -634,6 +635,12 @@ function metadataIndexJobs(index: MetadataIndex, logger: Logger): PeriodicJob<un
     ),
     every(PULL_FLUSH_INTERVAL_MS, () => index.flushPulls()),
   ]
+}
+
+/** With metrics on, every storage driver call is timed (`registry_storage_action_seconds`). */
+function timedStorage<T extends { driver: StorageDriver }>(opened: T, metrics: RegistryMetrics | undefined): T {
+  if (metrics === undefined) return opened
+  return { ...opened, driver: new TimedDriver(opened.driver, metrics.storageTimers(opened.driver.name)) }
 }
 
 /** What metrics read at scrape time: the data folder's filesystem, the served certificate, ACME's schedule. */

@@ -10,7 +10,7 @@
  *     → 100-continue + response turn → engine | proxy                       ([…]: HTTPS door only)
  *
  * Doors: HTTPS (TLS) with port 80 beside it (ACME HTTP-01, health probes and redirects, its own
- * short chain: access log → connection limit → health probes → redirect), or
+ * short chain: [metrics] → access log → connection limit → health probes → redirect), or
  * plain HTTP in local mode; and optionally the internal door (loopback or a unix socket), which
  * serves the same chain minus the TLS-only steps.
  */
@@ -25,7 +25,7 @@ import type { LoginThrottleOptions } from './auth/throttle.js'
 import { ConnectionLimits, type ConnectionLimitOptions } from './connection-limits.js'
 import { closeServer, listen, serve, serverOptions, urlOf, type ListenAddress, type ListenerTimeouts, type Server } from './listeners.js'
 import { UpstreamProxy } from './proxy.js'
-import { createRedirectHandler } from './redirect.js'
+import { createRedirectHandler, port80Route } from './redirect.js'
 import { accessLog } from './steps/access-log.js'
 import { auditLogin, authenticate } from './steps/authenticate.js'
 import { NO_EVENTS, type EventSink } from '../events/events.js'
@@ -121,7 +121,7 @@ export interface EdgeOptions extends ListenerTimeouts {
    * 500, probed every `probeIntervalMs`).
    */
   readiness?: { checks?: readonly ReadinessCheck[]; probeIntervalMs: number; probeTimeoutMs: number }
-  /** Metrics of the registry doors (HTTPS, local, internal); off when undefined. */
+  /** Metrics of every door (port 80 counts its requests as `redirect` or `acme_challenge`); off when undefined. */
   metrics?: EdgeMetrics
   logger: Logger
 }
@@ -130,6 +130,8 @@ export interface EdgeOptions extends ListenerTimeouts {
 export interface EdgeMetrics {
   /** The outermost step of each registry door's chain: records every exchange when its response closes. */
   readonly step: Step
+  /** The same for another door, whose requests `routeOf` names (port 80: `port80Route`). */
+  stepFor(routeOf: (path: string) => string | undefined): Step
   /** Credentials were given and were wrong (401). */
   loginFailed(): void
   /** An address that failed too often was refused (429). */
@@ -375,7 +377,8 @@ async function startHttpsDoors(
   })
   const port80 = http.createServer(serverOptions(options))
   limits?.attach(port80)
-  serve(port80, 'http', compose([accessLog(options.logger), ...(limits ? [limits.step] : []), health], redirect), options, options.logger)
+  const first = [...(options.metrics ? [options.metrics.stepFor(port80Route)] : []), accessLog(options.logger), ...(limits ? [limits.step] : [])]
+  serve(port80, 'http', compose([...first, health], redirect), options, options.logger)
   cleanups.push(() => closeServer(port80))
   await listen(port80, required(options.httpPort, 'httpPort'), options.host)
   urls.http = urlOf('http', port80)

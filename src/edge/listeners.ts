@@ -51,7 +51,7 @@ export function serve(server: Server, door: Door, handler: Handler, timeouts: Li
     const exchange = createExchange(req, res, door, { expectsContinue })
     handler(exchange).catch((error: unknown) => {
       // The access-log step catches everything; this guards against a bug in it.
-      logger.error('request handler failed', { error: (error as Error).message })
+      logger.error('request handler failed', { error: (error as Error).message, id: exchange.id })
       if (!res.destroyed) res.destroy()
     })
   }

@@ -220,7 +220,7 @@ class Forwarding {
     // reused: the upstream never saw it; sent again once, as nginx does (proxy_next_upstream error).
     if (!this.responded && !this.retried && this.bodyless && this.upstream.reusedSocket && !res.destroyed && STALE_SOCKET_CODES.has(code)) {
       this.retried = true
-      this.proxy.logger.debug('upstream closed a kept-alive connection as it was reused; sending again', { method: req.method, code })
+      this.proxy.logger.debug('upstream closed a kept-alive connection as it was reused; sending again', { method: req.method, code, id: this.exchange.id })
       this.upstream = this.attach(this.proxy.open(this.exchange, this.headers))
       this.upstream.end()
       return

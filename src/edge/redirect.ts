@@ -6,6 +6,7 @@
  */
 import type { Exchange, Handler } from '../http/exchange.js'
 import { lingerAfterResponse } from '../http/respond.js'
+import { LIVENESS_PATH, READINESS_PATH } from './steps/health.js'
 import type { ChallengeResponder } from './tls/certificate-source.js'
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
@@ -26,13 +27,19 @@ export function hostName(host: string | undefined): string {
   return colon >= 0 && trimmed.indexOf(':') === colon ? trimmed.slice(0, colon) : trimmed
 }
 
+/** How metrics name a port-80 request: an answer to the CA, a health probe (undefined: `other`), or a redirect. */
+export function port80Route(path: string): 'acme-challenge' | 'redirect' | undefined {
+  if (path.startsWith(CHALLENGE_PREFIX)) return 'acme-challenge'
+  return path === LIVENESS_PATH || path === READINESS_PATH ? undefined : 'redirect'
+}
+
 export function createRedirectHandler(options: RedirectOptions): Handler {
   const domains = options.domains.map(domain => domain.toLowerCase())
-  return async ({ req, res }: Exchange) => {
+  return async ({ req, res, id }: Exchange) => {
     const target = req.url ?? '/'
     if (target.startsWith(CHALLENGE_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
       const token = target.slice(CHALLENGE_PREFIX.length).split('?')[0] ?? ''
-      const answer = /^[A-Za-z0-9_-]+$/.test(token) ? options.challenges?.keyAuthorization(token) : undefined
+      const answer = /^[A-Za-z0-9_-]+$/.test(token) ? options.challenges?.keyAuthorization(token, id) : undefined
       res.writeHead(answer === undefined ? 404 : 200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(answer ?? 'not found\n') })
       res.end(answer ?? 'not found\n')
       return

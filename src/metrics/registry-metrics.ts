@@ -17,6 +17,7 @@ import { CounterFamily, HistogramFamily, type CounterChild, type HistogramChild 
 import { registryRoutes } from '../registry/handlers/index.js'
 import { routeNameOf } from '../registry/routes.js'
 import type { MirrorObserver, UpstreamErrorReason } from '../mirror/mirror.js'
+import { STORAGE_ACTIONS, type StorageAction, type StorageTimers } from '../storage/driver/timed-driver.js'
 
 /** distribution's `handler` values (its route names with `-` → `_`) for our route names. */
 const HANDLER_OF_ROUTE: Readonly<Record<string, string>> = {
@@ -28,17 +29,27 @@ const HANDLER_OF_ROUTE: Readonly<Record<string, string>> = {
   upload: 'blob_upload_chunk',
   blob: 'blob',
   referrers: 'referrers',
+  // Port 80 (not distribution's): HTTP-01 answers to the CA, and the redirects to HTTPS.
+  'acme-challenge': 'acme_challenge',
+  redirect: 'redirect',
 }
 const OTHER = 'other'
 const HANDLERS = [...Object.values(HANDLER_OF_ROUTE), OTHER]
 const METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS', OTHER]
 const MANIFEST = HANDLERS.indexOf('manifest')
-const UPLOAD_HANDLERS = new Set([HANDLERS.indexOf('blob_upload'), HANDLERS.indexOf('blob_upload_chunk')])
+const UPLOAD_CHUNK = HANDLERS.indexOf('blob_upload_chunk')
+const UPLOAD_HANDLERS = new Set([HANDLERS.indexOf('blob_upload'), UPLOAD_CHUNK])
 /** The repository label value once `maxRepositories` names are labelled (no repository name starts with `_`). */
 export const OTHER_REPOSITORIES = '_other'
 
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
 const SIZE_BUCKETS = [0, 512, 4096, 65_536, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 4 * (1 << 30)]
+/**
+ * distribution's buckets for `registry_storage_action_seconds` (Prometheus' defaults, 5 ms to 10 s)
+ * with finer ones below (a local filesystem answers in well under 5 ms) and two above for walks.
+ * A superset: queries on distribution's `le` values still work.
+ */
+const STORAGE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 const GC_BUCKETS = [1, 5, 15, 60, 300, 900, 3600, 4 * 3600]
 
 export interface RegistryMetricsOptions {
@@ -174,26 +185,34 @@ export class RegistryMetrics {
     }
   }
 
-  /** The edge step: put it first, so every exchange of the registry doors is timed and counted. */
-  readonly step: Step = (exchange, next) => {
-    const started = performance.now()
-    const isUpload = isUploadData(exchange)
-    if (isUpload) this.uploadsInProgress.inc()
-    const inFlight = this.inFlight[handlerIndex(routeNameOf(registryRoutes, exchange.path))]!
-    inFlight.inc()
-    exchange.res.once('close', () => {
-      inFlight.dec()
-      if (isUpload) this.uploadsInProgress.dec()
-      this.record(exchange, (performance.now() - started) / 1000)
-    })
-    return next(exchange)
+  /** The edge step of the registry doors: put it first, so every exchange is timed and counted. */
+  readonly step: Step = this.stepFor(path => routeNameOf(registryRoutes, path))
+
+  /**
+   * The same step for a door whose routes `routeOf` names from the path (port 80: `redirect`,
+   * `acme-challenge`); the engine's route, when it sets one, wins. Unknown names count as `other`.
+   */
+  stepFor(routeOf: (path: string) => string | undefined): Step {
+    return (exchange, next) => {
+      const started = performance.now()
+      const handler = handlerIndex(routeOf(exchange.path))
+      const isUpload = handler === UPLOAD_CHUNK && isUploadData(exchange)
+      if (isUpload) this.uploadsInProgress.inc()
+      const inFlight = this.inFlight[handler]!
+      inFlight.inc()
+      exchange.res.once('close', () => {
+        inFlight.dec()
+        if (isUpload) this.uploadsInProgress.dec()
+        this.record(exchange, (performance.now() - started) / 1000, exchange.route === undefined ? handler : handlerIndex(exchange.route))
+      })
+      return next(exchange)
+    }
   }
 
-  /** Records one finished exchange (the step calls it; tests too). */
-  record(exchange: Exchange, seconds: number): void {
+  /** Records one finished exchange (the step calls it; tests too), by default named by the engine's route or the path. */
+  record(exchange: Exchange, seconds: number, handler = handlerIndex(exchange.route ?? routeNameOf(registryRoutes, exchange.path))): void {
     const { meter } = exchange
     const status = exchange.res.statusCode
-    const handler = handlerIndex(exchange.route ?? routeNameOf(registryRoutes, exchange.path))
     const method = methodIndex(exchange.req.method)
     const series = this.series[handler]!
     let byStatus = series.requests[method]
@@ -310,6 +329,21 @@ export class RegistryMetrics {
       evicted.inc(trim.images)
       evictedBytes.inc(trim.bytes - trim.bytesAfter)
     }
+  }
+
+  /**
+   * Timers for a TimedDriver around the storage driver named `driver`: distribution's
+   * `registry_storage_action_seconds{driver, action}`, one histogram child per action, bound now.
+   * Call it once (the composition root does, for the one driver it opens).
+   */
+  storageTimers(driver: string): StorageTimers {
+    const family = new HistogramFamily(
+      'registry_storage_action_seconds',
+      'Time a storage driver call takes, by driver and action (reader and writer: the open only).',
+      STORAGE_BUCKETS,
+      this.registry,
+    )
+    return Object.fromEntries(STORAGE_ACTIONS.map(action => [action, family.child({ driver, action })])) as Record<StorageAction, HistogramChild>
   }
 
   /** Free and total bytes of the filesystem holding `folder` (the data folder), read at each scrape. */

@@ -170,15 +170,16 @@ export class Mirror {
    * Makes the manifest `reference` (a tag or digest) of the target present and, for a tag, fresh
    * enough, so the engine can serve it from storage. Throws ManifestUnknownError when the upstream
    * does not have it, UpstreamDeniedError, or, only when nothing usable is cached,
-   * UpstreamUnavailableError / UpstreamRateLimitedError.
+   * UpstreamUnavailableError / UpstreamRateLimitedError. `requestId` (of the request that asks)
+   * goes on the log lines; requests that join a fetch already running share the first one's.
    */
-  async ensureManifest(target: MirrorTarget, reference: string): Promise<void> {
+  async ensureManifest(target: MirrorTarget, reference: string, requestId?: string): Promise<void> {
     const key = `${target.name} ${reference}`
     let flight = this.#flights.get(key)
     if (flight === undefined) {
       flight = this.#counted(
         target,
-        isDigestReference(reference) ? this.#ensureDigest(target, parseDigest(reference)) : this.#ensureTag(target, reference),
+        isDigestReference(reference) ? this.#ensureDigest(target, parseDigest(reference)) : this.#ensureTag(target, reference, requestId),
       ).finally(() => this.#flights.delete(key))
       this.#flights.set(key, flight)
     }
@@ -193,7 +194,7 @@ export class Mirror {
     return 'miss'
   }
 
-  async #ensureTag(target: MirrorTarget, tag: string): Promise<CacheResult> {
+  async #ensureTag(target: MirrorTarget, tag: string, requestId: string | undefined): Promise<CacheResult> {
     const key = `${target.name} ${tag}`
     const cached = await this.#cachedTag(target.name, tag)
     const checkedAt = this.#checked.get(key)
@@ -225,6 +226,7 @@ export class Mirror {
         tag,
         digest: cached.value,
         error: (error as Error).message,
+        id: requestId,
       })
       // Ask again in a little while, not on every pull of a tag while the upstream is down.
       this.#markChecked(key, this.#now() - this.#options.tagTtlMs + Math.min(this.#options.tagTtlMs, RETRY_AFTER_OUTAGE_MS))
@@ -292,7 +294,7 @@ export class Mirror {
    * stored for another repository is linked once the upstream confirms this repository has it).
    * With `range`, the download is waited for and the engine serves the range from storage.
    */
-  async fetchBlob(target: MirrorTarget, digest: Digest, options: { head: boolean; range: boolean }): Promise<FetchedBlob | undefined> {
+  async fetchBlob(target: MirrorTarget, digest: Digest, options: { head: boolean; range: boolean; id?: string }): Promise<FetchedBlob | undefined> {
     if ((await this.store.blobs.isLinked(target.name, digest)) && (await this.store.blobs.statGlobal(digest)) !== undefined) {
       this.#observer?.cacheRead(target.prefix, 'blob', 'hit')
       return undefined
@@ -322,7 +324,7 @@ export class Mirror {
     // No await between this look-up and the set: concurrent misses share one upstream GET.
     let pending = this.#fetches.get(key)
     if (pending === undefined) {
-      pending = this.#counted(target, this.#startFetch(target, digest))
+      pending = this.#counted(target, this.#startFetch(target, digest, options.id))
       this.#fetches.set(key, pending)
       const forget = (): void => void this.#fetches.delete(key)
       void pending.then(fetch => fetch.done.then(forget, forget), forget)
@@ -330,7 +332,7 @@ export class Mirror {
     return this.#join(target, await pending, options)
   }
 
-  async #startFetch(target: MirrorTarget, digest: Digest): Promise<BlobFetch> {
+  async #startFetch(target: MirrorTarget, digest: Digest, requestId: string | undefined): Promise<BlobFetch> {
     const response = await this.#ask(target, 'GET', `blobs/${digest.value}`, {})
     if (response.status !== 200) discard(response)
     this.#failOn(response, target, digest.value, 'blob')
@@ -348,7 +350,12 @@ export class Mirror {
       },
       (error: unknown) => {
         this.#upstreamFailed(target, error)
-        this.#options.logger.warn('mirror: blob download failed', { repository: target.name, digest: digest.value, error: (error as Error).message })
+        this.#options.logger.warn('mirror: blob download failed', {
+          repository: target.name,
+          digest: digest.value,
+          error: (error as Error).message,
+          id: requestId,
+        })
       },
     )
     return fetch

@@ -145,7 +145,7 @@ export function createRegistryApp(options: RegistryAppOptions): RegistryApp {
   const serve = (exchange: Exchange): Promise<void> => {
     const task = dispatch(exchange).catch(error => {
       // dispatch already catches everything; this is the last guard against a bug in writeError.
-      logger.error('unhandled error in request', { error: error instanceof Error ? error.message : String(error) })
+      logger.error('unhandled error in request', { error: error instanceof Error ? error.message : String(error), id: exchange.id })
       if (!exchange.res.destroyed) exchange.res.destroy()
     })
     inFlight.add(task)

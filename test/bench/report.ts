@@ -32,6 +32,8 @@ export interface CaseResult extends CaseDef {
   stacks: Partial<Record<StackName, Summary>>
   /** Berth's median relative to the seed's, > 1 means Berth is better. */
   advantage?: number
+  /** With `--stacks berth,berth-metrics`: Berth with metrics relative to without, oriented as `advantage` (< 1: the metrics cost). */
+  withMetrics?: number
   met?: boolean
   notes: string[]
 }
@@ -43,7 +45,7 @@ export function summarize(samples: number[]): Summary | undefined {
 
 export function evaluate(def: CaseDef, samples: Partial<Record<StackName, number[]>>, ceilings?: Ceilings): CaseResult {
   const stacks: CaseResult['stacks'] = {}
-  for (const name of ['seed', 'berth'] as const) {
+  for (const name of ['seed', 'berth', 'berth-metrics'] as const) {
     const summary = summarize(samples[name] ?? [])
     if (summary) stacks[name] = summary
   }
@@ -52,6 +54,10 @@ export function evaluate(def: CaseDef, samples: Partial<Record<StackName, number
   const seed = stacks.seed?.median
   if (berth !== undefined && seed !== undefined && berth > 0 && seed > 0) {
     result.advantage = def.better === 'higher' ? berth / seed : seed / berth
+  }
+  const measured = stacks['berth-metrics']?.median
+  if (berth !== undefined && measured !== undefined && berth > 0 && measured > 0) {
+    result.withMetrics = def.better === 'higher' ? measured / berth : berth / measured
   }
   if (berth === undefined) return result
   const checks: boolean[] = []
@@ -91,8 +97,17 @@ function ceilingShare(result: CaseResult, ceilings: Ceilings | undefined, name: 
   return `${Math.round((summary.median / ceilings[result.ceiling.key]) * 100)}%`
 }
 
+/** A ratio as a change: 0.98 → "−2.0%", 1.013 → "+1.3%". */
+function change(ratio: number | undefined): string {
+  if (ratio === undefined) return '—'
+  const percent = (ratio - 1) * 100
+  return `${percent < 0 ? '−' : '+'}${Math.abs(percent).toFixed(1)}%`
+}
+
 export function table(results: CaseResult[], ceilings: Ceilings | undefined): string[][] {
+  const metricsColumns = results.some(result => result.stacks['berth-metrics'] !== undefined)
   const rows = [['case', 'seed (nginx + registry:2)', 'Berth', 'Berth vs seed', 'target', 'met', 'share of ceiling (seed / Berth)']]
+  if (metricsColumns) rows[0]!.push('Berth --metrics-listen', 'with metrics vs without (+ better)')
   for (const result of results) {
     const share =
       result.ceiling && ceilings
@@ -106,6 +121,7 @@ export function table(results: CaseResult[], ceilings: Ceilings | undefined): st
       targetText(result),
       result.met === undefined ? '—' : result.met ? 'yes' : 'NO',
       share,
+      ...(metricsColumns ? [cell(result.stacks['berth-metrics'], result.unit), change(result.withMetrics)] : []),
     ])
   }
   return rows

@@ -48,7 +48,9 @@ if (flags.help) {
   process.stdout.write(`usage: npm run bench -- [options]
   --quick            small sizes (128 MiB, 20 small layers, 2 s rates), 2 rounds, no 5 GiB push; what CI runs
   --rounds N         rounds per case (default 5)
-  --stacks LIST      seed,berth (default both; one alone gives figures without ratios)
+  --stacks LIST      seed,berth (default both; one alone gives figures without ratios); add
+                     berth-metrics (Berth with --metrics-listen, scraped every 5 s) to compare
+                     with berth: \`--stacks berth,berth-metrics\` is the metrics-cost check
   --cases LIST       only these case ids (see results.json), e.g. curl-put,rps-manifest-get
   --berth-cmd CMD    how to run Berth (default: node dist/berth.cjs, built first)
   --no-build         do not run \`npm run build\` first
@@ -64,7 +66,7 @@ if (flags.help) {
 
 const quick = flags.quick
 const rounds = Number(flags.rounds ?? (quick ? 2 : 5))
-const stackNames = flags.stacks.split(',').filter((s): s is StackName => s === 'seed' || s === 'berth')
+const stackNames = flags.stacks.split(',').filter((s): s is StackName => s === 'seed' || s === 'berth' || s === 'berth-metrics')
 const sizes = quick
   ? { big: 128 * MiB, smallCount: 20, small: 64 * 1024, rateSeconds: 2, huge: 0 }
   : { big: GiB, smallCount: 100, small: MiB, rateSeconds: 5, huge: flags['skip-big'] ? 0 : 5 * GiB }
@@ -132,7 +134,7 @@ const extra: Record<string, unknown[]> = { httpVersions: [], resources: [], samp
 let busyBefore = 0
 function record(caseId: string, stack: StackName, value: number): void {
   let entry = samples.get(caseId)
-  if (!entry) samples.set(caseId, (entry = { seed: [], berth: [] }))
+  if (!entry) samples.set(caseId, (entry = { seed: [], berth: [], 'berth-metrics': [] }))
   entry[stack].push(value)
   extra.samples!.push({ case: caseId, stack, value, machineBusyBefore: +busyBefore.toFixed(2) })
 }
@@ -237,7 +239,7 @@ async function main(): Promise<void> {
     extra.ceilingsMachineBusyBefore = [busyAtCeilings]
 
     let berthCommand: string[] = []
-    if (stackNames.includes('berth')) {
+    if (stackNames.some(name => name !== 'seed')) {
       if (flags['berth-cmd']) {
         berthCommand = flags['berth-cmd'].split(' ').filter(Boolean)
       } else {
@@ -284,7 +286,12 @@ async function main(): Promise<void> {
       stacks.push(
         name === 'seed'
           ? await startSeed(dir, pki, target)
-          : await startBerth(dir, pki, { command: berthCommand, repoRoot, ...(target !== undefined ? { s3: target } : {}) }),
+          : await startBerth(dir, pki, {
+              command: berthCommand,
+              repoRoot,
+              ...(target !== undefined ? { s3: target } : {}),
+              ...(name === 'berth-metrics' ? { metrics: { scrapeMs: 5000 } } : {}),
+            }),
       )
     }
 
@@ -353,7 +360,7 @@ async function eachStack(stacks: Stack[], round: number, label: string, job: (st
 
 async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ceilings: Ceilings): Promise<void> {
   const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
-  const tag = (stack: Stack) => `${stack.name.padEnd(5)}`
+  const tag = (stack: Stack) => `${stack.name.padEnd(13)}`
 
   // A small image for the request-rate cases (reads: fresh content is not needed there), and the
   // same image under public/ on Berth for anonymous pulls (the seed cannot serve anonymously with

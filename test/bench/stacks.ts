@@ -17,7 +17,8 @@ import path from 'node:path'
 import type { BenchPki } from './pki.js'
 import { freePort, sleep, stopChild } from './util.js'
 
-export type StackName = 'berth' | 'seed'
+/** `berth-metrics`: Berth with `--metrics-listen`, scraped every 5 s, to compare with `berth`. */
+export type StackName = 'berth' | 'seed' | 'berth-metrics'
 
 /** `npm run bench -- --storage s3`: both stacks store in one S3 bucket (each under its own prefix). */
 export interface S3Target {
@@ -267,6 +268,8 @@ export interface BerthOptions {
   /** Extra node flags (e.g. --cpu-prof) are passed through NODE_OPTIONS-free argv by the caller. */
   repoRoot: string
   s3?: S3Target
+  /** Run with `--metrics-listen` on loopback, scraped every `scrapeMs` like a Prometheus would (name `berth-metrics`). */
+  metrics?: { scrapeMs: number }
 }
 
 export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
@@ -299,6 +302,8 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     '--access',
     accessFile,
   ]
+  const metricsPort = options.metrics === undefined ? undefined : await freePort()
+  if (metricsPort !== undefined) args.push('--metrics-listen', `127.0.0.1:${metricsPort}`)
   const s3 = options.s3
   if (s3 !== undefined) {
     args.push('--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', s3.prefix)
@@ -307,15 +312,19 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
   const log = path.join(dir, 'berth.log')
   const child = spawnLogged(command!, args, log, env)
   const host = `127.0.0.1:${httpsPort}`
+  const scraper = scrapeMetrics(metricsPort, options.metrics?.scrapeMs)
   const stack: Stack = {
-    name: 'berth',
+    name: metricsPort === undefined ? 'berth' : 'berth-metrics',
     host,
     storageRoot: path.join(datadir, 'data'),
     logs: [log],
     tokenService: BERTH_DOMAIN,
     ...(s3 !== undefined ? { s3 } : {}),
     pids: () => (child.pid === undefined ? [] : [child.pid]),
-    stop: () => stopChild(child, 10_000), // --cpu-prof writes its profile on a clean exit
+    stop: () => {
+      scraper.stop()
+      return stopChild(child, 10_000) // --cpu-prof writes its profile on a clean exit
+    },
   }
   try {
     await waitReady(host, pki.caCert, [child], [log])
@@ -324,4 +333,16 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     throw error
   }
   return stack
+}
+
+/** GETs `/metrics` every `everyMs` (the whole text read, as Prometheus does) until stopped; a no-op without a port. */
+function scrapeMetrics(port: number | undefined, everyMs = 5000): { stop(): void } {
+  if (port === undefined) return { stop() {} }
+  const timer = setInterval(() => {
+    fetch(`http://127.0.0.1:${port}/metrics`)
+      .then(response => response.text())
+      .catch(() => undefined)
+  }, everyMs)
+  timer.unref()
+  return { stop: () => clearInterval(timer) }
 }

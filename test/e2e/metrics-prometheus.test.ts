@@ -2,7 +2,7 @@
  * Metrics as an operator sees them: Berth in HTTPS mode (test PKI, one htpasswd user) with
  * `--metrics-listen`, a real Prometheus 2.42 (Debian's `prometheus`) on loopback scraping it every
  * second, skopeo pushing and pulling an image. Prometheus's query API must then show the push, the
- * blob bytes both ways, the failed login and the certificate's time to expiry; `promtool check
+ * blob bytes both ways, the failed login, storage driver timings and the certificate's time to expiry; `promtool check
  * metrics` must accept the raw output. The shipped alert rules pass `promtool check rules`, and every
  * query of the shipped Grafana dashboard is accepted by that Prometheus.
  */
@@ -116,6 +116,11 @@ test('a real Prometheus scrapes the push, the bytes, a failed login and the cert
   )
   t.is(await scraped(promUrl, 'sum(registry_http_requests_total{handler="manifest",method="PUT",code="201"})', value => value >= 1), 1)
   t.is(await scraped(promUrl, 'berth_auth_failed_logins_total', value => value >= 1), 1)
+  t.true(
+    (await scraped(promUrl, 'sum(registry_storage_action_seconds_count{driver="filesystem",action="PutContent"})', value => value >= 1)) >= 1,
+    'storage driver calls are timed',
+  )
+  t.true((await scraped(promUrl, 'sum(registry_storage_action_seconds_count{driver="filesystem",action="Reader"})', value => value >= 1)) >= 1)
 
   const leaf = new X509Certificate(await readFile(pki.certPath))
   const expectedExpiry = (Date.parse(leaf.validTo) - Date.now()) / 1000

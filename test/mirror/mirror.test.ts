@@ -7,6 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import test from 'ava'
+import { createLogger } from '../../src/log.js'
 import { request } from '../helpers/http.js'
 import { DOCKER_MANIFEST, errorCode, imageManifest, OCI_MANIFEST, pushBlob, putManifest, sha256 } from '../registry/fixtures.js'
 import { startMirror, startUpstream, type FakeUpstream } from './fixtures.js'
@@ -255,4 +256,21 @@ test('the Bearer token flow: one token per scope while it is valid, blobs redire
   const failed = await request(wrong.url, '/v2/up.test/library/app/manifests/1', { headers: ACCEPT })
   t.is(failed.status, 502)
   t.regex(failed.json.errors[0].message, /token realm .* answered 401/)
+})
+
+test("the log line of a cached tag served while the upstream is down carries the request's id", async t => {
+  const upstream = await startUpstream(t)
+  await pushImage(upstream, 'library/app', '1')
+  const lines: string[] = []
+  const logger = createLogger({ format: 'json', write: line => lines.push(line) })
+  const mirror = await startMirror(t, { upstreams: [{ prefix: 'up.test', url: upstream.url }] }, { logger })
+  await request(mirror.url, '/v2/up.test/library/app/manifests/1', { headers: ACCEPT })
+  upstream.mode = '503'
+  mirror.clock += 3_600_000
+  const served = await request(mirror.url, '/v2/up.test/library/app/manifests/1', { headers: { ...ACCEPT, 'X-Request-Id': 'pull-42' } })
+  t.is(served.status, 200)
+  const warning = lines
+    .map(line => JSON.parse(line) as Record<string, unknown>)
+    .find(entry => entry.msg === 'mirror: upstream unavailable, serving the cached tag')
+  t.like(warning, { level: 'warn', repository: 'up.test/library/app', tag: '1', id: 'pull-42' })
 })

@@ -24,12 +24,12 @@ export class MemoryChallengeResponder implements ChallengeResponder {
   }
 
   /** Called by the edge for every challenge request; logs the first answer per token. */
-  keyAuthorization(token: string): string | undefined {
+  keyAuthorization(token: string, requestId?: string): string | undefined {
     const entry = this.pending.get(token)
     if (!entry) return undefined
     if (entry.logNextAnswer) {
       entry.logNextAnswer = false
-      this.logger.info('ACME challenge answered on the HTTP port', { domain: entry.name, token })
+      this.logger.info('ACME challenge answered on the HTTP port', { domain: entry.name, token, id: requestId })
     }
     return entry.keyAuthorization
   }
@@ -69,9 +69,9 @@ export class MemoryChallengeResponder implements ChallengeResponder {
 /** Asks several responders in turn; for an edge in front of more than one provider. */
 export function combineResponders(...responders: ChallengeResponder[]): ChallengeResponder {
   return {
-    keyAuthorization(token) {
+    keyAuthorization(token, requestId) {
       for (const responder of responders) {
-        const value = responder.keyAuthorization(token)
+        const value = responder.keyAuthorization(token, requestId)
         if (value !== undefined) return value
       }
       return undefined

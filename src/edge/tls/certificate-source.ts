@@ -30,6 +30,9 @@ export interface CertificateProvider {
 
 /** Answers ACME HTTP-01 challenges on port 80 (RFC 8555 §8.3). */
 export interface ChallengeResponder {
-  /** The key authorization for `token`, or undefined when no challenge with that token is pending. */
-  keyAuthorization(token: string): string | undefined
+  /**
+   * The key authorization for `token`, or undefined when no challenge with that token is pending.
+   * `requestId` is the id of the port-80 request asking, for the log line of an answer.
+   */
+  keyAuthorization(token: string, requestId?: string): string | undefined
 }

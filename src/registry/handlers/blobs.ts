@@ -22,7 +22,11 @@ export const getBlob: Handler = async ({ exchange, request, response, params, qu
   const mirrored = await mirror?.route(name, query)
   if (mirrored !== undefined) {
     name = mirrored.name
-    const fetched = await mirror?.fetchBlob(mirrored, digest, { head: request.method === 'HEAD', range: request.headers.range !== undefined })
+    const fetched = await mirror?.fetchBlob(mirrored, digest, {
+      head: request.method === 'HEAD',
+      range: request.headers.range !== undefined,
+      id: exchange.id,
+    })
     if (fetched !== undefined) return sendFetched(request, response, exchange.meter, headers, fetched)
   }
   const blob = await store.blobs.stat(name, digest)

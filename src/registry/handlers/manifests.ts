@@ -75,7 +75,7 @@ export const getManifest: Handler = async context => {
   const mirrored = await context.mirror?.route(name, context.query)
   if (mirrored !== undefined) {
     name = mirrored.name
-    await context.mirror?.ensureManifest(mirrored, ref)
+    await context.mirror?.ensureManifest(mirrored, ref, context.exchange.id)
   }
   const manifest = await negotiate(context, name, ref, await store.manifests.get(name, ref))
   const etag = `"${manifest.digest}"`
