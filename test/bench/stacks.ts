@@ -267,6 +267,8 @@ export interface BerthOptions {
   /** Extra node flags (e.g. --cpu-prof) are passed through NODE_OPTIONS-free argv by the caller. */
   repoRoot: string
   s3?: S3Target
+  /** More `berth serve` arguments (e.g. --webhook). */
+  args?: readonly string[]
 }
 
 export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
@@ -303,6 +305,7 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
   if (s3 !== undefined) {
     args.push('--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', s3.prefix)
   }
+  args.push(...(options.args ?? []))
   const env = s3 === undefined ? undefined : { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }
   const log = path.join(dir, 'berth.log')
   const child = spawnLogged(command!, args, log, env)
