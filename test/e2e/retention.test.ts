@@ -297,10 +297,11 @@ test('serve --retention-interval: held while read-only; then removes, collects g
   await setPushTimes(datadir, ages, Date.now())
 
   const settings = (readOnly: boolean) =>
-    `read-only: ${readOnly}\nwebhooks: ["${receiver.url}"]\n${POLICY.replace('last: 5', 'last: 2').replace(', pushedWithin: 10d', '')}`
+    `read-only: ${readOnly}\nwebhooks: ["${receiver.url}"]\nquotas: [{ repositories: ["ci/**"], maxSize: 1g }]\n${POLICY.replace('last: 5', 'last: 2').replace(', pushedWithin: 10d', '')}`
   await writeFile(config, settings(true))
   berth = await startBerth({ datadir, port: berth.port, args: ['--config', config, '--retention-interval', '1s'] })
   await pushTimes(t, datadir, 6)
+  t.regex(berth.output(), /quotas on quotas="ci\/\*\*: 1\.00 GiB"/, 'the quotas in force, logged at start')
   const removed = ['ci-1', 'ci-2', 'ci-3'].map(tag => images.get(tag)!)
   const files = removed.flatMap(image => [image.digest, ...[...image.blobs.keys()].filter(digest => digest !== sha256(base))])
   // Several intervals pass read-only: nothing removed, nothing sent.
