@@ -131,6 +131,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   if (metrics !== undefined && index !== undefined) metrics.watchRepositories(index)
   // New cached content asks for a trim of the cache soon (backgroundJobs sets what that does).
   const cacheTrim = { soon: (): void => {} }
+  const quotas = repositoryQuotas(config, index, metrics, logger)
   const app =
     opened === undefined
       ? undefined
@@ -140,7 +141,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           allowSparseManifests: config.allowSparseManifests,
           events,
           ...(index ? { observer: index } : {}),
-          ...(index !== undefined && config.quotas.length > 0 ? { quota: new RepositoryQuotas(config.quotas, index) } : {}),
+          ...(quotas !== undefined ? { quota: quotas } : {}),
           ...mirrorOptions(
             config,
             mirrorObserver(config, metrics, () => cacheTrim.soon()),
@@ -405,6 +406,23 @@ async function startWebhooks(config: Config, driver: StorageDriver, metrics: Reg
   if (metrics !== undefined) record = metrics.watchWebhooks(webhooks)
   logger.info('webhooks on', { endpoints: config.webhooks.map(hook => shownEndpoint(hook.url)).join(' '), pulls: webhooks.wantsPulls })
   return webhooks
+}
+
+/** Quotas (storage/quota.ts) read the metadata index; refusals are counted, and the quotas in force logged once. */
+function repositoryQuotas(
+  config: Config,
+  index: MetadataIndex | undefined,
+  metrics: RegistryMetrics | undefined,
+  logger: Logger,
+): RepositoryQuotas | undefined {
+  if (config.quotas.length === 0) return undefined
+  if (index === undefined) {
+    logger.warn('quotas ignored with --upstream: the upstream registry stores the images', { quotas: config.quotas.length })
+    return undefined
+  }
+  const quotas = new RepositoryQuotas(config.quotas, index, metrics !== undefined ? { onRefused: refusal => metrics.quotaRefused(refusal) } : {})
+  logger.info('quotas on', { quotas: quotas.describe() })
+  return quotas
 }
 
 /** The audit line of a finished collection. */

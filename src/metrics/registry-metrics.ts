@@ -112,6 +112,7 @@ export class RegistryMetrics {
   private readonly uploadsPurged: Counter
   private readonly retentionTags: Counter
   private readonly retentionManifests: Counter
+  private readonly quotaRefusals: Counter
   private acmeOrders: Counter | undefined
 
   constructor(options: RegistryMetricsOptions = {}) {
@@ -175,6 +176,12 @@ export class RegistryMetrics {
     this.retentionManifests = new Counter({
       name: 'berth_retention_manifests_removed_total',
       help: 'Manifests (images) removed by retention policies while serving.',
+      registers,
+    })
+    this.quotaRefusals = new Counter({
+      name: 'berth_quota_refusals_total',
+      help: 'Pushes refused by a quota (DENIED), by quota (its glob as configured) and stage: push (the manifest PUT), upload (an upload start in a repository at its limit).',
+      labelNames: ['quota', 'stage'],
       registers,
     })
     if (options.processMetrics ?? true) {
@@ -257,6 +264,11 @@ export class RegistryMetrics {
   retentionRemoved(result: { tags: number; manifests: number }): void {
     this.retentionTags.inc(result.tags)
     this.retentionManifests.inc(result.manifests)
+  }
+
+  /** A push or upload a quota refused; `quota` is a configured glob, so the label set stays as small as the config. */
+  quotaRefused(refusal: { quota: string; stage: 'push' | 'upload' }): void {
+    this.quotaRefusals.inc({ quota: refusal.quota, stage: refusal.stage })
   }
 
   uploadsPurgedCount(count: number): void {

@@ -84,13 +84,27 @@ export function manifestBytes(content: Buffer): number {
   return isIndexType(parsed.mediaType) ? 0 : imageSize(content)
 }
 
+/** A refusal, as told to `onRefused` (metrics): the quota's glob, and whether a manifest PUT or an upload start was refused. */
+export interface QuotaRefusal {
+  readonly repository: string
+  readonly quota: string
+  readonly stage: 'push' | 'upload'
+}
+
 export class RepositoryQuotas implements QuotaCheck {
   readonly #quotas: readonly CompiledQuota[]
   readonly #metadata: MetadataStore
+  readonly #onRefused: ((refusal: QuotaRefusal) => void) | undefined
 
-  constructor(quotas: readonly QuotaSetting[], metadata: MetadataStore) {
+  constructor(quotas: readonly QuotaSetting[], metadata: MetadataStore, options: { onRefused?: (refusal: QuotaRefusal) => void } = {}) {
     this.#quotas = compileQuotas(quotas)
     this.#metadata = metadata
+    this.#onRefused = options.onRefused
+  }
+
+  /** Each quota as `glob, glob: size`, in order, `; ` between them (the start-up log line). */
+  describe(): string {
+    return this.#quotas.map(quota => `${quota.globs.map(glob => glob.text).join(', ')}: ${formatBytes(quota.setting.maxSize)}`).join('; ')
   }
 
   /** The quota of `repository` (first match) and the glob that matched it, or undefined. */
@@ -118,6 +132,7 @@ export class RepositoryQuotas implements QuotaCheck {
     if (push === 0 || (await this.#metadata.image(repository, manifest.digest)) !== undefined) return
     const { usage } = (await this.usageOf(repository))!
     if (usage + push <= quota.limit) return
+    this.#onRefused?.({ repository, quota: quota.glob, stage: 'push' })
     throw new QuotaExceededError(
       repository,
       quota.glob,
@@ -132,6 +147,7 @@ export class RepositoryQuotas implements QuotaCheck {
   async checkUpload(repository: string): Promise<void> {
     const state = await this.usageOf(repository)
     if (state === undefined || state.usage < state.limit) return
+    this.#onRefused?.({ repository, quota: state.glob, stage: 'upload' })
     throw new QuotaExceededError(
       repository,
       state.glob,

@@ -7,6 +7,8 @@
  * so one job's dirty pages are not written back during the next. Results: a table on stdout, and
  * `bench-results/<timestamp>/results.{md,json}` (+ stack logs, + CPU profiles with --cpu-prof).
  */
+import { createServer, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { access, cp, mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -72,6 +74,10 @@ const sizes = quick
   : { big: GiB, smallCount: 100, small: MiB, rateSeconds: 5, huge: flags['skip-big'] ? 0 : 5 * GiB }
 
 const big = formatBytes(sizes.big)
+/** Tags pushed per round in the webhook cases: each is a manifest PUT, so one event. */
+const WEBHOOK_TAGS = 20
+/** How much slower pushes may be with a hanging webhook than without (2 shared cores are noisy). */
+const WEBHOOK_SLOWDOWN_BOUND = 1.25
 const cases: CaseDef[] = [
   { id: 'skopeo-push', label: `skopeo push, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite' } },
   { id: 'skopeo-pull', label: `skopeo pull, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
@@ -112,6 +118,13 @@ const cases: CaseDef[] = [
   { id: 'rps-v2', label: 'GET /v2/, auth, 16 conns (wrk)', unit: 'req/s', better: 'higher', minAdvantage: 10 },
   { id: 'push-rss', label: `peak RSS during the ${big} push`, unit: 'MiB', better: 'lower', berthBound: 150 },
   { id: 'push-cpu', label: `CPU time during the ${big} push`, unit: 's', better: 'lower' },
+  { id: 'push-webhook-none', label: `skopeo push, 1 image × ${WEBHOOK_TAGS} tags, no webhook (Berth only)`, unit: 's', better: 'lower' },
+  {
+    id: 'push-webhook-hangs',
+    label: `skopeo push, 1 image × ${WEBHOOK_TAGS} tags, webhook to a receiver that never answers (Berth only)`,
+    unit: 's',
+    better: 'lower',
+  },
 ]
 if (sizes.huge) {
   cases.push(
@@ -296,6 +309,10 @@ async function main(): Promise<void> {
     }
 
     await runRounds(stacks, pki, clientRoot, ceilings)
+    const berthStack = stacks.find(stack => stack.name === 'berth')
+    if (berthStack !== undefined && berthStack.s3 === undefined && (wants('push-webhook-none') || wants('push-webhook-hangs'))) {
+      await runWebhookHang(berthStack, pki, clientRoot, { dir: path.join(work, 'berth-webhook'), command: berthCommand })
+    }
     if (sizes.huge && (wants('huge-push') || wants('huge-push-rss'))) await runHugePush(stacks, pki, clientRoot)
 
     if (!quick) {
@@ -316,6 +333,13 @@ async function main(): Promise<void> {
       huge.met = (huge.met ?? true) && ok
       if (!ok) huge.notes.push(`higher than during the ${big} push (${fmt(normal)} MiB)`)
     }
+    const hanging = results.find(r => r.id === 'push-webhook-hangs')
+    const without = results.find(r => r.id === 'push-webhook-none')?.stacks.berth?.median
+    if (hanging?.stacks.berth && without !== undefined) {
+      const ratio = hanging.stacks.berth.median / without
+      hanging.met = ratio <= WEBHOOK_SLOWDOWN_BOUND
+      hanging.notes.push(`${fmt(ratio)}× the time without a webhook (bound ${WEBHOOK_SLOWDOWN_BOUND}×)`)
+    }
     const rows = table(results, ceilings)
     await stopAll(stacks)
     await writeResults(outDir, results, rows, ceilings, pki)
@@ -327,6 +351,54 @@ async function main(): Promise<void> {
     if (failures.length > 0) process.exitCode = 1
   } finally {
     if (!interrupted) await cleanup()
+  }
+}
+
+/**
+ * A receiver that never answers is as slow as an endpoint gets (each attempt waits for Berth's
+ * 10 s timeout). Pushes must not wait for it: one Berth with `--webhook` to it and the bench's own
+ * Berth without, the same pushes (one small image under WEBHOOK_TAGS tags, so as many manifest PUTs
+ * and events), order flipped each round. Filesystem storage only.
+ */
+async function runWebhookHang(plain: Stack, pki: BenchPki, clientRoot: string, second: { dir: string; command: string[] }): Promise<void> {
+  const held: ServerResponse[] = []
+  const receiver = createServer((request, response) => {
+    request.resume()
+    held.push(response)
+  })
+  await new Promise<void>(resolve => receiver.listen(0, '127.0.0.1', resolve))
+  const hook = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`
+  await mkdir(second.dir, { recursive: true })
+  progress(`starting a second Berth with --webhook ${hook} (never answers)`)
+  const hooked = await startBerth(second.dir, pki, { command: second.command, repoRoot, args: ['--webhook', hook] })
+  const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
+  try {
+    const jobs: Array<[string, Stack]> = [
+      ['push-webhook-none', plain],
+      ['push-webhook-hangs', hooked],
+    ]
+    for (let round = 0; round < rounds; round++) {
+      const image = await writeImageLayout(path.join(clientRoot, `webhook-${round}`), [64 * 1024])
+      const repository = `bench/webhook-r${round + 1}-${Date.now().toString(36)}`
+      for (const [id, stack] of round % 2 === 0 ? jobs : [...jobs].reverse()) {
+        await settle()
+        try {
+          let seconds = 0
+          for (let i = 0; i < WEBHOOK_TAGS; i++) seconds += await skopeoPush(ctx(stack), image.reference, repository, `t${i}`)
+          record(id, 'berth', seconds)
+          progress(`r${round + 1}/${rounds} ${id}: ${WEBHOOK_TAGS} pushes in ${fmt(seconds)} s (receiver holds ${held.length} request(s))`)
+        } catch (error) {
+          fail(id, stack, error, round)
+        }
+      }
+      await rm(image.dir, { recursive: true, force: true })
+    }
+    extra.webhookHang = [{ requestsHeld: held.length, tagsPerRound: WEBHOOK_TAGS }]
+  } finally {
+    await hooked.stop()
+    for (const response of held) response.destroy()
+    receiver.closeAllConnections()
+    await new Promise(resolve => receiver.close(resolve))
   }
 }
 

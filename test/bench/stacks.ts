@@ -270,6 +270,8 @@ export interface BerthOptions {
   s3?: S3Target
   /** Run with `--metrics-listen` on loopback, scraped every `scrapeMs` like a Prometheus would (name `berth-metrics`). */
   metrics?: { scrapeMs: number }
+  /** More `berth serve` arguments (e.g. --webhook). */
+  args?: readonly string[]
 }
 
 export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
@@ -308,6 +310,7 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
   if (s3 !== undefined) {
     args.push('--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', s3.prefix)
   }
+  args.push(...(options.args ?? []))
   const env = s3 === undefined ? undefined : { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }
   const log = path.join(dir, 'berth.log')
   const child = spawnLogged(command!, args, log, env)

@@ -44,6 +44,9 @@ async function setup(t: import('ava').ExecutionContext) {
   const driver = new FilesystemDriver(root)
   const index = new MetadataIndex(driver)
   const running = await startApp(t, { driver, observer: index })
+  // Teardowns run last-registered first: the index's last change records are written before the
+  // temporary folder goes (else its removal can race a write: ENOTEMPTY).
+  t.teardown(() => index.close())
   const repoDir = (name: string) => join(root, 'docker/registry/v2/repositories', name, '_manifests')
   const setTime = (path: string, daysAgo: number) => utimes(path, new Date(Date.now() - daysAgo * DAY), new Date(Date.now() - daysAgo * DAY))
   const push = async (name: string, reference: string, extra?: Record<string, unknown>) => {

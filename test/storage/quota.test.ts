@@ -17,7 +17,7 @@ import { FilesystemDriver } from '../../src/storage/driver/filesystem.js'
 import type { StorageDriver } from '../../src/storage/driver/storage-driver.js'
 import { collectGarbage } from '../../src/storage/gc.js'
 import { MetadataIndex } from '../../src/storage/metadata/metadata-index.js'
-import { RepositoryQuotas, type QuotaSetting } from '../../src/storage/quota.js'
+import { RepositoryQuotas, type QuotaRefusal, type QuotaSetting } from '../../src/storage/quota.js'
 import { request } from '../helpers/http.js'
 import { OCI_INDEX, OCI_MANIFEST, errorCode, imageManifest, putManifest, startApp, tempRoot, type PushedImage } from '../registry/fixtures.js'
 
@@ -30,17 +30,22 @@ async function setup(t: ExecutionContext, quotas: QuotaSetting[], driver?: Stora
   const store = driver ?? new FilesystemDriver(await tempRoot(t))
   // As serve wires it: the index observes every change, and the quotas read it.
   const index = new MetadataIndex(store)
-  const app = await startApp(t, { driver: store, observer: index, quota: new RepositoryQuotas(quotas, index) })
+  const refusals: QuotaRefusal[] = [] // what serve counts in berth_quota_refusals_total
+  const app = await startApp(t, {
+    driver: store,
+    observer: index,
+    quota: new RepositoryQuotas(quotas, index, { onRefused: refusal => refusals.push(refusal) }),
+  })
   const server = app.server
   const tagged = async (name: string, tag: string) => {
     const response = await request(server, `/v2/${name}/manifests/${tag}`, { method: 'HEAD', headers: { Accept: OCI_MANIFEST } })
     return response.status === 200 ? String(response.headers['docker-content-digest']) : undefined
   }
-  return { server, driver: store, index, tagged }
+  return { server, driver: store, index, tagged, refusals }
 }
 
 test('the push that crosses the quota is refused with DENIED, names the quota, and stores nothing', async t => {
-  const { server, driver, tagged } = await setup(t, [
+  const { server, driver, tagged, refusals } = await setup(t, [
     { repositories: ['other/**'], maxSize: 1 },
     { repositories: ['ci/**', 'team/*'], maxSize: 5000 },
     { repositories: ['ci/app'], maxSize: 1 }, // never applies: the first match wins
@@ -73,6 +78,7 @@ test('the push that crosses the quota is refused with DENIED, names the quota, a
   // Moving an existing tag to a new image counts the same: refused, the tag stays where it was.
   t.is(errorCode(await putManifest(server, name, 'one', third.manifest, OCI_MANIFEST)), 'DENIED')
   t.is(await tagged(name, 'one'), first.digest, 'tag not moved')
+  t.deepEqual(refusals, Array(3).fill({ repository: name, quota: 'ci/**', stage: 'push' }), 'each refusal told (metrics)')
 
   // Pushes that add nothing pass even near the limit: a re-tag, and an index of stored images.
   t.is((await putManifest(server, name, 'again', second.manifest, OCI_MANIFEST)).status, 201)
@@ -118,11 +124,12 @@ test('a repository at its quota refuses uploads before any byte is sent', async 
   t.is((await request(server, '/v2/tight/app/blobs/uploads/', { method: 'POST' })).status, 202)
   const big = await imageManifest(server, 'tight/app', { layers: 1 })
   t.is(errorCode(await putManifest(server, 'tight/app', 'big', big.manifest, OCI_MANIFEST)), 'DENIED')
-  const { server: strict } = await setup(t, [{ repositories: ['**'], maxSize: sizeOf(small) }], new FilesystemDriver(root))
+  const { server: strict, refusals } = await setup(t, [{ repositories: ['**'], maxSize: sizeOf(small) }], new FilesystemDriver(root))
   const upload = await request(strict, '/v2/tight/app/blobs/uploads/', { method: 'POST' })
   t.is(upload.status, 403)
   t.is(errorCode(upload), 'DENIED')
   t.regex(String(upload.json.errors[0].message), /upload refused: tight\/app is at its quota \("\*\*"/)
+  t.deepEqual(refusals, [{ repository: 'tight/app', quota: '**', stage: 'upload' }])
   t.is((await request(strict, '/v2/other/app/blobs/uploads/', { method: 'POST' })).status, 202, 'the limit is per repository, not shared by all ** matches')
 })
 
@@ -138,6 +145,15 @@ test('config: quotas parse from the file; mistakes are one line naming the quota
     ],
   )
   t.deepEqual(parseQuotas('{"repositories":["**"],"maxSize":"512m"}'), [{ repositories: ['**'], maxSize: 512 * 1024 ** 2 }])
+  // serve's start-up line: every quota in order
+  const quotas = new RepositoryQuotas(
+    parseQuotas([
+      { repositories: ['ci/**', 'team/*'], maxSize: '10g' },
+      { repositories: ['**'], maxSize: '512m' },
+    ]),
+    new MetadataIndex(new FilesystemDriver(await tempRoot(t))),
+  )
+  t.is(quotas.describe(), 'ci/**, team/*: 10.0 GiB; **: 512.0 MiB')
   t.throws(() => parseQuotas([{ repositories: ['ci/**'], maxSize: 'lots' }]), { message: /maxSize: a size such as 10g .*\(quota 1\)/ })
   t.throws(() => parseQuotas([{ repositories: ['ci/**'] }]), { message: /maxSize: a size/ })
   t.throws(
