@@ -55,10 +55,12 @@ function quotaCell(quota: QuotaUsage | undefined, size: (bytes: number) => strin
 }
 
 export function renderUsage(report: UsageReport, root: string, size: (bytes: number) => string, quotas?: ReadonlyMap<string, QuotaUsage>): string {
-  const header = ['REPOSITORY', 'KIND', 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS', ...(quotas ? ['QUOTA'] : [])]
+  // KIND only where a pull-through cache exists: a registry without mirrors holds pushed images only.
+  const kinds = report.repositories.some(r => r.cached)
+  const header = ['REPOSITORY', ...(kinds ? ['KIND'] : []), 'MANIFESTS', 'BLOBS', 'UNIQUE', 'SHARED', 'TOTAL', 'UPLOADS', ...(quotas ? ['QUOTA'] : [])]
   const rows = report.repositories.map(r => [
     r.name,
-    r.cached ? 'cached' : 'pushed',
+    ...(kinds ? [r.cached ? 'cached' : 'pushed'] : []),
     String(r.manifests),
     String(r.blobs),
     size(r.uniqueBytes),
