@@ -86,6 +86,7 @@ export function tokenEndpoint(options: TokenEndpointOptions): Handler {
     }
     const subject = outcome.kind === 'ok' ? outcome.user : undefined
     exchange.user = subject
+    if (subject !== undefined) exchange.credential = 'basic'
 
     const granted = request.scopes.map(requested => {
       const allowed = grant(subject, requested)

@@ -48,6 +48,8 @@ export interface Exchange {
   body: Readable
   /** The user the authentication step verified, if any. */
   user: string | undefined
+  /** How `user` proved who they are (the access log's `auth`): htpasswd Basic, a token, a UI session. */
+  credential: 'basic' | 'bearer' | 'session' | undefined
   /**
    * What the caller may do per repository, set by the authorization step when access rules are on;
    * undefined means every action is allowed (no access file). The engine asks it for what only it
@@ -103,6 +105,7 @@ export function createExchange(req: IncomingMessage, res: ServerResponse, door: 
     query: queryAt === -1 ? NO_QUERY : new URLSearchParams(rawUrl.slice(queryAt + 1)),
     body: req,
     user: undefined,
+    credential: undefined,
     access: undefined,
     route: undefined,
     repository: undefined,

@@ -29,13 +29,29 @@ export class UpstreamRateLimitedError extends Error {
 
 /** The upstream refused access (401/403 after authenticating): the repository is private, missing, or the mirror's credentials lack access. */
 export class UpstreamDeniedError extends Error {
-  override readonly name = 'UpstreamDeniedError'
+  override readonly name: string = 'UpstreamDeniedError'
   constructor(
     readonly upstream: string,
     readonly repository: string,
     readonly status: number,
   ) {
     super(`upstream ${upstream} refused access to ${repository} (${status}): it may not exist there, or need credentials the mirror lacks`)
+  }
+}
+
+/**
+ * The upstream refused the mirror's own login: its token realm answered 401/403 to the configured
+ * credentials (or to none, when it allows no anonymous tokens), or it answered 401 to Basic
+ * credentials. A configuration fault of the mirror, not of the pulling client.
+ */
+export class UpstreamCredentialsError extends UpstreamDeniedError {
+  override readonly name = 'UpstreamCredentialsError'
+  constructor(upstream: string, repository: string, status: number, username: string | undefined, where: string) {
+    super(upstream, repository, status)
+    this.message =
+      username === undefined
+        ? `upstream ${upstream} refused anonymous access (${where} answered ${status}): give this mirror a username and password`
+        : `upstream ${upstream} refused the mirror's credentials (user ${username}; ${where} answered ${status}): check this mirror's username and password`
   }
 }
 

@@ -12,7 +12,7 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import { basicAuthorization, parseChallenge, parseTokenResponse, TokenCache, type Challenge } from './upstream-auth.js'
-import { UpstreamUnavailableError } from './errors.js'
+import { UpstreamCredentialsError, UpstreamUnavailableError } from './errors.js'
 
 export interface UpstreamOptions {
   /** `https://registry.example.com` (no trailing slash; a path prefix is kept). */
@@ -49,6 +49,7 @@ export class UpstreamClient {
   readonly url: string
   readonly #base: URL
   readonly #basic: string | undefined
+  readonly #username: string | undefined
   readonly #tokens = new TokenCache()
   /** The scheme the upstream asked for last: with `basic` and credentials they are sent at once, without a 401 round trip first. */
   #scheme: string | undefined
@@ -63,6 +64,7 @@ export class UpstreamClient {
     this.url = options.url.replace(/\/+$/, '')
     this.#base = new URL(this.url)
     this.#basic = options.username !== undefined && options.password !== undefined ? basicAuthorization(options.username, options.password) : undefined
+    this.#username = this.#basic === undefined ? undefined : options.username
     this.#headersTimeoutMs = options.headersTimeoutMs ?? 30_000
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 60_000
   }
@@ -78,10 +80,15 @@ export class UpstreamClient {
     let response = await this.#follow(request.method, target, { ...request.headers, ...this.#authorizationFor(scope) })
     if (response.status !== 401) return response
     const challenge = parseChallenge(response.headers['www-authenticate'])
-    const authorization = challenge === undefined ? undefined : await this.#authorize(challenge, scope)
+    const authorization = challenge === undefined ? undefined : await this.#authorize(challenge, scope, request.repository)
     if (authorization === undefined) return response
     discard(response)
     response = await this.#follow(request.method, target, { ...request.headers, Authorization: authorization })
+    // Basic credentials answered 401 are wrong (a user the upstream knows but refuses gets 403).
+    if (response.status === 401 && challenge?.scheme === 'basic') {
+      discard(response)
+      throw new UpstreamCredentialsError(this.url, request.repository, 401, this.#username, 'its Basic login')
+    }
     return response
   }
 
@@ -101,7 +108,7 @@ export class UpstreamClient {
   }
 
   /** The Authorization for a retry after `challenge`, or undefined when there is none to try. */
-  async #authorize(challenge: Challenge, scope: string): Promise<string | undefined> {
+  async #authorize(challenge: Challenge, scope: string, repository: string): Promise<string | undefined> {
     this.#scheme = challenge.scheme
     if (challenge.scheme === 'basic') return this.#basic
     if (challenge.scheme !== 'bearer') return undefined
@@ -118,6 +125,10 @@ export class UpstreamClient {
     if (challenge.params.service !== undefined) realmUrl.searchParams.set('service', challenge.params.service)
     realmUrl.searchParams.set('scope', wanted)
     const response = await this.#send('GET', realmUrl, this.#basic === undefined ? {} : { Authorization: this.#basic })
+    if (response.status === 401 || response.status === 403) {
+      discard(response)
+      throw new UpstreamCredentialsError(this.url, repository, response.status, this.#username, `its token realm ${realmUrl.origin}`)
+    }
     if (response.status !== 200) {
       discard(response)
       throw new UpstreamUnavailableError(this.url, `its token realm ${realmUrl.origin} answered ${response.status}`)

@@ -122,6 +122,7 @@ async function answerApi(exchange: Exchange, route: string, options: WebUiOption
     return sendJson(exchange, 200, sessionInfo(options, issue(exchange, options, undefined)), { 'Cache-Control': 'no-store' })
   }
   exchange.user = session?.user
+  exchange.credential = 'session'
   return api.handle(exchange, route, viewerFor(session?.user, options))
 }
 
@@ -206,6 +207,7 @@ async function login(exchange: Exchange, options: WebUiOptions): Promise<void> {
     throw new RegistryError('UNAUTHORIZED', null, { message: 'incorrect user name or password' })
   }
   exchange.user = decision.user
+  exchange.credential = 'basic'
   const session = issue(exchange, options, decision.user)
   sendJson(exchange, 200, sessionInfo(options, session), { 'Cache-Control': 'no-store' })
 }

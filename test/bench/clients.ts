@@ -44,6 +44,18 @@ export async function skopeoPull(ctx: ClientContext, repository: string, tag: st
   return result.seconds
 }
 
+/** `skopeo copy <image> docker://…` to a plain-HTTP registry without a login (an upstream on loopback); returns seconds. */
+export async function skopeoPushPlain(source: string, host: string, repository: string, tag: string): Promise<number> {
+  const result = await run('skopeo', [...skopeoBase, '--dest-tls-verify=false', source, `docker://${host}/${repository}:${tag}`])
+  return result.seconds
+}
+
+/** `skopeo copy docker://… dir:…` from a plain-HTTP registry without a login; returns seconds. */
+export async function skopeoPullPlain(host: string, repository: string, tag: string, destDir: string): Promise<number> {
+  const result = await run('skopeo', [...skopeoBase, '--src-tls-verify=false', `docker://${host}/${repository}:${tag}`, `dir:${destDir}`])
+  return result.seconds
+}
+
 interface CurlResult {
   status: number
   seconds: number

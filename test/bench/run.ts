@@ -15,7 +15,19 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { measureCeilings, type Ceilings } from './ceilings.js'
-import { abHead, curlGetBlob, curlPatchBlob, curlPutBlob, fetchToken, skopeoPull, skopeoPush, wrkGet, type ClientContext } from './clients.js'
+import {
+  abHead,
+  curlGetBlob,
+  curlPatchBlob,
+  curlPutBlob,
+  fetchToken,
+  skopeoPull,
+  skopeoPullPlain,
+  skopeoPush,
+  skopeoPushPlain,
+  wrkGet,
+  type ClientContext,
+} from './clients.js'
 import { manifestMediaType, writeImageLayout, writeRandomBlob, type BlobRef } from './content.js'
 import { ensurePackages } from './packages.js'
 import { makePki, type BenchPki } from './pki.js'
@@ -23,6 +35,7 @@ import { ResourceMonitor, type ResourceUsage } from './procs.js'
 import { evaluate, markdownTable, table, textTable, type CaseDef, type CaseResult } from './report.js'
 import { startBerth, startSeed, type S3Target, type Stack, type StackName } from './stacks.js'
 import { startS3, type S3Server } from '../helpers/ceph.js'
+import { startRegistry2 } from '../helpers/registry2.js'
 import { S3Driver } from '../../src/storage/driver/s3.js'
 import { PathNotFoundError } from '../../src/storage/driver/storage-driver.js'
 import { GiB, MiB, fmt, formatBytes, median, run, waitQuiet } from './util.js'
@@ -53,7 +66,9 @@ if (flags.help) {
   --stacks LIST      seed,berth (default both; one alone gives figures without ratios); add
                      berth-metrics (Berth with --metrics-listen, scraped every 5 s) to compare
                      with berth: \`--stacks berth,berth-metrics\` is the metrics-cost check
-  --cases LIST       only these case ids (see results.json), e.g. curl-put,rps-manifest-get
+  --cases LIST       only these case ids (see results.json), e.g. curl-put,rps-manifest-get;
+                     the mirror's: mirror-pull-cached,mirror-pull-pushed,mirror-pull-cold,mirror-pull-upstream
+                     (Berth only, filesystem storage)
   --berth-cmd CMD    how to run Berth (default: node dist/berth.cjs, built first)
   --no-build         do not run \`npm run build\` first
   --cpu-prof         run Berth under node --cpu-prof; profiles land in the results folder
@@ -78,6 +93,10 @@ const big = formatBytes(sizes.big)
 const WEBHOOK_TAGS = 20
 /** How much slower pushes may be with a hanging webhook than without (2 shared cores are noisy). */
 const WEBHOOK_SLOWDOWN_BOUND = 1.25
+/** The pull-through mirror's bounds (issue #17): a cached pull as fast as a pushed one, a cold pull within 10% of the upstream direct. */
+const MIRROR_CACHED_BOUND = 1.1
+const MIRROR_COLD_BOUND = 1.1
+const MIRROR_CASES = ['mirror-pull-cached', 'mirror-pull-pushed', 'mirror-pull-cold', 'mirror-pull-upstream'] as const
 const cases: CaseDef[] = [
   { id: 'skopeo-push', label: `skopeo push, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite' } },
   { id: 'skopeo-pull', label: `skopeo pull, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
@@ -125,6 +144,15 @@ const cases: CaseDef[] = [
     unit: 's',
     better: 'lower',
   },
+  { id: 'mirror-pull-cached', label: `skopeo pull, ${big} image cached by a mirror Berth (Berth only)`, unit: 's', better: 'lower' },
+  { id: 'mirror-pull-pushed', label: `skopeo pull, the same ${big} image pushed to Berth (Berth only)`, unit: 's', better: 'lower' },
+  {
+    id: 'mirror-pull-cold',
+    label: `skopeo pull, ${big} image not cached yet, through a mirror Berth of docker-registry (Berth only)`,
+    unit: 's',
+    better: 'lower',
+  },
+  { id: 'mirror-pull-upstream', label: `skopeo pull, the same ${big} image from docker-registry directly, plain HTTP`, unit: 's', better: 'lower' },
 ]
 if (sizes.huge) {
   cases.push(
@@ -313,6 +341,9 @@ async function main(): Promise<void> {
     if (berthStack !== undefined && berthStack.s3 === undefined && (wants('push-webhook-none') || wants('push-webhook-hangs'))) {
       await runWebhookHang(berthStack, pki, clientRoot, { dir: path.join(work, 'berth-webhook'), command: berthCommand })
     }
+    if (berthStack !== undefined && berthStack.s3 === undefined && MIRROR_CASES.some(wants)) {
+      await runMirror(berthStack, pki, clientRoot, { dir: path.join(work, 'berth-mirror'), command: berthCommand })
+    }
     if (sizes.huge && (wants('huge-push') || wants('huge-push-rss'))) await runHugePush(stacks, pki, clientRoot)
 
     if (!quick) {
@@ -339,6 +370,18 @@ async function main(): Promise<void> {
       const ratio = hanging.stacks.berth.median / without
       hanging.met = ratio <= WEBHOOK_SLOWDOWN_BOUND
       hanging.notes.push(`${fmt(ratio)}× the time without a webhook (bound ${WEBHOOK_SLOWDOWN_BOUND}×)`)
+    }
+    for (const [slow, fast, bound] of [
+      ['mirror-pull-cached', 'mirror-pull-pushed', MIRROR_CACHED_BOUND],
+      ['mirror-pull-cold', 'mirror-pull-upstream', MIRROR_COLD_BOUND],
+    ] as const) {
+      const measured = results.find(r => r.id === slow)
+      const reference = results.find(r => r.id === fast)?.stacks.berth?.median
+      if (measured?.stacks.berth && reference !== undefined) {
+        const ratio = measured.stacks.berth.median / reference
+        measured.met = ratio <= bound
+        measured.notes.push(`${fmt(ratio)}× the time of "${cases.find(c => c.id === fast)!.label}" (bound ${bound}×)`)
+      }
     }
     const rows = table(results, ceilings)
     await stopAll(stacks)
@@ -399,6 +442,86 @@ async function runWebhookHang(plain: Stack, pki: BenchPki, clientRoot: string, s
     for (const response of held) response.destroy()
     receiver.closeAllConnections()
     await new Promise(resolve => receiver.close(resolve))
+  }
+}
+
+/**
+ * The pull-through mirror (issue #17), Berth only, filesystem storage: Debian's docker-registry on
+ * loopback (plain HTTP, no login) is the upstream; a second Berth, configured like the bench's own,
+ * mirrors it under the prefix `bench/` (which the bench user may pull). Each round pushes a fresh
+ * image to the upstream, then times, order flipped each round: a cold pull through the mirror
+ * against a pull from the upstream directly; then a pull of the now cached image against a pull of
+ * the same image pushed to the bench's Berth.
+ */
+async function runMirror(plain: Stack, pki: BenchPki, clientRoot: string, second: { dir: string; command: string[] }): Promise<void> {
+  const upstreamRoot = path.join(second.dir, 'upstream')
+  await mkdir(second.dir, { recursive: true })
+  const upstream = await startRegistry2({ rootDirectory: upstreamRoot })
+  progress(`starting a mirror Berth of docker-registry ${upstream.url} (--mirror bench=…)`)
+  const mirror = await startBerth(path.join(second.dir, 'mirror'), pki, { command: second.command, repoRoot, args: ['--mirror', `bench=${upstream.url}`] })
+  const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
+  const timed = async (id: string, what: string, pull: (dest: string) => Promise<number>, round: number, bytes: number) => {
+    await settle()
+    const dest = path.join(clientRoot, `mirror-pull-${id}`)
+    try {
+      const seconds = await pull(dest)
+      record(id, 'berth', seconds)
+      progress(`r${round + 1}/${rounds} ${id}: ${what} in ${fmt(seconds)} s (${fmt(bytes / seconds / 1e6)} MB/s)`)
+    } catch (error) {
+      fail(id, id === 'mirror-pull-pushed' ? plain : mirror, error, round)
+    } finally {
+      await rm(dest, { recursive: true, force: true })
+    }
+  }
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const image = await writeImageLayout(path.join(clientRoot, `mirror-${round}`), [sizes.big])
+      const name = `library/r${round + 1}-${Date.now().toString(36)}`
+      await skopeoPushPlain(image.reference, upstream.hostPort, name, 'latest')
+      await skopeoPush(ctx(plain), image.reference, `bench/mirror-${name}`, 'latest')
+      await rm(image.dir, { recursive: true, force: true })
+      const cold: Array<() => Promise<void>> = [
+        () =>
+          timed(
+            'mirror-pull-cold',
+            `cold pull of ${big} through the mirror`,
+            dest => skopeoPull(ctx(mirror), `bench/${name}`, 'latest', dest),
+            round,
+            image.layerBytes,
+          ),
+        () =>
+          timed(
+            'mirror-pull-upstream',
+            `pull of ${big} from docker-registry`,
+            dest => skopeoPullPlain(upstream.hostPort, name, 'latest', dest),
+            round,
+            image.layerBytes,
+          ),
+      ]
+      for (const job of round % 2 === 0 ? cold : [...cold].reverse()) await job()
+      const warm: Array<() => Promise<void>> = [
+        () => timed('mirror-pull-cached', `cached pull of ${big}`, dest => skopeoPull(ctx(mirror), `bench/${name}`, 'latest', dest), round, image.layerBytes),
+        () =>
+          timed(
+            'mirror-pull-pushed',
+            `pull of ${big} pushed to Berth`,
+            dest => skopeoPull(ctx(plain), `bench/mirror-${name}`, 'latest', dest),
+            round,
+            image.layerBytes,
+          ),
+      ]
+      for (const job of round % 2 === 0 ? warm : [...warm].reverse()) await job()
+      const digests = image.layers.map(layer => layer.digest)
+      await purgeBlobs(plain, digests)
+      await purgeBlobs(mirror, digests)
+      for (const digest of digests) {
+        const hex = digest.slice('sha256:'.length)
+        await rm(path.join(upstreamRoot, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true, force: true })
+      }
+    }
+  } finally {
+    await mirror.stop()
+    await upstream.stop()
   }
 }
 

@@ -9,10 +9,10 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { hashPassword } from '../../src/edge/auth/htpasswd.js'
 import { startBerth, type Berth } from '../helpers/berth.js'
+import { countingProxy, type CountingProxy } from '../helpers/counting-proxy.js'
 import { request } from '../helpers/http.js'
 import { OciLayout } from '../helpers/images.js'
 import { makeTempDir, removeDir } from '../helpers/procs.js'
@@ -20,45 +20,6 @@ import { startRegistry2, type Registry2 } from '../helpers/registry2.js'
 import { copy, inspectRaw, type RegistryAccess } from '../helpers/skopeo.js'
 
 const plain: RegistryAccess = { tlsVerify: false }
-
-interface CountingProxy {
-  url: string
-  mode: 'ok' | 'down' | '429'
-  /** `GET /v2/…/blobs/sha256:…` → count */
-  counts: Map<string, number>
-  count(method: string, pathEnd: string): number
-  close(): Promise<void>
-}
-
-async function countingProxy(target: string): Promise<CountingProxy> {
-  const agent = new http.Agent({ keepAlive: true })
-  const proxy: CountingProxy = {
-    url: '',
-    mode: 'ok',
-    counts: new Map(),
-    count: (method, pathEnd) => [...proxy.counts].filter(([key]) => key.startsWith(`${method} `) && key.endsWith(pathEnd)).reduce((sum, [, n]) => sum + n, 0),
-    close: async () => {
-      server.closeAllConnections()
-      agent.destroy()
-      await new Promise(resolve => server.close(resolve))
-    },
-  }
-  const server = http.createServer((req, res) => {
-    const key = `${req.method} ${(req.url ?? '').split('?')[0]}`
-    proxy.counts.set(key, (proxy.counts.get(key) ?? 0) + 1)
-    if (proxy.mode === 'down') return void req.socket.destroy()
-    if (proxy.mode === '429') return void res.writeHead(429, { 'Retry-After': '30', 'Content-Length': 0 }).end()
-    const upstream = http.request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers, agent }, answer => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers)
-      answer.pipe(res)
-    })
-    upstream.on('error', () => res.destroy())
-    req.pipe(upstream)
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  proxy.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-  return proxy
-}
 
 let work: string
 let registry: Registry2

@@ -234,6 +234,10 @@ test('Basic credentials are sent to an upstream that asks for them; without them
   const mirror = await startMirror(t, { upstreams: [{ prefix: 'up.test', url: upstream.url, username: 'mirror', password: 's3cret' }] })
   const ok = await request(mirror.url, '/v2/up.test/library/app/manifests/1', { headers: ACCEPT })
   t.deepEqual(ok.body, image.manifest)
+  const wrong = await startMirror(t, { upstreams: [{ prefix: 'up.test', url: upstream.url, username: 'mirror', password: 'nope' }] })
+  const refused = await request(wrong.url, '/v2/up.test/library/app/manifests/1', { headers: ACCEPT })
+  t.is(refused.status, 403)
+  t.regex(refused.json.errors[0].message, /refused the mirror's credentials \(user mirror; its Basic login answered 401\)/)
   t.is(sha256((await request(mirror.url, `/v2/up.test/library/app/blobs/${image.config.digest}`)).body), image.config.digest)
 })
 
@@ -251,11 +255,12 @@ test('the Bearer token flow: one token per scope while it is valid, blobs redire
   t.is(upstream.count('token'), 1, 'the token of repository:library/app:pull is reused')
   t.is(upstream.cdnAuthorizations.length, 2)
   t.deepEqual(upstream.cdnAuthorizations, [undefined, undefined])
-  // Wrong realm credentials: the realm refuses, the mirror says the upstream failed.
+  // Wrong realm credentials: the realm refuses, the mirror says its credentials were refused.
   const wrong = await startMirror(t, { upstreams: [{ prefix: 'up.test', url: upstream.url, username: 'mirror', password: 'nope' }] })
   const failed = await request(wrong.url, '/v2/up.test/library/app/manifests/1', { headers: ACCEPT })
-  t.is(failed.status, 502)
-  t.regex(failed.json.errors[0].message, /token realm .* answered 401/)
+  t.is(failed.status, 403)
+  t.is(errorCode(failed), 'DENIED')
+  t.regex(failed.json.errors[0].message, /refused the mirror's credentials \(user mirror; its token realm .* answered 401\): check/)
 })
 
 test("the log line of a cached tag served while the upstream is down carries the request's id", async t => {

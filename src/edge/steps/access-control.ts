@@ -126,6 +126,7 @@ export function authenticateCaller(options: AccessControlOptions): Step {
         return challenge(exchange, options, undefined, 'invalid_token')
       }
       exchange.user = check.subject
+      exchange.credential = 'bearer'
       const catalog = check.access.some(grant => grant.type === 'registry' && grant.name === 'catalog' && grant.actions.includes('*'))
       exchange.access = new CallerPermissions(check.subject, policy, grantsByRepository(check.access), catalog)
       return next(exchange)
@@ -145,6 +146,7 @@ export function authenticateCaller(options: AccessControlOptions): Step {
     // 'open': no users are configured, so credentials prove nothing and the caller is anonymous.
     const user = decision.kind === 'ok' ? decision.user : undefined
     exchange.user = user
+    if (user !== undefined) exchange.credential = 'basic'
     exchange.access = new CallerPermissions(user, policy, undefined)
     return next(exchange)
   }

@@ -25,6 +25,7 @@ export function accessLog(logger: Logger): Step {
         ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6),
         // Only a verified name: a failed attempt's "user" may be a mistyped password.
         user: exchange.user ?? '-',
+        auth: exchange.user === undefined ? undefined : exchange.credential,
         remote: exchange.remote,
         door: exchange.door,
         id: exchange.id,

@@ -38,7 +38,10 @@ export function authenticate(auth: HtpasswdAccessController, realm: string, refu
       const headers = { 'Retry-After': String(decision.retryAfterSeconds) }
       return sendError(exchange, new RegistryError('TOOMANYREQUESTS', null, { message: 'too many failed logins from this address; retry later', headers }))
     }
-    if (decision.kind === 'ok') exchange.user = decision.user
+    if (decision.kind === 'ok') {
+      exchange.user = decision.user
+      exchange.credential = 'basic'
+    }
     return next(exchange)
   }
 }
