@@ -4,11 +4,14 @@
  * verified against the digest and the announced size before the blob is committed) and handed to
  * each waiting client as they arrive.
  *
- * Memory stays flat, and a slow client never slows the others or the download:
- * - the download is paced by storage writes only, never by a client;
+ * Memory stays flat, and a slow client never slows the others, nor the download for long:
  * - a client gets chunks in a queue of at most MAX_QUEUED_BYTES. One that falls that far behind
- *   is detached: it finishes what is queued, waits for the commit, and reads the rest from storage
- *   at its own pace (its connection idles meanwhile);
+ *   while another client still has room is detached: it finishes what is queued, waits for the
+ *   commit, and reads the rest from storage at its own pace (its connection idles meanwhile);
+ * - when every live client's queue is full (a lone client, or all equally slow), the download
+ *   waits for one of them to take a chunk rather than detach them all: the clients pace it, as a
+ *   pull from the upstream itself would be. After STALL_MS without any taking a chunk they are
+ *   detached and the download goes on, so a client that stops reading holds nothing up;
  * - the first REPLAY_BYTES are kept so clients that come a moment after the first one still join
  *   live; later ones read the committed blob from storage. Chunks are shared Buffers, so a fetch
  *   holds at most about REPLAY_BYTES + MAX_QUEUED_BYTES whatever the number of clients.
@@ -24,6 +27,8 @@ import { UpstreamUnavailableError } from './errors.js'
 
 export const MAX_QUEUED_BYTES = 8 * 1024 * 1024
 export const REPLAY_BYTES = 4 * 1024 * 1024
+/** How long the download waits for a client to take a chunk when every live client's queue is full. */
+export const STALL_MS = 2000
 
 export interface FetchSource {
   /** The upstream's body. */
@@ -39,6 +44,8 @@ class Subscriber {
   offset = 0
   /** False once detached (or joined late): the rest comes from storage after the commit. */
   live = true
+  /** Told when a chunk is taken (or the client leaves): the download may be waiting for room. */
+  onTaken: (() => void) | undefined
   #wake: (() => void) | undefined
 
   push(chunk: Buffer): void {
@@ -50,7 +57,10 @@ class Subscriber {
 
   take(): Buffer | undefined {
     const chunk = this.queue.shift()
-    if (chunk !== undefined) this.queuedBytes -= chunk.byteLength
+    if (chunk !== undefined) {
+      this.queuedBytes -= chunk.byteLength
+      this.onTaken?.()
+    }
     return chunk
   }
 
@@ -77,6 +87,13 @@ export class BlobFetch {
   #state: 'streaming' | 'committed' | 'failed' = 'streaming'
   #failure: Error | undefined
   #deferred = 0
+  /** Resolves the download's wait for room (see #waitForRoom). */
+  #room: (() => void) | undefined
+  readonly #taken = (): void => {
+    const room = this.#room
+    this.#room = undefined
+    room?.()
+  }
 
   constructor(
     private readonly store: RegistryStore,
@@ -99,6 +116,7 @@ export class BlobFetch {
   /** The blob's bytes from the start, as a stream for one client. Destroying it leaves the fetch running for the others. */
   subscribe(): Readable {
     const subscriber = new Subscriber()
+    subscriber.onTaken = this.#taken
     if (this.#state === 'streaming' && this.#replay !== undefined) for (const chunk of this.#replay) subscriber.push(chunk)
     else {
       subscriber.live = false
@@ -126,6 +144,7 @@ export class BlobFetch {
       }
     } finally {
       this.#subscribers.delete(subscriber)
+      this.#taken()
     }
   }
 
@@ -146,6 +165,33 @@ export class BlobFetch {
     }
   }
 
+  /**
+   * Waits while every live client's queue is full (none could take `bytes` more), for one to take
+   * a chunk or leave; after STALL_MS of that, returns anyway and #publish detaches the full ones.
+   */
+  async #waitForRoom(bytes: number): Promise<void> {
+    for (;;) {
+      let live = false
+      for (const subscriber of this.#subscribers) {
+        if (!subscriber.live) continue
+        if (subscriber.queuedBytes + bytes <= MAX_QUEUED_BYTES) return
+        live = true
+      }
+      if (!live) return
+      const roomMade = await new Promise<boolean>(resolve => {
+        const timer = setTimeout(() => {
+          this.#room = undefined
+          resolve(false)
+        }, STALL_MS)
+        this.#room = () => {
+          clearTimeout(timer)
+          resolve(true)
+        }
+      })
+      if (!roomMade) return
+    }
+  }
+
   async #run(source: FetchSource): Promise<void> {
     const uploads = this.store.uploads
     let held: Buffer | undefined
@@ -154,7 +200,10 @@ export class BlobFetch {
         const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data)
         this.#total += chunk.byteLength
         if (this.#total > this.maxBytes) throw new UpstreamUnavailableError(this.upstream, `blob larger than the ${this.maxBytes} bytes accepted`)
-        if (held !== undefined) this.#publish(held)
+        if (held !== undefined) {
+          await this.#waitForRoom(held.byteLength)
+          this.#publish(held)
+        }
         held = chunk
         yield chunk
       }

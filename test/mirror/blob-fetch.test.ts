@@ -1,7 +1,11 @@
-/** One blob download shared by several readers: a slow reader is detached and finishes from storage; memory stays bounded. */
+/**
+ * One blob download shared by several readers: a reader behind the others is detached and finishes
+ * from storage, a lone slow one paces the download, one that stops reading is detached after
+ * STALL_MS; memory stays bounded.
+ */
 import { createHash, randomBytes } from 'node:crypto'
 import test from 'ava'
-import { BlobFetch, MAX_QUEUED_BYTES, REPLAY_BYTES } from '../../src/mirror/blob-fetch.js'
+import { BlobFetch, MAX_QUEUED_BYTES, REPLAY_BYTES, STALL_MS } from '../../src/mirror/blob-fetch.js'
 import { parseDigest } from '../../src/storage/digest.js'
 import { InMemoryDriver } from '../../src/storage/driver/in-memory.js'
 import { createRegistryStore } from '../../src/storage/registry-store.js'
@@ -43,6 +47,37 @@ test('readers at any pace get the whole blob; a reader that falls behind by more
   t.is(await digestOfStream(fetch.subscribe()), digest.value)
   t.is((await store.blobs.stat('up.test/app', digest)).size, content.byteLength)
   t.true(REPLAY_BYTES < MAX_QUEUED_BYTES)
+})
+
+test('a lone reader slower than the upstream paces the download instead of being detached to wait for the commit', async t => {
+  const content = randomBytes(MAX_QUEUED_BYTES * 3)
+  const digest = parseDigest(`sha256:${createHash('sha256').update(content).digest('hex')}`)
+  const store = createRegistryStore(new InMemoryDriver())
+  const fetch = new BlobFetch(store, 'up.test/app', digest, 'http://upstream', 1024 ** 3, source(content))
+  const hash = createHash('sha256')
+  let read = 0
+  for await (const chunk of fetch.subscribe()) {
+    hash.update(chunk as Buffer)
+    read += (chunk as Buffer).byteLength
+    // Slower than the source: a short pause every 256 KiB, never as long as STALL_MS.
+    if (read % (256 * 1024) === 0) await new Promise(resolve => setTimeout(resolve, 5))
+  }
+  await fetch.done
+  t.is(`sha256:${hash.digest('hex')}`, digest.value)
+  t.is(fetch.deferredCount, 0, 'never detached: it paced the download')
+})
+
+test('a reader that stops reading holds the download up for STALL_MS at most, then is detached', async t => {
+  const content = randomBytes(MAX_QUEUED_BYTES * 2)
+  const digest = parseDigest(`sha256:${createHash('sha256').update(content).digest('hex')}`)
+  const store = createRegistryStore(new InMemoryDriver())
+  const fetch = new BlobFetch(store, 'up.test/app', digest, 'http://upstream', 1024 ** 3, source(content))
+  const stuck = fetch.subscribe()
+  const started = Date.now()
+  await fetch.done
+  t.true(Date.now() - started < STALL_MS + 5000, 'the download went on without the reader')
+  t.is(fetch.deferredCount, 1)
+  t.is(await digestOfStream(stuck), digest.value, 'the detached reader still gets every byte, from storage')
 })
 
 test('bytes that do not match the digest are never all handed out, and are not stored', async t => {

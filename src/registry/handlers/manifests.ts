@@ -10,6 +10,7 @@ import { RegistryError } from '../errors.js'
 import { sendEmpty } from '../../http/respond.js'
 import { acceptedTypes, contentLength, mediaTypeOf } from '../headers.js'
 import { actorOf, type Handler } from '../routes.js'
+import { NO_EVENTS } from '../../events/events.js'
 import { reference, repositoryName } from './params.js'
 
 /** Reads a body of at most `limit` bytes; a larger one is refused as soon as it is known to be larger. */
@@ -134,9 +135,11 @@ export const putManifest: Handler = async context => {
   // Moving an existing tag is `overwrite`, which only the store can tell from a new tag (access rules).
   const overwrite = context.exchange.access?.may(name, 'overwrite') ?? true
   const pushedTags = isDigestReference(ref) ? tags : [ref, ...tags]
-  // What each tag named before, for the events: a push that moves a tag says from where.
+  // What each tag named before, for the events: a push that moves a tag says from where. Read only
+  // when someone listens (an audit log, webhooks): it costs a storage read per tag.
+  const listened = context.events !== NO_EVENTS
   const previous = await Promise.all(
-    pushedTags.map(tag =>
+    (listened ? pushedTags : []).map(tag =>
       store.tags.resolve(name, tag).then(
         digest => digest.value,
         () => undefined,
