@@ -370,25 +370,7 @@ const RETENTION_KEEP_KEYS = ['last', 'tags', 'pushedWithin', 'pulledWithin']
  * globs match a repository applies to it.
  */
 export function parseRetention(raw: unknown): RetentionPolicy[] {
-  const items = (Array.isArray(raw) ? raw : [raw]).flatMap(item => {
-    if (typeof item !== 'string') return [item]
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(item)
-    } catch {
-      throw new InvalidValue(RETENTION_ACCEPTED)
-    }
-    return Array.isArray(parsed) ? parsed : [parsed]
-  })
-  if (items.length === 0) throw new InvalidValue(RETENTION_ACCEPTED)
-  return items.map((item, index) => {
-    try {
-      return parseRetentionPolicy(item)
-    } catch (error) {
-      if (error instanceof InvalidValue) throw new InvalidValue(`${error.accepted} (retention policy ${index + 1})`)
-      throw error
-    }
-  })
+  return parseObjectList(raw, RETENTION_ACCEPTED, 'retention policy', parseRetentionPolicy)
 }
 
 function mapping(value: unknown, what: string, keys: readonly string[]): Record<string, unknown> {
@@ -464,22 +446,30 @@ const QUOTAS_ACCEPTED = 'a list of quotas {repositories: [globs], maxSize: <size
  * quota whose globs match a repository applies to it.
  */
 export function parseQuotas(raw: unknown): QuotaSetting[] {
+  return parseObjectList(raw, QUOTAS_ACCEPTED, 'quota', parseQuota)
+}
+
+/**
+ * A list setting of objects: the config file's list, or on the command line and in the environment
+ * each item (or the whole list) as JSON. A mistake in an item names it (`quota 2`).
+ */
+function parseObjectList<T>(raw: unknown, accepted: string, itemName: string, parseItem: (item: unknown) => T): T[] {
   const items = (Array.isArray(raw) ? raw : [raw]).flatMap(item => {
     if (typeof item !== 'string') return [item]
     let parsed: unknown
     try {
       parsed = JSON.parse(item)
     } catch {
-      throw new InvalidValue(QUOTAS_ACCEPTED)
+      throw new InvalidValue(accepted)
     }
     return Array.isArray(parsed) ? parsed : [parsed]
   })
-  if (items.length === 0) throw new InvalidValue(QUOTAS_ACCEPTED)
+  if (items.length === 0) throw new InvalidValue(accepted)
   return items.map((item, index) => {
     try {
-      return parseQuota(item)
+      return parseItem(item)
     } catch (error) {
-      if (error instanceof InvalidValue) throw new InvalidValue(`${error.accepted} (quota ${index + 1})`)
+      if (error instanceof InvalidValue) throw new InvalidValue(`${error.accepted} (${itemName} ${index + 1})`)
       throw error
     }
   })
