@@ -20,10 +20,7 @@ export function duCommand(io: CliIo): Command {
       'Disk usage of the registry data. "unique" is what only that repository uses (what deleting it and ' +
         'running `berth gc` frees); "shared" is stored once for every repository that uses it.',
     )
-  addStoreOptions(command)
-  const configOption = command.options.find(option => option.long === '--config')
-  if (configOption !== undefined)
-    configOption.description = 'the YAML or JSON settings file berth serve uses: its storage settings and quotas: (env: BERTH_CONFIG)'
+  addStoreOptions(command, 'its storage settings and quotas: are read here')
   return command
     .option('--bytes', 'exact byte counts instead of KiB/MiB/GiB')
     .option('--json', 'print the report as JSON')

@@ -55,9 +55,9 @@ export interface StoreOptions {
 }
 
 /** Adds --config and the storage flags of `berth serve` (besides --datadir) to a maintenance command. */
-export function addStoreOptions(command: Command): Command {
+export function addStoreOptions(command: Command, configRead = 'only its storage settings are read here'): Command {
   command.addOption(datadirOption())
-  command.option('-c, --config <file>', `the YAML or JSON settings file berth serve uses; only its storage settings are read here (env: ${CONFIG_ENV})`)
+  command.option('-c, --config <file>', `the YAML or JSON settings file berth serve uses; ${configRead} (env: ${CONFIG_ENV})`)
   for (const setting of SETTINGS as readonly Setting[]) if (STORAGE_KEYS.includes(setting.key)) command.addOption(optionFor(setting))
   return command
 }

@@ -32,10 +32,7 @@ export function retentionCommand(io: CliIo): Command {
         '`berth rm`: run `berth gc` afterwards to free the space (berth serve does both on --retention-interval). ' +
         'Safe while the registry serves the same store: a tag a push moved meanwhile is left alone.',
     )
-  addStoreOptions(command)
-  const configOption = command.options.find(option => option.long === '--config')
-  if (configOption !== undefined)
-    configOption.description = 'the YAML or JSON settings file berth serve uses: its retention: policies and storage settings (env: BERTH_CONFIG)'
+  addStoreOptions(command, 'its retention: policies and storage settings are read here')
   return command
     .option('-n, --dry-run', 'list what would be removed (repository, tag, digest, pushed, last pulled, size, why); remove nothing')
     .option('--json', 'print the plan (or what was removed) as JSON')
