@@ -4,7 +4,7 @@
  * it works the same on a tree written by registry:2. Nothing here is for a request path: it walks
  * the whole tree.
  */
-import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, type FileInfo, type StorageDriver } from './driver/storage-driver.js'
 import { isDigest } from './digest.js'
 import { BLOBS_ROOT, REPOSITORIES_ROOT } from './paths.js'
 import { isRepositoryName } from './reference.js'
@@ -37,7 +37,7 @@ export async function listOrEmpty(driver: StorageDriver, path: string): Promise<
   }
 }
 
-export async function statOrUndefined(driver: StorageDriver, path: string): Promise<{ size: number; modTime: Date } | undefined> {
+export async function statOrUndefined(driver: StorageDriver, path: string): Promise<FileInfo | undefined> {
   try {
     const info = await driver.stat(path)
     return info.isDir ? undefined : info

@@ -34,7 +34,7 @@ import { BlobStore } from '../blob-store.js'
 import { PathNotFoundError, ignoreMissing, type FileInfo, type StorageDriver } from '../driver/storage-driver.js'
 import { parseDigest } from '../digest.js'
 import { BlobUnknownError } from '../errors.js'
-import { listLinks, listOrEmpty, listRepositories } from '../maintenance-scan.js'
+import { listLinks, listOrEmpty, listRepositories, statOrUndefined } from '../maintenance-scan.js'
 import type { ManifestObserver, ManifestPushedEvent } from '../manifest-observer.js'
 import {
   INDEX_CHANGES_ROOT,
@@ -220,7 +220,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
   async manifestsCollected(manifests: readonly { repository: string; digest: string }[]): Promise<void> {
     for (const { repository, digest } of manifests) {
       await this.#guard(repository, async () => {
-        if ((await this.#statOrUndefined(manifestRevisionLinkPath(repository, digest))) === undefined) await this.#forgetManifest(repository, digest)
+        if ((await statOrUndefined(this.#driver, manifestRevisionLinkPath(repository, digest))) === undefined) await this.#forgetManifest(repository, digest)
       })
     }
   }
@@ -352,7 +352,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
       },
     )
     for (const digest of records.manifests.keys()) {
-      if (revisions.has(digest) || (await this.#statOrUndefined(manifestRevisionLinkPath(name, digest))) !== undefined) continue
+      if (revisions.has(digest) || (await statOrUndefined(this.#driver, manifestRevisionLinkPath(name, digest))) !== undefined) continue
       await this.#forgetManifest(name, digest)
       report.manifestsDeleted++
     }
@@ -375,7 +375,8 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
   async #writeManifestRecord(repository: string, digest: string, content: Buffer, fallbackPushedAt?: string | null): Promise<void> {
     const path = indexManifestPath(repository, digest)
     const existing = await this.#getOrUndefined(path).then(bytes => (bytes === undefined ? undefined : readManifestRecord(bytes)))
-    const pushedAt = existing?.pushedAt ?? fallbackPushedAt ?? recordTime((await this.#statOrUndefined(manifestRevisionLinkPath(repository, digest)))?.modTime)
+    const pushedAt =
+      existing?.pushedAt ?? fallbackPushedAt ?? recordTime((await statOrUndefined(this.#driver, manifestRevisionLinkPath(repository, digest)))?.modTime)
     const record = await describeManifest(content, pushedAt, async config => {
       try {
         return await this.#blobs.getContent(config)
@@ -430,7 +431,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
     const path = tagCurrentLinkPath(repository, tag)
     const content = await this.#getOrUndefined(path)
     if (content === undefined) return undefined
-    const info = await this.#statOrUndefined(path)
+    const info = await statOrUndefined(this.#driver, path)
     if (info === undefined) return undefined
     try {
       return { digest: parseDigest(content.toString('utf8').trim()).value, modTime: info.modTime }
@@ -479,7 +480,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
     for (const path of await listOrEmpty(this.#driver, INDEX_CHANGES_ROOT)) {
       const instance = base(path)
       if (instance === this.instance) continue
-      const info = await this.#statOrUndefined(path)
+      const info = await statOrUndefined(this.#driver, path)
       if (info === undefined) continue
       present.add(instance)
       if (Date.now() - info.modTime.getTime() > CHANGES_STALE_MS) {
@@ -609,16 +610,6 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
   async #getOrUndefined(path: string): Promise<Buffer | undefined> {
     try {
       return await this.#driver.getContent(path)
-    } catch (error) {
-      if (error instanceof PathNotFoundError) return undefined
-      throw error
-    }
-  }
-
-  async #statOrUndefined(path: string): Promise<FileInfo | undefined> {
-    try {
-      const info = await this.#driver.stat(path)
-      return info.isDir ? undefined : info
     } catch (error) {
       if (error instanceof PathNotFoundError) return undefined
       throw error
