@@ -127,8 +127,8 @@ export function authenticateCaller(options: AccessControlOptions): Step {
       }
       exchange.user = check.subject
       exchange.credential = 'bearer'
-      const catalog = check.access.some(grant => grant.type === 'registry' && grant.name === 'catalog' && grant.actions.includes('*'))
-      exchange.access = new CallerPermissions(check.subject, policy, grantsByRepository(check.access), catalog)
+      const grants = grantsOf(check.access)
+      exchange.access = new CallerPermissions(check.subject, policy, grants.byRepository, grants.catalog)
       return next(exchange)
     }
     if (parseBasicAuthorization(header) === undefined) return challenge(exchange, options)
@@ -216,13 +216,25 @@ function challenge(exchange: Exchange, options: AccessControlOptions, scope?: st
   return Promise.resolve()
 }
 
-function grantsByRepository(access: readonly TokenGrant[]): Map<string, Set<string>> {
-  const granted = new Map<string, Set<string>>()
+interface Grants {
+  readonly byRepository: ReadonlyMap<string, ReadonlySet<string>>
+  readonly catalog: boolean
+}
+
+/** Per token claim (the token service hands out one cached claim per token): each is read once, not per request. */
+const grantsOfClaim = new WeakMap<readonly TokenGrant[], Grants>()
+
+function grantsOf(access: readonly TokenGrant[]): Grants {
+  let grants = grantsOfClaim.get(access)
+  if (grants !== undefined) return grants
+  const byRepository = new Map<string, Set<string>>()
   for (const grant of access) {
     if (grant.type !== 'repository') continue
-    const actions = granted.get(grant.name) ?? new Set<string>()
+    const actions = byRepository.get(grant.name) ?? new Set<string>()
     for (const action of grant.actions) actions.add(action)
-    granted.set(grant.name, actions)
+    byRepository.set(grant.name, actions)
   }
-  return granted
+  const catalog = access.some(grant => grant.type === 'registry' && grant.name === 'catalog' && grant.actions.includes('*'))
+  grantsOfClaim.set(access, (grants = { byRepository, catalog }))
+  return grants
 }
