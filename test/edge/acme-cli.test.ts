@@ -139,9 +139,16 @@ test.serial('berth serve --acme gets a certificate from pebble, serves it, and t
   const certs = join(work, 'certs-shared')
   const ordersBefore = pebble.orderCount()
   // Two Berth processes start together on one certs folder; only the first owns the port pebble validates.
+  // B starts once A listens: whichever of them places the order, the CA's request then finds A's port.
   const a = await serveArgs('a', pebbleHttpPort, certs)
   const b = await serveArgs('b', await freePort(), certs)
   const runA = berth(a.args)
+  await waitFor(
+    () => /INFO {2}listening /.test(runA.output()),
+    60_000,
+    'process A to listen',
+    () => runA.output(),
+  )
   const runB = berth(b.args)
   const both = () => `--- A ---\n${runA.output()}\n--- B ---\n${runB.output()}`
   const obtainedOrAdopted = /certificate (obtained and now served|renewed by another Berth process|loaded from storage)/
