@@ -29,6 +29,7 @@ import { isDigestReference } from '../storage/manifest-store.js'
 import { manifestRevisionLinkPath, manifestsPath, mirrorMarkerPath } from '../storage/paths.js'
 import type { RegistryStore } from '../storage/registry-store.js'
 import type { Logger } from '../log.js'
+import { batchedBody } from './batched-body.js'
 import { BlobFetch } from './blob-fetch.js'
 import { isUpstreamOutage, UpstreamDeniedError, UpstreamRateLimitedError, UpstreamUnavailableError } from './errors.js'
 import { discard, readCapped, UpstreamClient, type UpstreamResponse } from './upstream.js'
@@ -342,7 +343,7 @@ export class Mirror {
       response.body.destroy()
       throw new UpstreamUnavailableError(url, `blob ${digest.value} has ${size} bytes, more than the ${this.#options.maxBlobBytes} accepted`)
     }
-    const fetch = new BlobFetch(this.store, target.name, digest, url, this.#options.maxBlobBytes, { body: response.body, size })
+    const fetch = new BlobFetch(this.store, target.name, digest, url, this.#options.maxBlobBytes, { body: batchedBody(response.body), size })
     void fetch.done.then(
       async () => {
         await this.#mark(target)
