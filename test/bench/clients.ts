@@ -44,16 +44,39 @@ export async function skopeoPull(ctx: ClientContext, repository: string, tag: st
   return result.seconds
 }
 
-/** `skopeo copy <image> docker://…` to a plain-HTTP registry without a login (an upstream on loopback); returns seconds. */
-export async function skopeoPushPlain(source: string, host: string, repository: string, tag: string): Promise<number> {
+/** `skopeo copy <image> docker://…` to a registry without a login, its certificate not checked (an upstream on loopback); returns seconds. */
+export async function skopeoPushAnonymous(source: string, host: string, repository: string, tag: string): Promise<number> {
   const result = await run('skopeo', [...skopeoBase, '--dest-tls-verify=false', source, `docker://${host}/${repository}:${tag}`])
   return result.seconds
 }
 
-/** `skopeo copy docker://… dir:…` from a plain-HTTP registry without a login; returns seconds. */
-export async function skopeoPullPlain(host: string, repository: string, tag: string, destDir: string): Promise<number> {
-  const result = await run('skopeo', [...skopeoBase, '--src-tls-verify=false', `docker://${host}/${repository}:${tag}`, `dir:${destDir}`])
-  return result.seconds
+export interface PullTiming {
+  seconds: number
+  /** skopeo's own CPU time, user + system (from /usr/bin/time). */
+  cpuSeconds: number
+}
+
+/**
+ * `skopeo copy docker://… dir:…` like skopeoPull, with the login optional (`ctx.pki` still gives the
+ * CA), run under /usr/bin/time so the client's CPU time is known: on a machine with few cores a
+ * pull's wall time depends on what every process in the chain needs.
+ */
+export async function skopeoPullTimed(ctx: ClientContext, repository: string, tag: string, destDir: string, login = true): Promise<PullTiming> {
+  const mark = '@@cpu'
+  const result = await run('/usr/bin/time', [
+    '-f',
+    `${mark} %U %S`,
+    'skopeo',
+    ...skopeoBase,
+    ...(login ? ['--src-creds', `${ctx.pki.user}:${ctx.pki.password}`] : []),
+    '--src-cert-dir',
+    ctx.pki.caDir,
+    `docker://${ctx.host}/${repository}:${tag}`,
+    `dir:${destDir}`,
+  ])
+  const match = new RegExp(`^${mark} ([\\d.]+) ([\\d.]+)$`, 'm').exec(result.stderr)
+  if (match === null) throw new Error(`cannot read /usr/bin/time's output: ${result.stderr.slice(-400)}`)
+  return { seconds: result.seconds, cpuSeconds: Number(match[1]) + Number(match[2]) }
 }
 
 interface CurlResult {

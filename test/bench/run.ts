@@ -22,12 +22,14 @@ import {
   curlPutBlob,
   fetchToken,
   skopeoPull,
-  skopeoPullPlain,
+  skopeoPullTimed,
   skopeoPush,
-  skopeoPushPlain,
+  skopeoPushAnonymous,
   wrkGet,
   type ClientContext,
+  type PullTiming,
 } from './clients.js'
+import { removeShaping, shapePort } from './link-shaper.js'
 import { manifestMediaType, writeImageLayout, writeRandomBlob, type BlobRef } from './content.js'
 import { ensurePackages } from './packages.js'
 import { makePki, type BenchPki } from './pki.js'
@@ -96,7 +98,16 @@ const WEBHOOK_SLOWDOWN_BOUND = 1.25
 /** The pull-through mirror's bounds (issue #17): a cached pull as fast as a pushed one, a cold pull within 10% of the upstream direct. */
 const MIRROR_CACHED_BOUND = 1.1
 const MIRROR_COLD_BOUND = 1.1
-const MIRROR_CASES = ['mirror-pull-cached', 'mirror-pull-pushed', 'mirror-pull-cold', 'mirror-pull-upstream'] as const
+/** The upstream's link in the mirror's WAN cases: a fast internet connection (1 Gbit/s). */
+const MIRROR_WAN_MBIT = 1000
+const MIRROR_CASES = [
+  'mirror-pull-cached',
+  'mirror-pull-pushed',
+  'mirror-pull-cold',
+  'mirror-pull-upstream',
+  'mirror-pull-cold-wan',
+  'mirror-pull-upstream-wan',
+] as const
 const cases: CaseDef[] = [
   { id: 'skopeo-push', label: `skopeo push, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.5, ceiling: { key: 'diskFsyncWrite' } },
   { id: 'skopeo-pull', label: `skopeo pull, ${big} image`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
@@ -152,7 +163,19 @@ const cases: CaseDef[] = [
     unit: 's',
     better: 'lower',
   },
-  { id: 'mirror-pull-upstream', label: `skopeo pull, the same ${big} image from docker-registry directly, plain HTTP`, unit: 's', better: 'lower' },
+  { id: 'mirror-pull-upstream', label: `skopeo pull, the same ${big} image from docker-registry directly (HTTPS, no login)`, unit: 's', better: 'lower' },
+  {
+    id: 'mirror-pull-cold-wan',
+    label: `skopeo pull, ${big} image not cached yet, through the mirror, upstream's link ${MIRROR_WAN_MBIT} Mbit/s (Berth only)`,
+    unit: 's',
+    better: 'lower',
+  },
+  {
+    id: 'mirror-pull-upstream-wan',
+    label: `skopeo pull, the same ${big} image from docker-registry directly at ${MIRROR_WAN_MBIT} Mbit/s`,
+    unit: 's',
+    better: 'lower',
+  },
 ]
 if (sizes.huge) {
   cases.push(
@@ -241,6 +264,7 @@ async function main(): Promise<void> {
   const stacks: Stack[] = []
   let s3: S3Server | undefined
   const cleanup = async () => {
+    await removeShaping()
     await Promise.allSettled(stacks.map(stack => stack.stop()))
     await s3?.stop()
     for (const stack of stacks) {
@@ -374,6 +398,7 @@ async function main(): Promise<void> {
     for (const [slow, fast, bound] of [
       ['mirror-pull-cached', 'mirror-pull-pushed', MIRROR_CACHED_BOUND],
       ['mirror-pull-cold', 'mirror-pull-upstream', MIRROR_COLD_BOUND],
+      ['mirror-pull-cold-wan', 'mirror-pull-upstream-wan', MIRROR_COLD_BOUND],
     ] as const) {
       const measured = results.find(r => r.id === slow)
       const reference = results.find(r => r.id === fast)?.stacks.berth?.median
@@ -382,6 +407,8 @@ async function main(): Promise<void> {
         measured.met = ratio <= bound
         measured.notes.push(`${fmt(ratio)}× the time of "${cases.find(c => c.id === fast)!.label}" (bound ${bound}×)`)
       }
+      const cpuNote = mirrorCpuNote(slow, fast)
+      if (measured !== undefined && cpuNote !== undefined) measured.notes.push(cpuNote)
     }
     const rows = table(results, ceilings)
     await stopAll(stacks)
@@ -447,70 +474,132 @@ async function runWebhookHang(plain: Stack, pki: BenchPki, clientRoot: string, s
 
 /**
  * The pull-through mirror (issue #17), Berth only, filesystem storage: Debian's docker-registry on
- * loopback (plain HTTP, no login) is the upstream; a second Berth, configured like the bench's own,
- * mirrors it under the prefix `bench/` (which the bench user may pull). Each round pushes a fresh
- * image to the upstream, then times, order flipped each round: a cold pull through the mirror
- * against a pull from the upstream directly; then a pull of the now cached image against a pull of
- * the same image pushed to the bench's Berth.
+ * loopback (HTTPS with the bench's certificate, no login) is the upstream; a second Berth,
+ * configured like the bench's own, mirrors it under the prefix `bench/` (which the bench user may
+ * pull). Each round pushes two fresh images to the upstream and times, order flipped each round:
+ * - a cold pull through the mirror against a pull from the upstream directly, on bare loopback,
+ *   with every process's CPU time (on a machine with few cores these pulls are bound by CPU: the
+ *   mirror hashes, stores and re-encrypts what the direct pull only decrypts);
+ * - the same over a link like the internet's: the upstream's responses limited to MIRROR_WAN_MBIT
+ *   by the kernel (link-shaper.ts; skipped with a note where tc cannot be used);
+ * - a pull of the now cached image against a pull of the same image pushed to the bench's Berth.
  */
 async function runMirror(plain: Stack, pki: BenchPki, clientRoot: string, second: { dir: string; command: string[] }): Promise<void> {
   const upstreamRoot = path.join(second.dir, 'upstream')
   await mkdir(second.dir, { recursive: true })
-  const upstream = await startRegistry2({ rootDirectory: upstreamRoot })
+  const upstream = await startRegistry2({ rootDirectory: upstreamRoot, tls: { certificate: pki.serverChain, key: pki.serverKey } })
   progress(`starting a mirror Berth of docker-registry ${upstream.url} (--mirror bench=…)`)
-  const mirror = await startBerth(path.join(second.dir, 'mirror'), pki, { command: second.command, repoRoot, args: ['--mirror', `bench=${upstream.url}`] })
+  const mirror = await startBerth(path.join(second.dir, 'mirror'), pki, {
+    command: second.command,
+    repoRoot,
+    args: ['--mirror', `bench=${upstream.url}`],
+    env: { NODE_EXTRA_CA_CERTS: pki.caCert },
+  })
+  const upstreamCtx: ClientContext = { host: upstream.hostPort, pki }
   const ctx = (stack: Stack): ClientContext => ({ host: stack.host, pki })
-  const timed = async (id: string, what: string, pull: (dest: string) => Promise<number>, round: number, bytes: number) => {
+  const cpu: Array<Record<string, unknown>> = []
+  extra.mirrorCpu = cpu
+  const timed = async (id: string, what: string, pull: (dest: string) => Promise<PullTiming>, round: number, bytes: number) => {
     await settle()
     const dest = path.join(clientRoot, `mirror-pull-${id}`)
+    const servers = { mirror: new ResourceMonitor(() => mirror.pids()), upstream: new ResourceMonitor(() => [upstream.pid]) }
+    servers.mirror.start()
+    servers.upstream.start()
+    const stopped = { mirror: false }
+    const stop = () => {
+      if (stopped.mirror) return undefined
+      stopped.mirror = true
+      return { mirrorCpu: servers.mirror.stop().cpuSeconds, upstreamCpu: servers.upstream.stop().cpuSeconds }
+    }
     try {
-      const seconds = await pull(dest)
+      const { seconds, cpuSeconds } = await pull(dest)
+      const { mirrorCpu, upstreamCpu } = stop()!
       record(id, 'berth', seconds)
-      progress(`r${round + 1}/${rounds} ${id}: ${what} in ${fmt(seconds)} s (${fmt(bytes / seconds / 1e6)} MB/s)`)
+      cpu.push({ round: round + 1, case: id, seconds, clientCpu: cpuSeconds, mirrorCpu, upstreamCpu })
+      progress(
+        `r${round + 1}/${rounds} ${id}: ${what} in ${fmt(seconds)} s (${fmt(bytes / seconds / 1e6)} MB/s); CPU s: skopeo ${fmt(cpuSeconds)}, ` +
+          `mirror Berth ${fmt(mirrorCpu)}, docker-registry ${fmt(upstreamCpu)}`,
+      )
     } catch (error) {
       fail(id, id === 'mirror-pull-pushed' ? plain : mirror, error, round)
     } finally {
+      stop()
       await rm(dest, { recursive: true, force: true })
     }
   }
+  const pair = async (round: number, jobs: Array<() => Promise<void>>) => {
+    for (const job of round % 2 === 0 ? jobs : [...jobs].reverse()) await job()
+  }
+  const wan = wants('mirror-pull-cold-wan') || wants('mirror-pull-upstream-wan')
   try {
     for (let round = 0; round < rounds; round++) {
       const image = await writeImageLayout(path.join(clientRoot, `mirror-${round}`), [sizes.big])
-      const name = `library/r${round + 1}-${Date.now().toString(36)}`
-      await skopeoPushPlain(image.reference, upstream.hostPort, name, 'latest')
+      const stamp = Date.now().toString(36)
+      const name = `library/r${round + 1}-${stamp}`
+      const wanName = `library/r${round + 1}-${stamp}-wan`
+      await skopeoPushAnonymous(image.reference, upstream.hostPort, name, 'latest')
+      if (wan) await skopeoPushAnonymous(image.reference, upstream.hostPort, wanName, 'latest')
       await skopeoPush(ctx(plain), image.reference, `bench/mirror-${name}`, 'latest')
       await rm(image.dir, { recursive: true, force: true })
-      const cold: Array<() => Promise<void>> = [
+      const bytes = image.layerBytes
+      await pair(round, [
         () =>
           timed(
             'mirror-pull-cold',
             `cold pull of ${big} through the mirror`,
-            dest => skopeoPull(ctx(mirror), `bench/${name}`, 'latest', dest),
+            dest => skopeoPullTimed(ctx(mirror), `bench/${name}`, 'latest', dest),
             round,
-            image.layerBytes,
+            bytes,
           ),
         () =>
-          timed(
-            'mirror-pull-upstream',
-            `pull of ${big} from docker-registry`,
-            dest => skopeoPullPlain(upstream.hostPort, name, 'latest', dest),
-            round,
-            image.layerBytes,
-          ),
-      ]
-      for (const job of round % 2 === 0 ? cold : [...cold].reverse()) await job()
-      const warm: Array<() => Promise<void>> = [
-        () => timed('mirror-pull-cached', `cached pull of ${big}`, dest => skopeoPull(ctx(mirror), `bench/${name}`, 'latest', dest), round, image.layerBytes),
+          timed('mirror-pull-upstream', `pull of ${big} from docker-registry`, dest => skopeoPullTimed(upstreamCtx, name, 'latest', dest, false), round, bytes),
+      ])
+      await pair(round, [
+        () => timed('mirror-pull-cached', `cached pull of ${big}`, dest => skopeoPullTimed(ctx(mirror), `bench/${name}`, 'latest', dest), round, bytes),
         () =>
           timed(
             'mirror-pull-pushed',
             `pull of ${big} pushed to Berth`,
-            dest => skopeoPull(ctx(plain), `bench/mirror-${name}`, 'latest', dest),
+            dest => skopeoPullTimed(ctx(plain), `bench/mirror-${name}`, 'latest', dest),
             round,
-            image.layerBytes,
+            bytes,
           ),
-      ]
-      for (const job of round % 2 === 0 ? warm : [...warm].reverse()) await job()
+      ])
+      if (wan) {
+        // The same layer under another name: the mirror has its blob now, so drop it to keep the pull cold
+        // (after the cached pull above).
+        await purgeBlobs(
+          mirror,
+          image.layers.map(layer => layer.digest),
+        )
+        const shaped = await shapePort(upstream.port, MIRROR_WAN_MBIT)
+        if (typeof shaped === 'string') {
+          if (round === 0) progress(`skipping the mirror's WAN cases: ${shaped}`)
+        } else {
+          try {
+            await pair(round, [
+              () =>
+                timed(
+                  'mirror-pull-cold-wan',
+                  `cold pull of ${big} through the mirror, upstream at ${MIRROR_WAN_MBIT} Mbit/s`,
+                  dest => skopeoPullTimed(ctx(mirror), `bench/${wanName}`, 'latest', dest),
+                  round,
+                  bytes,
+                ),
+              () =>
+                timed(
+                  'mirror-pull-upstream-wan',
+                  `pull of ${big} from docker-registry at ${MIRROR_WAN_MBIT} Mbit/s`,
+                  dest => skopeoPullTimed(upstreamCtx, wanName, 'latest', dest, false),
+                  round,
+                  bytes,
+                ),
+            ])
+          } finally {
+            await shaped.remove()
+          }
+        }
+      }
       const digests = image.layers.map(layer => layer.digest)
       await purgeBlobs(plain, digests)
       await purgeBlobs(mirror, digests)
@@ -736,6 +825,24 @@ async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): 
   } finally {
     await rm(image.dir, { recursive: true, force: true })
   }
+}
+
+/**
+ * What the two pulls of a mirror pair cost in CPU, summed over skopeo, the mirror Berth and
+ * docker-registry (medians): divided by the cores, the shortest wall time the machine allows.
+ */
+function mirrorCpuNote(slow: string, fast: string): string | undefined {
+  const runs = (extra.mirrorCpu ?? []) as Array<{ case: string; clientCpu: number; mirrorCpu: number; upstreamCpu: number }>
+  const describe = (id: string): string | undefined => {
+    const mine = runs.filter(r => r.case === id)
+    if (mine.length === 0) return undefined
+    const [client, berth, upstream] = [median(mine.map(r => r.clientCpu)), median(mine.map(r => r.mirrorCpu)), median(mine.map(r => r.upstreamCpu))]
+    const total = client + berth + upstream
+    return `${fmt(total)} s (skopeo ${fmt(client)}, mirror Berth ${fmt(berth)}, docker-registry ${fmt(upstream)}; ≥ ${fmt(total / os.cpus().length)} s on ${os.cpus().length} cores)`
+  }
+  const [a, b] = [describe(slow), describe(fast)]
+  if (a === undefined || b === undefined) return undefined
+  return `CPU time per pull, medians: through the mirror ${a}; directly ${b}`
 }
 
 /** How much other work shared the machine: benchmarks on a busy machine read lower and noisier. */

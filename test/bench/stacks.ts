@@ -272,6 +272,8 @@ export interface BerthOptions {
   metrics?: { scrapeMs: number }
   /** More `berth serve` arguments (e.g. --webhook). */
   args?: readonly string[]
+  /** More environment variables (e.g. NODE_EXTRA_CA_CERTS for an upstream's private CA). */
+  env?: Readonly<Record<string, string>>
 }
 
 export async function startBerth(dir: string, pki: BenchPki, options: BerthOptions): Promise<Stack> {
@@ -311,7 +313,11 @@ export async function startBerth(dir: string, pki: BenchPki, options: BerthOptio
     args.push('--storage', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region, '--s3-prefix', s3.prefix)
   }
   args.push(...(options.args ?? []))
-  const env = s3 === undefined ? undefined : { ...process.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }
+  const env = {
+    ...process.env,
+    ...(s3 === undefined ? {} : { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }),
+    ...options.env,
+  }
   const log = path.join(dir, 'berth.log')
   const child = spawnLogged(command!, args, log, env)
   const host = `127.0.0.1:${httpsPort}`
