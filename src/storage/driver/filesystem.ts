@@ -260,8 +260,12 @@ export class FileRangeReader extends Readable {
   readonly #handle: FileHandle
   #position: number
   readonly #end: number
-  /** Pool buffers whose bytes were pushed and not yet handed back. */
-  readonly #lent = new Map<ArrayBufferLike, Buffer>()
+  /**
+   * Pool buffers whose bytes were pushed and not yet handed back. Weak: a consumer that never
+   * recycles (hashing a file, a mirror client reading the rest of a blob) must not make the
+   * reader hold every chunk it read until it is done.
+   */
+  readonly #lent = new WeakMap<ArrayBufferLike, Buffer>()
   #chunkBytes = READ_CHUNK_BYTES
 
   constructor(handle: FileHandle, start: number, end: number) {

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import test from 'ava'
 import { type FileRangeReader, FilesystemDriver, MIN_READ_CHUNK_BYTES, READ_CHUNK_BYTES } from '../../../src/storage/driver/filesystem.js'
 import { InvalidPathError, PathNotFoundError } from '../../../src/storage/driver/storage-driver.js'
@@ -83,6 +85,31 @@ test.serial("filesystem: read buffers handed back with recycle are reused by the
   // 3 rounds × 10 chunks, from a handful of buffers (one chunk read ahead per reader, two readers).
   t.true(reused >= 20, `only ${reused} chunks reused a buffer`)
   t.true(seen.size <= 8, `${seen.size} distinct buffers for 30 chunks`)
+})
+
+test.serial('filesystem: a reader whose consumer never recycles does not hold the chunks it read (memory stays flat)', async t => {
+  // Hashing a whole upload and a mirror client reading the rest of a blob consume chunks without
+  // handing them back: the reader, still open, must not keep them all (a 5 GiB upload hashed at
+  // completion held 5 GiB).
+  v8.setFlagsFromString('--expose-gc')
+  const gc = vm.runInNewContext('gc') as () => void
+  const root = await mkdtemp(join(tmpdir(), 'berth-fs-'))
+  t.teardown(() => rm(root, { recursive: true, force: true }))
+  const driver = new FilesystemDriver(root)
+  await driver.putContent('/f', randomBytes(16 * READ_CHUNK_BYTES))
+  const reader = (await driver.reader('/f')) as FileRangeReader
+  const chunks: Array<WeakRef<ArrayBufferLike>> = []
+  let read = 0
+  for await (const chunk of reader as AsyncIterable<Buffer>) {
+    chunks.push(new WeakRef(chunk.buffer))
+    read += chunk.byteLength
+    if (read >= 12 * READ_CHUNK_BYTES) break // the reader is still referenced below
+  }
+  await new Promise(resolve => setImmediate(resolve)) // WeakRefs hold their target until the job ends
+  gc()
+  const alive = chunks.filter(ref => ref.deref() !== undefined).length
+  t.true(alive <= 2, `${alive} of ${chunks.length} chunks still held after a collection`)
+  t.truthy(reader) // keeps the reader alive through the collection
 })
 
 test.serial(
