@@ -17,6 +17,7 @@ import { skopeoPush } from './clients.js'
 import { writeImageLayout } from './content.js'
 import type { CaseHooks } from './hooks.js'
 import type { BenchPki } from './pki.js'
+import { ResourceMonitor } from './procs.js'
 import type { Stack } from './stacks.js'
 import { fmt, formatBytes } from './util.js'
 
@@ -64,16 +65,30 @@ export async function runDockerPull(hooks: CaseHooks, options: DockerPullOptions
         const reference = `${stack.host}/${REPOSITORY}:${TAG}`
         await hooks.settle()
         try {
+          // CPU of the server and of the client side (dockerd with its containerd), to show which one bounds the pull.
+          const server = new ResourceMonitor(() => stack.pids())
+          const client = new ResourceMonitor(() => [dockerd.pid])
+          server.start()
+          client.start()
           const started = process.hrtime.bigint()
-          await dockerd.docker(['pull', '--quiet', reference])
-          const seconds = Number(process.hrtime.bigint() - started) / 1e9
+          let seconds: number
+          let cpu: { server: number; client: number }
+          try {
+            await dockerd.docker(['pull', '--quiet', reference])
+          } finally {
+            seconds = Number(process.hrtime.bigint() - started) / 1e9
+            cpu = { server: server.stop().cpuSeconds, client: client.stop().cpuSeconds }
+          }
           const pulled = await dockerd.inspectImage(reference)
           if (!pulled.RepoDigests.some(digest => digest.endsWith(`@${image.manifest.digest}`))) {
             throw new Error(`docker pulled ${pulled.RepoDigests.join(', ') || 'no digest'}, expected ${image.manifest.digest}`)
           }
           const rate = image.layerBytes / seconds / 1e6
           hooks.record('docker-pull', stack.name, rate)
-          hooks.progress(`r${round + 1}/${hooks.rounds} ${stack.name.padEnd(13)} ${label}: ${fmt(rate)} MB/s (${fmt(seconds)} s)`)
+          hooks.progress(
+            `r${round + 1}/${hooks.rounds} ${stack.name.padEnd(13)} ${label}: ${fmt(rate)} MB/s (${fmt(seconds)} s), ` +
+              `CPU ${fmt(cpu.server)} s in ${stack.name}, ${fmt(cpu.client)} s in dockerd + containerd`,
+          )
         } catch (error) {
           hooks.fail('docker-pull', stack.name, error, round)
         } finally {
