@@ -85,6 +85,7 @@ export async function runDockerPull(hooks: CaseHooks, options: DockerPullOptions
           }
           const rate = image.layerBytes / seconds / 1e6
           hooks.record('docker-pull', stack.name, rate)
+          hooks.detail('dockerPull', { round: round + 1, stack: stack.name, seconds, serverCpuSeconds: cpu.server, dockerdCpuSeconds: cpu.client })
           hooks.progress(
             `r${round + 1}/${hooks.rounds} ${stack.name.padEnd(13)} ${label}: ${fmt(rate)} MB/s (${fmt(seconds)} s), ` +
               `CPU ${fmt(cpu.server)} s in ${stack.name}, ${fmt(cpu.client)} s in dockerd + containerd`,

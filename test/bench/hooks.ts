@@ -19,4 +19,6 @@ export interface CaseHooks {
   fail(job: string, stack: StackName, error: unknown, round?: number): void
   /** A line for the report under the case's row (shown even when the case has no samples). */
   note(caseId: string, text: string): void
+  /** Appends `value` to results.json's `extra[key]` (figures beside the samples, e.g. CPU time). */
+  detail(key: string, value: unknown): void
 }

@@ -205,6 +205,7 @@ const hooks: CaseHooks = {
   progress,
   fail: (job, name, error, round) => fail(job, { name }, error, round),
   note: (caseId, text) => caseNotes.set(caseId, [...(caseNotes.get(caseId) ?? []), text]),
+  detail: (key, value) => (extra[key] ??= []).push(value),
 }
 
 /** Waits briefly for other work on the machine to settle, then flushes dirty pages. */

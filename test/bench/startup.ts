@@ -262,6 +262,7 @@ export async function runStartup(hooks: CaseHooks, options: StartupOptions): Pro
         const { command, args } = await job.spawn(port)
         const { ms, cpuMs } = await timeStartup(command, args, port, path.join(options.dir, `${job.id}.log`))
         hooks.record(job.id, job.column, ms)
+        hooks.detail('startup', { round: round + 1, case: job.id, ms: +ms.toFixed(1), cpuMs })
         hooks.progress(`r${round + 1}/${hooks.rounds} ${job.id}: /v2/ answered ${fmt(ms)} ms after exec, ${fmt(cpuMs)} ms CPU (${folder.blobs} blobs)`)
       } catch (error) {
         hooks.fail(job.id, job.column, error, round)
