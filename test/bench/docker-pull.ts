@@ -54,14 +54,20 @@ export async function runDockerPull(hooks: CaseHooks, options: DockerPullOptions
   )
   try {
     const ca = await readFile(pki.caCert, 'utf8')
+    const ready: Stack[] = []
     for (const stack of stacks) {
-      await dockerd.addCa(stack.host, ca)
-      await dockerd.docker(['login', '--username', pki.user, '--password-stdin', stack.host], { input: pki.password })
-      await skopeoPush({ host: stack.host, pki }, image.reference, REPOSITORY, TAG)
+      try {
+        await dockerd.addCa(stack.host, ca)
+        await dockerd.docker(['login', '--username', pki.user, '--password-stdin', stack.host], { input: pki.password })
+        await skopeoPush({ host: stack.host, pki }, image.reference, REPOSITORY, TAG)
+        ready.push(stack)
+      } catch (error) {
+        hooks.fail('docker-pull', stack.name, error)
+      }
     }
     const label = `docker pull ${DOCKER_PULL_LAYERS} × ${formatBytes(layerSize)}`
     for (let round = 0; round < hooks.rounds; round++) {
-      for (const stack of round % 2 === 0 ? stacks : [...stacks].reverse()) {
+      for (const stack of round % 2 === 0 ? ready : [...ready].reverse()) {
         const reference = `${stack.host}/${REPOSITORY}:${TAG}`
         await hooks.settle()
         try {
