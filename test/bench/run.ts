@@ -38,6 +38,10 @@ import { evaluate, markdownTable, table, textTable, type CaseDef, type CaseResul
 import { startBerth, startSeed, type S3Target, type Stack, type StackName } from './stacks.js'
 import { startS3, type S3Server } from '../helpers/ceph.js'
 import { startRegistry2 } from '../helpers/registry2.js'
+import { runDockerPull } from './docker-pull.js'
+import type { CaseHooks } from './hooks.js'
+import { runStartup, STARTUP_CASES, startupCaseDefs } from './startup.js'
+import { judgeStaticCeiling, runStaticPull } from './static-ceiling.js'
 import { S3Driver } from '../../src/storage/driver/s3.js'
 import { PathNotFoundError } from '../../src/storage/driver/storage-driver.js'
 import { GiB, MiB, fmt, formatBytes, median, run, waitQuiet } from './util.js'
@@ -71,6 +75,8 @@ if (flags.help) {
   --cases LIST       only these case ids (see results.json), e.g. curl-put,rps-manifest-get;
                      the mirror's: mirror-pull-cached,mirror-pull-pushed,mirror-pull-cold,mirror-pull-upstream
                      (Berth only, filesystem storage)
+                     issue 21's: skopeo-pull-static (ceiling for skopeo-pull), docker-pull (needs dockerd),
+                     startup-berth,startup-binary,startup-registry2 (startup-binary needs npm run build:binary)
   --berth-cmd CMD    how to run Berth (default: node dist/berth.cjs, built first)
   --no-build         do not run \`npm run build\` first
   --cpu-prof         run Berth under node --cpu-prof; profiles land in the results folder
@@ -127,6 +133,12 @@ const cases: CaseDef[] = [
     minAdvantage: 1.5,
     ceiling: { key: 'diskFsyncWrite', share: 0.8 },
   },
+  {
+    id: 'skopeo-pull-static',
+    label: `skopeo pull, the same ${big} image as static files from nginx (the ceiling; Berth column)`,
+    unit: 'MB/s',
+    better: 'higher',
+  },
   { id: 'curl-get', label: `curl GET, ${big} blob`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2, ceiling: { key: 'loopbackTls' } },
   { id: 'small-push', label: `skopeo push, ${sizes.smallCount} × ${formatBytes(sizes.small)} layers`, unit: 's', better: 'lower', minAdvantage: 1.3 },
   { id: 'rps-manifest-get', label: `manifest GET, auth, ${16} conns (wrk)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
@@ -146,6 +158,7 @@ const cases: CaseDef[] = [
   },
   { id: 'rps-manifest-head', label: `manifest HEAD, auth, ${16} conns (ab -k)`, unit: 'req/s', better: 'higher', minAdvantage: 10 },
   { id: 'rps-v2', label: 'GET /v2/, auth, 16 conns (wrk)', unit: 'req/s', better: 'higher', minAdvantage: 10 },
+  { id: 'docker-pull', label: `docker pull, 3 × ${formatBytes(Math.floor(sizes.big / 3))} layers`, unit: 'MB/s', better: 'higher', minAdvantage: 1.2 },
   { id: 'push-rss', label: `peak RSS during the ${big} push`, unit: 'MiB', better: 'lower', berthBound: 150 },
   { id: 'push-cpu', label: `CPU time during the ${big} push`, unit: 's', better: 'lower' },
   { id: 'push-webhook-none', label: `skopeo push, 1 image × ${WEBHOOK_TAGS} tags, no webhook (Berth only)`, unit: 's', better: 'lower' },
@@ -176,6 +189,7 @@ const cases: CaseDef[] = [
     unit: 's',
     better: 'lower',
   },
+  ...startupCaseDefs(),
 ]
 if (sizes.huge) {
   cases.push(
@@ -201,6 +215,20 @@ function record(caseId: string, stack: StackName, value: number): void {
   if (!entry) samples.set(caseId, (entry = { seed: [], berth: [], 'berth-metrics': [] }))
   entry[stack].push(value)
   extra.samples!.push({ case: caseId, stack, value, machineBusyBefore: +busyBefore.toFixed(2) })
+}
+
+/** Notes the case modules leave for the report, by case id. */
+const caseNotes = new Map<string, string[]>()
+const hooks: CaseHooks = {
+  quick,
+  rounds,
+  wants,
+  record,
+  settle,
+  progress,
+  fail: (job, name, error, round) => fail(job, { name }, error, round),
+  note: (caseId, text) => caseNotes.set(caseId, [...(caseNotes.get(caseId) ?? []), text]),
+  detail: (key, value) => (extra[key] ??= []).push(value),
 }
 
 /** Waits briefly for other work on the machine to settle, then flushes dirty pages. */
@@ -369,6 +397,10 @@ async function main(): Promise<void> {
       await runMirror(berthStack, pki, clientRoot, { dir: path.join(work, 'berth-mirror'), command: berthCommand })
     }
     if (sizes.huge && (wants('huge-push') || wants('huge-push-rss'))) await runHugePush(stacks, pki, clientRoot)
+    if (wants('docker-pull')) await runDockerPull(hooks, { stacks, pki, clientRoot, bytes: sizes.big })
+    if (STARTUP_CASES.some(wants)) {
+      await runStartup(hooks, { dir: path.join(work, 'startup'), berthCommand, binary: path.join(repoRoot, 'dist', 'berth') })
+    }
 
     if (!quick) {
       // A ceiling is a maximum: measured again at the end, the better figure of the two is kept
@@ -379,7 +411,11 @@ async function main(): Promise<void> {
       extra.ceilingsMeasured = [{ ...ceilings }, again]
       for (const key of Object.keys(ceilings) as Array<keyof Ceilings>) ceilings[key] = Math.max(ceilings[key], again[key])
     }
-    const results: CaseResult[] = cases.filter(def => samples.has(def.id)).map(def => evaluate(def, samples.get(def.id)!, ceilings))
+    const results: CaseResult[] = cases
+      .filter(def => samples.has(def.id) || caseNotes.has(def.id))
+      .map(def => evaluate(def, samples.get(def.id) ?? {}, ceilings))
+    for (const result of results) result.notes.push(...(caseNotes.get(result.id) ?? []))
+    judgeStaticCeiling(results)
     // "No higher during the 5 GiB push": hold the big push's peak to the 1 GiB push's (+10% noise).
     const huge = results.find(r => r.id === 'huge-push-rss')
     const normal = results.find(r => r.id === 'push-rss')?.stacks.berth?.median
@@ -620,7 +656,7 @@ async function stopAll(stacks: Stack[]): Promise<void> {
 
 const failures: Array<{ round?: number; stack: StackName; job: string; error: string }> = []
 
-function fail(job: string, stack: Stack, error: unknown, round?: number): void {
+function fail(job: string, stack: Pick<Stack, 'name'>, error: unknown, round?: number): void {
   const message = error instanceof Error ? error.message : String(error)
   failures.push({ ...(round === undefined ? {} : { round: round + 1 }), stack: stack.name, job, error: message })
   progress(`FAILED ${stack.name} ${job}: ${message.split('\n').slice(0, 4).join(' / ')}`)
@@ -661,7 +697,7 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ce
     const toPurge = new Map<Stack, string[]>(stacks.map(stack => [stack, []]))
     const repository = `bench/r${round + 1}-${Date.now().toString(36)}`
 
-    if (wants('skopeo-push') || wants('skopeo-pull') || wants('push-rss') || wants('push-cpu')) {
+    if (wants('skopeo-push') || wants('skopeo-pull') || wants('skopeo-pull-static') || wants('push-rss') || wants('push-cpu')) {
       const images = new Map<Stack, Awaited<ReturnType<typeof writeImageLayout>>>()
       for (const stack of stacks) images.set(stack, await writeImageLayout(path.join(clientRoot, `image-${stack.name}`), [sizes.big]))
       await eachStack(stacks, round, 'skopeo-push', async stack => {
@@ -687,6 +723,12 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ce
         toPurge.get(stack)!.push(...image.layers.map(l => l.digest))
       })
       for (const image of images.values()) await rm(image.dir, { recursive: true, force: true })
+      // The static-file ceiling pulls the same image (Berth's copy) before the stacks on odd rounds, after on even.
+      const pullStatic = async () => {
+        if (wants('skopeo-pull-static'))
+          await runStaticPull(hooks, { stacks, pki, clientRoot, repository, tag: 'big', bytes: (s: Stack) => images.get(s)!.layerBytes, round })
+      }
+      if (round % 2 === 1) await pullStatic()
       if (wants('skopeo-pull')) {
         await eachStack(stacks, round, 'skopeo-pull', async stack => {
           const dest = path.join(clientRoot, `pull-${stack.name}`)
@@ -697,6 +739,7 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ce
           await rm(dest, { recursive: true, force: true })
         })
       }
+      if (round % 2 === 0) await pullStatic()
     }
 
     if (wants('curl-put') || wants('curl-get')) {

@@ -121,6 +121,25 @@ async function waitReady(host: string, caCert: string, children: ChildProcess[],
   throw new Error(`stack at ${host} not ready after ${timeoutMs} ms: ${lastError}\n` + (await Promise.all(logs.map(l => tail(l)))).join('\n'))
 }
 
+/**
+ * The seed's TLS settings for an nginx `server` block (8-space indented lines), shared by the seed
+ * stack and the static-file ceiling (static-ceiling.ts) so both terminate TLS alike.
+ */
+export function seedTlsDirectives(pki: BenchPki): string {
+  return `        ssl_certificate     ${pki.serverChain};
+        ssl_certificate_key ${pki.serverKey};
+        # certbot's options-ssl-nginx.conf (ssl_dhparam left out: it only serves DHE suites,
+        # which no client here negotiates). The seed's \`ssl_verify_client on\` is left out
+        # too: it cannot start without a client CA, and Berth does not require client certs.
+        ssl_session_cache shared:le_nginx_SSL:10m;
+        ssl_session_timeout 1440m;
+        ssl_session_tickets off;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        ssl_ciphers "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+`
+}
+
 export async function startSeed(dir: string, pki: BenchPki, s3?: S3Target): Promise<Stack> {
   const nginxDir = path.join(dir, 'nginx')
   const storageRoot = path.join(dir, 'data')
@@ -208,18 +227,7 @@ http {
     server {
         listen 127.0.0.1:${httpsPort} ssl http2;
         server_name localhost;
-        ssl_certificate     ${pki.serverChain};
-        ssl_certificate_key ${pki.serverKey};
-        # certbot's options-ssl-nginx.conf (ssl_dhparam left out: it only serves DHE suites,
-        # which no client here negotiates). The seed's \`ssl_verify_client on\` is left out
-        # too: it cannot start without a client CA, and Berth does not require client certs.
-        ssl_session_cache shared:le_nginx_SSL:10m;
-        ssl_session_timeout 1440m;
-        ssl_session_tickets off;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_prefer_server_ciphers off;
-        ssl_ciphers "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
-
+${seedTlsDirectives(pki)}
         client_max_body_size 5G;
 
         location / {
