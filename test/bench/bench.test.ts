@@ -64,8 +64,11 @@ test('evaluate orients the ratio so > 1 means Berth is better, and checks every 
   const memory = evaluate({ id: 'z', label: 'z', unit: 'MiB', better: 'lower', berthBound: 150 }, { berth: [160] })
   t.is(memory.advantage, undefined)
   t.false(memory.met)
-  const md = markdownTable(table([faster, rate, memory], undefined))
+  const errors = evaluate({ id: 'e', label: 'e', unit: 'count', better: 'lower', berthBound: 0 }, { berth: [0, 1, 1] })
+  t.false(errors.met, 'a failed client in most runs is a miss')
+  const md = markdownTable(table([faster, rate, memory, errors], undefined))
   t.regex(md, /\| x \| 4 s \[3–5\] \| 2 s \[1–2\.5\] \| 2× better \| ≥ 1\.3× \| yes \|/)
+  t.regex(md, /\| e \| — \| 1 count \[0–1\] \| — \| = 0 count \| NO \|/)
 })
 
 test('generated layers are valid tar+gzip and their digests and diff_ids are exact', async t => {

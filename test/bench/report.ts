@@ -86,7 +86,7 @@ function cell(summary: Summary | undefined, unit: string): string {
 function targetText(def: CaseDef): string {
   const parts: string[] = []
   if (def.minAdvantage !== undefined) parts.push(`≥ ${def.minAdvantage}×`)
-  if (def.berthBound !== undefined) parts.push(`${def.better === 'lower' ? '<' : '≥'} ${def.berthBound} ${def.unit}`)
+  if (def.berthBound !== undefined) parts.push(`${def.better === 'higher' ? '≥' : def.berthBound === 0 ? '=' : '<'} ${def.berthBound} ${def.unit}`)
   if (def.ceiling?.share !== undefined) parts.push(`≥ ${def.ceiling.share * 100}% of ${def.ceiling.key}`)
   return parts.join(', ') || '—'
 }

@@ -31,6 +31,7 @@ import {
 } from './clients.js'
 import { removeShaping, shapePort } from './link-shaper.js'
 import { manifestMediaType, writeImageLayout, writeRandomBlob, type BlobRef } from './content.js'
+import { manyClientCases, MANY_CASE_IDS, runManyClients } from './many-clients.js'
 import { ensurePackages } from './packages.js'
 import { makePki, type BenchPki } from './pki.js'
 import { ResourceMonitor, type ResourceUsage } from './procs.js'
@@ -76,7 +77,8 @@ if (flags.help) {
                      the mirror's: mirror-pull-cached,mirror-pull-pushed,mirror-pull-cold,mirror-pull-upstream
                      (Berth only, filesystem storage)
                      issue 21's: skopeo-pull-static (ceiling for skopeo-pull), docker-pull (needs dockerd),
-                     startup-berth,startup-binary,startup-registry2 (startup-binary needs npm run build:binary)
+                     startup-berth,startup-binary,startup-registry2 (startup-binary needs npm run build:binary),
+                     many-aggregate,many-manifest-p99,many-rss,many-errors (many clients at once; one run of all four)
   --berth-cmd CMD    how to run Berth (default: node dist/berth.cjs, built first)
   --no-build         do not run \`npm run build\` first
   --cpu-prof         run Berth under node --cpu-prof; profiles land in the results folder
@@ -203,6 +205,7 @@ if (sizes.huge) {
     { id: 'huge-push', label: `skopeo push, ${formatBytes(sizes.huge)} image (1 run)`, unit: 'MB/s', better: 'higher', ceiling: { key: 'diskFsyncWrite' } },
   )
 }
+cases.push(...manyClientCases(quick, flags.storage))
 const selected = flags.cases ? new Set(flags.cases.split(',')) : undefined
 const wants = (id: string) => !selected || selected.has(id)
 
@@ -389,6 +392,9 @@ async function main(): Promise<void> {
     }
 
     await runRounds(stacks, pki, clientRoot, ceilings)
+    if (MANY_CASE_IDS.some(wants)) {
+      await runManyClients(hooks, { stacks, pki, clientRoot, work, berthCommand, repoRoot, storage: flags.storage, purge: purgeBlobs })
+    }
     const berthStack = stacks.find(stack => stack.name === 'berth')
     if (berthStack !== undefined && berthStack.s3 === undefined && (wants('push-webhook-none') || wants('push-webhook-hangs'))) {
       await runWebhookHang(berthStack, pki, clientRoot, { dir: path.join(work, 'berth-webhook'), command: berthCommand })
