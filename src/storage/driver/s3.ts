@@ -176,8 +176,8 @@ export function bareEtag(etag: string | undefined): string | undefined {
 
 export class S3Driver implements StorageDriver {
   readonly name = 's3'
-  /** A copy and a delete, no rename; any number of instances on any machines share a bucket. */
-  readonly capabilities = { atomicRename: false, sharedAcrossHosts: true }
+  /** A copy and a delete, no rename (the copy is a new object, modified now); any number of instances on any machines share a bucket. */
+  readonly capabilities = { atomicRename: false, sharedAcrossHosts: true, moveRefreshesModTime: true }
   readonly client: S3Client
   readonly bucket: string
   readonly prefix: string
@@ -357,6 +357,13 @@ export class S3Driver implements StorageDriver {
     throw new PathNotFoundError(path)
   }
 
+  /** One HEAD: a key with no object is not found, whatever lies below it. */
+  async statFile(path: string): Promise<FileInfo> {
+    const info = path === '/' ? undefined : await this.#head(path)
+    if (info === undefined) throw new PathNotFoundError(path)
+    return { path, size: info.size, modTime: info.modTime, isDir: false, ...(info.etag ? { etag: info.etag } : {}) }
+  }
+
   /** A copy onto itself with new metadata: S3's only way to move an object's Last-Modified. */
   async touch(path: string): Promise<void> {
     const info = await this.#head(path)
@@ -433,16 +440,12 @@ export class S3Driver implements StorageDriver {
     const key = this.key(path)
     let found = false
     try {
-      if (path !== '/' && (await this.#head(path)) !== undefined) {
-        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }))
-        found = true
-      }
       // Everything below, a page (≤ 1000 keys) at a time; listing again from the start each round
-      // would also work, but the continuation token saves re-reading deleted keys.
+      // would also work, but the continuation token saves re-reading deleted keys. The object at
+      // the key itself and the first page are looked up together (one round trip).
       const prefix = this.#dirPrefix(path)
-      let token: string | undefined
-      do {
-        const out = await this.client.send(
+      const page = (token: string | undefined) =>
+        this.client.send(
           new ListObjectsV2Command({
             Bucket: this.bucket,
             Prefix: prefix,
@@ -450,6 +453,14 @@ export class S3Driver implements StorageDriver {
             ...(token !== undefined ? { ContinuationToken: token } : {}),
           }),
         )
+      const [own, first] = await Promise.all([path === '/' ? undefined : this.#head(path), page(undefined)])
+      if (own !== undefined) {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }))
+        found = true
+      }
+      let token: string | undefined
+      let out = first
+      for (;;) {
         const keys = (out.Contents ?? []).flatMap(o => (o.Key !== undefined ? [{ Key: o.Key }] : []))
         if (keys.length > 0) {
           found = true
@@ -463,7 +474,9 @@ export class S3Driver implements StorageDriver {
           }
         }
         token = out.IsTruncated ? out.NextContinuationToken : undefined
-      } while (token !== undefined)
+        if (token === undefined) break
+        out = await page(token)
+      }
     } catch (error) {
       throw this.#wrap(path, error)
     }
