@@ -63,18 +63,23 @@ export class BlobStore {
     }
   }
 
-  /** Whether `name` links the blob (as a layer/config, or as a manifest revision); both looked up at once. */
+  /** Whether `name` links the blob (as a layer/config, or as a manifest revision). */
   async isLinked(name: string, digest: Digest | string): Promise<boolean> {
     const d = toDigest(digest)
-    const [layer, revision] = await Promise.all([exists(this.driver, layerLinkPath(name, d)), exists(this.driver, manifestRevisionLinkPath(name, d))])
-    return layer || revision
+    if (await exists(this.driver, layerLinkPath(name, d))) return true
+    return exists(this.driver, manifestRevisionLinkPath(name, d))
   }
 
   /** Size of a blob readable in `name`. Throws BlobUnknownError. */
   async stat(name: string, digest: Digest | string): Promise<BlobInfo> {
     const d = toDigest(digest)
-    const [linked, info] = await Promise.all([this.isLinked(name, d), this.statGlobal(d)])
-    if (!linked || info === undefined) throw new BlobUnknownError(d.value)
+    // Both links and the data at once: one round trip, whether or not the blob is there.
+    const [layer, revision, info] = await Promise.all([
+      exists(this.driver, layerLinkPath(name, d)),
+      exists(this.driver, manifestRevisionLinkPath(name, d)),
+      this.statGlobal(d),
+    ])
+    if (!(layer || revision) || info === undefined) throw new BlobUnknownError(d.value)
     return info
   }
 
