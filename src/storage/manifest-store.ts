@@ -77,7 +77,7 @@ const REFERENCE_CHECKS_AT_ONCE = 8
 const MAX_LAST_RESOLVED = 10_000
 
 export class ManifestStore {
-  readonly #resolving = new ReadBatcher<Digest>()
+  readonly #resolving = new ReadBatcher<Digest>(undefined, 2)
   /** `name tag` → the digest it last resolved to: a guess for the next read, never an answer. */
   readonly #lastResolved = new Map<string, Digest>()
   readonly #allowSparse: boolean
