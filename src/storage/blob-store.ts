@@ -4,7 +4,7 @@
  * repository when its link exists and its data exists; a manifest's bytes are also readable as a
  * blob through the manifest revision link, as in distribution.
  */
-import { PathNotFoundError, type BlobReader, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, statFile, type BlobReader, type StorageDriver } from './driver/storage-driver.js'
 import { parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError } from './errors.js'
 import { blobDataPath, layerLinkPath, manifestRevisionLinkPath } from './paths.js'
@@ -18,9 +18,10 @@ function toDigest(digest: Digest | string): Digest {
   return typeof digest === 'string' ? parseDigest(digest) : digest
 }
 
+/** Whether a file is at `path` (links and blob data are files). */
 async function exists(driver: StorageDriver, path: string): Promise<boolean> {
   try {
-    await driver.stat(path)
+    await statFile(driver, path)
     return true
   } catch (error) {
     if (error instanceof PathNotFoundError) return false
@@ -35,8 +36,8 @@ export class BlobStore {
   async statGlobal(digest: Digest | string): Promise<BlobInfo | undefined> {
     const d = toDigest(digest)
     try {
-      const info = await this.driver.stat(blobDataPath(d))
-      return info.isDir ? undefined : { digest: d.value, size: info.size }
+      const info = await statFile(this.driver, blobDataPath(d))
+      return { digest: d.value, size: info.size }
     } catch (error) {
       if (error instanceof PathNotFoundError) return undefined
       throw error
@@ -54,8 +55,8 @@ export class BlobStore {
     const path = blobDataPath(d)
     try {
       await this.driver.touch(path)
-      const info = await this.driver.stat(path)
-      return info.isDir ? undefined : { digest: d.value, size: info.size }
+      const info = await statFile(this.driver, path)
+      return { digest: d.value, size: info.size }
     } catch (error) {
       if (error instanceof PathNotFoundError) return undefined
       throw error
@@ -72,8 +73,13 @@ export class BlobStore {
   /** Size of a blob readable in `name`. Throws BlobUnknownError. */
   async stat(name: string, digest: Digest | string): Promise<BlobInfo> {
     const d = toDigest(digest)
-    const [linked, info] = await Promise.all([this.isLinked(name, d), this.statGlobal(d)])
-    if (!linked || info === undefined) throw new BlobUnknownError(d.value)
+    // Both links and the data at once: one round trip, whether or not the blob is there.
+    const [layer, revision, info] = await Promise.all([
+      exists(this.driver, layerLinkPath(name, d)),
+      exists(this.driver, manifestRevisionLinkPath(name, d)),
+      this.statGlobal(d),
+    ])
+    if (!(layer || revision) || info === undefined) throw new BlobUnknownError(d.value)
     return info
   }
 
@@ -154,13 +160,14 @@ export class BlobStore {
    * Makes verified bytes at `sourcePath` the blob `digest`: a rename when new; when the blob is
    * already stored (content addressed, so identical) the source is left for the caller to delete.
    * Two uploads of the same blob racing here both succeed: rename replaces atomically.
-   * The source is touched before the move, so a new blob never shows an old modification time
-   * (an upload's last byte may be older than garbage collection's grace period).
+   * The source is touched before the move (unless the move itself sets a new time), so a new blob
+   * never shows an old modification time (an upload's last byte may be older than garbage
+   * collection's grace period).
    */
   async adopt(sourcePath: string, digest: Digest | string): Promise<void> {
     const d = toDigest(digest)
     if ((await this.touch(d)) !== undefined) return // not statGlobal: see touch()
-    await this.driver.touch(sourcePath)
+    if (!this.driver.capabilities.moveRefreshesModTime) await this.driver.touch(sourcePath)
     await this.driver.move(sourcePath, blobDataPath(d))
   }
 }

@@ -92,6 +92,7 @@ export class GcGuardedDriver implements StorageDriver {
   readonly inner: StorageDriver
   readonly abortIncompleteWrites?: (olderThan: Date) => Promise<number>
   readonly redirectUrl?: (path: string) => Promise<string | undefined>
+  readonly statFile?: (path: string) => Promise<FileInfo>
 
   constructor(inner: StorageDriver) {
     this.inner = inner
@@ -99,6 +100,7 @@ export class GcGuardedDriver implements StorageDriver {
     this.capabilities = inner.capabilities
     if (inner.abortIncompleteWrites) this.abortIncompleteWrites = inner.abortIncompleteWrites.bind(inner)
     if (inner.redirectUrl) this.redirectUrl = inner.redirectUrl.bind(inner)
+    if (inner.statFile) this.statFile = inner.statFile.bind(inner)
   }
 
   getContent(path: string): Promise<Buffer> {

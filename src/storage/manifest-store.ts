@@ -6,7 +6,7 @@
  * the referrer link, then the tag. Whatever step a `kill -9` interrupts, nothing points at bytes
  * that are not there. Deletions are here too, so garbage collection can reuse them.
  */
-import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, statFile, type StorageDriver } from './driver/storage-driver.js'
 import type { BlobStore } from './blob-store.js'
 import { digestOf, isDigest, parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError, DigestMismatchError, ManifestBlobUnknownError, ManifestUnknownError } from './errors.js'
@@ -73,8 +73,13 @@ export function isDigestReference(reference: string): boolean {
  */
 const REFERENCE_CHECKS_AT_ONCE = 8
 
+/** Tags whose last resolved digest is remembered (ManifestStore.#lastResolved); the oldest go first. */
+const MAX_LAST_RESOLVED = 10_000
+
 export class ManifestStore {
-  readonly #resolving = new ReadBatcher<Digest>()
+  readonly #resolving = new ReadBatcher<Digest>(undefined, 2)
+  /** `name tag` → the digest it last resolved to: a guess for the next read, never an answer. */
+  readonly #lastResolved = new Map<string, Digest>()
   readonly #allowSparse: boolean
   readonly #observer: ManifestObserver | undefined
 
@@ -167,7 +172,7 @@ export class ManifestStore {
 
   async hasRevision(name: string, digest: Digest): Promise<boolean> {
     try {
-      await this.driver.stat(manifestRevisionLinkPath(name, digest))
+      await statFile(this.driver, manifestRevisionLinkPath(name, digest))
       return true
     } catch (error) {
       if (error instanceof PathNotFoundError) return false
@@ -186,9 +191,31 @@ export class ManifestStore {
     return this.#resolving.run(`${name} ${reference}`, () => this.#resolveNow(name, reference))
   }
 
+  /**
+   * With a digest this tag resolved to before, its revision link is read alongside the tag's link
+   * (one round trip instead of two) and the answer is used only when the tag still names that
+   * digest; both reads started after the call, as in the sequential order.
+   */
   async #resolveNow(name: string, reference: string): Promise<Digest> {
-    const digest = isDigestReference(reference) ? parseDigest(reference) : await this.tags.resolve(name, reference)
-    if (!(await this.hasRevision(name, digest))) throw new ManifestUnknownError(reference)
+    if (isDigestReference(reference)) {
+      const digest = parseDigest(reference)
+      if (!(await this.hasRevision(name, digest))) throw new ManifestUnknownError(reference)
+      return digest
+    }
+    const key = `${name} ${reference}`
+    const guess = this.#lastResolved.get(key)
+    const [digest, guessed] = await Promise.all([this.tags.resolve(name, reference), guess === undefined ? undefined : this.hasRevision(name, guess)])
+    const present = guess !== undefined && guess.value === digest.value ? (guessed as boolean) : await this.hasRevision(name, digest)
+    if (!present) {
+      this.#lastResolved.delete(key)
+      throw new ManifestUnknownError(reference)
+    }
+    this.#lastResolved.delete(key)
+    this.#lastResolved.set(key, digest)
+    if (this.#lastResolved.size > MAX_LAST_RESOLVED) {
+      const oldest = this.#lastResolved.keys().next().value
+      if (oldest !== undefined) this.#lastResolved.delete(oldest)
+    }
     return digest
   }
 

@@ -4,13 +4,14 @@
  *
  * The rule: a caller only ever gets the result of a read that *started after it called*. A read
  * starts on the turn of the event loop after its first caller's, so the requests for the same key
- * that one turn delivers (several connections' requests, parsed in one go) share it. While a read
- * for a key is in flight, new callers do not join it (it may have read the store before their
- * request arrived, e.g. before a DELETE they just saw answered); they wait for the next read,
- * which starts as soon as the current one settles and serves all of them. So for every
- * caller the answer reflects the store at some moment between its call and its result, exactly
- * as if it had read alone, and a hot key costs one read per round trip instead of one per
- * request. Nothing is kept once the reads settle: this is not a cache.
+ * that one turn delivers (several connections' requests, parsed in one go) share it. Callers that
+ * arrive while reads for the key are in flight never join those (one may have read the store
+ * before their request arrived, e.g. before a DELETE they just saw answered): they form the next
+ * batch, which starts on the next turn while fewer than `maxInFlight` reads of the key are in
+ * flight, else as soon as one settles. So for every caller the answer reflects the store at some
+ * moment between its call and its result, exactly as if it had read alone, and a hot key costs
+ * at most `maxInFlight` reads per round trip instead of one per request. Nothing is kept once the
+ * reads settle: this is not a cache.
  */
 
 interface Batch<T> {
@@ -20,9 +21,13 @@ interface Batch<T> {
 }
 
 interface KeyState<T> {
-  /** Callers that arrived while a read was in flight: served by the next read. */
+  /** Reads of this key in flight. */
+  running: number
+  /** Callers that arrived after the last read started: served by the next read. */
   next: Batch<T> | undefined
-  /** Starts `next` on its own if the read in flight takes too long. */
+  /** Whether `next` is due to start on the next turn already. */
+  scheduled: boolean
+  /** Starts `next` on its own if the reads in flight take too long. */
   timer: NodeJS.Timeout | undefined
 }
 
@@ -44,10 +49,16 @@ export class ReadBatcher<T> {
    * @param maxWaitMs a read that hangs (a store request that never answers) must not hold up every
    *   later request for its key: after this long, the callers waiting behind it get a read of their
    *   own, which started after they called like any other.
+   * @param maxInFlight reads of one key at once (default 1): with 2, callers arriving during a read
+   *   get theirs on the next turn instead of after it, so they wait about one round trip, not one
+   *   and a half, for at most twice the reads.
    */
-  constructor(private readonly maxWaitMs = DEFAULT_MAX_WAIT_MS) {}
+  constructor(
+    private readonly maxWaitMs = DEFAULT_MAX_WAIT_MS,
+    private readonly maxInFlight = 1,
+  ) {}
 
-  /** Keys with a read in flight (for tests). */
+  /** Keys with a read in flight or waiting (for tests). */
   get inFlight(): number {
     return this.#keys.size
   }
@@ -57,30 +68,51 @@ export class ReadBatcher<T> {
    * must be the same read (only one of a batch's runs).
    */
   run(key: string, read: () => Promise<T>): Promise<T> {
-    const state = this.#keys.get(key)
-    if (state !== undefined) {
-      if (state.next === undefined) {
-        state.next = newBatch(read)
-        state.timer = setTimeout(() => this.#detach(key, state), this.maxWaitMs)
-        state.timer.unref()
-      }
-      return state.next.promise
+    let state = this.#keys.get(key)
+    if (state === undefined) {
+      state = { running: 0, next: undefined, scheduled: false, timer: undefined }
+      this.#keys.set(key, state)
     }
-    // Nothing in flight: start on the next turn of the event loop, so requests for the same key
-    // that this turn delivers (other connections' requests, read in one go) share the read.
+    if (state.next !== undefined) return state.next.promise // not started yet: as fresh as a read of its own
     const batch = newBatch(read)
-    const pending: KeyState<T> = { next: batch, timer: undefined }
-    this.#keys.set(key, pending)
-    setImmediate(() => {
-      pending.next = undefined
-      this.#start(key, batch)
-    })
+    state.next = batch
+    if (state.running < this.maxInFlight) this.#schedule(key, state)
+    else {
+      const waiting = state
+      waiting.timer = setTimeout(() => this.#detach(key, waiting), this.maxWaitMs)
+      waiting.timer.unref()
+    }
     return batch.promise
   }
 
-  #start(key: string, batch: Batch<T>): void {
-    const state: KeyState<T> = { next: undefined, timer: undefined }
-    this.#keys.set(key, state)
+  /** Starts `next` on the next turn, so the callers this turn delivers share it. */
+  #schedule(key: string, state: KeyState<T>): void {
+    if (state.scheduled) return
+    state.scheduled = true
+    setImmediate(() => {
+      state.scheduled = false
+      this.#startNext(key, state)
+    })
+  }
+
+  /** The reads in flight are slow: the waiting batch starts its own under a fresh state; the slow ones, when done, serve only their callers. */
+  #detach(key: string, state: KeyState<T>): void {
+    const next = state.next
+    state.next = undefined
+    state.timer = undefined
+    if (next === undefined || this.#keys.get(key) !== state) return
+    const fresh: KeyState<T> = { running: 0, next, scheduled: false, timer: undefined }
+    this.#keys.set(key, fresh)
+    this.#startNext(key, fresh)
+  }
+
+  #startNext(key: string, state: KeyState<T>): void {
+    const batch = state.next
+    if (state.timer !== undefined) clearTimeout(state.timer)
+    state.timer = undefined
+    if (batch === undefined) return
+    state.next = undefined
+    state.running++
     let running: Promise<T>
     try {
       running = batch.read()
@@ -93,21 +125,11 @@ export class ReadBatcher<T> {
     )
   }
 
-  /** The read in flight is slow: the waiting batch starts its own; the slow one, when done, serves only its callers. */
-  #detach(key: string, state: KeyState<T>): void {
-    const next = state.next
-    state.next = undefined
-    state.timer = undefined
-    if (next !== undefined && this.#keys.get(key) === state) this.#start(key, next)
-  }
-
   #finish(key: string, state: KeyState<T>, batch: Batch<T>, outcome: PromiseSettledResult<T>): void {
-    if (state.timer !== undefined) clearTimeout(state.timer)
-    if (this.#keys.get(key) === state) {
-      const next = state.next
-      if (next === undefined) this.#keys.delete(key)
-      else this.#start(key, next)
-    }
+    state.running--
+    if (state.next !== undefined) {
+      if (!state.scheduled) this.#startNext(key, state)
+    } else if (state.running === 0 && !state.scheduled && this.#keys.get(key) === state) this.#keys.delete(key)
     batch.settle(outcome)
   }
 }

@@ -20,7 +20,7 @@
  * gone, wrong length) is cut back to where it started, so the upload stays resumable.
  */
 import { randomUUID, type Hash } from 'node:crypto'
-import { PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, statFile, type StorageDriver } from './driver/storage-driver.js'
 import { type BlobStore, type BlobInfo } from './blob-store.js'
 import { EMPTY_SHA256, digestFromHash, newHash, type Digest } from './digest.js'
 import { DigestMismatchError, UploadRangeError, UploadSizeError, UploadUnknownError } from './errors.js'
@@ -102,8 +102,8 @@ export class UploadStore {
 
   /** Bytes received so far. Throws UploadUnknownError. */
   async size(name: string, id: string): Promise<number> {
-    await this.#assertExists(name, id)
-    return this.#dataSize(name, id)
+    const [, info] = await Promise.all([this.#assertExists(name, id), this.#dataInfo(name, id)])
+    return info.size
   }
 
   /**
@@ -113,7 +113,6 @@ export class UploadStore {
    */
   async append(name: string, id: string, body: ByteSource, options: ChunkOptions = {}): Promise<number> {
     return this.#locked(name, id, async () => {
-      await this.#assertExists(name, id)
       const { size } = await this.#write(name, id, body, options, false)
       return size
     })
@@ -126,7 +125,6 @@ export class UploadStore {
    */
   async complete(name: string, id: string, digest: Digest, body?: ByteSource, options: ChunkOptions = {}): Promise<BlobInfo> {
     return this.#locked(name, id, async () => {
-      await this.#assertExists(name, id)
       const key = `${name}\0${id}`
       const { size, hash } = await this.#write(name, id, body ?? [], options, true)
       let actual: Digest
@@ -145,10 +143,13 @@ export class UploadStore {
         await this.driver.putContent(dataPath, new Uint8Array(0)).catch(() => {})
       }
       await this.blobs.adopt(dataPath, digest)
-      await this.blobs.link(name, digest)
-      await this.driver.delete(uploadPath(name, id)).catch(error => {
-        if (!(error instanceof PathNotFoundError)) throw error
-      })
+      // The upload's folder holds nothing the link needs once its data is the blob: both at once.
+      await Promise.all([
+        this.blobs.link(name, digest),
+        this.driver.delete(uploadPath(name, id)).catch(error => {
+          if (!(error instanceof PathNotFoundError)) throw error
+        }),
+      ])
       this.#hashes.delete(key)
       return { digest: digest.value, size }
     })
@@ -211,9 +212,10 @@ export class UploadStore {
     }
   }
 
+  /** Checks that the upload exists (UploadUnknownError) while it reads the data's size: one round trip for both. */
   async #write(name: string, id: string, body: ByteSource, options: ChunkOptions, finish: boolean): Promise<{ size: number; hash: Hash | undefined }> {
     const key = `${name}\0${id}`
-    const { size: start, etag } = await this.#dataInfo(name, id)
+    const [, { size: start, etag }] = await Promise.all([this.#assertExists(name, id), this.#dataInfo(name, id)])
     if (options.start !== undefined && options.start !== start) {
       throw new UploadRangeError(name, id, start, `chunk starts at ${options.start} but the upload has ${start} bytes`)
     }
@@ -268,13 +270,9 @@ export class UploadStore {
     }
   }
 
-  async #dataSize(name: string, id: string): Promise<number> {
-    return (await this.#dataInfo(name, id)).size
-  }
-
   async #dataInfo(name: string, id: string): Promise<{ size: number; etag: string | undefined }> {
     try {
-      const info = await this.driver.stat(uploadDataPath(name, id))
+      const info = await statFile(this.driver, uploadDataPath(name, id))
       return { size: info.size, etag: info.etag }
     } catch (error) {
       if (error instanceof PathNotFoundError) return { size: 0, etag: undefined }

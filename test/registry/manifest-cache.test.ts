@@ -253,6 +253,30 @@ test('ReadBatcher: a caller never gets a read that started before it called', as
   t.is(batcher.inFlight, 0)
 })
 
+test('ReadBatcher with two reads in flight: a caller arriving during a read gets the next one on the next turn, never an older one', async t => {
+  const batcher = new ReadBatcher<number>(undefined, 2)
+  const started: Array<(value: number) => void> = []
+  const read = () => new Promise<number>(resolve => started.push(resolve))
+  const first = batcher.run('k', read)
+  await nextTurn()
+  t.is(started.length, 1)
+  const second = batcher.run('k', read) // during the first read: a read of its own, on the next turn
+  const secondToo = batcher.run('k', read)
+  await nextTurn()
+  t.is(started.length, 2, 'a second read starts while the first is in flight')
+  const third = batcher.run('k', read) // two in flight: waits for one of them to settle
+  await nextTurn()
+  t.is(started.length, 2, 'no third read while two are in flight')
+  started[1]!(2) // the second read answers first
+  t.deepEqual(await Promise.all([second, secondToo]), [2, 2])
+  t.is(started.length, 3, 'the waiting callers get a read that started after they called')
+  started[0]!(1)
+  t.is(await first, 1)
+  started[2]!(3)
+  t.is(await third, 3)
+  t.is(batcher.inFlight, 0)
+})
+
 test('ReadBatcher: callers waiting behind a read that hangs get a read of their own after maxWaitMs', async t => {
   const batcher = new ReadBatcher<string>(50)
   let calls = 0

@@ -10,6 +10,7 @@ import {
   InvalidPathError,
   LockBusyError,
   PathNotFoundError,
+  statFile,
   type FileInfo,
   type StorageDriver,
 } from '../../src/storage/driver/storage-driver.js'
@@ -149,6 +150,28 @@ export function storageDriverSuite(label: string, factory: DriverFactory): void 
     t.false(file.isDir)
     t.is(file.path, '/dir/file')
     t.true((await driver.stat('/dir')).isDir)
+  })
+
+  test(`${label}: statFile finds files only: a folder or nothing is not found`, async t => {
+    const { driver } = t.context
+    await driver.putContent('/sf/dir/file', Buffer.alloc(45))
+    const file = await statFile(driver, '/sf/dir/file')
+    t.is(file.size, 45)
+    t.false(file.isDir)
+    t.is(file.path, '/sf/dir/file')
+    await t.throwsAsync(statFile(driver, '/sf/dir'), { instanceOf: PathNotFoundError })
+    await t.throwsAsync(statFile(driver, '/sf/missing'), { instanceOf: PathNotFoundError })
+  })
+
+  test(`${label}: move gives the destination a new modification time when the driver says so`, async t => {
+    const { driver } = t.context
+    await driver.putContent('/mt/src', Buffer.from('x'))
+    const before = (await driver.stat('/mt/src')).modTime.getTime()
+    await new Promise(resolve => setTimeout(resolve, 1100)) // S3 keeps whole seconds
+    await driver.move('/mt/src', '/mt/dst')
+    const after = (await driver.stat('/mt/dst')).modTime.getTime()
+    if (driver.capabilities.moveRefreshesModTime) t.true(after > before)
+    else t.is(after, before)
   })
 
   test(`${label}: list returns direct children as full paths, sorted`, async t => {

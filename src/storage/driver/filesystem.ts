@@ -347,7 +347,7 @@ function giveBack(buffer: Buffer): void {
 
 export class FilesystemDriver implements StorageDriver {
   readonly name = 'filesystem'
-  readonly capabilities = { atomicRename: true, sharedAcrossHosts: false }
+  readonly capabilities = { atomicRename: true, sharedAcrossHosts: false, moveRefreshesModTime: false }
   readonly #fileMode: number | undefined
   readonly #folderMode: number | undefined
 

@@ -24,7 +24,7 @@ interface Entry {
 export class InMemoryDriver implements StorageDriver {
   readonly name = 'in-memory'
   /** Map operations are atomic: a move cannot interleave with a touch. One process only. */
-  readonly capabilities = { atomicRename: true, sharedAcrossHosts: false }
+  readonly capabilities = { atomicRename: true, sharedAcrossHosts: false, moveRefreshesModTime: false }
   readonly #files = new Map<string, Entry>()
 
   #file(path: string): Entry {

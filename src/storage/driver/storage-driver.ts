@@ -48,6 +48,11 @@ export interface StorageCapabilities {
    * nothing here, and shared state (certificates, locks) belongs in the store itself.
    */
   readonly sharedAcrossHosts: boolean
+  /**
+   * `move` gives the destination a modification time of now (S3: a copy is a new object), so a
+   * caller that needs a fresh time on the moved object need not touch it first.
+   */
+  readonly moveRefreshesModTime: boolean
 }
 
 /**
@@ -140,6 +145,12 @@ export interface StorageDriver {
   /** Rejects with PathNotFoundError. */
   stat(path: string): Promise<FileInfo>
   /**
+   * Optional: `stat` of a file only, where telling a missing file from a directory costs a
+   * request of its own (S3: a HEAD, without `stat`'s listing after a 404). Rejects with
+   * PathNotFoundError when no file is at `path`, a directory included. Use `statFile()` below.
+   */
+  statFile?(path: string): Promise<FileInfo>
+  /**
    * Sets an existing object's modification time to now without touching its bytes. Rejects with
    * PathNotFoundError when the object is missing. Garbage collection relies on it: a writer that
    * re-uses a stored blob or link touches it first, and a failed touch means "not there" (see
@@ -172,6 +183,14 @@ export class PathNotFoundError extends StorageDriverError {
   ) {
     super('PATH_NOT_FOUND', `path not found: ${path}`, options)
   }
+}
+
+/** The file at `path` (`StorageDriver.statFile`, or `stat` where a driver lacks it); a directory is PathNotFoundError. */
+export async function statFile(driver: StorageDriver, path: string): Promise<FileInfo> {
+  if (driver.statFile !== undefined) return driver.statFile(path)
+  const info = await driver.stat(path)
+  if (info.isDir) throw new PathNotFoundError(path)
+  return info
 }
 
 /** For `.catch` on a delete or move: a path already gone is what the caller wanted; anything else is rethrown. */

@@ -44,6 +44,7 @@ export class TimedDriver implements StorageDriver {
   readonly inner: StorageDriver
   readonly abortIncompleteWrites?: (olderThan: Date) => Promise<number>
   readonly redirectUrl?: (path: string) => Promise<string | undefined>
+  readonly statFile?: (path: string) => Promise<FileInfo>
   readonly #timers: StorageTimers
 
   constructor(inner: StorageDriver, timers: StorageTimers) {
@@ -55,6 +56,10 @@ export class TimedDriver implements StorageDriver {
     if (inner.redirectUrl) {
       const redirectUrl = inner.redirectUrl.bind(inner)
       this.redirectUrl = path => this.#time('URLFor', () => redirectUrl(path))
+    }
+    if (inner.statFile) {
+      const statFile = inner.statFile.bind(inner)
+      this.statFile = path => this.#time('Stat', () => statFile(path))
     }
   }
 

@@ -37,4 +37,10 @@ test('a store that never answers: each call fails after the request timeout and 
   t.regex(String(error?.message), /time/i, 'the error says it timed out')
   t.is(requests, 3, 'the SDK tried 3 times, each on a connection that had not answered')
   await t.throwsAsync(driver.putContent('/docker/registry/v2/repositories/a/_uploads/u/startedat', Buffer.from('x')))
+  // Downloads go over the driver's own sockets (s3-get.ts): the same bound and attempts.
+  requests = 0
+  const read = await t.throwsAsync(driver.reader('/docker/registry/v2/blobs/sha256/ab/x/data'))
+  t.true(read instanceof StorageDriverError, `${read?.name}: ${read?.message}`)
+  t.regex(String(read?.message), /within 500 ms/)
+  t.is(requests, 3)
 })
