@@ -227,7 +227,14 @@ function attemptGet(url: URL, range: string | undefined, timeoutMs: number): Pro
       head = parsed
       clearTimeout(timer)
       if (parsed.chunked || parsed.length === undefined) {
-        fail(new Error('the store answered without a Content-Length'))
+        // Some stores frame error bodies in chunks: the status still says what happened (a 404 is
+        // a missing object, never an I/O error); the body is not read and the socket not reused.
+        const ok = parsed.status >= 200 && parsed.status <= 299
+        fail(
+          ok
+            ? new Error('the store answered without a Content-Length')
+            : new S3GetError(parsed.status, undefined, `HTTP ${parsed.status}`, parsed.status >= 500),
+        )
         return false
       }
       remaining = parsed.length

@@ -4,10 +4,11 @@
  * SDK's retries, instead of holding them, and the registry clients behind them, forever.
  */
 import { once } from 'node:events'
+import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import test from 'ava'
 import { S3Driver } from '../../../src/storage/driver/s3.js'
-import { StorageDriverError } from '../../../src/storage/driver/storage-driver.js'
+import { PathNotFoundError, StorageDriverError } from '../../../src/storage/driver/storage-driver.js'
 
 test('a store that never answers: each call fails after the request timeout and 3 attempts, and says why', async t => {
   const sockets = new Set<net.Socket>()
@@ -43,4 +44,33 @@ test('a store that never answers: each call fails after the request timeout and 
   t.true(read instanceof StorageDriverError, `${read?.name}: ${read?.message}`)
   t.regex(String(read?.message), /within 500 ms/)
   t.is(requests, 3)
+})
+
+test('a download the store answers with a chunked error body: the status decides (404 is a missing object, 503 an I/O error)', async t => {
+  // Not every S3-compatible store sends a Content-Length with its error bodies.
+  let status = 404
+  const store = http.createServer((request, response) => {
+    request.resume()
+    response.writeHead(status, { 'Content-Type': 'application/xml', 'Transfer-Encoding': 'chunked' })
+    response.write('<?xml version="1.0"?><Error><Code>')
+    response.end(status === 404 ? 'NoSuchKey</Code></Error>' : 'SlowDown</Code></Error>')
+  })
+  store.listen(0, '127.0.0.1')
+  await once(store, 'listening')
+  t.teardown(() => {
+    store.closeAllConnections()
+    store.close()
+  })
+  const { port } = store.address() as AddressInfo
+  const driver = new S3Driver({
+    endpoint: `http://127.0.0.1:${port}`,
+    bucket: 'b',
+    credentials: { accessKeyId: 'k', secretAccessKey: 's' },
+    requestTimeoutMs: 5_000,
+  })
+  const missing = await t.throwsAsync(driver.reader('/docker/registry/v2/blobs/sha256/ab/x/data'))
+  t.true(missing instanceof PathNotFoundError, `${missing?.name}: ${missing?.message}`)
+  status = 503
+  const failed = await t.throwsAsync(driver.reader('/docker/registry/v2/blobs/sha256/ab/x/data'))
+  t.true(failed instanceof StorageDriverError && !(failed instanceof PathNotFoundError), `${failed?.name}: ${failed?.message}`)
 })
