@@ -135,11 +135,17 @@ test('registry:2-written datadir: berth du reports it, berth gc frees the delete
   await assertPulled(t, `docker://${registry.hostPort}/a:two`, other, out, 'two')
 })
 
-/** Every file under `dir` looks written two hours ago (older than the default 1 h grace period). */
+/**
+ * Every file under `dir` looks written two hours ago (older than the default 1 h grace period).
+ * Berth is running: a file listed may be gone (a temporary file renamed into place) by its turn.
+ */
 async function age(dir: string): Promise<void> {
   const when = new Date(Date.now() - 2 * 3600_000)
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) await utimes(path.join(entry.parentPath, entry.name), when, when)
+    if (!entry.isFile()) continue
+    await utimes(path.join(entry.parentPath, entry.name), when, when).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error
+    })
   }
 }
 
