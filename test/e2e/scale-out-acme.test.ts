@@ -47,6 +47,17 @@ function get(port: number, pathname: string): Promise<{ status: number; body: st
   })
 }
 
+async function getOnceListening(port: number, pathname: string): Promise<{ status: number; body: string }> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await get(port, pathname)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || attempt >= 50) return { status: 0, body: '' }
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  }
+}
+
 /**
  * Round robin per request over the instances' HTTP ports. A CA validation request
  * (`/.well-known/acme-challenge/<token>`) is put to every instance, and which of them could
@@ -57,7 +68,10 @@ async function startBalancer(port: number, targets: number[], answers: { instanc
   const server = http.createServer((req, res) => {
     if (req.url?.startsWith('/.well-known/acme-challenge/')) {
       void (async () => {
-        const results = await Promise.all(targets.map(target => get(target, req.url as string).catch(() => ({ status: 0, body: '' }))))
+        // An instance that is not listening yet (the other one came up first and ordered at once,
+        // on a busy machine) is asked again for a while: the question is whether it can answer
+        // from the bucket, not whether it started as fast.
+        const results = await Promise.all(targets.map(target => getOnceListening(target, req.url as string)))
         results.forEach((result, instance) => answers.push({ instance, status: result.status }))
         const ok = results.find(result => result.status === 200)
         res.writeHead(ok ? 200 : 404, { 'content-type': 'text/plain' })
