@@ -449,7 +449,11 @@ async function main(): Promise<void> {
         measured.met = ratio <= bound
         measured.notes.push(`${fmt(ratio)}× the time of "${cases.find(c => c.id === fast)!.label}" (bound ${bound}×)`)
       }
-      const cpuNote = mirrorCpuNote(slow, fast)
+      const cpuNote = mirrorCpuNote(
+        slow,
+        fast,
+        slow === 'mirror-pull-cached' ? ['cached by the mirror', 'pushed to Berth'] : ['through the mirror', 'directly'],
+      )
       if (measured !== undefined && cpuNote !== undefined) measured.notes.push(cpuNote)
     }
     const rows = table(results, ceilings)
@@ -547,15 +551,11 @@ async function runMirror(plain: Stack, pki: BenchPki, clientRoot: string, second
     const servers = { mirror: new ResourceMonitor(() => mirror.pids()), upstream: new ResourceMonitor(() => [upstream.pid]) }
     servers.mirror.start()
     servers.upstream.start()
-    const stopped = { mirror: false }
-    const stop = () => {
-      if (stopped.mirror) return undefined
-      stopped.mirror = true
-      return { mirrorCpu: servers.mirror.stop().cpuSeconds, upstreamCpu: servers.upstream.stop().cpuSeconds }
-    }
+    let usage: { mirrorCpu: number; upstreamCpu: number } | undefined
+    const stop = () => (usage ??= { mirrorCpu: servers.mirror.stop().cpuSeconds, upstreamCpu: servers.upstream.stop().cpuSeconds })
     try {
       const { seconds, cpuSeconds } = await pull(dest)
-      const { mirrorCpu, upstreamCpu } = stop()!
+      const { mirrorCpu, upstreamCpu } = stop()
       record(id, 'berth', seconds)
       cpu.push({ round: round + 1, case: id, seconds, clientCpu: cpuSeconds, mirrorCpu, upstreamCpu })
       progress(
@@ -880,7 +880,7 @@ async function runHugePush(stacks: Stack[], pki: BenchPki, clientRoot: string): 
  * What the two pulls of a mirror pair cost in CPU, summed over skopeo, the mirror Berth and
  * docker-registry (medians): divided by the cores, the shortest wall time the machine allows.
  */
-function mirrorCpuNote(slow: string, fast: string): string | undefined {
+function mirrorCpuNote(slow: string, fast: string, [slowLabel, fastLabel]: readonly [string, string]): string | undefined {
   const runs = (extra.mirrorCpu ?? []) as Array<{ case: string; clientCpu: number; mirrorCpu: number; upstreamCpu: number }>
   const describe = (id: string): string | undefined => {
     const mine = runs.filter(r => r.case === id)
@@ -891,7 +891,7 @@ function mirrorCpuNote(slow: string, fast: string): string | undefined {
   }
   const [a, b] = [describe(slow), describe(fast)]
   if (a === undefined || b === undefined) return undefined
-  return `CPU time per pull, medians: through the mirror ${a}; directly ${b}`
+  return `CPU time per pull, medians: ${slowLabel} ${a}; ${fastLabel} ${b}`
 }
 
 /** How much other work shared the machine: benchmarks on a busy machine read lower and noisier. */
