@@ -125,6 +125,77 @@ async function waitReady(host: string, caCert: string, children: ChildProcess[],
  * The seed's TLS settings for an nginx `server` block (8-space indented lines), shared by the seed
  * stack and the static-file ceiling (static-ceiling.ts) so both terminate TLS alike.
  */
+/** Debian's nginx.conf main section (user, workers, events), its files kept in `dir`. */
+export function nginxMainDirectives(dir: string): string {
+  return `user root;
+worker_processes auto;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events {
+    worker_connections 768;
+}`
+}
+
+/** nginx's temporary folders moved into `dir` (an http-block fragment). */
+export function nginxTempPaths(dir: string): string {
+  return `    client_body_temp_path ${dir}/client_body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;`
+}
+
+/**
+ * The registry:2 image's /etc/docker/registry/config.yml with the address moved to loopback, on the
+ * filesystem or S3 (redirects off: bytes go through the registry, as through Berth without
+ * --s3-redirect), with htpasswd auth when `htpasswd` is given (the seed's REGISTRY_AUTH=htpasswd).
+ */
+export function registry2ImageConfig(options: { port: number; storage: { root: string } | S3Target; htpasswd?: string }): string {
+  const { storage } = options
+  const driver =
+    'root' in storage
+      ? `  filesystem:
+    rootdirectory: ${storage.root}`
+      : `  s3:
+    accesskey: ${storage.accessKeyId}
+    secretkey: ${storage.secretAccessKey}
+    region: ${storage.region}
+    regionendpoint: ${storage.endpoint}
+    bucket: ${storage.bucket}
+    rootdirectory: /${storage.prefix}
+    secure: false
+    v4auth: true
+  # Bytes through the registry on both stacks (Berth does not redirect unless --s3-redirect).
+  redirect:
+    disable: true`
+  const auth =
+    options.htpasswd === undefined
+      ? ''
+      : `auth:
+  htpasswd:
+    realm: Registry Realm
+    path: ${options.htpasswd}
+`
+  return `version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+${driver}
+http:
+  addr: 127.0.0.1:${options.port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+${auth}health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+`
+}
+
 export function seedTlsDirectives(pki: BenchPki): string {
   return `        ssl_certificate     ${pki.serverChain};
         ssl_certificate_key ${pki.serverKey};
@@ -152,58 +223,12 @@ export async function startSeed(dir: string, pki: BenchPki, s3?: S3Target): Prom
   // The registry:2 image's /etc/docker/registry/config.yml, with the seed's htpasswd auth
   // (REGISTRY_AUTH=htpasswd in the compose file) and the address moved to loopback.
   const registryConfig = path.join(dir, 'config.yml')
-  await writeFile(
-    registryConfig,
-    `version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-${
-  s3 === undefined
-    ? `  filesystem:
-    rootdirectory: ${storageRoot}`
-    : `  s3:
-    accesskey: ${s3.accessKeyId}
-    secretkey: ${s3.secretAccessKey}
-    region: ${s3.region}
-    regionendpoint: ${s3.endpoint}
-    bucket: ${s3.bucket}
-    rootdirectory: /${s3.prefix}
-    secure: false
-    v4auth: true
-  # Bytes through the registry on both stacks (Berth does not redirect unless --s3-redirect).
-  redirect:
-    disable: true`
-}
-http:
-  addr: 127.0.0.1:${registryPort}
-  headers:
-    X-Content-Type-Options: [nosniff]
-auth:
-  htpasswd:
-    realm: Registry Realm
-    path: ${pki.htpasswd}
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-`,
-  )
+  await writeFile(registryConfig, registry2ImageConfig({ port: registryPort, storage: s3 ?? { root: storageRoot }, htpasswd: pki.htpasswd }))
   const nginxConf = path.join(nginxDir, 'nginx.conf')
   await writeFile(
     nginxConf,
     `# Debian's /etc/nginx/nginx.conf main/http settings, paths moved into the bench dir.
-user root;
-worker_processes auto;
-pid ${nginxDir}/nginx.pid;
-error_log ${nginxDir}/error.log;
-events {
-    worker_connections 768;
-}
+${nginxMainDirectives(nginxDir)}
 http {
     sendfile on;
     tcp_nopush on;
@@ -212,11 +237,7 @@ http {
     default_type application/octet-stream;
     access_log ${nginxDir}/access.log;
     gzip on;
-    client_body_temp_path ${nginxDir}/client_body;
-    proxy_temp_path ${nginxDir}/proxy;
-    fastcgi_temp_path ${nginxDir}/fastcgi;
-    uwsgi_temp_path ${nginxDir}/uwsgi;
-    scgi_temp_path ${nginxDir}/scgi;
+${nginxTempPaths(nginxDir)}
 
     # The seed's two server blocks.
     server {

@@ -14,6 +14,7 @@ import net from 'node:net'
 import path from 'node:path'
 import type { CaseHooks } from './hooks.js'
 import type { CaseDef } from './report.js'
+import { registry2ImageConfig } from './stacks.js'
 import { fmt, freePort, sleep, stopChild } from './util.js'
 
 /** How many blobs the folder holds: STARTUP_REPOSITORIES × (1 manifest + 1 config + layers). */
@@ -176,29 +177,6 @@ export async function timeStartup(command: string, args: readonly string[], port
   }
 }
 
-/** registry:2's config (the image's default, plain HTTP on loopback) storing in `storageRoot`. */
-function registry2Config(storageRoot: string, port: number): string {
-  return `version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: ${storageRoot}
-http:
-  addr: 127.0.0.1:${port}
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-`
-}
-
 async function exists(file: string): Promise<boolean> {
   return access(file).then(
     () => true,
@@ -248,7 +226,7 @@ export async function runStartup(hooks: CaseHooks, options: StartupOptions): Pro
       column: 'seed',
       spawn: async port => {
         const config = path.join(options.dir, `registry-${port}.yml`)
-        await writeFile(config, registry2Config(folder.storageRoot, port))
+        await writeFile(config, registry2ImageConfig({ port, storage: { root: folder.storageRoot } }))
         return { command: '/usr/bin/docker-registry', args: ['serve', config] }
       },
     })

@@ -18,7 +18,7 @@ import { skopeoPull } from './clients.js'
 import type { CaseHooks } from './hooks.js'
 import type { BenchPki } from './pki.js'
 import type { CaseResult } from './report.js'
-import { seedTlsDirectives, type Stack } from './stacks.js'
+import { nginxMainDirectives, nginxTempPaths, seedTlsDirectives, type Stack } from './stacks.js'
 import { fmt, freePort, sleep, stopChild } from './util.js'
 
 /** Berth's `skopeo-pull` target against this ceiling, measured in the same run. */
@@ -63,23 +63,13 @@ export function staticNginxConf(options: {
   const { dir, port, pki, image, manifest } = options
   const blobs = path.join(image.storageRoot, 'docker', 'registry', 'v2', 'blobs', 'sha256')
   return `# Debian's /etc/nginx/nginx.conf main/http settings, as the seed stack's.
-user root;
-worker_processes auto;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events {
-    worker_connections 768;
-}
+${nginxMainDirectives(dir)}
 http {
     sendfile on;
     tcp_nopush on;
     types_hash_max_size 2048;
     access_log ${dir}/access.log;
-    client_body_temp_path ${dir}/client_body;
-    proxy_temp_path ${dir}/proxy;
-    fastcgi_temp_path ${dir}/fastcgi;
-    uwsgi_temp_path ${dir}/uwsgi;
-    scgi_temp_path ${dir}/scgi;
+${nginxTempPaths(dir)}
     # No type by file name: every answer's type is set below.
     types {}
 
