@@ -13,6 +13,8 @@ export const benchPackages: Record<string, string> = {
   wrk: '/usr/bin/wrk',
   'apache2-utils': '/usr/bin/ab',
   openssl: '/usr/bin/openssl',
+  time: '/usr/bin/time', // the mirror cases' client CPU time
+  iproute2: '/usr/sbin/tc', // the mirror's 1 Gbit/s link (skipped with a note without it)
 }
 
 async function isInstalled(name: string): Promise<boolean> {
