@@ -4,7 +4,8 @@
  *
  * - `balance <port>,<port>…`: a TCP round-robin balancer on a free loopback port (prints it), one
  *   upstream per accepted connection, bytes piped both ways untouched (TLS passes through to the
- *   instances). Runs until killed.
+ *   instances), ends passed on as ends; an error on either side is printed and closes both. Runs
+ *   until killed.
  * - `probe <host:port> <ca file> <path> <accept> <per second>`: sends `GET https://host/path` with
  *   the Authorization header in BENCH_PROBE_AUTH at a fixed rate, each on schedule whether or not
  *   the previous one has answered. Prints `ready` once a warm-up request succeeded; `go` on stdin
@@ -21,17 +22,22 @@ const [role, ...args] = process.argv.slice(2)
 if (role === 'balance') {
   const targets = args[0]!.split(',').map(Number)
   let next = 0
-  const server = net.createServer(client => {
-    const upstream = net.connect({ host: '127.0.0.1', port: targets[next++ % targets.length]! })
+  // Half-open on both sides: an end from either peer is passed on as an end once every byte before
+  // it was written (pipe does that), and a socket is only destroyed on an error. Destroying one side
+  // when the other closed would drop what is still queued for it: a truncated response.
+  const server = net.createServer({ allowHalfOpen: true }, client => {
+    const target = targets[next++ % targets.length]!
+    const upstream = net.connect({ host: '127.0.0.1', port: target, allowHalfOpen: true })
     client.setNoDelay(true)
     upstream.setNoDelay(true)
     client.pipe(upstream).pipe(client)
-    const close = () => {
+    const fail = (side: string) => (error: Error) => {
+      process.stderr.write(`balancer: ${side} of a connection to :${target} failed (${error.message}); closing both sides\n`)
       client.destroy()
       upstream.destroy()
     }
-    client.on('error', close).on('close', close)
-    upstream.on('error', close).on('close', close)
+    client.on('error', fail('the client side'))
+    upstream.on('error', fail('the instance side'))
   })
   server.listen(0, '127.0.0.1', () => {
     const address = server.address()

@@ -19,7 +19,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
-import { mkdir, rm } from 'node:fs/promises'
+import { cp, mkdir, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
@@ -208,6 +208,10 @@ async function openDoor(ctx: Context, stack: Stack): Promise<Door> {
     stop: async () => {
       await stopChild(balancer)
       await second.stop()
+      // Beside the first instance's log in the results' logs/berth (the folder itself is temporary).
+      const kept = path.join(ctx.work, 'berth-second.log')
+      await cp(path.join(dir, 'berth.log'), kept).catch(() => {})
+      stack.logs.push(kept)
     },
   }
 }
