@@ -2,8 +2,9 @@
 #
 #   docker compose up -d registry        (docker-compose.yml: ports 80/443, ./datadir, ./certs)
 #
-# Stage 1 bundles the TypeScript into one file (dist/berth.cjs, every dependency inside);
-# stage 2 is a plain Node LTS image holding that one file, run as the unprivileged `node` user.
+# Stage 1 bundles the TypeScript into one file (dist/berth-bundle.cjs, every dependency inside),
+# its loader (dist/berth.cjs) and V8's code cache for it, made by the same node as stage 2's;
+# stage 2 is a plain Node LTS image holding those three files, run as the unprivileged `node` user.
 ARG NODE_IMAGE=node:22-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
@@ -21,7 +22,7 @@ ENV NODE_ENV=production \
     BERTH_CERTS=/srv/berth/certs \
     BERTH_IN_CONTAINER=1
 WORKDIR /srv/berth
-COPY --from=build /src/dist/berth.cjs /usr/local/lib/berth/berth.cjs
+COPY --from=build /src/dist/berth.cjs /src/dist/berth-bundle.cjs* /usr/local/lib/berth/
 # The folders compose mounts ./datadir and ./certs on; owned by `node` (uid 1000) for named volumes.
 RUN mkdir -p /srv/berth/datadir /srv/berth/certs && chown node:node /srv/berth/datadir /srv/berth/certs
 # Not root. Ports 80 and 443 still work: Docker (20.10+) and Podman set
