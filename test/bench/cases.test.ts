@@ -1,19 +1,23 @@
 /**
  * The issue-21 bench cases' own parts, checked with the real tools: the static-file nginx serves
  * an image the way a registry does (skopeo pulls it and checks every digest), the start-up data
- * folder is a layout registry:2 serves, and the static ceiling's verdict on `skopeo-pull`.
+ * folder is a layout registry:2 serves, the static ceiling's verdict on `skopeo-pull`, and the
+ * S3 store's own GET of a blob Berth stored there.
  */
 import test from 'ava'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import { startS3, uniquePrefix } from '../helpers/ceph.js'
 import { startRegistry2 } from '../helpers/registry2.js'
-import { skopeoPull } from './clients.js'
-import { writeImageLayout } from './content.js'
+import { curlPutBlob, skopeoPull } from './clients.js'
+import { writeImageLayout, writeRandomBlob } from './content.js'
 import { makePki } from './pki.js'
 import { evaluate } from './report.js'
 import { startStaticNginx, judgeStaticCeiling } from './static-ceiling.js'
+import { startBerth } from './stacks.js'
 import { STARTUP_BLOBS, writeStartupFolder } from './startup.js'
+import { curlGetFromStore } from './store-ceiling.js'
 import { run } from './util.js'
 
 async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
@@ -111,4 +115,34 @@ test('skopeo-pull is held to 0.95× the static-nginx ceiling on top of its own t
   judgeStaticCeiling(alone)
   t.true(alone[0]!.met, 'without the ceiling case only the ratio to the seed counts')
   t.deepEqual(alone[0]!.notes, [])
+})
+
+test('the store ceiling GETs the very object Berth stored a pushed blob in, straight from S3', async t => {
+  const dir = await tempDir(t)
+  const pki = await makePki(path.join(dir, 'pki'))
+  const s3 = await startS3()
+  t.teardown(() => s3.stop())
+  const target = {
+    endpoint: s3.endpoint,
+    region: s3.region,
+    bucket: s3.bucket,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    prefix: uniquePrefix('store-ceiling'),
+  }
+  const repoRoot = path.resolve(import.meta.dirname, '..', '..')
+  const berth = await startBerth(path.join(dir, 'berth'), pki, {
+    command: [process.execPath, '--import', 'tsx', path.join(repoRoot, 'src/main.ts')],
+    repoRoot,
+    s3: target,
+  })
+  t.teardown(() => berth.stop())
+  const file = path.join(dir, 'blob')
+  const blob = await writeRandomBlob(file, 3 * 1024 * 1024 + 17)
+  await curlPutBlob({ host: berth.host, pki }, 'bench/ceiling', file, blob)
+
+  const seconds = await curlGetFromStore(target, blob) // checks status 200 and the byte count
+  t.true(seconds > 0)
+  const missing = { ...blob, digest: `sha256:${'0'.repeat(64)}` }
+  await t.throwsAsync(curlGetFromStore(target, missing), { message: /expected HTTP 200, got 404/ })
 })

@@ -43,6 +43,7 @@ import { runDockerPull } from './docker-pull.js'
 import type { CaseHooks } from './hooks.js'
 import { runStartup, STARTUP_CASES, startupCaseDefs } from './startup.js'
 import { judgeStaticCeiling, runStaticPull } from './static-ceiling.js'
+import { curlGetFromStore, noteStoreCeiling, STORE_CEILING_CASE, storeCeilingCaseDef } from './store-ceiling.js'
 import { S3Driver } from '../../src/storage/driver/s3.js'
 import { PathNotFoundError } from '../../src/storage/driver/storage-driver.js'
 import { GiB, MiB, fmt, formatBytes, median, run, waitQuiet } from './util.js'
@@ -206,6 +207,7 @@ if (sizes.huge) {
   )
 }
 cases.push(...manyClientCases(quick, flags.storage))
+if (flags.storage === 's3') cases.push(storeCeilingCaseDef(big))
 const selected = flags.cases ? new Set(flags.cases.split(',')) : undefined
 const wants = (id: string) => !selected || selected.has(id)
 
@@ -422,6 +424,7 @@ async function main(): Promise<void> {
       .map(def => evaluate(def, samples.get(def.id) ?? {}, ceilings))
     for (const result of results) result.notes.push(...(caseNotes.get(result.id) ?? []))
     judgeStaticCeiling(results)
+    noteStoreCeiling(results)
     // "No higher during the 5 GiB push": hold the big push's peak to the 1 GiB push's (+10% noise).
     const huge = results.find(r => r.id === 'huge-push-rss')
     const normal = results.find(r => r.id === 'push-rss')?.stacks.berth?.median
@@ -770,6 +773,20 @@ async function runRounds(stacks: Stack[], pki: BenchPki, clientRoot: string, _ce
           extra.httpVersions!.push({ stack: stack.name, job: 'curl-get', http: result.httpVersion })
           progress(`${r} ${tag(stack)} curl GET ${big} (HTTP/${result.httpVersion}): ${fmt(rate)} MB/s (${fmt(result.seconds)} s)`)
         })
+        // On S3, the store's own GET of Berth's copy of the blob, in the same round.
+        const berth = stacks.find(stack => stack.name === 'berth')
+        if (berth?.s3 !== undefined && wants(STORE_CEILING_CASE)) {
+          const blob = blobs.get(berth)!
+          await settle()
+          try {
+            const seconds = await curlGetFromStore(berth.s3, blob)
+            const rate = blob.size / seconds / 1e6
+            record(STORE_CEILING_CASE, 'berth', rate)
+            progress(`${r} the store's own GET of the ${big} blob (plain HTTP): ${fmt(rate)} MB/s (${fmt(seconds)} s)`)
+          } catch (error) {
+            fail(STORE_CEILING_CASE, berth, error, round)
+          }
+        }
       }
     }
 
