@@ -10,11 +10,11 @@ import os from 'node:os'
 import path from 'node:path'
 import { startS3, uniquePrefix } from '../helpers/ceph.js'
 import { startRegistry2 } from '../helpers/registry2.js'
-import { curlPutBlob, skopeoPull } from './clients.js'
+import { curlPutBlob, skopeoPull, skopeoPush } from './clients.js'
 import { writeImageLayout, writeRandomBlob } from './content.js'
 import { makePki } from './pki.js'
 import { evaluate } from './report.js'
-import { startStaticNginx, judgeStaticCeiling } from './static-ceiling.js'
+import { copyToLocalLayout, startStaticNginx, judgeStaticCeiling } from './static-ceiling.js'
 import { startBerth } from './stacks.js'
 import { STARTUP_BLOBS, writeStartupFolder } from './startup.js'
 import { curlGetFromStore } from './store-ceiling.js'
@@ -117,7 +117,7 @@ test('skopeo-pull is held to 0.95× the static-nginx ceiling on top of its own t
   t.deepEqual(alone[0]!.notes, [])
 })
 
-test('the store ceiling GETs the very object Berth stored a pushed blob in, straight from S3', async t => {
+test('on S3, the store ceiling GETs the object Berth stored a blob in, and the static ceiling serves a copy', async t => {
   const dir = await tempDir(t)
   const pki = await makePki(path.join(dir, 'pki'))
   const s3 = await startS3()
@@ -145,4 +145,14 @@ test('the store ceiling GETs the very object Berth stored a pushed blob in, stra
   t.true(seconds > 0)
   const missing = { ...blob, digest: `sha256:${'0'.repeat(64)}` }
   await t.throwsAsync(curlGetFromStore(target, missing), { message: /expected HTTP 200, got 404/ })
+
+  // The static ceiling on S3: a local copy of the image Berth stored, served by nginx, pulled by skopeo.
+  const image = await writeImageLayout(path.join(dir, 'image'), [5000, 80_000])
+  await skopeoPush({ host: berth.host, pki }, image.reference, 'bench/static', 'big')
+  const root = await copyToLocalLayout({ host: berth.host, pki }, 'bench/static', 'big', path.join(dir, 'copy'))
+  const nginx = await startStaticNginx(path.join(dir, 'nginx'), pki, { storageRoot: root, repository: 'bench/static', tag: 'big' })
+  t.teardown(() => nginx.stop())
+  const pulled = path.join(dir, 'pulled')
+  await skopeoPull({ host: nginx.host, pki }, 'bench/static', 'big', pulled) // skopeo checks every digest
+  for (const layer of image.layers) t.true((await readdir(pulled)).includes(layer.digest.slice('sha256:'.length)))
 })

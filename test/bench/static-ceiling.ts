@@ -10,11 +10,12 @@
  * One nginx per pull, started before the clock with the image's manifest in its config.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import crypto from 'node:crypto'
 import { closeSync, openSync } from 'node:fs'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import https from 'node:https'
 import path from 'node:path'
-import { skopeoPull } from './clients.js'
+import { skopeoPull, type ClientContext } from './clients.js'
 import type { CaseHooks } from './hooks.js'
 import type { BenchPki } from './pki.js'
 import type { CaseResult } from './report.js'
@@ -162,21 +163,46 @@ export interface StaticPullOptions {
 }
 
 /**
+ * Pulls `repository:tag` from a stack with skopeo (`dir:` keeps the manifest's bytes and names each
+ * blob by its digest) and lays the copy out as registry:2 stores it under `root`, which it returns.
+ */
+export async function copyToLocalLayout(client: ClientContext, repository: string, tag: string, root: string): Promise<string> {
+  const pulled = `${root}-pulled`
+  await skopeoPull(client, repository, tag, pulled)
+  const v2 = path.join(root, 'docker', 'registry', 'v2')
+  const place = async (hex: string, from: string) => {
+    const folder = path.join(v2, 'blobs', 'sha256', hex.slice(0, 2), hex)
+    await mkdir(folder, { recursive: true })
+    await rename(from, path.join(folder, 'data'))
+  }
+  const manifest = await readFile(path.join(pulled, 'manifest.json'))
+  const manifestHex = crypto.createHash('sha256').update(manifest).digest('hex')
+  for (const name of await readdir(pulled)) if (/^[0-9a-f]{64}$/.test(name)) await place(name, path.join(pulled, name))
+  await place(manifestHex, path.join(pulled, 'manifest.json'))
+  const link = path.join(v2, 'repositories', repository, '_manifests', 'tags', tag, 'current')
+  await mkdir(link, { recursive: true })
+  await writeFile(path.join(link, 'link'), `sha256:${manifestHex}`)
+  await rm(pulled, { recursive: true, force: true })
+  return root
+}
+
+/**
  * One `skopeo-pull-static` sample: nginx serves the image from Berth's storage root (the seed's
- * without Berth); skopeo pulls it exactly as in `skopeo-pull`. Needs filesystem storage.
+ * without Berth; with S3, a local copy of Berth's); skopeo pulls it exactly as in `skopeo-pull`.
  */
 export async function runStaticPull(hooks: CaseHooks, options: StaticPullOptions): Promise<void> {
   const source = options.stacks.find(stack => stack.name === 'berth') ?? options.stacks[0]
   if (source === undefined) return
-  if (source.s3 !== undefined) {
-    if (options.round === 0) hooks.note('skopeo-pull-static', 'not measured with --storage s3: nginx serves files from a folder')
-    return
-  }
   const dir = path.join(options.clientRoot, 'static-nginx')
   const dest = path.join(options.clientRoot, 'pull-static')
   let server: StaticNginx | undefined
   try {
-    server = await startStaticNginx(dir, options.pki, { storageRoot: source.storageRoot, repository: options.repository, tag: options.tag })
+    // On S3, a local copy of the same image (pulled from Berth before the clock) in the same layout.
+    const storageRoot =
+      source.s3 === undefined
+        ? source.storageRoot
+        : await copyToLocalLayout({ host: source.host, pki: options.pki }, options.repository, options.tag, path.join(dir, 'copy'))
+    server = await startStaticNginx(dir, options.pki, { storageRoot, repository: options.repository, tag: options.tag })
     await hooks.settle()
     const seconds = await skopeoPull({ host: server.host, pki: options.pki }, options.repository, options.tag, dest)
     const rate = options.bytes(source) / seconds / 1e6
