@@ -149,7 +149,7 @@ test('on S3, the store ceiling GETs the object Berth stored a blob in, and the s
   // The static ceiling on S3: a local copy of the image Berth stored, served by nginx, pulled by skopeo.
   const image = await writeImageLayout(path.join(dir, 'image'), [5000, 80_000])
   await skopeoPush({ host: berth.host, pki }, image.reference, 'bench/static', 'big')
-  const root = await copyToLocalLayout({ host: berth.host, pki }, 'bench/static', 'big', path.join(dir, 'copy'))
+  const root = await copyToLocalLayout({ host: berth.host, pki }, 'bench/static', 'big', path.join(dir, 'static', 'copy')) // a folder that does not exist yet, as in the bench
   const nginx = await startStaticNginx(path.join(dir, 'nginx'), pki, { storageRoot: root, repository: 'bench/static', tag: 'big' })
   t.teardown(() => nginx.stop())
   const pulled = path.join(dir, 'pulled')

@@ -168,6 +168,7 @@ export interface StaticPullOptions {
  */
 export async function copyToLocalLayout(client: ClientContext, repository: string, tag: string, root: string): Promise<string> {
   const pulled = `${root}-pulled`
+  await mkdir(path.dirname(root), { recursive: true })
   await skopeoPull(client, repository, tag, pulled)
   const v2 = path.join(root, 'docker', 'registry', 'v2')
   const place = async (hex: string, from: string) => {
