@@ -81,12 +81,29 @@ async function snapshot(datadir: string): Promise<string[]> {
   return out.sort()
 }
 
+/**
+ * The snapshot once Berth's own writes after the push have landed: the metadata index writes its
+ * change feed after the manifest PUT was answered (an atomic write through a `.…tmp` file), so a
+ * snapshot taken at once may catch it half done. Settled: no temporary file, and the same twice.
+ */
+async function settledSnapshot(datadir: string): Promise<string[]> {
+  let last = await snapshot(datadir)
+  for (let tries = 0; tries < 100; tries++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    const next = await snapshot(datadir)
+    const quiet = !next.some(entry => /\/\.[^/]*\.tmp$/.test(entry))
+    if (quiet && JSON.stringify(next) === JSON.stringify(last)) return next
+    last = next
+  }
+  throw new Error('the data folder kept changing after the push')
+}
+
 test('every route × method × bad credential kind → 401 and nothing changes on disk', async t => {
   t.timeout(170_000)
   const { berth, datadir } = await startAuthBerth(t)
   const layer = randomBytes(1234)
   const image = await pushImage(berth.url, 'known/repo', 'v1', [layer], { authorization: GOOD })
-  const before = await snapshot(datadir)
+  const before = await settledSnapshot(datadir)
   let checked = 0
   let address = 2
   const table = routes({ digest: image.digest, layer: image.layers[0]! })
