@@ -77,7 +77,11 @@ const REFERENCE_CHECKS_AT_ONCE = 8
 const MAX_LAST_RESOLVED = 10_000
 
 export class ManifestStore {
-  readonly #resolving = new ReadBatcher<Digest>(undefined, 2)
+  /**
+   * Tag resolutions share reads (ReadBatcher's rule: never a read that started before the request).
+   * Up to 4 reads of one tag at once: a request then waits about one store round trip, not more.
+   */
+  readonly #resolving = new ReadBatcher<Digest>(undefined, 4)
   /** `name tag` → the digest it last resolved to: a guess for the next read, never an answer. */
   readonly #lastResolved = new Map<string, Digest>()
   readonly #allowSparse: boolean
