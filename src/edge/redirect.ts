@@ -10,6 +10,12 @@ import { LIVENESS_PATH, READINESS_PATH } from './steps/health.js'
 import type { ChallengeResponder } from './tls/certificate-source.js'
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
+/** ACME tokens are base64url (RFC 8555 §8.1; 43 characters from the CAs in use); longer ones are refused unread. */
+const MAX_TOKEN_LENGTH = 128
+
+function isTokenShaped(token: string): boolean {
+  return token.length <= MAX_TOKEN_LENGTH && /^[A-Za-z0-9_-]+$/.test(token)
+}
 
 export interface RedirectOptions {
   domains: readonly string[]
@@ -39,7 +45,7 @@ export function createRedirectHandler(options: RedirectOptions): Handler {
     const target = req.url ?? '/'
     if (target.startsWith(CHALLENGE_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
       const token = target.slice(CHALLENGE_PREFIX.length).split('?')[0] ?? ''
-      const answer = /^[A-Za-z0-9_-]+$/.test(token) ? options.challenges?.keyAuthorization(token, id) : undefined
+      const answer = isTokenShaped(token) ? await options.challenges?.keyAuthorization(token, id) : undefined
       res.writeHead(answer === undefined ? 404 : 200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(answer ?? 'not found\n') })
       res.end(answer ?? 'not found\n')
       return

@@ -53,9 +53,9 @@ async function getOnceListening(port: number, pathname: string): Promise<{ statu
       if (error.code !== 'ECONNREFUSED') return { status: 0, body: '' }
       return undefined
     })
-    // Refused: not listening yet. 404: listening, but not yet copying the other order's challenges
-    // (it does so while it waits for the issue lock, every 100 ms; see the closing note's gap).
-    if (result !== undefined && result.status !== 404) return result
+    // Refused: not listening yet. Once listening, its first answer counts: a token it does not hold
+    // is looked up in the bucket, where the order stored it before the CA was told to validate.
+    if (result !== undefined) return result
     if (attempt >= 50) return result ?? { status: 0, body: '' }
     await new Promise(resolve => setTimeout(resolve, 200))
   }
@@ -76,7 +76,7 @@ async function startBalancer(
   const server = http.createServer((req, res) => {
     if (req.url?.startsWith('/.well-known/acme-challenge/')) {
       // The CA gets the first 200 at once. An instance that is still starting (the other one came
-      // up first and ordered at once, on a busy machine) is asked again for a while in the
+      // up first and ordered at once, on a busy machine) is asked once it listens, in the
       // background: the question is whether it can answer from the bucket, not how fast it started.
       let answered = false
       const reply = (status: number, body: string) => {

@@ -13,7 +13,8 @@ import fc from 'fast-check'
 import { renewalDecision, retryDelay, selectInWindow, jittered, DEFAULT_RETRY_DELAYS_MS } from '../../src/edge/tls/renewal.js'
 import { ariCertId, ariCertIdFrom, parseRenewalInfo, parseRetryAfter, renewalInfoUrl, AriError } from '../../src/edge/tls/acme-ari.js'
 import { assertAcmeOptions, AcmeError, resolveAcmeDirectory } from '../../src/edge/tls/acme-options.js'
-import { FileCertStore, CertStoreNotFoundError, issuerKey, certKeys } from '../../src/edge/tls/cert-store.js'
+import { FileCertStore, CertStoreNotFoundError, issuerKey, certKeys, type CertStore } from '../../src/edge/tls/cert-store.js'
+import { SharedChallengeLookup } from '../../src/edge/tls/acme-challenges.js'
 import { AcmeCertificateProvider } from '../../src/edge/tls/acme-provider.js'
 import { withDeadline } from '../helpers/procs.js'
 
@@ -303,4 +304,84 @@ test('lock: a lock left by a crashed process is taken over once stale; a live on
     await store.lock('issue_cert_y')
   )()
   t.pass()
+})
+
+test('shared challenge lookup: answers from the store, at most maxInFlight at once and perSecond on average', async t => {
+  let now = 1_000_000
+  const loads: string[] = []
+  const gates: Array<() => void> = []
+  const lookup = new SharedChallengeLookup({
+    load: async token => {
+      loads.push(token)
+      await new Promise<void>(resolve => gates.push(resolve))
+      return token === 'known' ? { name: 'registry.example.com', keyAuthorization: 'known.thumb' } : undefined
+    },
+    mayOrder: () => true,
+    maxInFlight: 2,
+    perSecond: 3,
+    now: () => now,
+  })
+  const first = lookup.keyAuthorization('known')
+  const second = lookup.keyAuthorization('other')
+  t.is(await lookup.keyAuthorization('third'), undefined, 'a third at once is refused without a read')
+  t.deepEqual(loads, ['known', 'other'])
+  for (const open of gates.splice(0)) open()
+  t.is(await first, 'known.thumb')
+  t.is(await second, undefined)
+
+  // The budget (3 a second) was spent on two reads; one more now, then none until time passes.
+  const third = lookup.keyAuthorization('known')
+  t.is(await lookup.keyAuthorization('known'), undefined, 'over the per-second budget: refused without a read')
+  gates.splice(0).forEach(open => open())
+  t.is(await third, 'known.thumb')
+  t.is(loads.length, 3)
+  now += 1000
+  const later = lookup.keyAuthorization('known')
+  gates.splice(0).forEach(open => open())
+  t.is(await later, 'known.thumb', 'the budget refills with time')
+})
+
+test('shared challenge lookup: no read while no order can be running, and a failing store is a miss', async t => {
+  let reads = 0
+  let ordering = false
+  const lookup = new SharedChallengeLookup({
+    load: async () => {
+      reads++
+      throw new Error('store down')
+    },
+    mayOrder: () => ordering,
+  })
+  t.is(await lookup.keyAuthorization('token'), undefined)
+  t.is(reads, 0, 'a certificate far from renewal: port 80 never reads the store for a stranger')
+  ordering = true
+  t.is(await lookup.keyAuthorization('token'), undefined)
+  t.is(reads, 1)
+})
+
+test('with a shared store, port 80 answers a token another instance stored; with the file store, only its own', async t => {
+  const directory = 'https://acme.example.test/directory'
+  const stored = new Map<string, string>()
+  const shared: CertStore = {
+    load: async key => {
+      const value = stored.get(key)
+      if (value === undefined) throw new CertStoreNotFoundError(key)
+      return Buffer.from(value)
+    },
+    store: async (key, value) => void stored.set(key, String(value)),
+    delete: async key => void stored.delete(key),
+    exists: async key => stored.has(key),
+    list: async () => [],
+    lock: async () => async () => {},
+  }
+  const options = { domains: ['registry.example.com'], agreeTos: true, directory }
+  const token = 'tok_en-A1'
+  stored.set(certKeys.challenge(issuerKey(directory), token), JSON.stringify({ token, name: 'registry.example.com', keyAuthorization: `${token}.thumb` }))
+
+  const provider = new AcmeCertificateProvider({ ...options, store: shared })
+  t.is(await provider.challenges.keyAuthorization(token), `${token}.thumb`, 'no certificate yet: the store is asked')
+  t.is(await provider.challenges.keyAuthorization('unknown'), undefined)
+
+  const dir = await tempDir()
+  const alone = new AcmeCertificateProvider({ ...options, certsDir: dir })
+  t.is(await alone.challenges.keyAuthorization(token), undefined, 'one instance: nothing is looked up')
 })

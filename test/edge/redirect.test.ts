@@ -60,3 +60,40 @@ testProp(
   },
   { numRuns: 500 },
 )
+
+test('ACME challenge paths: a token-shaped one is asked (a shared-store answer may be async), an oversized one is 404 unasked', async t => {
+  const asked: string[] = []
+  const handler = createRedirectHandler({
+    domains: ['registry.example.com'],
+    httpsPort: () => 443,
+    challenges: {
+      keyAuthorization: async token => {
+        asked.push(token)
+        return token === 'A'.repeat(43) ? `${token}.thumb` : undefined
+      },
+    },
+  })
+  const call = async (path: string): Promise<{ status: number; body: string }> => {
+    let status = 0
+    let body = ''
+    const req = { method: 'GET', url: path, headers: { host: 'registry.example.com' }, socket: {}, on() {} } as unknown as IncomingMessage
+    const res = {
+      shouldKeepAlive: true,
+      writeHead(code: number) {
+        status = code
+      },
+      end(text?: string) {
+        body = text ?? ''
+      },
+      once() {},
+      setHeader() {},
+    } as unknown as ServerResponse
+    await handler(createExchange(req, res, 'http'))
+    return { status, body }
+  }
+  t.deepEqual(await call(`/.well-known/acme-challenge/${'A'.repeat(43)}`), { status: 200, body: `${'A'.repeat(43)}.thumb` })
+  t.is((await call('/.well-known/acme-challenge/unknown')).status, 404)
+  t.is((await call(`/.well-known/acme-challenge/${'A'.repeat(129)}`)).status, 404)
+  t.is((await call('/.well-known/acme-challenge/..%2Fetc')).status, 404)
+  t.deepEqual(asked, ['A'.repeat(43), 'unknown'], 'neither the oversized nor the odd token reached the responder')
+})

@@ -21,7 +21,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto'
 import type { Logger } from '../../log.js'
 import { silentLogger } from '../../log.js'
 import type { CertificateProvider, ChallengeResponder, TlsCertificate } from './certificate-source.js'
-import { MemoryChallengeResponder } from './acme-challenges.js'
+import { MemoryChallengeResponder, SharedChallengeLookup } from './acme-challenges.js'
 import { AcmeIssuer } from './acme-issuer.js'
 import { AcmeError, assertAcmeOptions } from './acme-options.js'
 import { ariCertId } from './acme-ari.js'
@@ -39,6 +39,12 @@ import {
   type Clock,
   type RenewalDecision,
 } from './renewal.js'
+
+/**
+ * How long before this process's own renewal time port 80 starts looking up unknown tokens in a
+ * shared store: instances renew the same certificate at the same time, give or take a retry.
+ */
+const SHARED_LOOKUP_LEAD_MS = 7 * 24 * 60 * 60 * 1000
 
 export interface AcmeProviderOptions {
   /** Names on the certificate (`--domain`, repeatable); the first one names its folder. */
@@ -154,7 +160,7 @@ export class AcmeCertificateProvider implements CertificateProvider {
     this.issuer = issuerKey(this.directoryUrl)
     this.store = options.store ?? new FileCertStore(options.certsDir ?? './certs', options.lockOptions)
     this.responder = new MemoryChallengeResponder({ logger: this.logger })
-    this.challenges = this.responder
+    this.challenges = this.store instanceof FileCertStore ? this.responder : this.withSharedLookup(this.responder)
     this.firstCertificate = new Promise((resolve, reject) => {
       this.resolveFirst = resolve
       this.rejectFirst = reject
@@ -413,6 +419,34 @@ export class AcmeCertificateProvider implements CertificateProvider {
     } finally {
       await syncing
     }
+  }
+
+  /**
+   * A store shared with other instances: a token this process does not hold may belong to another
+   * instance's order, so a miss is looked up in the store (bounded: SharedChallengeLookup).
+   */
+  private withSharedLookup(own: MemoryChallengeResponder): ChallengeResponder {
+    const shared = new SharedChallengeLookup({
+      load: async token => {
+        const entry = JSON.parse((await this.store.load(certKeys.challenge(this.issuer, token))).toString('utf8')) as {
+          token?: unknown
+          name?: unknown
+          keyAuthorization?: unknown
+        }
+        const valid = entry.token === token && typeof entry.name === 'string' && typeof entry.keyAuthorization === 'string'
+        return valid ? { name: entry.name as string, keyAuthorization: entry.keyAuthorization as string } : undefined
+      },
+      mayOrder: () => this.mayOrderSoon(),
+      now: () => this.clock.now(),
+      logger: this.logger,
+    })
+    return { keyAuthorization: (token, requestId) => own.keyAuthorization(token, requestId) ?? shared.keyAuthorization(token, requestId) }
+  }
+
+  /** No certificate yet, or within SHARED_LOOKUP_LEAD_MS of renewing it: another instance may be ordering. */
+  private mayOrderSoon(): boolean {
+    if (this.served === undefined) return true
+    return this.clock.now() >= this.decide(this.served).at.getTime() - SHARED_LOOKUP_LEAD_MS
   }
 
   private async syncSharedChallenges(): Promise<void> {

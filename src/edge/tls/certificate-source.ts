@@ -32,7 +32,8 @@ export interface CertificateProvider {
 export interface ChallengeResponder {
   /**
    * The key authorization for `token`, or undefined when no challenge with that token is pending.
-   * `requestId` is the id of the port-80 request asking, for the log line of an answer.
+   * `requestId` is the id of the port-80 request asking, for the log line of an answer. A responder
+   * that asks a store shared with other instances answers with a promise.
    */
-  keyAuthorization(token: string, requestId?: string): string | undefined
+  keyAuthorization(token: string, requestId?: string): string | undefined | Promise<string | undefined>
 }
