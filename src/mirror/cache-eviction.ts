@@ -26,9 +26,9 @@
 import type { Actor, EventSink } from '../events/events.js'
 import type { Logger } from '../log.js'
 import { parseDigest } from '../storage/digest.js'
-import type { StorageDriver } from '../storage/driver/storage-driver.js'
+import { statFileOrUndefined, type StorageDriver } from '../storage/driver/storage-driver.js'
 import { ManifestUnknownError } from '../storage/errors.js'
-import { listLinks, listRepositories, manifestReferences, statOrUndefined } from '../storage/maintenance-scan.js'
+import { listLinks, listRepositories, manifestReferences } from '../storage/maintenance-scan.js'
 import { blobDataPath, manifestRevisionsPath, mirrorMarkerPath, repositoryPath } from '../storage/paths.js'
 import type { RegistryStore } from '../storage/registry-store.js'
 
@@ -72,7 +72,7 @@ export async function scanCache(driver: StorageDriver, store: RegistryStore, las
   const pushed = new Set<string>()
   const sizes = new Map<string, number>()
   for (const name of await listRepositories(driver)) {
-    if ((await statOrUndefined(driver, mirrorMarkerPath(name))) === undefined) {
+    if ((await statFileOrUndefined(driver, mirrorMarkerPath(name))) === undefined) {
       for (const folder of [`${repositoryPath(name)}/_layers`, manifestRevisionsPath(name)]) {
         for (const link of await listLinks(driver, folder)) if (link.modTime !== undefined) pushed.add(link.digest)
       }
@@ -83,7 +83,7 @@ export async function scanCache(driver: StorageDriver, store: RegistryStore, las
   for (const image of images) {
     for (const digest of image.blobs) {
       if (sizes.has(digest)) continue
-      const stat = await statOrUndefined(driver, blobDataPath(digest))
+      const stat = await statFileOrUndefined(driver, blobDataPath(digest))
       if (stat !== undefined) sizes.set(digest, stat.size)
     }
   }

@@ -4,7 +4,7 @@
  * repository when its link exists and its data exists; a manifest's bytes are also readable as a
  * blob through the manifest revision link, as in distribution.
  */
-import { PathNotFoundError, statFile, type BlobReader, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, statFile, statFileOrUndefined, type BlobReader, type StorageDriver } from './driver/storage-driver.js'
 import { parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError } from './errors.js'
 import { blobDataPath, layerLinkPath, manifestRevisionLinkPath } from './paths.js'
@@ -20,13 +20,7 @@ function toDigest(digest: Digest | string): Digest {
 
 /** Whether a file is at `path` (links and blob data are files). */
 async function exists(driver: StorageDriver, path: string): Promise<boolean> {
-  try {
-    await statFile(driver, path)
-    return true
-  } catch (error) {
-    if (error instanceof PathNotFoundError) return false
-    throw error
-  }
+  return (await statFileOrUndefined(driver, path)) !== undefined
 }
 
 export class BlobStore {
@@ -35,13 +29,8 @@ export class BlobStore {
   /** The stored blob regardless of repository, or undefined. */
   async statGlobal(digest: Digest | string): Promise<BlobInfo | undefined> {
     const d = toDigest(digest)
-    try {
-      const info = await statFile(this.driver, blobDataPath(d))
-      return { digest: d.value, size: info.size }
-    } catch (error) {
-      if (error instanceof PathNotFoundError) return undefined
-      throw error
-    }
+    const info = await statFileOrUndefined(this.driver, blobDataPath(d))
+    return info === undefined ? undefined : { digest: d.value, size: info.size }
   }
 
   /**

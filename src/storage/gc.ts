@@ -40,18 +40,9 @@
  * absent plus a heartbeat (shared by every process on the store).
  */
 import { performance } from 'node:perf_hooks'
-import { ignoreMissing, PathNotFoundError, type StorageDriver } from './driver/storage-driver.js'
+import { ignoreMissing, PathNotFoundError, statFileOrUndefined, type StorageDriver } from './driver/storage-driver.js'
 import { blobDataPath, layerLinkPath, manifestRevisionsPath, referrersPath, repositoryPath, tagsPath } from './paths.js'
-import {
-  forEachBlob,
-  listLinks,
-  listOrEmpty,
-  listRepositories,
-  manifestReferences,
-  statOrUndefined,
-  type LinkEntry,
-  type ManifestReferences,
-} from './maintenance-scan.js'
+import { forEachBlob, listLinks, listOrEmpty, listRepositories, manifestReferences, type LinkEntry, type ManifestReferences } from './maintenance-scan.js'
 import { isDigest } from './digest.js'
 import { GC_INTENTS_ROOT, intentPath, ITEM_DEADLINE_MS, usesDeleteIntents } from './gc-guard.js'
 import { takeGcLock, type GcLock, type GcLockOptions } from './gc-lock.js'
@@ -249,10 +240,10 @@ class GarbageCollection {
   async #recoverLink(entry: LinkEntry): Promise<LinkEntry> {
     if (entry.modTime !== undefined || this.#dryRun) return entry
     const quarantined = `${entry.dir}/${QUARANTINE_LINK}`
-    if ((await statOrUndefined(this.#driver, quarantined)) === undefined) return entry
+    if ((await statFileOrUndefined(this.#driver, quarantined)) === undefined) return entry
     await this.#driver.move(quarantined, `${entry.dir}/link`).catch(ignoreMissing)
     this.#recovered++
-    return { ...entry, modTime: (await statOrUndefined(this.#driver, `${entry.dir}/link`))?.modTime }
+    return { ...entry, modTime: (await statFileOrUndefined(this.#driver, `${entry.dir}/link`))?.modTime }
   }
 
   async #referencesOf(repository: string, digest: string): Promise<ManifestReferences | null> {
@@ -329,7 +320,7 @@ class GarbageCollection {
       if (outcome !== 'deleted') continue
       repository.revisions.delete(entry.digest)
       // Re-pushed while we worked (a fresh `link` beside the one we took)? Then it stays, history too.
-      if ((await statOrUndefined(this.#driver, `${entry.dir}/link`)) !== undefined) continue
+      if ((await statFileOrUndefined(this.#driver, `${entry.dir}/link`)) !== undefined) continue
       this.#manifests.push({ repository: repository.name, digest: entry.digest })
       // As distribution's vacuum.RemoveManifest: the tags' index entries, and our referrers index.
       const [algorithm, hex] = entry.digest.split(':') as [string, string]
@@ -349,10 +340,10 @@ class GarbageCollection {
       let { size, modTime } = blob
       if (size === undefined && !this.#dryRun) {
         const quarantined = `${blob.dir}/${QUARANTINE_DATA}`
-        if ((await statOrUndefined(this.#driver, quarantined)) !== undefined) {
+        if ((await statFileOrUndefined(this.#driver, quarantined)) !== undefined) {
           await this.#driver.move(quarantined, `${blob.dir}/data`).catch(ignoreMissing)
           this.#recovered++
-          const info = await statOrUndefined(this.#driver, `${blob.dir}/data`)
+          const info = await statFileOrUndefined(this.#driver, `${blob.dir}/data`)
           size = info?.size
           modTime = info?.modTime
         }
@@ -391,12 +382,12 @@ class GarbageCollection {
       this.#progress('links', ++done, work.length)
       if (entry.modTime === undefined || this.#isFresh(entry.modTime) || this.#marked.has(entry.digest)) continue
       if (this.#dryRun) {
-        if (swept.has(entry.digest) || (await statOrUndefined(this.#driver, blobDataPath(entry.digest))) === undefined) {
+        if (swept.has(entry.digest) || (await statFileOrUndefined(this.#driver, blobDataPath(entry.digest))) === undefined) {
           this.#layerLinks.push({ repository: repository.name, digest: entry.digest })
         }
         continue
       }
-      if ((await statOrUndefined(this.#driver, blobDataPath(entry.digest))) !== undefined) continue
+      if ((await statFileOrUndefined(this.#driver, blobDataPath(entry.digest))) !== undefined) continue
       const dir = layerLinkPath(repository.name, entry.digest).slice(0, -'/link'.length)
       if ((await this.#quarantine(dir, 'link', QUARANTINE_LINK)) === 'deleted') {
         this.#layerLinks.push({ repository: repository.name, digest: entry.digest })
@@ -419,7 +410,7 @@ class GarbageCollection {
       if (error instanceof PathNotFoundError) return 'gone'
       throw error
     }
-    const info = await statOrUndefined(this.#driver, quarantined)
+    const info = await statFileOrUndefined(this.#driver, quarantined)
     if (info === undefined) return 'gone'
     if (this.#isFresh(info.modTime)) {
       // Replaces a copy a writer may have stored meanwhile: the same bytes (content addressed).
@@ -441,7 +432,7 @@ class GarbageCollection {
     const begun = performance.now()
     await this.#driver.putContent(intent, Buffer.from(JSON.stringify({ path, startedAt: this.#startedAt.toISOString() }))) // g1
     try {
-      const info = await statOrUndefined(this.#driver, path) // g2
+      const info = await statFileOrUndefined(this.#driver, path) // g2
       if (info === undefined) return 'gone'
       if (this.#isFresh(info.modTime)) {
         this.#restored++

@@ -4,7 +4,7 @@
  * it works the same on a tree written by registry:2. Nothing here is for a request path: it walks
  * the whole tree.
  */
-import { PathNotFoundError, type FileInfo, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, statFileOrUndefined, type StorageDriver } from './driver/storage-driver.js'
 import { isDigest } from './digest.js'
 import { BLOBS_ROOT, REPOSITORIES_ROOT } from './paths.js'
 import { isRepositoryName } from './reference.js'
@@ -33,16 +33,6 @@ export async function listOrEmpty(driver: StorageDriver, path: string): Promise<
     return await driver.list(path)
   } catch (error) {
     if (error instanceof PathNotFoundError) return []
-    throw error
-  }
-}
-
-export async function statOrUndefined(driver: StorageDriver, path: string): Promise<FileInfo | undefined> {
-  try {
-    const info = await driver.stat(path)
-    return info.isDir ? undefined : info
-  } catch (error) {
-    if (error instanceof PathNotFoundError) return undefined
     throw error
   }
 }
@@ -83,7 +73,7 @@ export async function listLinks(driver: StorageDriver, folder: string): Promise<
     for (const hexDir of await listOrEmpty(driver, algorithmDir)) {
       const digest = `${base(algorithmDir)}:${base(hexDir)}`
       if (!isDigest(digest)) continue
-      const info = await statOrUndefined(driver, `${hexDir}/link`)
+      const info = await statFileOrUndefined(driver, `${hexDir}/link`)
       entries.push({ digest, dir: hexDir, modTime: info?.modTime })
     }
   }
@@ -97,7 +87,7 @@ export async function forEachBlob(driver: StorageDriver, visit: (blob: BlobEntry
       for (const hexDir of await listOrEmpty(driver, prefixDir)) {
         const digest = `${base(algorithmDir)}:${base(hexDir)}`
         if (!isDigest(digest)) continue
-        const info = await statOrUndefined(driver, `${hexDir}/data`)
+        const info = await statFileOrUndefined(driver, `${hexDir}/data`)
         await visit({ digest, dir: hexDir, size: info?.size, modTime: info?.modTime })
       }
     }

@@ -6,7 +6,7 @@
  * the referrer link, then the tag. Whatever step a `kill -9` interrupts, nothing points at bytes
  * that are not there. Deletions are here too, so garbage collection can reuse them.
  */
-import { PathNotFoundError, statFile, type StorageDriver } from './driver/storage-driver.js'
+import { PathNotFoundError, statFileOrUndefined, type StorageDriver } from './driver/storage-driver.js'
 import type { BlobStore } from './blob-store.js'
 import { digestOf, isDigest, parseDigest, type Digest } from './digest.js'
 import { BlobUnknownError, DigestMismatchError, ManifestBlobUnknownError, ManifestUnknownError } from './errors.js'
@@ -175,13 +175,7 @@ export class ManifestStore {
   }
 
   async hasRevision(name: string, digest: Digest): Promise<boolean> {
-    try {
-      await statFile(this.driver, manifestRevisionLinkPath(name, digest))
-      return true
-    } catch (error) {
-      if (error instanceof PathNotFoundError) return false
-      throw error
-    }
+    return (await statFileOrUndefined(this.driver, manifestRevisionLinkPath(name, digest))) !== undefined
   }
 
   /**

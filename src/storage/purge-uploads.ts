@@ -7,8 +7,8 @@
  * chunk being appended by this process is never cut from under it.
  */
 import type { Logger } from '../log.js'
-import type { StorageDriver } from './driver/storage-driver.js'
-import { listOrEmpty, listRepositories, statOrUndefined } from './maintenance-scan.js'
+import { statFileOrUndefined, type StorageDriver } from './driver/storage-driver.js'
+import { listOrEmpty, listRepositories } from './maintenance-scan.js'
 import { isUploadId, uploadDataPath, uploadsPath } from './paths.js'
 import { uploadStartedAt, type UploadStore } from './upload-store.js'
 
@@ -38,7 +38,7 @@ export async function findStaleUploads(driver: StorageDriver, olderThan: Date): 
       const started = await uploadStartedAt(driver, repository, id)
       if (started === undefined || started >= olderThan.getTime()) continue
       const startedAt = new Date(started)
-      const size = (await statOrUndefined(driver, uploadDataPath(repository, id)))?.size ?? 0
+      const size = (await statFileOrUndefined(driver, uploadDataPath(repository, id)))?.size ?? 0
       stale.push({ repository, id, startedAt, size })
     }
   }

@@ -20,7 +20,7 @@
  * gone, wrong length) is cut back to where it started, so the upload stays resumable.
  */
 import { randomUUID, type Hash } from 'node:crypto'
-import { PathNotFoundError, statFile, type StorageDriver } from './driver/storage-driver.js'
+import { ignoreMissing, PathNotFoundError, statFileOrUndefined, type StorageDriver } from './driver/storage-driver.js'
 import { type BlobStore, type BlobInfo } from './blob-store.js'
 import { EMPTY_SHA256, digestFromHash, newHash, type Digest } from './digest.js'
 import { DigestMismatchError, UploadRangeError, UploadSizeError, UploadUnknownError } from './errors.js'
@@ -144,12 +144,7 @@ export class UploadStore {
       }
       await this.blobs.adopt(dataPath, digest)
       // The upload's folder holds nothing the link needs once its data is the blob: both at once.
-      await Promise.all([
-        this.blobs.link(name, digest),
-        this.driver.delete(uploadPath(name, id)).catch(error => {
-          if (!(error instanceof PathNotFoundError)) throw error
-        }),
-      ])
+      await Promise.all([this.blobs.link(name, digest), this.driver.delete(uploadPath(name, id)).catch(ignoreMissing)])
       this.#hashes.delete(key)
       return { digest: digest.value, size }
     })
@@ -271,13 +266,8 @@ export class UploadStore {
   }
 
   async #dataInfo(name: string, id: string): Promise<{ size: number; etag: string | undefined }> {
-    try {
-      const info = await statFile(this.driver, uploadDataPath(name, id))
-      return { size: info.size, etag: info.etag }
-    } catch (error) {
-      if (error instanceof PathNotFoundError) return { size: 0, etag: undefined }
-      throw error
-    }
+    const info = await statFileOrUndefined(this.driver, uploadDataPath(name, id))
+    return { size: info?.size ?? 0, etag: info?.etag }
   }
 
   #remember(key: string, state: HashState): void {

@@ -13,8 +13,8 @@
  *   evicting every cached image and collecting garbage frees; what `--mirror-max-size` caps);
  *   pushed bytes are blobs some pushed repository links, those it shares with the cache included.
  */
-import type { StorageDriver } from './driver/storage-driver.js'
-import { forEachBlob, listLinks, listOrEmpty, listRepositories, statOrUndefined } from './maintenance-scan.js'
+import { statFileOrUndefined, type StorageDriver } from './driver/storage-driver.js'
+import { forEachBlob, listLinks, listOrEmpty, listRepositories } from './maintenance-scan.js'
 import { isUploadId, manifestRevisionsPath, mirrorMarkerPath, repositoryPath, uploadDataPath, uploadsPath } from './paths.js'
 
 export interface RepositoryUsage {
@@ -58,7 +58,7 @@ export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
   const linkedByCache = new Set<string>()
   const linkedByPushed = new Set<string>()
   for (const name of await listRepositories(driver)) {
-    const cached = (await statOrUndefined(driver, mirrorMarkerPath(name))) !== undefined
+    const cached = (await statFileOrUndefined(driver, mirrorMarkerPath(name))) !== undefined
     const digests = new Set<string>()
     let manifests = 0
     for (const link of await listLinks(driver, `${repositoryPath(name)}/_layers`)) {
@@ -73,7 +73,7 @@ export async function diskUsage(driver: StorageDriver): Promise<UsageReport> {
     let uploadBytes = 0
     for (const dir of await listOrEmpty(driver, uploadsPath(name))) {
       const id = dir.slice(dir.lastIndexOf('/') + 1)
-      if (isUploadId(id)) uploadBytes += (await statOrUndefined(driver, uploadDataPath(name, id)))?.size ?? 0
+      if (isUploadId(id)) uploadBytes += (await statFileOrUndefined(driver, uploadDataPath(name, id)))?.size ?? 0
     }
     for (const digest of digests) holders.set(digest, (holders.get(digest) ?? 0) + 1)
     perRepository.push({ name, cached, digests, manifests, uploadBytes })

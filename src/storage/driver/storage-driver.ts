@@ -193,6 +193,16 @@ export async function statFile(driver: StorageDriver, path: string): Promise<Fil
   return info
 }
 
+/** `statFile`, or undefined when no file is at `path` (a directory included). */
+export async function statFileOrUndefined(driver: StorageDriver, path: string): Promise<FileInfo | undefined> {
+  try {
+    return await statFile(driver, path)
+  } catch (error) {
+    if (error instanceof PathNotFoundError) return undefined
+    throw error
+  }
+}
+
 /** For `.catch` on a delete or move: a path already gone is what the caller wanted; anything else is rethrown. */
 export function ignoreMissing(error: unknown): void {
   if (!(error instanceof PathNotFoundError)) throw error

@@ -31,10 +31,10 @@
 import { randomUUID } from 'node:crypto'
 import { silentLogger, type Logger } from '../../log.js'
 import { BlobStore } from '../blob-store.js'
-import { PathNotFoundError, ignoreMissing, type FileInfo, type StorageDriver } from '../driver/storage-driver.js'
+import { PathNotFoundError, ignoreMissing, statFileOrUndefined, type FileInfo, type StorageDriver } from '../driver/storage-driver.js'
 import { parseDigest } from '../digest.js'
 import { BlobUnknownError } from '../errors.js'
-import { listLinks, listOrEmpty, listRepositories, statOrUndefined } from '../maintenance-scan.js'
+import { listLinks, listOrEmpty, listRepositories } from '../maintenance-scan.js'
 import type { ManifestObserver, ManifestPushedEvent } from '../manifest-observer.js'
 import {
   INDEX_CHANGES_ROOT,
@@ -220,7 +220,8 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
   async manifestsCollected(manifests: readonly { repository: string; digest: string }[]): Promise<void> {
     for (const { repository, digest } of manifests) {
       await this.#guard(repository, async () => {
-        if ((await statOrUndefined(this.#driver, manifestRevisionLinkPath(repository, digest))) === undefined) await this.#forgetManifest(repository, digest)
+        if ((await statFileOrUndefined(this.#driver, manifestRevisionLinkPath(repository, digest))) === undefined)
+          await this.#forgetManifest(repository, digest)
       })
     }
   }
@@ -352,7 +353,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
       },
     )
     for (const digest of records.manifests.keys()) {
-      if (revisions.has(digest) || (await statOrUndefined(this.#driver, manifestRevisionLinkPath(name, digest))) !== undefined) continue
+      if (revisions.has(digest) || (await statFileOrUndefined(this.#driver, manifestRevisionLinkPath(name, digest))) !== undefined) continue
       await this.#forgetManifest(name, digest)
       report.manifestsDeleted++
     }
@@ -376,7 +377,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
     const path = indexManifestPath(repository, digest)
     const existing = await this.#getOrUndefined(path).then(bytes => (bytes === undefined ? undefined : readManifestRecord(bytes)))
     const pushedAt =
-      existing?.pushedAt ?? fallbackPushedAt ?? recordTime((await statOrUndefined(this.#driver, manifestRevisionLinkPath(repository, digest)))?.modTime)
+      existing?.pushedAt ?? fallbackPushedAt ?? recordTime((await statFileOrUndefined(this.#driver, manifestRevisionLinkPath(repository, digest)))?.modTime)
     const record = await describeManifest(content, pushedAt, async config => {
       try {
         return await this.#blobs.getContent(config)
@@ -431,7 +432,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
     const path = tagCurrentLinkPath(repository, tag)
     const content = await this.#getOrUndefined(path)
     if (content === undefined) return undefined
-    const info = await statOrUndefined(this.#driver, path)
+    const info = await statFileOrUndefined(this.#driver, path)
     if (info === undefined) return undefined
     try {
       return { digest: parseDigest(content.toString('utf8').trim()).value, modTime: info.modTime }
@@ -480,7 +481,7 @@ export class MetadataIndex implements ManifestObserver, MetadataStore {
     for (const path of await listOrEmpty(this.#driver, INDEX_CHANGES_ROOT)) {
       const instance = base(path)
       if (instance === this.instance) continue
-      const info = await statOrUndefined(this.#driver, path)
+      const info = await statFileOrUndefined(this.#driver, path)
       if (info === undefined) continue
       present.add(instance)
       if (Date.now() - info.modTime.getTime() > CHANGES_STALE_MS) {
