@@ -46,6 +46,13 @@ import {
  */
 const SHARED_LOOKUP_LEAD_MS = 7 * 24 * 60 * 60 * 1000
 
+/** A challenge record another process's order stored (`certKeys.challenge`), or undefined when malformed. Throws on bad JSON. */
+function parseSharedChallenge(bytes: Buffer): { token: string; name: string; keyAuthorization: string } | undefined {
+  const entry = JSON.parse(bytes.toString('utf8')) as { token?: unknown; name?: unknown; keyAuthorization?: unknown }
+  if (typeof entry.token !== 'string' || typeof entry.name !== 'string' || typeof entry.keyAuthorization !== 'string') return undefined
+  return { token: entry.token, name: entry.name, keyAuthorization: entry.keyAuthorization }
+}
+
 export interface AcmeProviderOptions {
   /** Names on the certificate (`--domain`, repeatable); the first one names its folder. */
   domains: readonly string[]
@@ -428,13 +435,8 @@ export class AcmeCertificateProvider implements CertificateProvider {
   private withSharedLookup(own: MemoryChallengeResponder): ChallengeResponder {
     const shared = new SharedChallengeLookup({
       load: async token => {
-        const entry = JSON.parse((await this.store.load(certKeys.challenge(this.issuer, token))).toString('utf8')) as {
-          token?: unknown
-          name?: unknown
-          keyAuthorization?: unknown
-        }
-        const valid = entry.token === token && typeof entry.name === 'string' && typeof entry.keyAuthorization === 'string'
-        return valid ? { name: entry.name as string, keyAuthorization: entry.keyAuthorization as string } : undefined
+        const entry = parseSharedChallenge(await this.store.load(certKeys.challenge(this.issuer, token)))
+        return entry?.token === token ? entry : undefined
       },
       mayOrder: () => this.mayOrderSoon(),
       now: () => this.clock.now(),
@@ -453,10 +455,8 @@ export class AcmeCertificateProvider implements CertificateProvider {
     const entries: Array<{ token: string; name: string; keyAuthorization: string }> = []
     for (const key of await this.store.list(certKeys.challenges(this.issuer))) {
       try {
-        const entry = JSON.parse((await this.store.load(key)).toString('utf8')) as { token?: unknown; name?: unknown; keyAuthorization?: unknown }
-        if (typeof entry.token === 'string' && typeof entry.name === 'string' && typeof entry.keyAuthorization === 'string') {
-          entries.push({ token: entry.token, name: entry.name, keyAuthorization: entry.keyAuthorization })
-        }
+        const entry = parseSharedChallenge(await this.store.load(key))
+        if (entry !== undefined) entries.push(entry)
       } catch {
         // Deleted or half-visible between list and load: the next pass sees the settled state.
       }
