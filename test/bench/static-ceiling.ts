@@ -15,6 +15,7 @@ import { closeSync, openSync } from 'node:fs'
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import https from 'node:https'
 import path from 'node:path'
+import { blobDataPath, tagCurrentLinkPath } from '../../src/storage/paths.js'
 import { skopeoPull, type ClientContext } from './clients.js'
 import type { CaseHooks } from './hooks.js'
 import type { BenchPki } from './pki.js'
@@ -43,11 +44,9 @@ const DIGEST = /^sha256:[0-9a-f]{64}$/
 
 /** The manifest `tag` points at in a registry:2-layout storage root: its digest, bytes and media type. */
 export async function readTaggedManifest(image: StaticImage): Promise<{ digest: string; bytes: Buffer; mediaType: string }> {
-  const v2 = path.join(image.storageRoot, 'docker', 'registry', 'v2')
-  const digest = (await readFile(path.join(v2, 'repositories', image.repository, '_manifests', 'tags', image.tag, 'current', 'link'), 'utf8')).trim()
+  const digest = (await readFile(path.join(image.storageRoot, tagCurrentLinkPath(image.repository, image.tag)), 'utf8')).trim()
   if (!DIGEST.test(digest)) throw new Error(`${image.repository}:${image.tag}: unexpected tag link ${JSON.stringify(digest)}`)
-  const hex = digest.slice('sha256:'.length)
-  const bytes = await readFile(path.join(v2, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data'))
+  const bytes = await readFile(path.join(image.storageRoot, blobDataPath(digest)))
   const mediaType = (JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown }).mediaType
   if (typeof mediaType !== 'string') throw new Error(`${digest}: the manifest has no mediaType field`)
   return { digest, bytes, mediaType }
@@ -170,19 +169,18 @@ export async function copyToLocalLayout(client: ClientContext, repository: strin
   const pulled = `${root}-pulled`
   await mkdir(path.dirname(root), { recursive: true })
   await skopeoPull(client, repository, tag, pulled)
-  const v2 = path.join(root, 'docker', 'registry', 'v2')
   const place = async (hex: string, from: string) => {
-    const folder = path.join(v2, 'blobs', 'sha256', hex.slice(0, 2), hex)
-    await mkdir(folder, { recursive: true })
-    await rename(from, path.join(folder, 'data'))
+    const data = path.join(root, blobDataPath(`sha256:${hex}`))
+    await mkdir(path.dirname(data), { recursive: true })
+    await rename(from, data)
   }
   const manifest = await readFile(path.join(pulled, 'manifest.json'))
   const manifestHex = crypto.createHash('sha256').update(manifest).digest('hex')
   for (const name of await readdir(pulled)) if (/^[0-9a-f]{64}$/.test(name)) await place(name, path.join(pulled, name))
   await place(manifestHex, path.join(pulled, 'manifest.json'))
-  const link = path.join(v2, 'repositories', repository, '_manifests', 'tags', tag, 'current')
-  await mkdir(link, { recursive: true })
-  await writeFile(path.join(link, 'link'), `sha256:${manifestHex}`)
+  const link = path.join(root, tagCurrentLinkPath(repository, tag))
+  await mkdir(path.dirname(link), { recursive: true })
+  await writeFile(link, `sha256:${manifestHex}`)
   await rm(pulled, { recursive: true, force: true })
   return root
 }

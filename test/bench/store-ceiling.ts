@@ -4,6 +4,7 @@
  * as both registries reach it), in the same round. A registry on S3 serves a blob at most as fast
  * as the store hands it out and TLS carries it, so `curl-get` is read against both.
  */
+import { blobDataPath } from '../../src/storage/paths.js'
 import type { BlobRef } from './content.js'
 import type { CaseDef, CaseResult } from './report.js'
 import type { S3Target } from './stacks.js'
@@ -21,9 +22,8 @@ export function storeCeilingCaseDef(big: string): CaseDef {
 }
 
 /** The object key distribution's layout gives a blob under `prefix`. */
-export function blobDataKey(prefix: string, digest: string): string {
-  const [algorithm, hex] = digest.split(':') as [string, string]
-  return `${prefix.replace(/^\/+|\/+$/g, '')}/docker/registry/v2/blobs/${algorithm}/${hex.slice(0, 2)}/${hex}/data`
+function blobDataKey(prefix: string, digest: string): string {
+  return `${prefix.replace(/^\/+|\/+$/g, '')}${blobDataPath(digest)}`
 }
 
 /** GETs the blob's object from the store with curl and returns the seconds it took (curl's own clock). */
